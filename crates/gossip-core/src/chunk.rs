@@ -1,0 +1,106 @@
+//! Splitting messages so that every datagram fits the payload budget.
+
+use crate::message::{self, Delta, Entry, Message, Range, Want};
+use crate::types::{NodeId, NodeInfo};
+
+/// Splits one owner's entries `(from, to]` into deltas of at most `budget` encoded bytes each.
+/// Each chunk covers a contiguous version range, so a receiver can apply them in order. An
+/// entry too large for any datagram is skipped (registration refuses such entries up front).
+pub fn split_delta(
+    info: &NodeInfo,
+    from: u64,
+    to: u64,
+    entries: &[&Entry],
+    ttl: u8,
+    budget: usize,
+) -> Vec<Delta> {
+    let mut out = Vec::new();
+    let empty = Delta {
+        ttl,
+        node: info.clone(),
+        from_version: from,
+        to_version: to,
+        entries: Vec::new(),
+    };
+    let overhead = message::delta_overhead(&empty);
+    let mut cur = empty.clone();
+    let mut size = overhead;
+    for e in entries {
+        let len = message::entry_len(e);
+        if overhead + len > budget {
+            continue;
+        }
+        if size + len > budget && !cur.entries.is_empty() {
+            let last = cur.entries.last().map_or(cur.from_version, |x| x.version);
+            cur.to_version = last;
+            let next_from = last;
+            out.push(std::mem::replace(
+                &mut cur,
+                Delta {
+                    from_version: next_from,
+                    ..empty.clone()
+                },
+            ));
+            size = overhead;
+        }
+        cur.entries.push((*e).clone());
+        size += len;
+    }
+    cur.to_version = to;
+    out.push(cur);
+    out
+}
+
+/// Packs ranges into as few `Reconcile` messages as fit `budget` bytes each. An empty list
+/// still yields one (empty) message when `initial_reply` is set: the acknowledgement.
+pub fn pack_ranges(sender: NodeId, ranges: Vec<Range>, budget: usize) -> Vec<Message> {
+    let header = 1 + 16 + 1 + 2;
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = header;
+    for r in ranges {
+        let len = message::range_len(&r);
+        if size + len > budget && !cur.is_empty() {
+            out.push(Message::Reconcile {
+                sender,
+                initial: false,
+                ranges: std::mem::take(&mut cur),
+            });
+            size = header;
+        }
+        size += len;
+        cur.push(r);
+    }
+    if !cur.is_empty() {
+        out.push(Message::Reconcile {
+            sender,
+            initial: false,
+            ranges: cur,
+        });
+    }
+    out
+}
+
+/// Packs wants into `Request` messages of at most `budget` bytes.
+pub fn pack_wants(sender: NodeId, wants: Vec<Want>, budget: usize) -> Vec<Message> {
+    let header = 1 + 16 + 2;
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = header;
+    for w in wants {
+        let len = message::want_len(&w);
+        if size + len > budget && !cur.is_empty() {
+            out.push(Message::Request {
+                sender,
+                wants: std::mem::take(&mut cur),
+            });
+            size = header;
+        }
+        size += len;
+        cur.push(w);
+    }
+    if !cur.is_empty() {
+        out.push(Message::Request { sender, wants: cur });
+    }
+    out
+}

@@ -1,0 +1,553 @@
+//! Gossip messages and their encoding (the payload inside a session frame).
+//!
+//! Layout of every message: `kind: u8`, `sender: NodeId (16 B)`, then the body of that kind.
+//! See `docs/PROTOCOL.md` for the byte-level description; this module is its reference.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::types::{Health, NodeId, NodeInfo, ServiceInstance};
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Longest node name, in bytes.
+pub const MAX_NODE_NAME: usize = 64;
+/// Longest entry key, in bytes.
+pub const MAX_KEY: usize = 160;
+/// Longest string inside a service instance (id, name, tag, meta key or value), in bytes.
+pub const MAX_FIELD: usize = 512;
+
+/// Message kind byte: range reconciliation.
+pub const KIND_RECONCILE: u8 = 1;
+/// Message kind byte: a delta of one node's entries.
+pub const KIND_DELTA: u8 = 2;
+/// Message kind byte: a request for deltas.
+pub const KIND_REQUEST: u8 = 3;
+
+/// A bound of a key range: a node id, or past the largest id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Bound {
+    /// Ids strictly below this one are in range (for an upper bound).
+    Id(NodeId),
+    /// Beyond every id.
+    Inf,
+}
+
+impl Bound {
+    /// True if `id` is below this bound.
+    pub fn above(&self, id: &NodeId) -> bool {
+        match self {
+            Bound::Id(b) => id < b,
+            Bound::Inf => true,
+        }
+    }
+}
+
+/// What is said about one range `[lo, hi)` of node ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeBody {
+    /// The sender's item count and XOR fingerprint over the range.
+    Fingerprint {
+        /// Number of nodes in the range.
+        count: u64,
+        /// XOR of the item hashes.
+        fp: u64,
+    },
+    /// Every item the sender holds in the range.
+    Items(Vec<Summary>),
+}
+
+/// One range of a [`Message::Reconcile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// Inclusive lower bound.
+    pub lo: NodeId,
+    /// Exclusive upper bound.
+    pub hi: Bound,
+    /// What the sender holds there.
+    pub body: RangeBody,
+}
+
+/// The version summary of one node's state: the unit of reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Owner.
+    pub id: NodeId,
+    /// Owner's generation.
+    pub generation: u64,
+    /// Highest version of the owner's entries held.
+    pub version: u64,
+}
+
+/// A node's own status, carried as the entry [`STATUS_KEY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Running.
+    Alive,
+    /// Left gracefully: its services are gone at once.
+    Left,
+}
+
+/// Key of the status entry every node owns.
+pub const STATUS_KEY: &str = "@status";
+
+/// The value of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A deleted entry (kept until collected so the deletion spreads).
+    Tombstone,
+    /// The owner's status.
+    Status(NodeStatus),
+    /// A service instance (key `svc/<id>`).
+    Service(ServiceInstance),
+}
+
+/// A versioned entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Key, unique per owner.
+    pub key: String,
+    /// Owner-assigned version (per owner and generation, only grows).
+    pub version: u64,
+    /// Value.
+    pub value: Value,
+}
+
+/// A contiguous slice of one owner's history: every entry whose version lies in
+/// `(from_version, to_version]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// Rumor hops left: forwarded while positive by a receiver that learned from it.
+    pub ttl: u8,
+    /// Owner's identity, name, address and generation.
+    pub node: NodeInfo,
+    /// Exclusive lower version bound.
+    pub from_version: u64,
+    /// Inclusive upper version bound.
+    pub to_version: u64,
+    /// Entries with versions in the range, ascending.
+    pub entries: Vec<Entry>,
+}
+
+/// A pull: "send me what you hold of these owners beyond this version".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    /// Owner.
+    pub id: NodeId,
+    /// The generation the requester holds (0 if none).
+    pub generation: u64,
+    /// The version the requester holds in that generation.
+    pub version: u64,
+}
+
+/// A decoded gossip message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Range-based set reconciliation of node summaries.
+    Reconcile {
+        /// Sender's node id.
+        sender: NodeId,
+        /// True on the first message of an exchange: the receiver always answers it.
+        initial: bool,
+        /// The ranges.
+        ranges: Vec<Range>,
+    },
+    /// Entries of one owner.
+    Delta {
+        /// Sender's node id (the relay, not necessarily the owner).
+        sender: NodeId,
+        /// The delta.
+        delta: Delta,
+    },
+    /// Requests for deltas.
+    Request {
+        /// Sender's node id.
+        sender: NodeId,
+        /// What is wanted.
+        wants: Vec<Want>,
+    },
+}
+
+impl Message {
+    /// The node that sent the message.
+    pub fn sender(&self) -> NodeId {
+        match self {
+            Message::Reconcile { sender, .. }
+            | Message::Delta { sender, .. }
+            | Message::Request { sender, .. } => *sender,
+        }
+    }
+
+    /// Encodes into a fresh buffer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Message::Reconcile {
+                sender,
+                initial,
+                ranges,
+            } => {
+                w.u8(KIND_RECONCILE);
+                w.node_id(sender);
+                w.u8(u8::from(*initial));
+                w.varint(ranges.len() as u64);
+                for r in ranges {
+                    encode_range(&mut w, r);
+                }
+            }
+            Message::Delta { sender, delta } => {
+                w.u8(KIND_DELTA);
+                w.node_id(sender);
+                encode_delta_header(&mut w, delta);
+                w.varint(delta.entries.len() as u64);
+                for e in &delta.entries {
+                    encode_entry(&mut w, e);
+                }
+            }
+            Message::Request { sender, wants } => {
+                w.u8(KIND_REQUEST);
+                w.node_id(sender);
+                w.varint(wants.len() as u64);
+                for want in wants {
+                    encode_want(&mut w, want);
+                }
+            }
+        }
+        w.buf
+    }
+
+    /// Decodes one message; the whole input must be consumed.
+    pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
+        let mut r = Reader::new(buf);
+        let kind = r.u8()?;
+        let sender = r.node_id()?;
+        let msg = match kind {
+            KIND_RECONCILE => {
+                let initial = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    tag => {
+                        return Err(DecodeError::BadTag {
+                            what: "initial flag",
+                            tag,
+                        });
+                    }
+                };
+                let n = r.count(4)?;
+                let mut ranges = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ranges.push(decode_range(&mut r)?);
+                }
+                Message::Reconcile {
+                    sender,
+                    initial,
+                    ranges,
+                }
+            }
+            KIND_DELTA => {
+                let mut delta = decode_delta_header(&mut r)?;
+                let n = r.count(3)?;
+                delta.entries.reserve_exact(n);
+                let mut last = delta.from_version;
+                for _ in 0..n {
+                    let e = decode_entry(&mut r)?;
+                    if e.version <= last || e.version > delta.to_version {
+                        return Err(DecodeError::OutOfRange("entry version"));
+                    }
+                    last = e.version;
+                    delta.entries.push(e);
+                }
+                Message::Delta { sender, delta }
+            }
+            KIND_REQUEST => {
+                let n = r.count(18)?;
+                let mut wants = Vec::with_capacity(n);
+                for _ in 0..n {
+                    wants.push(Want {
+                        id: r.node_id()?,
+                        generation: r.varint()?,
+                        version: r.varint()?,
+                    });
+                }
+                Message::Request { sender, wants }
+            }
+            tag => {
+                return Err(DecodeError::BadTag {
+                    what: "message kind",
+                    tag,
+                });
+            }
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// Encodes a bound: `0xFF` for infinity, else a length `L <= 16` and the id's first `L` bytes
+/// (the rest are zero). Trailing zero bytes are trimmed.
+pub fn encode_bound(w: &mut Writer, b: &Bound) {
+    match b {
+        Bound::Inf => w.u8(0xff),
+        Bound::Id(id) => encode_id_prefix(w, id),
+    }
+}
+
+fn encode_id_prefix(w: &mut Writer, id: &NodeId) {
+    let len = id.0.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+    w.u8(len as u8);
+    w.bytes(&id.0[..len]);
+}
+
+fn decode_id_prefix(r: &mut Reader<'_>, len: u8) -> Result<NodeId, DecodeError> {
+    if len > 16 {
+        return Err(DecodeError::OutOfRange("bound length"));
+    }
+    let mut id = [0u8; 16];
+    id[..len as usize].copy_from_slice(r.bytes(len as usize)?);
+    Ok(NodeId(id))
+}
+
+fn decode_bound(r: &mut Reader<'_>) -> Result<Bound, DecodeError> {
+    match r.u8()? {
+        0xff => Ok(Bound::Inf),
+        len => Ok(Bound::Id(decode_id_prefix(r, len)?)),
+    }
+}
+
+/// Encoded size of one range.
+pub fn range_len(r: &Range) -> usize {
+    let mut w = Writer::new();
+    encode_range(&mut w, r);
+    w.len()
+}
+
+fn encode_range(w: &mut Writer, r: &Range) {
+    encode_id_prefix(w, &r.lo);
+    encode_bound(w, &r.hi);
+    match &r.body {
+        RangeBody::Fingerprint { count, fp } => {
+            w.u8(0);
+            w.varint(*count);
+            w.u64_fixed(*fp);
+        }
+        RangeBody::Items(items) => {
+            w.u8(1);
+            w.varint(items.len() as u64);
+            for s in items {
+                w.node_id(&s.id);
+                w.varint(s.generation);
+                w.varint(s.version);
+            }
+        }
+    }
+}
+
+fn decode_range(r: &mut Reader<'_>) -> Result<Range, DecodeError> {
+    let lo_len = r.u8()?;
+    let lo = decode_id_prefix(r, lo_len)?;
+    let hi = decode_bound(r)?;
+    if !hi.above(&lo) {
+        return Err(DecodeError::OutOfRange("empty range"));
+    }
+    let body = match r.u8()? {
+        0 => RangeBody::Fingerprint {
+            count: r.varint()?,
+            fp: r.u64_fixed()?,
+        },
+        1 => {
+            let n = r.count(18)?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                items.push(Summary {
+                    id: r.node_id()?,
+                    generation: r.varint()?,
+                    version: r.varint()?,
+                });
+            }
+            RangeBody::Items(items)
+        }
+        tag => {
+            return Err(DecodeError::BadTag {
+                what: "range body",
+                tag,
+            });
+        }
+    };
+    Ok(Range { lo, hi, body })
+}
+
+fn encode_want(w: &mut Writer, want: &Want) {
+    w.node_id(&want.id);
+    w.varint(want.generation);
+    w.varint(want.version);
+}
+
+/// Encoded size of one want.
+pub fn want_len(want: &Want) -> usize {
+    let mut w = Writer::new();
+    encode_want(&mut w, want);
+    w.len()
+}
+
+fn encode_delta_header(w: &mut Writer, d: &Delta) {
+    w.u8(d.ttl);
+    w.node_id(&d.node.id);
+    w.string(&d.node.name);
+    w.socket_addr(d.node.addr);
+    w.varint(d.node.generation);
+    w.varint(d.from_version);
+    w.varint(d.to_version);
+}
+
+/// Encoded size of a delta message with no entries (kind, sender, header, entry count).
+pub fn delta_overhead(d: &Delta) -> usize {
+    let mut w = Writer::new();
+    encode_delta_header(&mut w, d);
+    1 + 16 + w.len() + 2
+}
+
+fn decode_delta_header(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
+    let ttl = r.u8()?;
+    let id = r.node_id()?;
+    let name = r.string(MAX_NODE_NAME)?;
+    let addr: SocketAddr = r.socket_addr()?;
+    let generation = r.varint()?;
+    let from_version = r.varint()?;
+    let to_version = r.varint()?;
+    if to_version < from_version {
+        return Err(DecodeError::OutOfRange("version range"));
+    }
+    Ok(Delta {
+        ttl,
+        node: NodeInfo {
+            id,
+            name,
+            addr,
+            generation,
+        },
+        from_version,
+        to_version,
+        entries: Vec::new(),
+    })
+}
+
+/// Encoded size of one entry.
+pub fn entry_len(e: &Entry) -> usize {
+    let mut w = Writer::new();
+    encode_entry(&mut w, e);
+    w.len()
+}
+
+fn encode_entry(w: &mut Writer, e: &Entry) {
+    w.string(&e.key);
+    w.varint(e.version);
+    match &e.value {
+        Value::Tombstone => w.u8(0),
+        Value::Status(s) => {
+            w.u8(1);
+            w.u8(match s {
+                NodeStatus::Alive => 0,
+                NodeStatus::Left => 1,
+            });
+        }
+        Value::Service(s) => {
+            w.u8(2);
+            encode_service(w, s);
+        }
+    }
+}
+
+fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+    let key = r.string(MAX_KEY)?;
+    let version = r.varint()?;
+    let value = match r.u8()? {
+        0 => Value::Tombstone,
+        1 => Value::Status(match r.u8()? {
+            0 => NodeStatus::Alive,
+            1 => NodeStatus::Left,
+            tag => {
+                return Err(DecodeError::BadTag {
+                    what: "node status",
+                    tag,
+                });
+            }
+        }),
+        2 => Value::Service(decode_service(r)?),
+        tag => {
+            return Err(DecodeError::BadTag {
+                what: "entry value",
+                tag,
+            });
+        }
+    };
+    Ok(Entry {
+        key,
+        version,
+        value,
+    })
+}
+
+fn encode_service(w: &mut Writer, s: &ServiceInstance) {
+    w.string(&s.id);
+    w.string(&s.name);
+    w.opt_ip(s.address);
+    w.u16(s.port);
+    w.varint(s.tags.len() as u64);
+    for t in &s.tags {
+        w.string(t);
+    }
+    w.varint(s.meta.len() as u64);
+    for (k, v) in &s.meta {
+        w.string(k);
+        w.string(v);
+    }
+    w.u16(s.weight_passing);
+    w.u16(s.weight_warning);
+    w.u8(match s.health {
+        Health::Passing => 0,
+        Health::Warning => 1,
+        Health::Critical => 2,
+    });
+}
+
+fn decode_service(r: &mut Reader<'_>) -> Result<ServiceInstance, DecodeError> {
+    let id = r.string(MAX_FIELD)?;
+    let name = r.string(MAX_FIELD)?;
+    let address = r.opt_ip()?;
+    let port = r.u16()?;
+    let n = r.count(1)?;
+    let mut tags = Vec::with_capacity(n);
+    for _ in 0..n {
+        tags.push(r.string(MAX_FIELD)?);
+    }
+    let n = r.count(2)?;
+    let mut meta = BTreeMap::new();
+    for _ in 0..n {
+        let k = r.string(MAX_FIELD)?;
+        let v = r.string(MAX_FIELD)?;
+        meta.insert(k, v);
+    }
+    let weight_passing = r.u16()?;
+    let weight_warning = r.u16()?;
+    let health = match r.u8()? {
+        0 => Health::Passing,
+        1 => Health::Warning,
+        2 => Health::Critical,
+        tag => {
+            return Err(DecodeError::BadTag {
+                what: "health",
+                tag,
+            });
+        }
+    };
+    Ok(ServiceInstance {
+        id,
+        name,
+        address,
+        port,
+        tags,
+        meta,
+        weight_passing,
+        weight_warning,
+        health,
+    })
+}

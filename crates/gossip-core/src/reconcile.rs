@@ -1,0 +1,188 @@
+//! Range-based set reconciliation of node summaries (after Meyer's range-based set
+//! reconciliation, as in negentropy).
+//!
+//! The set reconciled is `{(id, generation, max_version)}` over every known node. A range
+//! `[lo, hi)` is described either by its count and XOR fingerprint, or, when small, by its
+//! items. A receiver compares each range with its own table:
+//! - same fingerprint: nothing to say;
+//! - it holds few items there: it answers with its items;
+//! - otherwise it splits the range into up to [`SPLIT`] subranges of equal count and answers
+//!   with their fingerprints.
+//!
+//! Receiving items settles a range in both directions at once: the receiver pushes what the
+//! sender lacks and requests what it lacks. Steady state costs one fingerprint each way.
+
+use crate::message::{Bound, Range, RangeBody, Summary, Want};
+use crate::state::{Table, newer};
+use crate::types::NodeId;
+
+/// A range holding at most this many items is sent as items rather than split.
+pub const ITEMS_THRESHOLD: usize = 16;
+/// Fan-out of a range split.
+pub const SPLIT: usize = 16;
+/// At most this many items are accepted in one range (a peer sending more is malformed).
+pub const MAX_ITEMS: usize = 64;
+
+/// What to send after processing a `Reconcile`.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Ranges to send back.
+    pub ranges: Vec<Range>,
+    /// Owners the peer lacks or holds older: push deltas from the peer's `(generation, version)`.
+    pub push: Vec<Want>,
+    /// Owners the peer holds newer: request them.
+    pub wants: Vec<Want>,
+    /// Items outside their declared range, or too many: the message was malformed.
+    pub malformed: bool,
+}
+
+/// The whole key space as one fingerprinted range: the opening message of an exchange.
+pub fn opening(table: &Table) -> Range {
+    let (count, fp) = table.fingerprint(&NodeId::MIN, &Bound::Inf);
+    Range {
+        lo: NodeId::MIN,
+        hi: Bound::Inf,
+        body: RangeBody::Fingerprint { count, fp },
+    }
+}
+
+/// Processes received ranges against the local table.
+pub fn process(table: &Table, ranges: &[Range]) -> Outcome {
+    let mut out = Outcome::default();
+    for r in ranges {
+        match &r.body {
+            RangeBody::Fingerprint { count, fp } => {
+                let (my_count, my_fp) = table.fingerprint(&r.lo, &r.hi);
+                if my_count == *count && my_fp == *fp {
+                    continue;
+                }
+                let mine: Vec<Summary> = table.range(&r.lo, &r.hi).map(|n| n.summary()).collect();
+                if mine.len() <= ITEMS_THRESHOLD {
+                    out.ranges.push(Range {
+                        lo: r.lo,
+                        hi: r.hi,
+                        body: RangeBody::Items(mine),
+                    });
+                } else {
+                    split(table, r.lo, r.hi, &mine, &mut out.ranges);
+                }
+            }
+            RangeBody::Items(theirs) => {
+                if theirs.len() > MAX_ITEMS
+                    || theirs.iter().any(|s| s.id < r.lo || !r.hi.above(&s.id))
+                {
+                    out.malformed = true;
+                    continue;
+                }
+                settle(table, r, theirs, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Splits `[lo, hi)` holding `mine` (sorted) into up to [`SPLIT`] fingerprinted subranges.
+fn split(table: &Table, lo: NodeId, hi: Bound, mine: &[Summary], out: &mut Vec<Range>) {
+    let n = mine.len();
+    let parts = SPLIT.min(n);
+    let mut start_lo = lo;
+    let mut start = 0;
+    for p in 1..=parts {
+        let end = n * p / parts;
+        let sub_hi = if p == parts {
+            hi
+        } else {
+            Bound::Id(separator(&mine[end - 1].id, &mine[end].id))
+        };
+        let (count, fp) = table.fingerprint(&start_lo, &sub_hi);
+        debug_assert_eq!(count as usize, end - start);
+        out.push(Range {
+            lo: start_lo,
+            hi: sub_hi,
+            body: RangeBody::Fingerprint { count, fp },
+        });
+        if let Bound::Id(b) = sub_hi {
+            start_lo = b;
+        }
+        start = end;
+    }
+}
+
+/// The shortest id prefix `p` (zero-padded) with `a < p <= b`: a compact split point.
+pub fn separator(a: &NodeId, b: &NodeId) -> NodeId {
+    let k =
+        a.0.iter()
+            .zip(b.0.iter())
+            .position(|(x, y)| x != y)
+            .unwrap_or(15);
+    let mut out = [0u8; 16];
+    out[..=k].copy_from_slice(&b.0[..=k]);
+    NodeId(out)
+}
+
+/// Compares the peer's items in a range with ours, in both directions.
+fn settle(table: &Table, r: &Range, theirs: &[Summary], out: &mut Outcome) {
+    let mut theirs_sorted: Vec<Summary> = theirs.to_vec();
+    theirs_sorted.sort_by_key(|s| s.id);
+    theirs_sorted.dedup_by_key(|s| s.id);
+    for t in &theirs_sorted {
+        match table.get(&t.id) {
+            None => out.wants.push(Want {
+                id: t.id,
+                generation: 0,
+                version: 0,
+            }),
+            Some(n) => {
+                let m = n.summary();
+                if newer((t.generation, t.version), (m.generation, m.version)) {
+                    out.wants.push(Want {
+                        id: t.id,
+                        generation: m.generation,
+                        version: m.version,
+                    });
+                } else if newer((m.generation, m.version), (t.generation, t.version)) {
+                    out.push.push(Want {
+                        id: t.id,
+                        generation: t.generation,
+                        version: t.version,
+                    });
+                }
+            }
+        }
+    }
+    for n in table.range(&r.lo, &r.hi) {
+        if theirs_sorted
+            .binary_search_by_key(&n.info.id, |s| s.id)
+            .is_err()
+        {
+            out.push.push(Want {
+                id: n.info.id,
+                generation: 0,
+                version: 0,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: &[u8]) -> NodeId {
+        let mut a = [0u8; 16];
+        a[..b.len()].copy_from_slice(b);
+        NodeId(a)
+    }
+
+    #[test]
+    fn separator_is_between() {
+        let a = id(&[1, 2, 3]);
+        let b = id(&[1, 5, 0, 9]);
+        let s = separator(&a, &b);
+        assert!(a < s && s <= b);
+        assert_eq!(s, id(&[1, 5]));
+        let c = id(&[1, 2, 3, 4]);
+        let s = separator(&a, &c);
+        assert!(a < s && s <= c);
+    }
+}

@@ -1,0 +1,273 @@
+//! The replicated table: every known node's versioned entries, with an incrementally
+//! maintained XOR fingerprint of all node summaries.
+//!
+//! Rules (see `docs/PROTOCOL.md`): only the owner writes its entries; versions are per owner
+//! and generation and only grow; a higher generation replaces everything known of the older
+//! one; a replica keeps the highest version of each entry and the highest contiguous version
+//! of each owner it holds (`max_version`), so a delta that would leave a gap is not applied.
+
+use std::collections::BTreeMap;
+
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
+
+use crate::message::{Bound, Delta, Entry, NodeStatus, STATUS_KEY, Summary, Value, Want};
+use crate::types::{NodeId, NodeInfo};
+
+/// One owner's state as held by a replica.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    /// Identity, name, address and generation.
+    pub info: NodeInfo,
+    /// Every version up to this one is held.
+    pub max_version: u64,
+    /// Entries by key.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+impl NodeState {
+    /// The owner's status as last heard (alive until its status entry says otherwise).
+    pub fn status(&self) -> NodeStatus {
+        match self.entries.get(STATUS_KEY).map(|e| &e.value) {
+            Some(Value::Status(s)) => *s,
+            _ => NodeStatus::Alive,
+        }
+    }
+
+    /// The version summary.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            id: self.info.id,
+            generation: self.info.generation,
+            version: self.max_version,
+        }
+    }
+}
+
+/// Hash of one summary, the unit XORed into fingerprints: SipHash-1-3 with a zero key over
+/// `id (16 B) || generation (u64 BE) || version (u64 BE)`.
+pub fn item_hash(s: &Summary) -> u64 {
+    let mut h = SipHasher13::new_with_keys(0, 0);
+    h.write(&s.id.0);
+    h.write(&s.generation.to_be_bytes());
+    h.write(&s.version.to_be_bytes());
+    h.finish()
+}
+
+/// True if `a` is strictly newer than `b` (generation first, then version).
+pub fn newer(a: (u64, u64), b: (u64, u64)) -> bool {
+    a > b
+}
+
+/// What applying a delta did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The table learned something.
+    Changed {
+        /// The owner was not known before (or came back with a new generation).
+        new_node: bool,
+        /// The owner's status changed (joined, left).
+        status_changed: bool,
+    },
+    /// Nothing new.
+    Stale,
+    /// The delta starts past what is held: this is what to ask for instead.
+    Gap(Want),
+}
+
+/// The table of all known nodes.
+#[derive(Debug, Default)]
+pub struct Table {
+    nodes: BTreeMap<NodeId, NodeState>,
+    root_fp: u64,
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new() -> Self {
+        Table::default()
+    }
+
+    /// Number of nodes held.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True when no node is held.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// One node's state.
+    pub fn get(&self, id: &NodeId) -> Option<&NodeState> {
+        self.nodes.get(id)
+    }
+
+    /// Every node, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeState> {
+        self.nodes.values()
+    }
+
+    /// Count and fingerprint of the summaries with ids in `[lo, hi)`.
+    pub fn fingerprint(&self, lo: &NodeId, hi: &Bound) -> (u64, u64) {
+        if *lo == NodeId::MIN && *hi == Bound::Inf {
+            return (self.nodes.len() as u64, self.root_fp);
+        }
+        self.range(lo, hi)
+            .fold((0, 0), |(c, fp), n| (c + 1, fp ^ item_hash(&n.summary())))
+    }
+
+    /// Nodes with ids in `[lo, hi)`, ascending.
+    pub fn range<'a>(
+        &'a self,
+        lo: &NodeId,
+        hi: &Bound,
+    ) -> impl Iterator<Item = &'a NodeState> + 'a {
+        let upper = match hi {
+            Bound::Id(h) if h <= lo => std::ops::Bound::Excluded(*lo),
+            Bound::Id(h) => std::ops::Bound::Excluded(*h),
+            Bound::Inf => std::ops::Bound::Unbounded,
+        };
+        self.nodes
+            .range((std::ops::Bound::Included(*lo), upper))
+            .map(|(_, n)| n)
+    }
+
+    fn set_summary_hash(&mut self, before: Option<Summary>, after: Option<Summary>) {
+        if let Some(b) = before {
+            self.root_fp ^= item_hash(&b);
+        }
+        if let Some(a) = after {
+            self.root_fp ^= item_hash(&a);
+        }
+    }
+
+    /// Inserts the local node (owner) with no entries.
+    pub fn insert_local(&mut self, info: NodeInfo) {
+        let state = NodeState {
+            info,
+            max_version: 0,
+            entries: BTreeMap::new(),
+        };
+        let before = self.nodes.get(&state.info.id).map(NodeState::summary);
+        self.set_summary_hash(before, Some(state.summary()));
+        self.nodes.insert(state.info.id, state);
+    }
+
+    /// The owner writes one entry under a fresh version. Returns the new version.
+    pub fn write_local(&mut self, id: &NodeId, key: &str, value: Value) -> Option<u64> {
+        let node = self.nodes.get_mut(id)?;
+        let before = node.summary();
+        node.max_version += 1;
+        let version = node.max_version;
+        node.entries.insert(
+            key.to_owned(),
+            Entry {
+                key: key.to_owned(),
+                version,
+                value,
+            },
+        );
+        let after = node.summary();
+        self.set_summary_hash(Some(before), Some(after));
+        Some(version)
+    }
+
+    /// Applies a delta received from the network. Never called for the local node.
+    pub fn apply(&mut self, d: &Delta) -> Applied {
+        let id = d.node.id;
+        let held = self
+            .nodes
+            .get(&id)
+            .map(|n| (n.info.generation, n.max_version));
+        match held {
+            Some((g, _)) if d.node.generation < g => return Applied::Stale,
+            Some((g, v)) if d.node.generation == g => {
+                if d.to_version <= v {
+                    return Applied::Stale;
+                }
+                if d.from_version > v {
+                    return Applied::Gap(Want {
+                        id,
+                        generation: g,
+                        version: v,
+                    });
+                }
+            }
+            // Unknown, or a newer generation: only a delta from the very start applies.
+            _ if d.from_version > 0 => {
+                let (generation, version) = held.unwrap_or((0, 0));
+                return Applied::Gap(Want {
+                    id,
+                    generation,
+                    version,
+                });
+            }
+            _ => {}
+        }
+        let fresh = held.is_none_or(|(g, _)| d.node.generation > g);
+        let before = self.nodes.get(&id).map(NodeState::summary);
+        let node = if fresh {
+            self.nodes.insert(
+                id,
+                NodeState {
+                    info: d.node.clone(),
+                    max_version: 0,
+                    entries: BTreeMap::new(),
+                },
+            );
+            self.nodes.get_mut(&id)
+        } else {
+            self.nodes.get_mut(&id)
+        };
+        let Some(node) = node else {
+            return Applied::Stale;
+        };
+        let status_before = node.status();
+        for e in &d.entries {
+            match node.entries.get(&e.key) {
+                Some(old) if old.version >= e.version => {}
+                _ => {
+                    node.entries.insert(e.key.clone(), e.clone());
+                }
+            }
+        }
+        node.max_version = node.max_version.max(d.to_version);
+        let status_changed = fresh || node.status() != status_before;
+        let after = node.summary();
+        self.set_summary_hash(before, Some(after));
+        Applied::Changed {
+            new_node: fresh,
+            status_changed,
+        }
+    }
+
+    /// The deltas that bring a replica holding `(have_generation, have_version)` of `id` up to
+    /// date, each encoding to at most `budget` bytes. Empty if nothing is newer. A replica
+    /// holding an older generation (or none) gets everything from version 0.
+    pub fn deltas_for(
+        &self,
+        id: &NodeId,
+        have_generation: u64,
+        have_version: u64,
+        ttl: u8,
+        budget: usize,
+    ) -> Vec<Delta> {
+        let Some(node) = self.nodes.get(id) else {
+            return Vec::new();
+        };
+        let from = if have_generation == node.info.generation {
+            if have_version >= node.max_version {
+                return Vec::new();
+            }
+            have_version
+        } else if have_generation > node.info.generation {
+            return Vec::new();
+        } else {
+            0
+        };
+        let mut entries: Vec<&Entry> = node.entries.values().filter(|e| e.version > from).collect();
+        entries.sort_by_key(|e| e.version);
+        crate::chunk::split_delta(&node.info, from, node.max_version, &entries, ttl, budget)
+    }
+}

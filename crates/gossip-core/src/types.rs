@@ -1,0 +1,95 @@
+//! Plain data types of the catalog: node identity, service instances and their health.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// A node's identifier: 16 random bytes chosen once and kept in the data directory.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NodeId(pub [u8; 16]);
+
+impl NodeId {
+    /// The smallest id (all zero bytes).
+    pub const MIN: NodeId = NodeId([0; 16]);
+
+    /// Lower-case hex, 32 characters.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses 32 hex characters.
+    pub fn from_hex(s: &str) -> Option<NodeId> {
+        let s = s.as_bytes();
+        if s.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, chunk) in s.chunks(2).enumerate() {
+            let hi = (chunk[0] as char).to_digit(16)?;
+            let lo = (chunk[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(NodeId(out))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", &self.to_hex()[..8])
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Health of a service instance, as decided by its owner's checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Health {
+    /// All checks pass (the default for a service without checks).
+    #[default]
+    Passing,
+    /// A check warns.
+    Warning,
+    /// A check is critical.
+    Critical,
+}
+
+/// A service instance registered on its owner's agent (Consul's service definition, the fields
+/// that travel).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceInstance {
+    /// Instance id, unique on its node (Consul `ID`; defaults to the name).
+    pub id: String,
+    /// Service name (Consul `Name`).
+    pub name: String,
+    /// Address to connect to; `None` means the owning node's address (as Consul's empty `Address`).
+    pub address: Option<IpAddr>,
+    /// Port (Consul `Port`).
+    pub port: u16,
+    /// Tags (Consul `Tags`).
+    pub tags: Vec<String>,
+    /// Metadata (Consul `Meta`).
+    pub meta: BTreeMap<String, String>,
+    /// SRV weight while passing (Consul `Weights.Passing`, default 1).
+    pub weight_passing: u16,
+    /// SRV weight while warning (Consul `Weights.Warning`, default 1).
+    pub weight_warning: u16,
+    /// Current health.
+    pub health: Health,
+}
+
+/// What a node says about itself: name and gossip address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Stable node id.
+    pub id: NodeId,
+    /// Human-readable node name (unique in a cluster).
+    pub name: String,
+    /// Address other agents reach it at over UDP.
+    pub addr: SocketAddr,
+    /// Incarnation: raised at every start, persisted.
+    pub generation: u64,
+}

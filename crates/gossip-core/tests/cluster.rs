@@ -1,0 +1,286 @@
+//! Virtual-time cluster tests of the state machine: several `Gossip` nodes exchange encoded
+//! datagrams through an in-memory network (1 ms latency, optional loss), stepping to whichever
+//! event is due next.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use gossip_core::{Config, Gossip, NodeId, NodeInfo, ServiceInstance, rng::Rng};
+
+/// A datagram in flight: delivery time, sequence, destination index, source, bytes.
+type InFlight = Reverse<(Instant, u64, usize, SocketAddr, Vec<u8>)>;
+
+struct Net {
+    start: Instant,
+    now: Instant,
+    nodes: Vec<Gossip>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    inflight: BinaryHeap<InFlight>,
+    seq: u64,
+    loss: f64,
+    rng: Rng,
+    down: Vec<bool>,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from((
+        Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8),
+        7946,
+    ))
+}
+
+impl Net {
+    fn new(n: usize, seed: u64, loss: f64) -> Net {
+        // The only clock read: an arbitrary origin for virtual time.
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let mut rng = Rng::from_seed(seed);
+        let mut nodes = Vec::new();
+        let mut by_addr = BTreeMap::new();
+        for i in 0..n {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
+            id[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
+            let info = NodeInfo {
+                id: NodeId(id),
+                name: format!("node-{i}"),
+                addr: addr(i),
+                generation: 1,
+            };
+            let cfg = Config {
+                seeds: vec![addr(0)],
+                rng_seed: rng.fork(),
+                ..Config::default()
+            };
+            nodes.push(Gossip::new(cfg, info, start));
+            by_addr.insert(addr(i), i);
+        }
+        Net {
+            start,
+            now: start,
+            nodes,
+            by_addr,
+            inflight: BinaryHeap::new(),
+            seq: 0,
+            loss,
+            rng,
+            down: vec![false; n],
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].poll_transmit() {
+            assert!(
+                t.payload.len() <= 1200,
+                "datagram of {} bytes",
+                t.payload.len()
+            );
+            if self.rng.unit() < self.loss {
+                continue;
+            }
+            if let Some(&dst) = self.by_addr.get(&t.dst) {
+                self.seq += 1;
+                self.inflight.push(Reverse((
+                    self.now + Duration::from_millis(1),
+                    self.seq,
+                    dst,
+                    addr(i),
+                    t.payload,
+                )));
+            }
+        }
+        while self.nodes[i].poll_event().is_some() {}
+    }
+
+    fn run_until(&mut self, deadline: Instant) {
+        loop {
+            let next_timer = (0..self.nodes.len())
+                .filter(|&i| !self.down[i])
+                .filter_map(|i| self.nodes[i].poll_timeout().map(|t| (t, i)))
+                .min();
+            let next_packet = self.inflight.peek().map(|Reverse((t, ..))| *t);
+            let t = match (next_timer, next_packet) {
+                (Some((a, _)), Some(b)) => a.min(b),
+                (Some((a, _)), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if t > deadline {
+                break;
+            }
+            self.now = self.now.max(t);
+            if next_packet == Some(t) {
+                let Reverse((_, _, dst, from, bytes)) = self.inflight.pop().unwrap();
+                if !self.down[dst] {
+                    self.nodes[dst].handle_datagram(self.now, from, &bytes);
+                    self.flush(dst);
+                }
+            } else if let Some((_, i)) = next_timer {
+                self.nodes[i].handle_timeout(self.now);
+                self.flush(i);
+            }
+        }
+        self.now = deadline;
+    }
+
+    fn converged(&self) -> bool {
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| !self.down[i]).collect();
+        let fp = self.nodes[live[0]].root_fingerprint();
+        live.iter().all(|&i| self.nodes[i].root_fingerprint() == fp)
+    }
+
+    fn knows_service(&self, i: usize, name: &str) -> bool {
+        self.nodes[i]
+            .nodes()
+            .any(|n| gossip_core::services_of(n).any(|s| s.name == name))
+    }
+}
+
+fn svc(id: &str, name: &str) -> ServiceInstance {
+    ServiceInstance {
+        id: id.into(),
+        name: name.into(),
+        port: 80,
+        weight_passing: 1,
+        weight_warning: 1,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn nodes_join_through_one_seed_and_converge() {
+    let mut net = Net::new(30, 1, 0.0);
+    let t = net.start + Duration::from_secs(20);
+    net.run_until(t);
+    assert!(net.converged(), "30 nodes did not converge in 20 s");
+    for g in &net.nodes {
+        assert_eq!(g.nodes().count(), 30);
+        assert_eq!(g.live_peers(), 29);
+    }
+}
+
+#[test]
+fn a_registration_spreads_by_rumor_within_a_fraction_of_a_round() {
+    let mut net = Net::new(30, 2, 0.0);
+    net.run_until(net.start + Duration::from_secs(20));
+    assert!(net.converged());
+    let now = net.now;
+    net.nodes[5].register(now, svc("web-1", "web")).unwrap();
+    net.flush(5);
+    net.run_until(now + Duration::from_millis(300));
+    let reached = (0..30).filter(|&i| net.knows_service(i, "web")).count();
+    // Rumors reach most nodes in a few milliseconds; anti-entropy repairs the rest.
+    assert!(reached >= 25, "rumor reached only {reached} of 30");
+    net.run_until(now + Duration::from_secs(5));
+    assert!((0..30).all(|i| net.knows_service(i, "web")));
+    assert!(net.converged());
+}
+
+#[test]
+fn deregistration_and_leave_spread() {
+    let mut net = Net::new(10, 3, 0.0);
+    net.run_until(net.start + Duration::from_secs(15));
+    let now = net.now;
+    net.nodes[3].register(now, svc("db", "db")).unwrap();
+    net.flush(3);
+    net.run_until(now + Duration::from_secs(3));
+    assert!((0..10).all(|i| net.knows_service(i, "db")));
+    let now = net.now;
+    assert!(net.nodes[3].deregister(now, "db").unwrap());
+    net.flush(3);
+    net.run_until(now + Duration::from_secs(3));
+    assert!((0..10).all(|i| !net.knows_service(i, "db")));
+    let now = net.now;
+    net.nodes[7].leave(now);
+    net.flush(7);
+    net.run_until(now + Duration::from_secs(3));
+    for i in (0..10).filter(|&i| i != 7) {
+        assert_eq!(
+            net.nodes[i].live_peers(),
+            8,
+            "node {i} still counts the leaver"
+        );
+    }
+}
+
+#[test]
+fn converges_under_loss() {
+    let mut net = Net::new(20, 4, 0.2);
+    net.run_until(net.start + Duration::from_secs(30));
+    let now = net.now;
+    for i in 0..20 {
+        net.nodes[i]
+            .register(now, svc(&format!("s{i}"), "many"))
+            .unwrap();
+        net.flush(i);
+    }
+    net.run_until(now + Duration::from_secs(30));
+    assert!(net.converged(), "did not converge at 20% loss");
+}
+
+#[test]
+fn large_catalog_is_split_into_datagrams_and_converges() {
+    let mut net = Net::new(5, 5, 0.0);
+    net.run_until(net.start + Duration::from_secs(10));
+    let now = net.now;
+    for k in 0..300 {
+        let mut s = svc(&format!("inst-{k}"), "bulk");
+        s.tags = vec!["a-fairly-long-tag-value".into(); 4];
+        net.nodes[1].register(now, s).unwrap();
+    }
+    net.flush(1);
+    net.run_until(now + Duration::from_secs(20));
+    assert!(net.converged());
+    for g in &net.nodes {
+        let n = g
+            .nodes()
+            .flat_map(gossip_core::services_of)
+            .filter(|s| s.name == "bulk")
+            .count();
+        assert_eq!(n, 300);
+    }
+}
+
+#[test]
+fn restart_with_higher_generation_supersedes() {
+    let mut net = Net::new(5, 6, 0.0);
+    net.run_until(net.start + Duration::from_secs(10));
+    let now = net.now;
+    net.nodes[2].register(now, svc("old", "old")).unwrap();
+    net.flush(2);
+    net.run_until(now + Duration::from_secs(3));
+    assert!((0..5).all(|i| net.knows_service(i, "old")));
+    // Restart node 2 with the same id, a higher generation, and a different registration.
+    let mut info = net.nodes[2].local().clone();
+    info.generation += 1;
+    let cfg = Config {
+        seeds: vec![addr(0)],
+        rng_seed: 99,
+        ..Config::default()
+    };
+    let now = net.now;
+    net.nodes[2] = Gossip::new(cfg, info, now);
+    net.nodes[2].register(now, svc("new", "new")).unwrap();
+    net.flush(2);
+    net.run_until(now + Duration::from_secs(10));
+    assert!(net.converged());
+    assert!((0..5).all(|i| net.knows_service(i, "new") && !net.knows_service(i, "old")));
+}
+
+#[test]
+fn idle_cost_is_small() {
+    let mut net = Net::new(30, 7, 0.0);
+    net.run_until(net.start + Duration::from_secs(20));
+    let before: u64 = net.nodes.iter().map(|g| g.stats().bytes_out).sum();
+    let now = net.now;
+    net.run_until(now + Duration::from_secs(60));
+    let after: u64 = net.nodes.iter().map(|g| g.stats().bytes_out).sum();
+    let per_node_per_sec = (after - before) as f64 / 30.0 / 60.0;
+    // One fingerprint out and one acknowledgement back per round: well under 100 B/s.
+    assert!(
+        per_node_per_sec < 100.0,
+        "idle cost {per_node_per_sec} B/s per node"
+    );
+}

@@ -1,0 +1,222 @@
+//! Codec properties: every message round-trips, and arbitrary bytes never panic the decoder
+//! nor make it allocate more than the input can justify.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use gossip_core::message::{
+    Bound, Delta, Entry, Message, NodeStatus, Range, RangeBody, Summary, Value, Want,
+};
+use gossip_core::session::{MAX_PAYLOAD, Session};
+use gossip_core::{Health, NodeId, NodeInfo, ServiceInstance};
+use proptest::prelude::*;
+
+fn node_id() -> impl Strategy<Value = NodeId> {
+    any::<[u8; 16]>().prop_map(NodeId)
+}
+
+fn service() -> impl Strategy<Value = ServiceInstance> {
+    (
+        "[a-z0-9-]{1,20}",
+        "[a-z0-9-]{1,20}",
+        proptest::option::of(any::<IpAddr>()),
+        any::<u16>(),
+        proptest::collection::vec("[a-z]{0,10}", 0..4),
+        proptest::collection::btree_map("[a-z]{1,8}", "[ -~]{0,16}", 0..4),
+        any::<u16>(),
+        any::<u16>(),
+        prop_oneof![
+            Just(Health::Passing),
+            Just(Health::Warning),
+            Just(Health::Critical)
+        ],
+    )
+        .prop_map(
+            |(id, name, address, port, tags, meta, wp, ww, health)| ServiceInstance {
+                id,
+                name,
+                address,
+                port,
+                tags,
+                meta: meta.into_iter().collect::<BTreeMap<_, _>>(),
+                weight_passing: wp,
+                weight_warning: ww,
+                health,
+            },
+        )
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Tombstone),
+        Just(Value::Status(NodeStatus::Alive)),
+        Just(Value::Status(NodeStatus::Left)),
+        service().prop_map(Value::Service),
+    ]
+}
+
+fn delta() -> impl Strategy<Value = Delta> {
+    (
+        node_id(),
+        "[a-z0-9-]{1,64}",
+        (any::<IpAddr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port)),
+        any::<u64>(),
+        0u64..1000,
+        proptest::collection::vec(("[a-z/]{1,30}", value()), 0..5),
+        any::<u8>(),
+    )
+        .prop_map(|(id, name, addr, generation, from, vals, ttl)| {
+            let entries: Vec<Entry> = vals
+                .into_iter()
+                .enumerate()
+                .map(|(i, (key, value))| Entry {
+                    key,
+                    version: from + 1 + i as u64,
+                    value,
+                })
+                .collect();
+            let to = from + entries.len() as u64 + 3;
+            Delta {
+                ttl,
+                node: NodeInfo {
+                    id,
+                    name,
+                    addr,
+                    generation,
+                },
+                from_version: from,
+                to_version: to,
+                entries,
+            }
+        })
+}
+
+fn summary() -> impl Strategy<Value = Summary> {
+    (node_id(), any::<u64>(), any::<u64>()).prop_map(|(id, generation, version)| Summary {
+        id,
+        generation,
+        version,
+    })
+}
+
+fn range() -> impl Strategy<Value = Range> {
+    let body = prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(count, fp)| RangeBody::Fingerprint { count, fp }),
+        proptest::collection::vec(summary(), 0..8).prop_map(RangeBody::Items),
+    ];
+    (node_id(), proptest::option::of(node_id()), body).prop_filter_map(
+        "non-empty range",
+        |(lo, hi, body)| {
+            let hi = hi.map_or(Bound::Inf, Bound::Id);
+            hi.above(&lo).then_some(Range { lo, hi, body })
+        },
+    )
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (
+            node_id(),
+            any::<bool>(),
+            proptest::collection::vec(range(), 0..6)
+        )
+            .prop_map(|(sender, initial, ranges)| Message::Reconcile {
+                sender,
+                initial,
+                ranges
+            }),
+        (node_id(), delta()).prop_map(|(sender, delta)| Message::Delta { sender, delta }),
+        (
+            node_id(),
+            proptest::collection::vec((node_id(), any::<u64>(), any::<u64>()), 0..20)
+        )
+            .prop_map(|(sender, w)| {
+                Message::Request {
+                    sender,
+                    wants: w
+                        .into_iter()
+                        .map(|(id, generation, version)| Want {
+                            id,
+                            generation,
+                            version,
+                        })
+                        .collect(),
+                }
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn messages_round_trip(msg in message()) {
+        let bytes = msg.encode();
+        prop_assert_eq!(Message::decode(&bytes), Ok(msg));
+    }
+
+    #[test]
+    fn truncated_messages_are_rejected(msg in message(), cut in any::<prop::sample::Index>()) {
+        let bytes = msg.encode();
+        let cut = cut.index(bytes.len());
+        prop_assert!(Message::decode(&bytes[..cut]).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected(msg in message(), extra in proptest::collection::vec(any::<u8>(), 1..8)) {
+        let mut bytes = msg.encode();
+        bytes.extend_from_slice(&extra);
+        prop_assert!(Message::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
+        let _ = Message::decode(&bytes);
+        let mut s = Session::new();
+        let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        if let Ok(p) = s.open(from, &bytes) {
+            let _ = Message::decode(p);
+        }
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(msg in message(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+        let mut bytes = msg.encode();
+        for (i, b) in flips {
+            let i = i.index(bytes.len());
+            bytes[i] ^= b;
+        }
+        let _ = Message::decode(&bytes);
+    }
+}
+
+#[test]
+fn huge_declared_counts_do_not_allocate() {
+    // kind=Request, sender, then a count of 2^60 wants with no bytes behind it.
+    let mut bytes = vec![3u8];
+    bytes.extend_from_slice(&[0u8; 16]);
+    bytes.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]);
+    assert!(Message::decode(&bytes).is_err());
+}
+
+#[test]
+fn largest_messages_fit_the_payload_budget() {
+    let items: Vec<Summary> = (0..16u8)
+        .map(|i| Summary {
+            id: NodeId([i; 16]),
+            generation: u64::MAX,
+            version: u64::MAX,
+        })
+        .collect();
+    let ranges = vec![Range {
+        lo: NodeId::MIN,
+        hi: Bound::Inf,
+        body: RangeBody::Items(items),
+    }];
+    let packed =
+        gossip_core::chunk::pack_ranges(NodeId::MIN, vec![ranges[0].clone(); 10], MAX_PAYLOAD);
+    assert!(packed.len() > 1);
+    for m in packed {
+        assert!(m.encode().len() <= MAX_PAYLOAD);
+    }
+}
