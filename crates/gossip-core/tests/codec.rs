@@ -208,13 +208,12 @@ fn largest_messages_fit_the_payload_budget() {
             version: u64::MAX,
         })
         .collect();
-    let ranges = vec![Range {
+    let range = Range {
         lo: NodeId::MIN,
         hi: Bound::Inf,
         body: RangeBody::Items(items),
-    }];
-    let packed =
-        gossip_core::chunk::pack_ranges(NodeId::MIN, vec![ranges[0].clone(); 10], MAX_PAYLOAD);
+    };
+    let packed = gossip_core::chunk::pack_ranges(NodeId::MIN, vec![range; 10], MAX_PAYLOAD);
     assert!(packed.len() > 1);
     for m in packed {
         assert!(m.encode().len() <= MAX_PAYLOAD);
