@@ -6,22 +6,9 @@ use crate::types::{NodeId, NodeInfo};
 /// Splits one owner's entries `(from, to]` into deltas of at most `budget` encoded bytes each.
 /// Each chunk covers a contiguous version range, so a receiver can apply them in order. An
 /// entry too large for any datagram is skipped (registration refuses such entries up front).
-pub fn split_delta(
-    info: &NodeInfo,
-    from: u64,
-    to: u64,
-    entries: &[&Entry],
-    ttl: u8,
-    budget: usize,
-) -> Vec<Delta> {
+pub fn split_delta(info: &NodeInfo, from: u64, to: u64, entries: &[&Entry], ttl: u8, budget: usize) -> Vec<Delta> {
     let mut out = Vec::new();
-    let empty = Delta {
-        ttl,
-        node: info.clone(),
-        from_version: from,
-        to_version: to,
-        entries: Vec::new(),
-    };
+    let empty = Delta { ttl, node: info.clone(), from_version: from, to_version: to, entries: Vec::new() };
     let overhead = message::delta_overhead(&empty);
     let mut cur = empty.clone();
     let mut size = overhead;
@@ -34,13 +21,7 @@ pub fn split_delta(
             let last = cur.entries.last().map_or(cur.from_version, |x| x.version);
             cur.to_version = last;
             let next_from = last;
-            out.push(std::mem::replace(
-                &mut cur,
-                Delta {
-                    from_version: next_from,
-                    ..empty.clone()
-                },
-            ));
+            out.push(std::mem::replace(&mut cur, Delta { from_version: next_from, ..empty.clone() }));
             size = overhead;
         }
         cur.entries.push((*e).clone());
@@ -61,22 +42,14 @@ pub fn pack_ranges(sender: NodeId, ranges: Vec<Range>, budget: usize) -> Vec<Mes
     for r in ranges {
         let len = message::range_len(&r);
         if size + len > budget && !cur.is_empty() {
-            out.push(Message::Reconcile {
-                sender,
-                initial: false,
-                ranges: std::mem::take(&mut cur),
-            });
+            out.push(Message::Reconcile { sender, initial: false, ranges: std::mem::take(&mut cur) });
             size = header;
         }
         size += len;
         cur.push(r);
     }
     if !cur.is_empty() {
-        out.push(Message::Reconcile {
-            sender,
-            initial: false,
-            ranges: cur,
-        });
+        out.push(Message::Reconcile { sender, initial: false, ranges: cur });
     }
     out
 }
@@ -90,10 +63,7 @@ pub fn pack_wants(sender: NodeId, wants: Vec<Want>, budget: usize) -> Vec<Messag
     for w in wants {
         let len = message::want_len(&w);
         if size + len > budget && !cur.is_empty() {
-            out.push(Message::Request {
-                sender,
-                wants: std::mem::take(&mut cur),
-            });
+            out.push(Message::Request { sender, wants: std::mem::take(&mut cur) });
             size = header;
         }
         size += len;

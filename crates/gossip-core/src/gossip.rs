@@ -205,6 +205,21 @@ impl Gossip {
         self.table.fingerprint(&NodeId::MIN, &message::Bound::Inf)
     }
 
+    /// Starts from a copy of `other`'s table (owner states shared, not copied), as if this node
+    /// had already joined and converged with it. For simulations of large clusters; a real
+    /// agent joins through seeds.
+    pub fn warm_start_from(&mut self, other: &Gossip) {
+        self.table.adopt(&other.table, &self.local.id);
+        let me = self.local.id;
+        let ids: Vec<NodeId> = self
+            .table
+            .iter()
+            .filter(|n| n.info.id != me && n.status() == NodeStatus::Alive)
+            .map(|n| n.info.id)
+            .collect();
+        self.peers.reset(ids);
+    }
+
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -233,28 +248,15 @@ impl Gossip {
             return Err(CommandError::Left);
         }
         if inst.id.is_empty() || inst.id.len() > message::MAX_KEY - 4 {
-            return Err(CommandError::BadId {
-                max: message::MAX_KEY - 4,
-            });
+            return Err(CommandError::BadId { max: message::MAX_KEY - 4 });
         }
         let key = format!("svc/{}", inst.id);
-        let entry = Entry {
-            key: key.clone(),
-            version: u64::MAX,
-            value: Value::Service(inst),
-        };
+        let entry = Entry { key: key.clone(), version: u64::MAX, value: Value::Service(inst) };
         let size = message::entry_len(&entry);
         if size > MAX_ENTRY {
-            return Err(CommandError::TooLarge {
-                size,
-                max: MAX_ENTRY,
-            });
+            return Err(CommandError::TooLarge { size, max: MAX_ENTRY });
         }
-        if let Some(old) = self
-            .table
-            .get(&self.local.id)
-            .and_then(|n| n.entries.get(&key))
-        {
+        if let Some(old) = self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)) {
             if old.value == entry.value {
                 return Ok(());
             }
@@ -282,10 +284,7 @@ impl Gossip {
 
     /// The local service instances.
     pub fn local_services(&self) -> Vec<ServiceInstance> {
-        self.table
-            .get(&self.local.id)
-            .map(|n| services_of(n).cloned().collect())
-            .unwrap_or_default()
+        self.table.get(&self.local.id).map(|n| services_of(n).cloned().collect()).unwrap_or_default()
     }
 
     /// Announces a graceful leave to as many peers as the fanout allows twice over, and stops
@@ -295,11 +294,7 @@ impl Gossip {
             return;
         }
         let before = self.own_version();
-        self.table.write_local(
-            &self.local.id.clone(),
-            STATUS_KEY,
-            Value::Status(NodeStatus::Left),
-        );
+        self.table.write_local(&self.local.id.clone(), STATUS_KEY, Value::Status(NodeStatus::Left));
         self.rumor(before, self.cfg.fanout * 2);
         self.left = true;
     }
@@ -325,23 +320,11 @@ impl Gossip {
     /// Pushes the local entries newer than `from` to `k` random peers.
     fn rumor(&mut self, from: u64, k: usize) {
         let ttl = self.rumor_ttl();
-        let deltas = self.table.deltas_for(
-            &self.local.id,
-            self.local.generation,
-            from,
-            ttl,
-            MAX_PAYLOAD,
-        );
+        let deltas = self.table.deltas_for(&self.local.id, self.local.generation, from, ttl, MAX_PAYLOAD);
         let targets = self.peers.choose_k(&mut self.rng, k, &[]);
         for t in targets {
             for d in &deltas {
-                self.send_to_node(
-                    &t,
-                    &Message::Delta {
-                        sender: self.local.id,
-                        delta: d.clone(),
-                    },
-                );
+                self.send_to_node(&t, &Message::Delta { sender: self.local.id, delta: d.clone() });
             }
         }
     }
@@ -354,19 +337,12 @@ impl Gossip {
 
     fn send(&mut self, dst: SocketAddr, msg: &Message) {
         let payload = msg.encode();
-        debug_assert!(
-            payload.len() <= MAX_PAYLOAD,
-            "message of {} bytes",
-            payload.len()
-        );
+        debug_assert!(payload.len() <= MAX_PAYLOAD, "message of {} bytes", payload.len());
         let mut datagram = Vec::with_capacity(payload.len() + 1);
         self.session.seal(dst, &payload, &mut datagram);
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += datagram.len() as u64;
-        self.transmits.push_back(Transmit {
-            dst,
-            payload: datagram,
-        });
+        self.transmits.push_back(Transmit { dst, payload: datagram });
     }
 
     /// Advances timers.
@@ -392,9 +368,7 @@ impl Gossip {
         let target = if !self.cfg.seeds.is_empty() && self.rng.unit() < self.cfg.seed_probability {
             Some(self.cfg.seeds[self.rng.index(self.cfg.seeds.len())])
         } else {
-            self.peers
-                .choose(&mut self.rng)
-                .and_then(|id| self.table.get(&id).map(|n| n.info.addr))
+            self.peers.choose(&mut self.rng).and_then(|id| self.table.get(&id).map(|n| n.info.addr))
         };
         if let Some(addr) = target {
             self.stats.rounds += 1;
@@ -403,11 +377,8 @@ impl Gossip {
     }
 
     fn open_exchange(&mut self, addr: SocketAddr) {
-        let msg = Message::Reconcile {
-            sender: self.local.id,
-            initial: true,
-            ranges: vec![reconcile::opening(&self.table)],
-        };
+        let msg =
+            Message::Reconcile { sender: self.local.id, initial: true, ranges: vec![reconcile::opening(&self.table)] };
         self.send(addr, &msg);
     }
 
@@ -434,11 +405,7 @@ impl Gossip {
             return;
         }
         match msg {
-            Message::Reconcile {
-                sender: _,
-                initial,
-                ranges,
-            } => self.on_reconcile(from, initial, &ranges),
+            Message::Reconcile { sender: _, initial, ranges } => self.on_reconcile(from, initial, &ranges),
             Message::Delta { sender, delta } => self.on_delta(from, sender, delta),
             Message::Request { sender: _, wants } => self.on_request(from, &wants),
         }
@@ -455,20 +422,12 @@ impl Gossip {
         }
         let mut replies = chunk::pack_ranges(self.local.id, out.ranges, MAX_PAYLOAD);
         if replies.is_empty() && initial {
-            replies.push(Message::Reconcile {
-                sender: self.local.id,
-                initial: false,
-                ranges: Vec::new(),
-            });
+            replies.push(Message::Reconcile { sender: self.local.id, initial: false, ranges: Vec::new() });
         }
         for m in replies {
             self.send(from, &m);
         }
-        let wants: Vec<Want> = out
-            .wants
-            .into_iter()
-            .filter(|w| w.id != self.local.id)
-            .collect();
+        let wants: Vec<Want> = out.wants.into_iter().filter(|w| w.id != self.local.id).collect();
         for m in chunk::pack_wants(self.local.id, wants, MAX_PAYLOAD) {
             self.send(from, &m);
         }
@@ -478,17 +437,8 @@ impl Gossip {
     /// Sends `to` the deltas it lacks for each want (at most `max_push_per_message` owners).
     fn serve(&mut self, to: SocketAddr, wants: &[Want]) {
         for w in wants.iter().take(self.cfg.max_push_per_message) {
-            for d in self
-                .table
-                .deltas_for(&w.id, w.generation, w.version, 0, MAX_PAYLOAD)
-            {
-                self.send(
-                    to,
-                    &Message::Delta {
-                        sender: self.local.id,
-                        delta: d,
-                    },
-                );
+            for d in self.table.deltas_for(&w.id, w.generation, w.version, 0, MAX_PAYLOAD) {
+                self.send(to, &Message::Delta { sender: self.local.id, delta: d });
             }
         }
     }
@@ -509,32 +459,18 @@ impl Gossip {
                     self.send(from, &m);
                 }
             }
-            Applied::Changed {
-                new_node,
-                status_changed,
-            } => {
+            Applied::Changed { new_node, status_changed } => {
                 self.stats.deltas_applied += 1;
                 self.events.push_back(Event::CatalogChanged);
                 if new_node || status_changed {
                     self.update_membership(&owner);
                 }
                 if delta.ttl > 0 {
-                    let targets =
-                        self.peers
-                            .choose_k(&mut self.rng, self.cfg.fanout, &[sender, owner]);
-                    let fwd = Delta {
-                        ttl: delta.ttl - 1,
-                        ..delta
-                    };
+                    let targets = self.peers.choose_k(&mut self.rng, self.cfg.fanout, &[sender, owner]);
+                    let fwd = Delta { ttl: delta.ttl - 1, ..delta };
                     for t in targets {
                         self.stats.rumors_forwarded += 1;
-                        self.send_to_node(
-                            &t,
-                            &Message::Delta {
-                                sender: self.local.id,
-                                delta: fwd.clone(),
-                            },
-                        );
+                        self.send_to_node(&t, &Message::Delta { sender: self.local.id, delta: fwd.clone() });
                     }
                 }
             }

@@ -171,9 +171,9 @@ impl Message {
     /// The node that sent the message.
     pub fn sender(&self) -> NodeId {
         match self {
-            Message::Reconcile { sender, .. }
-            | Message::Delta { sender, .. }
-            | Message::Request { sender, .. } => *sender,
+            Message::Reconcile { sender, .. } | Message::Delta { sender, .. } | Message::Request { sender, .. } => {
+                *sender
+            }
         }
     }
 
@@ -181,11 +181,7 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
-            Message::Reconcile {
-                sender,
-                initial,
-                ranges,
-            } => {
+            Message::Reconcile { sender, initial, ranges } => {
                 w.u8(KIND_RECONCILE);
                 w.node_id(sender);
                 w.u8(u8::from(*initial));
@@ -226,10 +222,7 @@ impl Message {
                     0 => false,
                     1 => true,
                     tag => {
-                        return Err(DecodeError::BadTag {
-                            what: "initial flag",
-                            tag,
-                        });
+                        return Err(DecodeError::BadTag { what: "initial flag", tag });
                     }
                 };
                 let n = r.count(4)?;
@@ -237,11 +230,7 @@ impl Message {
                 for _ in 0..n {
                     ranges.push(decode_range(&mut r)?);
                 }
-                Message::Reconcile {
-                    sender,
-                    initial,
-                    ranges,
-                }
+                Message::Reconcile { sender, initial, ranges }
             }
             KIND_DELTA => {
                 let mut delta = decode_delta_header(&mut r)?;
@@ -262,19 +251,12 @@ impl Message {
                 let n = r.count(18)?;
                 let mut wants = Vec::with_capacity(n);
                 for _ in 0..n {
-                    wants.push(Want {
-                        id: r.node_id()?,
-                        generation: r.varint()?,
-                        version: r.varint()?,
-                    });
+                    wants.push(Want { id: r.node_id()?, generation: r.varint()?, version: r.varint()? });
                 }
                 Message::Request { sender, wants }
             }
             tag => {
-                return Err(DecodeError::BadTag {
-                    what: "message kind",
-                    tag,
-                });
+                return Err(DecodeError::BadTag { what: "message kind", tag });
             }
         };
         r.finish()?;
@@ -349,27 +331,17 @@ fn decode_range(r: &mut Reader<'_>) -> Result<Range, DecodeError> {
         return Err(DecodeError::OutOfRange("empty range"));
     }
     let body = match r.u8()? {
-        0 => RangeBody::Fingerprint {
-            count: r.varint()?,
-            fp: r.u64_fixed()?,
-        },
+        0 => RangeBody::Fingerprint { count: r.varint()?, fp: r.u64_fixed()? },
         1 => {
             let n = r.count(18)?;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
-                items.push(Summary {
-                    id: r.node_id()?,
-                    generation: r.varint()?,
-                    version: r.varint()?,
-                });
+                items.push(Summary { id: r.node_id()?, generation: r.varint()?, version: r.varint()? });
             }
             RangeBody::Items(items)
         }
         tag => {
-            return Err(DecodeError::BadTag {
-                what: "range body",
-                tag,
-            });
+            return Err(DecodeError::BadTag { what: "range body", tag });
         }
     };
     Ok(Range { lo, hi, body })
@@ -416,18 +388,7 @@ fn decode_delta_header(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
     if to_version < from_version {
         return Err(DecodeError::OutOfRange("version range"));
     }
-    Ok(Delta {
-        ttl,
-        node: NodeInfo {
-            id,
-            name,
-            addr,
-            generation,
-        },
-        from_version,
-        to_version,
-        entries: Vec::new(),
-    })
+    Ok(Delta { ttl, node: NodeInfo { id, name, addr, generation }, from_version, to_version, entries: Vec::new() })
 }
 
 /// Encoded size of one entry.
@@ -465,25 +426,15 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
             0 => NodeStatus::Alive,
             1 => NodeStatus::Left,
             tag => {
-                return Err(DecodeError::BadTag {
-                    what: "node status",
-                    tag,
-                });
+                return Err(DecodeError::BadTag { what: "node status", tag });
             }
         }),
         2 => Value::Service(decode_service(r)?),
         tag => {
-            return Err(DecodeError::BadTag {
-                what: "entry value",
-                tag,
-            });
+            return Err(DecodeError::BadTag { what: "entry value", tag });
         }
     };
-    Ok(Entry {
-        key,
-        version,
-        value,
-    })
+    Ok(Entry { key, version, value })
 }
 
 fn encode_service(w: &mut Writer, s: &ServiceInstance) {
@@ -533,21 +484,8 @@ fn decode_service(r: &mut Reader<'_>) -> Result<ServiceInstance, DecodeError> {
         1 => Health::Warning,
         2 => Health::Critical,
         tag => {
-            return Err(DecodeError::BadTag {
-                what: "health",
-                tag,
-            });
+            return Err(DecodeError::BadTag { what: "health", tag });
         }
     };
-    Ok(ServiceInstance {
-        id,
-        name,
-        address,
-        port,
-        tags,
-        meta,
-        weight_passing,
-        weight_warning,
-        health,
-    })
+    Ok(ServiceInstance { id, name, address, port, tags, meta, weight_passing, weight_warning, health })
 }

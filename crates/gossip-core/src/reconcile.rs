@@ -39,11 +39,7 @@ pub struct Outcome {
 /// The whole key space as one fingerprinted range: the opening message of an exchange.
 pub fn opening(table: &Table) -> Range {
     let (count, fp) = table.fingerprint(&NodeId::MIN, &Bound::Inf);
-    Range {
-        lo: NodeId::MIN,
-        hi: Bound::Inf,
-        body: RangeBody::Fingerprint { count, fp },
-    }
+    Range { lo: NodeId::MIN, hi: Bound::Inf, body: RangeBody::Fingerprint { count, fp } }
 }
 
 /// Processes received ranges against the local table.
@@ -58,19 +54,13 @@ pub fn process(table: &Table, ranges: &[Range]) -> Outcome {
                 }
                 let mine: Vec<Summary> = table.range(&r.lo, &r.hi).map(|n| n.summary()).collect();
                 if mine.len() <= ITEMS_THRESHOLD {
-                    out.ranges.push(Range {
-                        lo: r.lo,
-                        hi: r.hi,
-                        body: RangeBody::Items(mine),
-                    });
+                    out.ranges.push(Range { lo: r.lo, hi: r.hi, body: RangeBody::Items(mine) });
                 } else {
                     split(table, r.lo, r.hi, &mine, &mut out.ranges);
                 }
             }
             RangeBody::Items(theirs) => {
-                if theirs.len() > MAX_ITEMS
-                    || theirs.iter().any(|s| s.id < r.lo || !r.hi.above(&s.id))
-                {
+                if theirs.len() > MAX_ITEMS || theirs.iter().any(|s| s.id < r.lo || !r.hi.above(&s.id)) {
                     out.malformed = true;
                     continue;
                 }
@@ -89,18 +79,10 @@ fn split(table: &Table, lo: NodeId, hi: Bound, mine: &[Summary], out: &mut Vec<R
     let mut start = 0;
     for p in 1..=parts {
         let end = n * p / parts;
-        let sub_hi = if p == parts {
-            hi
-        } else {
-            Bound::Id(separator(&mine[end - 1].id, &mine[end].id))
-        };
+        let sub_hi = if p == parts { hi } else { Bound::Id(separator(&mine[end - 1].id, &mine[end].id)) };
         let (count, fp) = table.fingerprint(&start_lo, &sub_hi);
         debug_assert_eq!(count as usize, end - start);
-        out.push(Range {
-            lo: start_lo,
-            hi: sub_hi,
-            body: RangeBody::Fingerprint { count, fp },
-        });
+        out.push(Range { lo: start_lo, hi: sub_hi, body: RangeBody::Fingerprint { count, fp } });
         if let Bound::Id(b) = sub_hi {
             start_lo = b;
         }
@@ -110,11 +92,7 @@ fn split(table: &Table, lo: NodeId, hi: Bound, mine: &[Summary], out: &mut Vec<R
 
 /// The shortest id prefix `p` (zero-padded) with `a < p <= b`: a compact split point.
 pub fn separator(a: &NodeId, b: &NodeId) -> NodeId {
-    let k =
-        a.0.iter()
-            .zip(b.0.iter())
-            .position(|(x, y)| x != y)
-            .unwrap_or(15);
+    let k = a.0.iter().zip(b.0.iter()).position(|(x, y)| x != y).unwrap_or(15);
     let mut out = [0u8; 16];
     out[..=k].copy_from_slice(&b.0[..=k]);
     NodeId(out)
@@ -127,39 +105,20 @@ fn settle(table: &Table, r: &Range, theirs: &[Summary], out: &mut Outcome) {
     theirs_sorted.dedup_by_key(|s| s.id);
     for t in &theirs_sorted {
         match table.get(&t.id) {
-            None => out.wants.push(Want {
-                id: t.id,
-                generation: 0,
-                version: 0,
-            }),
+            None => out.wants.push(Want { id: t.id, generation: 0, version: 0 }),
             Some(n) => {
                 let m = n.summary();
                 if newer((t.generation, t.version), (m.generation, m.version)) {
-                    out.wants.push(Want {
-                        id: t.id,
-                        generation: m.generation,
-                        version: m.version,
-                    });
+                    out.wants.push(Want { id: t.id, generation: m.generation, version: m.version });
                 } else if newer((m.generation, m.version), (t.generation, t.version)) {
-                    out.push.push(Want {
-                        id: t.id,
-                        generation: t.generation,
-                        version: t.version,
-                    });
+                    out.push.push(Want { id: t.id, generation: t.generation, version: t.version });
                 }
             }
         }
     }
     for n in table.range(&r.lo, &r.hi) {
-        if theirs_sorted
-            .binary_search_by_key(&n.info.id, |s| s.id)
-            .is_err()
-        {
-            out.push.push(Want {
-                id: n.info.id,
-                generation: 0,
-                version: 0,
-            });
+        if theirs_sorted.binary_search_by_key(&n.info.id, |s| s.id).is_err() {
+            out.push.push(Want { id: n.info.id, generation: 0, version: 0 });
         }
     }
 }

@@ -52,11 +52,7 @@ impl Session {
     }
 
     /// Unwraps a datagram from `peer`, returning the message payload.
-    pub fn open<'a>(
-        &mut self,
-        _peer: SocketAddr,
-        datagram: &'a [u8],
-    ) -> Result<&'a [u8], SessionError> {
+    pub fn open<'a>(&mut self, _peer: SocketAddr, datagram: &'a [u8]) -> Result<&'a [u8], SessionError> {
         if datagram.len() > MAX_DATAGRAM {
             return Err(SessionError::TooLarge(datagram.len()));
         }

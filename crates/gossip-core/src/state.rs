@@ -7,6 +7,7 @@
 //! of each owner it holds (`max_version`), so a delta that would leave a gap is not applied.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
@@ -36,11 +37,7 @@ impl NodeState {
 
     /// The version summary.
     pub fn summary(&self) -> Summary {
-        Summary {
-            id: self.info.id,
-            generation: self.info.generation,
-            version: self.max_version,
-        }
+        Summary { id: self.info.id, generation: self.info.generation, version: self.max_version }
     }
 }
 
@@ -76,9 +73,12 @@ pub enum Applied {
 }
 
 /// The table of all known nodes.
-#[derive(Debug, Default)]
+///
+/// Owner states are shared copy-on-write (`Arc`), so that cloning a table is cheap: the
+/// simulator holds thousands of replicas of the same owners in one process.
+#[derive(Debug, Default, Clone)]
 pub struct Table {
-    nodes: BTreeMap<NodeId, NodeState>,
+    nodes: BTreeMap<NodeId, Arc<NodeState>>,
     root_fp: u64,
 }
 
@@ -100,12 +100,12 @@ impl Table {
 
     /// One node's state.
     pub fn get(&self, id: &NodeId) -> Option<&NodeState> {
-        self.nodes.get(id)
+        self.nodes.get(id).map(|n| &**n)
     }
 
     /// Every node, by id.
     pub fn iter(&self) -> impl Iterator<Item = &NodeState> {
-        self.nodes.values()
+        self.nodes.values().map(|n| &**n)
     }
 
     /// Count and fingerprint of the summaries with ids in `[lo, hi)`.
@@ -113,24 +113,17 @@ impl Table {
         if *lo == NodeId::MIN && *hi == Bound::Inf {
             return (self.nodes.len() as u64, self.root_fp);
         }
-        self.range(lo, hi)
-            .fold((0, 0), |(c, fp), n| (c + 1, fp ^ item_hash(&n.summary())))
+        self.range(lo, hi).fold((0, 0), |(c, fp), n| (c + 1, fp ^ item_hash(&n.summary())))
     }
 
     /// Nodes with ids in `[lo, hi)`, ascending.
-    pub fn range<'a>(
-        &'a self,
-        lo: &NodeId,
-        hi: &Bound,
-    ) -> impl Iterator<Item = &'a NodeState> + 'a {
+    pub fn range<'a>(&'a self, lo: &NodeId, hi: &Bound) -> impl Iterator<Item = &'a NodeState> + 'a {
         let upper = match hi {
             Bound::Id(h) if h <= lo => std::ops::Bound::Excluded(*lo),
             Bound::Id(h) => std::ops::Bound::Excluded(*h),
             Bound::Inf => std::ops::Bound::Unbounded,
         };
-        self.nodes
-            .range((std::ops::Bound::Included(*lo), upper))
-            .map(|(_, n)| n)
+        self.nodes.range((std::ops::Bound::Included(*lo), upper)).map(|(_, n)| &**n)
     }
 
     fn set_summary_hash(&mut self, before: Option<Summary>, after: Option<Summary>) {
@@ -144,30 +137,19 @@ impl Table {
 
     /// Inserts the local node (owner) with no entries.
     pub fn insert_local(&mut self, info: NodeInfo) {
-        let state = NodeState {
-            info,
-            max_version: 0,
-            entries: BTreeMap::new(),
-        };
-        let before = self.nodes.get(&state.info.id).map(NodeState::summary);
+        let state = NodeState { info, max_version: 0, entries: BTreeMap::new() };
+        let before = self.nodes.get(&state.info.id).map(|n| n.summary());
         self.set_summary_hash(before, Some(state.summary()));
-        self.nodes.insert(state.info.id, state);
+        self.nodes.insert(state.info.id, Arc::new(state));
     }
 
     /// The owner writes one entry under a fresh version. Returns the new version.
     pub fn write_local(&mut self, id: &NodeId, key: &str, value: Value) -> Option<u64> {
-        let node = self.nodes.get_mut(id)?;
+        let node = Arc::make_mut(self.nodes.get_mut(id)?);
         let before = node.summary();
         node.max_version += 1;
         let version = node.max_version;
-        node.entries.insert(
-            key.to_owned(),
-            Entry {
-                key: key.to_owned(),
-                version,
-                value,
-            },
-        );
+        node.entries.insert(key.to_owned(), Entry { key: key.to_owned(), version, value });
         let after = node.summary();
         self.set_summary_hash(Some(before), Some(after));
         Some(version)
@@ -176,10 +158,7 @@ impl Table {
     /// Applies a delta received from the network. Never called for the local node.
     pub fn apply(&mut self, d: &Delta) -> Applied {
         let id = d.node.id;
-        let held = self
-            .nodes
-            .get(&id)
-            .map(|n| (n.info.generation, n.max_version));
+        let held = self.nodes.get(&id).map(|n| (n.info.generation, n.max_version));
         match held {
             Some((g, _)) if d.node.generation < g => return Applied::Stale,
             Some((g, v)) if d.node.generation == g => {
@@ -187,40 +166,23 @@ impl Table {
                     return Applied::Stale;
                 }
                 if d.from_version > v {
-                    return Applied::Gap(Want {
-                        id,
-                        generation: g,
-                        version: v,
-                    });
+                    return Applied::Gap(Want { id, generation: g, version: v });
                 }
             }
             // Unknown, or a newer generation: only a delta from the very start applies.
             _ if d.from_version > 0 => {
                 let (generation, version) = held.unwrap_or((0, 0));
-                return Applied::Gap(Want {
-                    id,
-                    generation,
-                    version,
-                });
+                return Applied::Gap(Want { id, generation, version });
             }
             _ => {}
         }
         let fresh = held.is_none_or(|(g, _)| d.node.generation > g);
-        let before = self.nodes.get(&id).map(NodeState::summary);
-        let node = if fresh {
-            self.nodes.insert(
-                id,
-                NodeState {
-                    info: d.node.clone(),
-                    max_version: 0,
-                    entries: BTreeMap::new(),
-                },
-            );
-            self.nodes.get_mut(&id)
-        } else {
-            self.nodes.get_mut(&id)
-        };
-        let Some(node) = node else {
+        let before = self.nodes.get(&id).map(|n| n.summary());
+        if fresh {
+            let state = NodeState { info: d.node.clone(), max_version: 0, entries: BTreeMap::new() };
+            self.nodes.insert(id, Arc::new(state));
+        }
+        let Some(node) = self.nodes.get_mut(&id).map(Arc::make_mut) else {
             return Applied::Stale;
         };
         let status_before = node.status();
@@ -236,10 +198,7 @@ impl Table {
         let status_changed = fresh || node.status() != status_before;
         let after = node.summary();
         self.set_summary_hash(before, Some(after));
-        Applied::Changed {
-            new_node: fresh,
-            status_changed,
-        }
+        Applied::Changed { new_node: fresh, status_changed }
     }
 
     /// The deltas that bring a replica holding `(have_generation, have_version)` of `id` up to
@@ -269,5 +228,24 @@ impl Table {
         let mut entries: Vec<&Entry> = node.entries.values().filter(|e| e.version > from).collect();
         entries.sort_by_key(|e| e.version);
         crate::chunk::split_delta(&node.info, from, node.max_version, &entries, ttl, budget)
+    }
+}
+
+impl Table {
+    /// Replaces this table with a copy of `other` (sharing owner states), keeping `local`'s own
+    /// state: as if this node had already completed a join. Used to start large simulations
+    /// from a converged cluster without replaying N² deltas.
+    pub fn adopt(&mut self, other: &Table, local: &NodeId) {
+        let mine = self.nodes.get(local).cloned();
+        let mut fp = other.root_fp;
+        if let Some(theirs) = other.nodes.get(local) {
+            fp ^= item_hash(&theirs.summary());
+        }
+        self.nodes = other.nodes.clone();
+        if let Some(m) = mine {
+            fp ^= item_hash(&m.summary());
+            self.nodes.insert(*local, m);
+        }
+        self.root_fp = fp;
     }
 }

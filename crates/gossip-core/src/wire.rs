@@ -56,11 +56,7 @@ impl<'a> Reader<'a> {
 
     /// Fails unless every byte was consumed.
     pub fn finish(&self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::Trailing(self.buf.len()))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::Trailing(self.buf.len())) }
     }
 
     /// Takes `n` raw bytes.
@@ -127,9 +123,7 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::OutOfRange("string length"));
         }
         let b = self.bytes(len as usize)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::BadUtf8)
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::BadUtf8)
     }
 
     /// A 16-byte node id.
@@ -152,19 +146,13 @@ impl<'a> Reader<'a> {
                 a.copy_from_slice(self.bytes(16)?);
                 Ok(Some(IpAddr::V6(Ipv6Addr::from(a))))
             }
-            tag => Err(DecodeError::BadTag {
-                what: "address",
-                tag,
-            }),
+            tag => Err(DecodeError::BadTag { what: "address", tag }),
         }
     }
 
     /// A socket address: an IP (tag 4 or 6) then a big-endian port.
     pub fn socket_addr(&mut self) -> Result<SocketAddr, DecodeError> {
-        let ip = self.opt_ip()?.ok_or(DecodeError::BadTag {
-            what: "address",
-            tag: 0,
-        })?;
+        let ip = self.opt_ip()?.ok_or(DecodeError::BadTag { what: "address", tag: 0 })?;
         Ok(SocketAddr::new(ip, self.u16()?))
     }
 }
@@ -179,9 +167,7 @@ pub struct Writer {
 impl Writer {
     /// An empty writer.
     pub fn new() -> Self {
-        Writer {
-            buf: Vec::with_capacity(256),
-        }
+        Writer { buf: Vec::with_capacity(256) }
     }
 
     /// Bytes written.
@@ -294,10 +280,7 @@ mod tests {
 
     #[test]
     fn overlong_varint_rejected() {
-        assert_eq!(
-            Reader::new(&[0xff; 11]).varint(),
-            Err(DecodeError::BadVarint)
-        );
+        assert_eq!(Reader::new(&[0xff; 11]).varint(), Err(DecodeError::BadVarint));
         assert_eq!(
             Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).varint(),
             Err(DecodeError::BadVarint)

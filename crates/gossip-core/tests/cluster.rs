@@ -25,10 +25,7 @@ struct Net {
 }
 
 fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from((
-        Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8),
-        7946,
-    ))
+    SocketAddr::from((Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8), 7946))
 }
 
 impl Net {
@@ -43,52 +40,23 @@ impl Net {
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
             id[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
-            let info = NodeInfo {
-                id: NodeId(id),
-                name: format!("node-{i}"),
-                addr: addr(i),
-                generation: 1,
-            };
-            let cfg = Config {
-                seeds: vec![addr(0)],
-                rng_seed: rng.fork(),
-                ..Config::default()
-            };
+            let info = NodeInfo { id: NodeId(id), name: format!("node-{i}"), addr: addr(i), generation: 1 };
+            let cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), ..Config::default() };
             nodes.push(Gossip::new(cfg, info, start));
             by_addr.insert(addr(i), i);
         }
-        Net {
-            start,
-            now: start,
-            nodes,
-            by_addr,
-            inflight: BinaryHeap::new(),
-            seq: 0,
-            loss,
-            rng,
-            down: vec![false; n],
-        }
+        Net { start, now: start, nodes, by_addr, inflight: BinaryHeap::new(), seq: 0, loss, rng, down: vec![false; n] }
     }
 
     fn flush(&mut self, i: usize) {
         while let Some(t) = self.nodes[i].poll_transmit() {
-            assert!(
-                t.payload.len() <= 1200,
-                "datagram of {} bytes",
-                t.payload.len()
-            );
+            assert!(t.payload.len() <= 1200, "datagram of {} bytes", t.payload.len());
             if self.rng.unit() < self.loss {
                 continue;
             }
             if let Some(&dst) = self.by_addr.get(&t.dst) {
                 self.seq += 1;
-                self.inflight.push(Reverse((
-                    self.now + Duration::from_millis(1),
-                    self.seq,
-                    dst,
-                    addr(i),
-                    t.payload,
-                )));
+                self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, addr(i), t.payload)));
             }
         }
         while self.nodes[i].poll_event().is_some() {}
@@ -132,9 +100,7 @@ impl Net {
     }
 
     fn knows_service(&self, i: usize, name: &str) -> bool {
-        self.nodes[i]
-            .nodes()
-            .any(|n| gossip_core::services_of(n).any(|s| s.name == name))
+        self.nodes[i].nodes().any(|n| gossip_core::services_of(n).any(|s| s.name == name))
     }
 }
 
@@ -197,11 +163,7 @@ fn deregistration_and_leave_spread() {
     net.flush(7);
     net.run_until(now + Duration::from_secs(3));
     for i in (0..10).filter(|&i| i != 7) {
-        assert_eq!(
-            net.nodes[i].live_peers(),
-            8,
-            "node {i} still counts the leaver"
-        );
+        assert_eq!(net.nodes[i].live_peers(), 8, "node {i} still counts the leaver");
     }
 }
 
@@ -211,9 +173,7 @@ fn converges_under_loss() {
     net.run_until(net.start + Duration::from_secs(30));
     let now = net.now;
     for i in 0..20 {
-        net.nodes[i]
-            .register(now, svc(&format!("s{i}"), "many"))
-            .unwrap();
+        net.nodes[i].register(now, svc(&format!("s{i}"), "many")).unwrap();
         net.flush(i);
     }
     net.run_until(now + Duration::from_secs(30));
@@ -234,11 +194,7 @@ fn large_catalog_is_split_into_datagrams_and_converges() {
     net.run_until(now + Duration::from_secs(20));
     assert!(net.converged());
     for g in &net.nodes {
-        let n = g
-            .nodes()
-            .flat_map(gossip_core::services_of)
-            .filter(|s| s.name == "bulk")
-            .count();
+        let n = g.nodes().flat_map(gossip_core::services_of).filter(|s| s.name == "bulk").count();
         assert_eq!(n, 300);
     }
 }
@@ -255,11 +211,7 @@ fn restart_with_higher_generation_supersedes() {
     // Restart node 2 with the same id, a higher generation, and a different registration.
     let mut info = net.nodes[2].local().clone();
     info.generation += 1;
-    let cfg = Config {
-        seeds: vec![addr(0)],
-        rng_seed: 99,
-        ..Config::default()
-    };
+    let cfg = Config { seeds: vec![addr(0)], rng_seed: 99, ..Config::default() };
     let now = net.now;
     net.nodes[2] = Gossip::new(cfg, info, now);
     net.nodes[2].register(now, svc("new", "new")).unwrap();
@@ -279,8 +231,5 @@ fn idle_cost_is_small() {
     let after: u64 = net.nodes.iter().map(|g| g.stats().bytes_out).sum();
     let per_node_per_sec = (after - before) as f64 / 30.0 / 60.0;
     // One fingerprint out and one acknowledgement back per round: well under 100 B/s.
-    assert!(
-        per_node_per_sec < 100.0,
-        "idle cost {per_node_per_sec} B/s per node"
-    );
+    assert!(per_node_per_sec < 100.0, "idle cost {per_node_per_sec} B/s per node");
 }

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use gossip_core::message::{
-    Bound, Delta, Entry, Message, NodeStatus, Range, RangeBody, Summary, Value, Want,
-};
+use gossip_core::message::{Bound, Delta, Entry, Message, NodeStatus, Range, RangeBody, Summary, Value, Want};
 use gossip_core::session::{MAX_PAYLOAD, Session};
 use gossip_core::{Health, NodeId, NodeInfo, ServiceInstance};
 use proptest::prelude::*;
@@ -25,25 +23,19 @@ fn service() -> impl Strategy<Value = ServiceInstance> {
         proptest::collection::btree_map("[a-z]{1,8}", "[ -~]{0,16}", 0..4),
         any::<u16>(),
         any::<u16>(),
-        prop_oneof![
-            Just(Health::Passing),
-            Just(Health::Warning),
-            Just(Health::Critical)
-        ],
+        prop_oneof![Just(Health::Passing), Just(Health::Warning), Just(Health::Critical)],
     )
-        .prop_map(
-            |(id, name, address, port, tags, meta, wp, ww, health)| ServiceInstance {
-                id,
-                name,
-                address,
-                port,
-                tags,
-                meta: meta.into_iter().collect::<BTreeMap<_, _>>(),
-                weight_passing: wp,
-                weight_warning: ww,
-                health,
-            },
-        )
+        .prop_map(|(id, name, address, port, tags, meta, wp, ww, health)| ServiceInstance {
+            id,
+            name,
+            address,
+            port,
+            tags,
+            meta: meta.into_iter().collect::<BTreeMap<_, _>>(),
+            weight_passing: wp,
+            weight_warning: ww,
+            health,
+        })
 }
 
 fn value() -> impl Strategy<Value = Value> {
@@ -69,34 +61,15 @@ fn delta() -> impl Strategy<Value = Delta> {
             let entries: Vec<Entry> = vals
                 .into_iter()
                 .enumerate()
-                .map(|(i, (key, value))| Entry {
-                    key,
-                    version: from + 1 + i as u64,
-                    value,
-                })
+                .map(|(i, (key, value))| Entry { key, version: from + 1 + i as u64, value })
                 .collect();
             let to = from + entries.len() as u64 + 3;
-            Delta {
-                ttl,
-                node: NodeInfo {
-                    id,
-                    name,
-                    addr,
-                    generation,
-                },
-                from_version: from,
-                to_version: to,
-                entries,
-            }
+            Delta { ttl, node: NodeInfo { id, name, addr, generation }, from_version: from, to_version: to, entries }
         })
 }
 
 fn summary() -> impl Strategy<Value = Summary> {
-    (node_id(), any::<u64>(), any::<u64>()).prop_map(|(id, generation, version)| Summary {
-        id,
-        generation,
-        version,
-    })
+    (node_id(), any::<u64>(), any::<u64>()).prop_map(|(id, generation, version)| Summary { id, generation, version })
 }
 
 fn range() -> impl Strategy<Value = Range> {
@@ -104,45 +77,25 @@ fn range() -> impl Strategy<Value = Range> {
         (any::<u64>(), any::<u64>()).prop_map(|(count, fp)| RangeBody::Fingerprint { count, fp }),
         proptest::collection::vec(summary(), 0..8).prop_map(RangeBody::Items),
     ];
-    (node_id(), proptest::option::of(node_id()), body).prop_filter_map(
-        "non-empty range",
-        |(lo, hi, body)| {
-            let hi = hi.map_or(Bound::Inf, Bound::Id);
-            hi.above(&lo).then_some(Range { lo, hi, body })
-        },
-    )
+    (node_id(), proptest::option::of(node_id()), body).prop_filter_map("non-empty range", |(lo, hi, body)| {
+        let hi = hi.map_or(Bound::Inf, Bound::Id);
+        hi.above(&lo).then_some(Range { lo, hi, body })
+    })
 }
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (
-            node_id(),
-            any::<bool>(),
-            proptest::collection::vec(range(), 0..6)
-        )
-            .prop_map(|(sender, initial, ranges)| Message::Reconcile {
-                sender,
-                initial,
-                ranges
-            }),
+        (node_id(), any::<bool>(), proptest::collection::vec(range(), 0..6))
+            .prop_map(|(sender, initial, ranges)| Message::Reconcile { sender, initial, ranges }),
         (node_id(), delta()).prop_map(|(sender, delta)| Message::Delta { sender, delta }),
-        (
-            node_id(),
-            proptest::collection::vec((node_id(), any::<u64>(), any::<u64>()), 0..20)
-        )
-            .prop_map(|(sender, w)| {
+        (node_id(), proptest::collection::vec((node_id(), any::<u64>(), any::<u64>()), 0..20)).prop_map(
+            |(sender, w)| {
                 Message::Request {
                     sender,
-                    wants: w
-                        .into_iter()
-                        .map(|(id, generation, version)| Want {
-                            id,
-                            generation,
-                            version,
-                        })
-                        .collect(),
+                    wants: w.into_iter().map(|(id, generation, version)| Want { id, generation, version }).collect(),
                 }
-            }),
+            }
+        ),
     ]
 }
 
@@ -201,18 +154,9 @@ fn huge_declared_counts_do_not_allocate() {
 
 #[test]
 fn largest_messages_fit_the_payload_budget() {
-    let items: Vec<Summary> = (0..16u8)
-        .map(|i| Summary {
-            id: NodeId([i; 16]),
-            generation: u64::MAX,
-            version: u64::MAX,
-        })
-        .collect();
-    let range = Range {
-        lo: NodeId::MIN,
-        hi: Bound::Inf,
-        body: RangeBody::Items(items),
-    };
+    let items: Vec<Summary> =
+        (0..16u8).map(|i| Summary { id: NodeId([i; 16]), generation: u64::MAX, version: u64::MAX }).collect();
+    let range = Range { lo: NodeId::MIN, hi: Bound::Inf, body: RangeBody::Items(items) };
     let packed = gossip_core::chunk::pack_ranges(NodeId::MIN, vec![range; 10], MAX_PAYLOAD);
     assert!(packed.len() > 1);
     for m in packed {
