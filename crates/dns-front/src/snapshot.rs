@@ -1,0 +1,94 @@
+//! The immutable view of the catalog that DNS answers are computed from.
+//!
+//! The agent builds a new [`Snapshot`] whenever its gossip table changes and swaps it in
+//! atomically; queries never take a lock. Everything here is plain data: the resolver does
+//! not know where it came from.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Health of a service instance as the DNS front sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Every check passes: always answered.
+    Passing,
+    /// At least one check warns: answered only when [`ResolverConfig::only_passing`] is false.
+    Warning,
+    /// At least one check is critical, or the owning node is dead or has left: never answered.
+    Critical,
+}
+
+/// One service instance, as registered on its owner's agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Service name (`web`). Matched case-insensitively.
+    pub service: String,
+    /// Instance id, unique on its node (`web-1`).
+    pub id: String,
+    /// Name of the node that owns the instance; the SRV target is `NODE.node.<domain>`.
+    pub node: String,
+    /// Address clients should connect to.
+    pub address: IpAddr,
+    /// Port clients should connect to.
+    pub port: u16,
+    /// Tags; matched case-insensitively by `TAG.NAME.service.<domain>` and `_NAME._TAG...`.
+    pub tags: Vec<String>,
+    /// SRV weight (Consul `Weights.Passing`), 0..=65535.
+    pub weight: u16,
+    /// Current health.
+    pub health: Health,
+}
+
+/// One agent node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Node name, matched case-insensitively by `NODE.node.<domain>`.
+    pub name: String,
+    /// The node's address (answered for `NODE.node.<domain>` A/AAAA queries).
+    pub address: IpAddr,
+    /// False once the node is dead or has left: it is then not answered.
+    pub alive: bool,
+}
+
+/// An immutable catalog snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Instances grouped by lower-cased service name.
+    pub services: HashMap<String, Vec<Instance>>,
+    /// Nodes by lower-cased node name.
+    pub nodes: HashMap<String, Node>,
+    /// Monotonic index of this snapshot (raised at each rebuild); used as the SOA serial.
+    pub index: u64,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from flat lists, grouping and lower-casing names.
+    pub fn build(index: u64, instances: Vec<Instance>, nodes: Vec<Node>) -> Self {
+        let mut services: HashMap<String, Vec<Instance>> = HashMap::new();
+        for inst in instances {
+            services.entry(inst.service.to_ascii_lowercase()).or_default().push(inst);
+        }
+        let nodes = nodes.into_iter().map(|n| (n.name.to_ascii_lowercase(), n)).collect();
+        Snapshot { services, nodes, index }
+    }
+}
+
+/// Resolver options.
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    /// The domain served, lower-case, without trailing dot (default `gossip`).
+    pub domain: String,
+    /// Answer only passing instances (default true); false admits warning ones too.
+    pub only_passing: bool,
+    /// TTL of positive answers, seconds (default 0, as Consul: answers are always fresh).
+    pub ttl: u32,
+    /// SOA minimum / negative-caching TTL, seconds (default 0: a recovered service is
+    /// never hidden by a cached NXDOMAIN).
+    pub negative_ttl: u32,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig { domain: "gossip".into(), only_passing: true, ttl: 0, negative_ttl: 0 }
+    }
+}
