@@ -247,15 +247,8 @@ impl Gossip {
         if self.left {
             return Err(CommandError::Left);
         }
-        if inst.id.is_empty() || inst.id.len() > message::MAX_KEY - 4 {
-            return Err(CommandError::BadId { max: message::MAX_KEY - 4 });
-        }
-        let key = format!("svc/{}", inst.id);
-        let entry = Entry { key: key.clone(), version: u64::MAX, value: Value::Service(inst) };
-        let size = message::entry_len(&entry);
-        if size > MAX_ENTRY {
-            return Err(CommandError::TooLarge { size, max: MAX_ENTRY });
-        }
+        let entry = check_instance(inst)?;
+        let key = entry.key;
         if let Some(old) = self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)) {
             if old.value == entry.value {
                 return Ok(());
@@ -496,6 +489,20 @@ impl Gossip {
             }
         }
     }
+}
+
+/// Checks that an instance can be gossiped (id length, encoded size) and returns its entry.
+/// [`Gossip::register`] refuses exactly what this refuses.
+pub fn check_instance(inst: ServiceInstance) -> Result<Entry, CommandError> {
+    if inst.id.is_empty() || inst.id.len() > message::MAX_KEY - 4 {
+        return Err(CommandError::BadId { max: message::MAX_KEY - 4 });
+    }
+    let entry = Entry { key: format!("svc/{}", inst.id), version: u64::MAX, value: Value::Service(inst) };
+    let size = message::entry_len(&entry);
+    if size > MAX_ENTRY {
+        return Err(CommandError::TooLarge { size, max: MAX_ENTRY });
+    }
+    Ok(entry)
 }
 
 /// The live (non-deleted) service instances of a node.

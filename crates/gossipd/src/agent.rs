@@ -1,0 +1,177 @@
+//! `gossipd agent`: binds the sockets, restores the node from its data directory, starts the
+//! gossip driver, the DNS server and the HTTP API, and runs until SIGINT/SIGTERM, when it
+//! announces its leave, flushes and exits 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+use gossip_core::{Config, Gossip, NodeInfo};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+
+use crate::cli::{AgentArgs, default_node_name};
+use crate::driver::Driver;
+use crate::http::{self, Api};
+use crate::persist::DataDir;
+use crate::service_def::{self, ServiceDef, Weights};
+
+/// Name and id of the service a `--dev` agent registers for itself.
+pub const DEV_SERVICE: &str = "gossipd";
+
+/// File in the data directory where the agent writes the addresses it bound (for scripts and
+/// tests that start it on port 0).
+pub const ADDRS_FILE: &str = "addrs.json";
+
+fn data_dir_path(args: &AgentArgs) -> anyhow::Result<PathBuf> {
+    match (&args.data_dir, args.dev) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, true) => Ok(std::env::temp_dir().join(format!("gossipd-dev-{}", std::process::id()))),
+        (None, false) => bail!("--data-dir is required (or use --dev)"),
+    }
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // Falls back to the clock only if the OS has no randomness to give.
+    if getrandom::fill(&mut b).is_err() {
+        return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// Binds DNS over UDP and TCP on the same port (retrying when port 0 picks one that TCP cannot
+/// have).
+async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind DNS (UDP) on {addr}"))?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() != 0 => return Err(e).with_context(|| format!("cannot bind DNS (TCP) on {addr}")),
+            Err(_) => continue,
+        }
+    }
+    bail!("cannot find a free port for DNS on {}", addr.ip())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn termination() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// The local services to serve at start: what the API registered before (persisted), then the
+/// config directory's definitions (which win on the same ID), then the dev self-registration.
+fn initial_services(args: &AgentArgs, data: &DataDir, http_port: u16) -> anyhow::Result<Vec<ServiceDef>> {
+    let mut by_id = std::collections::BTreeMap::new();
+    for d in data.load_services().context("cannot load the stored registrations")? {
+        by_id.insert(d.id.clone(), d);
+    }
+    if let Some(dir) = &args.config_dir {
+        for d in service_def::load_config_dir(dir)? {
+            by_id.insert(d.id.clone(), d);
+        }
+    }
+    if args.dev {
+        by_id.entry(DEV_SERVICE.to_string()).or_insert_with(|| ServiceDef {
+            id: DEV_SERVICE.into(),
+            name: DEV_SERVICE.into(),
+            address: None,
+            port: http_port,
+            tags: vec!["dev".into()],
+            meta: Default::default(),
+            weights: Weights { passing: 1, warning: 1 },
+            checks: Vec::new(),
+        });
+    }
+    Ok(by_id.into_values().collect())
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let data = DataDir::open(data_dir_path(&args)?)?;
+    let node = data.start(&default_node_name(), args.node.as_deref())?;
+
+    let bind = args.bind_addr();
+    let socket = UdpSocket::bind(bind).await.with_context(|| format!("cannot bind gossip (UDP) on {bind}"))?;
+    let bound = socket.local_addr()?;
+    let advertise = match args.advertise {
+        Some(a) => a,
+        None if bound.ip().is_unspecified() => {
+            bail!("--advertise is required when --bind is {bound}: other agents need a routable address")
+        }
+        None => bound,
+    };
+    let seeds = args.resolve_seeds()?;
+    let (dns_udp, dns_tcp) = bind_dns(args.dns).await?;
+    let dns_addr = dns_udp.local_addr()?;
+    let http_listener =
+        TcpListener::bind(args.http).await.with_context(|| format!("cannot bind the HTTP API on {}", args.http))?;
+    let http_addr = http_listener.local_addr()?;
+
+    let services = initial_services(&args, &data, http_addr.port())?;
+    data.save_services(&services).context("cannot store the registrations")?;
+
+    let cfg = Config {
+        gossip_interval: Duration::from_millis(args.gossip_interval_ms),
+        seeds,
+        rng_seed: random_seed(),
+        ..Config::default()
+    };
+    let info = NodeInfo { id: node.id, name: node.name.clone(), addr: advertise, generation: node.generation };
+    let now = Instant::now();
+    let mut gossip = Gossip::new(cfg, info, now);
+    for def in &services {
+        gossip.register(now, def.to_instance()).with_context(|| format!("service {:?}", def.id))?;
+    }
+
+    let dns_snapshot = Arc::new(ArcSwap::from_pointee(dns_front::Snapshot::default()));
+    let (driver, handle) = Driver::new(gossip, socket, data.clone(), services, dns_snapshot.clone());
+
+    let addrs = serde_json::json!({
+        "node": node.name, "id": node.id.to_hex(), "generation": node.generation,
+        "gossip": advertise.to_string(), "dns": dns_addr.to_string(), "http": http_addr.to_string(),
+    });
+    data.write_atomic(ADDRS_FILE, addrs.to_string().as_bytes())?;
+    tracing::info!(node = %node.name, generation = node.generation, gossip = %advertise, dns = %dns_addr,
+        http = %http_addr, data_dir = %data.path().display(), "agent started");
+
+    // One shutdown signal fans out to every task; the driver leaves the cluster first.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let dns_cfg = dns_front::ResolverConfig { domain: args.domain.clone(), ..Default::default() };
+    let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg);
+    let dns_task = tokio::spawn(dns.run(dns_udp, dns_tcp, stopped(stop_rx.clone())));
+    let app = http::router(Api { handle });
+    let http_task =
+        tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+    let driver_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));
+
+    termination().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    driver_task.await.context("gossip driver")??;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), dns_task).await {
+        tracing::warn!(error = %e, "DNS server");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! The HTTP API: Consul's agent, catalog and health paths and JSON field names, so that tools
+//! that speak Consul can read and register. Reads come from the swapped-in [`Catalog`]; writes
+//! go to the driver as commands. GETs support Consul blocking queries (`?index=&wait=`): the
+//! answer is held until the catalog index passes `index` or `wait` runs out (default 5 min,
+//! at most 10 min); every GET carries `X-Consul-Index`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::driver::{Command, Handle};
+use crate::service_def;
+use crate::view::{Catalog, CatalogInstance, Member};
+use gossip_core::{Health, NodeId, NodeStatus};
+
+/// Consul's default datacenter name, reported for the local cluster.
+pub const DATACENTER: &str = "gossip";
+
+/// Shared state of the API handlers.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// The driver.
+    pub handle: Handle,
+}
+
+/// The API's routes.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/agent/service/register", put(register))
+        .route("/v1/agent/service/deregister/{id}", put(deregister))
+        .route("/v1/agent/services", get(agent_services))
+        .route("/v1/agent/members", get(members))
+        .route("/v1/catalog/services", get(catalog_services))
+        .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/catalog/nodes", get(catalog_nodes))
+        .route("/v1/health/service/{name}", get(health_service))
+        .route("/v1/agent/metrics", get(metrics))
+        .with_state(Arc::new(api))
+}
+
+/// Consul formats node ids as UUIDs.
+fn uuid(id: &NodeId) -> String {
+    let h = id.to_hex();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, msg.into()).into_response()
+}
+
+async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    if api.handle.commands.send(make(tx)).await.is_err() {
+        return Err(text(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"));
+    }
+    rx.await.map_err(|_| text(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"))
+}
+
+async fn register(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    let def = match service_def::parse_register_body(&body) {
+        Ok(d) => d,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
+    };
+    match ask(&api, |tx| Command::Register(def, tx)).await {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
+        Err(r) => r,
+    }
+}
+
+async fn deregister(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match ask(&api, |tx| Command::Deregister(id.clone(), tx)).await {
+        Ok(Ok(true)) => StatusCode::OK.into_response(),
+        Ok(Ok(false)) => text(StatusCode::NOT_FOUND, format!("Unknown service ID {id:?}")),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
+    }
+}
+
+/// Parses a Consul duration (`10s`, `5m`, `250ms`, `1h`; a bare number is seconds).
+pub fn parse_wait(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Holds a blocking query until the index passes the one asked for, then returns the catalog.
+async fn blocking(api: &Api, q: &HashMap<String, String>) -> Result<Arc<Catalog>, Response> {
+    let Some(index) = q.get("index") else { return Ok(api.handle.catalog.load_full()) };
+    let Ok(index) = index.parse::<u64>() else {
+        return Err(text(StatusCode::BAD_REQUEST, format!("Invalid index {index:?}: must be an unsigned integer")));
+    };
+    let wait = match q.get("wait") {
+        None => Duration::from_secs(300),
+        Some(w) => match parse_wait(w) {
+            Some(d) => d.min(Duration::from_secs(600)),
+            None => return Err(text(StatusCode::BAD_REQUEST, format!("Invalid wait {w:?}: use e.g. 10s, 5m"))),
+        },
+    };
+    let mut rx = api.handle.index.clone();
+    let _ = tokio::time::timeout(wait, rx.wait_for(|i| *i > index)).await;
+    Ok(api.handle.catalog.load_full())
+}
+
+fn json_with_index(catalog: &Catalog, body: Value) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Consul-Index", HeaderValue::from(catalog.index));
+    headers.insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
+    (headers, axum::Json(body)).into_response()
+}
+
+async fn agent_services(State(api): State<Arc<Api>>) -> Response {
+    match ask(&api, Command::LocalServices).await {
+        Ok(defs) => {
+            let map: serde_json::Map<String, Value> =
+                defs.iter().map(|d| (d.id.clone(), d.to_agent_service())).collect();
+            axum::Json(Value::Object(map)).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// Serf/Consul member status codes.
+fn status_code(s: NodeStatus) -> u8 {
+    match s {
+        NodeStatus::Alive => 1,
+        NodeStatus::Left => 3,
+    }
+}
+
+fn member_json(m: &Member) -> Value {
+    json!({
+        "Name": m.name,
+        "Addr": m.addr.ip().to_string(),
+        "Port": m.addr.port(),
+        "Tags": { "id": uuid(&m.id), "generation": m.generation.to_string(), "dc": DATACENTER },
+        "Status": status_code(m.status),
+        "ProtocolMin": 1, "ProtocolMax": 1, "ProtocolCur": 1,
+        "DelegateMin": 0, "DelegateMax": 0, "DelegateCur": 0,
+    })
+}
+
+async fn members(State(api): State<Arc<Api>>) -> Response {
+    let c = api.handle.catalog.load_full();
+    axum::Json(Value::Array(c.members.iter().map(member_json).collect())).into_response()
+}
+
+async fn catalog_services(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let map: BTreeMap<&str, BTreeSet<&str>> = c
+        .services
+        .iter()
+        .map(|(name, list)| {
+            (name.as_str(), list.iter().flat_map(|i| i.service.tags.iter().map(String::as_str)).collect())
+        })
+        .collect();
+    json_with_index(&c, json!(map))
+}
+
+fn filter_tag<'a>(
+    list: &'a [CatalogInstance],
+    q: &HashMap<String, String>,
+) -> impl Iterator<Item = &'a CatalogInstance> {
+    let tag = q.get("tag").cloned();
+    list.iter().filter(move |i| tag.as_ref().is_none_or(|t| i.service.tags.iter().any(|x| x == t)))
+}
+
+fn weights(i: &CatalogInstance) -> Value {
+    json!({ "Passing": i.service.weight_passing, "Warning": i.service.weight_warning })
+}
+
+async fn catalog_service(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let list = c.services.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+    let out: Vec<Value> = filter_tag(list, &q)
+        .map(|i| {
+            json!({
+                "ID": uuid(&i.node_id),
+                "Node": i.node,
+                "Address": i.node_addr.to_string(),
+                "Datacenter": DATACENTER,
+                "TaggedAddresses": null,
+                "NodeMeta": {},
+                "ServiceKind": "",
+                "ServiceID": i.service.id,
+                "ServiceName": i.service.name,
+                "ServiceTags": i.service.tags,
+                "ServiceAddress": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
+                "ServiceMeta": i.service.meta,
+                "ServicePort": i.service.port,
+                "ServiceWeights": weights(i),
+                "ServiceEnableTagOverride": false,
+                "CreateIndex": c.index,
+                "ModifyIndex": c.index,
+            })
+        })
+        .collect();
+    json_with_index(&c, Value::Array(out))
+}
+
+async fn catalog_nodes(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let out: Vec<Value> = c
+        .members
+        .iter()
+        .filter(|m| m.status == NodeStatus::Alive)
+        .map(|m| {
+            json!({
+                "ID": uuid(&m.id), "Node": m.name, "Address": m.addr.ip().to_string(),
+                "Datacenter": DATACENTER, "TaggedAddresses": null, "Meta": {},
+            })
+        })
+        .collect();
+    json_with_index(&c, Value::Array(out))
+}
+
+fn health_str(h: Health) -> &'static str {
+    match h {
+        Health::Passing => "passing",
+        Health::Warning => "warning",
+        Health::Critical => "critical",
+    }
+}
+
+async fn health_service(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let passing_only = q.contains_key("passing");
+    let list = c.services.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+    let out: Vec<Value> = filter_tag(list, &q)
+        .filter(|i| !passing_only || i.service.health == Health::Passing)
+        .map(|i| {
+            json!({
+                "Node": { "ID": uuid(&i.node_id), "Node": i.node, "Address": i.node_addr.to_string(), "Datacenter": DATACENTER },
+                "Service": {
+                    "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,
+                    "Address": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
+                    "Port": i.service.port, "Meta": i.service.meta, "Weights": weights(i),
+                },
+                "Checks": [
+                    { "Node": i.node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing", "ServiceID": "", "ServiceName": "" },
+                    { "Node": i.node, "CheckID": format!("service:{}", i.service.id), "Name": format!("Service '{}' health", i.service.name),
+                      "Status": health_str(i.service.health), "ServiceID": i.service.id, "ServiceName": i.service.name },
+                ],
+            })
+        })
+        .collect();
+    json_with_index(&c, Value::Array(out))
+}
+
+/// Gossip counters as JSON (Prometheus format comes with the observability work).
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let s = api.handle.stats.load_full();
+    let c = api.handle.catalog.load_full();
+    let instances: usize = c.services.values().map(Vec::len).sum();
+    axum::Json(json!({
+        "Gossip": {
+            "DatagramsIn": s.datagrams_in, "DatagramsOut": s.datagrams_out,
+            "BytesIn": s.bytes_in, "BytesOut": s.bytes_out,
+            "DroppedSession": s.dropped_session, "DroppedDecode": s.dropped_decode,
+            "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
+            "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
+        },
+        "Catalog": {
+            "Index": c.index,
+            "Members": c.members.len(),
+            "AliveMembers": c.members.iter().filter(|m| m.status == NodeStatus::Alive).count(),
+            "Services": c.services.len(),
+            "Instances": instances,
+        },
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_parse() {
+        assert_eq!(parse_wait("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_wait("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_wait("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_wait("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_wait("abc"), None);
+        assert_eq!(parse_wait("5y"), None);
+    }
+
+    #[test]
+    fn uuids_look_like_consul() {
+        let id = NodeId([0xab; 16]);
+        assert_eq!(uuid(&id), "abababab-abab-abab-abab-abababababab");
+    }
+}

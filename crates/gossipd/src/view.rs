@@ -1,0 +1,101 @@
+//! Read-only views of the gossip table, rebuilt when it changes and swapped in atomically:
+//! the DNS snapshot and the catalog the HTTP API answers from. Readers never lock.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use gossip_core::{Gossip, Health, NodeId, NodeStatus, services_of};
+
+/// One member as the API shows it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Node id.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Gossip address.
+    pub addr: std::net::SocketAddr,
+    /// Generation (incarnation).
+    pub generation: u64,
+    /// Alive or left.
+    pub status: NodeStatus,
+}
+
+/// One service instance with its node.
+#[derive(Debug, Clone)]
+pub struct CatalogInstance {
+    /// Owning node's name.
+    pub node: String,
+    /// Owning node's id.
+    pub node_id: NodeId,
+    /// Owning node's address (its gossip IP).
+    pub node_addr: IpAddr,
+    /// The instance as registered.
+    pub service: gossip_core::ServiceInstance,
+}
+
+/// The catalog at one index.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Raised at each rebuild (Consul's `X-Consul-Index`).
+    pub index: u64,
+    /// Every known node by name.
+    pub members: Vec<Member>,
+    /// Instances of live nodes, by service name (exact case as registered), sorted by node then id.
+    pub services: BTreeMap<String, Vec<CatalogInstance>>,
+}
+
+/// Builds the API catalog and the DNS snapshot from the table.
+pub fn build(g: &Gossip, index: u64) -> (Catalog, dns_front::snapshot::Snapshot) {
+    let mut members = Vec::new();
+    let mut services: BTreeMap<String, Vec<CatalogInstance>> = BTreeMap::new();
+    let mut dns_instances = Vec::new();
+    let mut dns_nodes = Vec::new();
+    for n in g.nodes() {
+        let status = n.status();
+        members.push(Member {
+            id: n.info.id,
+            name: n.info.name.clone(),
+            addr: n.info.addr,
+            generation: n.info.generation,
+            status,
+        });
+        let alive = status == NodeStatus::Alive;
+        dns_nodes.push(dns_front::snapshot::Node { name: n.info.name.clone(), address: n.info.addr.ip(), alive });
+        if !alive {
+            continue;
+        }
+        for s in services_of(n) {
+            let address = s.address.unwrap_or(n.info.addr.ip());
+            dns_instances.push(dns_front::snapshot::Instance {
+                service: s.name.clone(),
+                id: s.id.clone(),
+                node: n.info.name.clone(),
+                address,
+                port: s.port,
+                tags: s.tags.clone(),
+                weight: match s.health {
+                    Health::Warning => s.weight_warning,
+                    _ => s.weight_passing,
+                },
+                health: match s.health {
+                    Health::Passing => dns_front::snapshot::Health::Passing,
+                    Health::Warning => dns_front::snapshot::Health::Warning,
+                    Health::Critical => dns_front::snapshot::Health::Critical,
+                },
+            });
+            services.entry(s.name.clone()).or_default().push(CatalogInstance {
+                node: n.info.name.clone(),
+                node_id: n.info.id,
+                node_addr: n.info.addr.ip(),
+                service: s.clone(),
+            });
+        }
+    }
+    members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    for list in services.values_mut() {
+        list.sort_by(|a, b| a.node.cmp(&b.node).then(a.service.id.cmp(&b.service.id)));
+    }
+    let snapshot = dns_front::snapshot::Snapshot::build(index, dns_instances, dns_nodes);
+    (Catalog { index, members, services }, snapshot)
+}
