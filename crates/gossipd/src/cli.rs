@@ -1,0 +1,382 @@
+//! Command line: `gossipd agent ...` runs an agent; `members` and `services ...` are clients of
+//! a running agent's HTTP API.
+//!
+//! Usage errors (unknown flag, bad value) are reported by clap and exit with status 2; runtime
+//! errors exit with status 1 (see `main.rs`).
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Version of the gossip wire protocol this build speaks.
+#[cfg_attr(not(test), allow(dead_code))] // Kept in step with `VERSION` by a test.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 1)");
+
+/// Default gossip address outside `--dev`.
+pub const DEFAULT_BIND: &str = "0.0.0.0:7946";
+/// Default gossip address with `--dev`.
+pub const DEFAULT_DEV_BIND: &str = "127.0.0.1:7946";
+
+/// gossipd: decentralized service discovery over gossip, answering DNS and a Consul-shaped API.
+#[derive(Debug, Parser)]
+#[command(name = "gossipd", version = VERSION)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process.
+pub enum Command {
+    /// Run an agent.
+    Agent(AgentArgs),
+    /// List the cluster's members, as seen by the local agent.
+    Members(ClientArgs),
+    /// List, register or deregister services.
+    Services(ServicesArgs),
+}
+
+/// `gossipd agent` flags.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Development mode: gossip binds to 127.0.0.1 unless --bind says otherwise, and
+    /// --data-dir becomes optional (without it nothing is persisted).
+    #[arg(long)]
+    pub dev: bool,
+    /// Node name, unique in the cluster (a DNS label); default: the stored name, else the
+    /// host name.
+    #[arg(long, value_name = "NAME", value_parser = parse_node_name)]
+    pub node: Option<String>,
+    /// UDP address for gossip [default: 0.0.0.0:7946, or 127.0.0.1:7946 with --dev].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Address other agents reach this one at [default: the bind address].
+    #[arg(long, value_name = "ADDR", value_parser = parse_advertise)]
+    pub advertise: Option<SocketAddr>,
+    /// A seed agent to join through, IP:PORT or HOST:PORT; repeat or separate with commas.
+    /// Host names are resolved once at start.
+    #[arg(long = "seed", value_name = "ADDR", value_delimiter = ',')]
+    pub seeds: Vec<HostPort>,
+    /// DNS address (UDP and TCP).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8600")]
+    pub dns: SocketAddr,
+    /// HTTP API address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8500")]
+    pub http: SocketAddr,
+    /// Data directory (identity, generation, registrations); required unless --dev.
+    #[arg(long, value_name = "DIR", required_unless_present = "dev")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory of service definition files (*.json) loaded at start.
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// DNS domain served.
+    #[arg(long, value_name = "DOMAIN", default_value = "gossip", value_parser = parse_domain)]
+    pub domain: String,
+    /// Anti-entropy round interval, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub gossip_interval_ms: u64,
+    /// Log filter (tracing-subscriber syntax, e.g. `info` or `gossipd=debug`); RUST_LOG
+    /// overrides it.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl AgentArgs {
+    /// The gossip bind address, defaults applied.
+    pub fn bind_addr(&self) -> SocketAddr {
+        let default = if self.dev { DEFAULT_DEV_BIND } else { DEFAULT_BIND };
+        self.bind.unwrap_or_else(|| default.parse().expect("valid default address"))
+    }
+
+    /// Resolves every `--seed` (host names through the system resolver; blocking). A seed that
+    /// does not resolve is an error naming it.
+    pub fn resolve_seeds(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        let mut out = Vec::new();
+        for seed in &self.seeds {
+            for addr in seed.resolve()? {
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Flags shared by the client subcommands (also accepted after the subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// HTTP address of the agent to ask (HOST:PORT or http://HOST:PORT).
+    #[arg(long, global = true, value_name = "ADDR", env = "GOSSIPD_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+    pub http: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Output format of the client subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for humans.
+    Table,
+    /// The agent's JSON, pretty-printed.
+    Json,
+}
+
+/// `gossipd services` flags and subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct ServicesArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to do with services.
+    #[command(subcommand)]
+    pub command: ServicesCommand,
+}
+
+/// `gossipd services` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServicesCommand {
+    /// List the catalog's service instances.
+    List,
+    /// Register the services of a JSON file (a Consul service definition, or a config file
+    /// with `service`/`services`); `-` reads stdin.
+    Register {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Deregister a service of the local agent by ID.
+    Deregister {
+        /// The service ID.
+        id: String,
+    },
+}
+
+/// `HOST:PORT` or `IP:PORT` (IPv6 in brackets), resolved later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Resolves through the system resolver (blocking).
+    pub fn resolve(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| anyhow::anyhow!("cannot resolve seed {self}: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            anyhow::bail!("cannot resolve seed {self}: no addresses");
+        }
+        Ok(addrs)
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(HostPort { host: addr.ip().to_string(), port: addr.port() });
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} must be HOST:PORT or IP:PORT"))?;
+        let port = port.parse().map_err(|_| format!("{s:?}: port must be an integer in 0..=65535"))?;
+        let valid_host = !host.is_empty()
+            && host.len() <= 253
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !valid_host {
+            return Err(format!("{s:?}: host must be a host name or an IP (IPv6 in brackets)"));
+        }
+        Ok(HostPort { host: host.to_string(), port })
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn parse_node_name(s: &str) -> Result<String, String> {
+    if is_dns_label(s) {
+        Ok(s.to_string())
+    } else {
+        Err("must be a DNS label (1-63 letters, digits or '-') so that it can be queried as \
+             NAME.node.<domain>"
+            .to_string())
+    }
+}
+
+fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|e| format!("{e} (want IP:PORT)"))?;
+    if addr.ip().is_unspecified() {
+        return Err(format!("cannot advertise the unspecified address {addr}"));
+    }
+    Ok(addr)
+}
+
+/// Lower-cased, without a trailing dot; labels of [A-Za-z0-9-].
+fn parse_domain(s: &str) -> Result<String, String> {
+    let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    if d.len() > 253 || d.is_empty() || !d.split('.').all(is_dns_label) {
+        return Err("must be a DNS name of labels of 1-63 letters, digits or '-'".to_string());
+    }
+    Ok(d)
+}
+
+/// The default node name: the host name's first label, reduced to a DNS label; `gossipd` if
+/// there is none.
+pub fn default_node_name() -> String {
+    let raw = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    node_name_from_host(&raw)
+}
+
+fn node_name_from_host(raw: &str) -> String {
+    let label: String = raw
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(63)
+        .collect();
+    if label.is_empty() { "gossipd".to_string() } else { label }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gossipd").chain(args.iter().copied()))
+    }
+
+    fn agent(args: &[&str]) -> AgentArgs {
+        match parse(args).unwrap().command {
+            Command::Agent(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_protocol() {
+        assert!(VERSION.ends_with(&format!("(protocol {PROTOCOL_VERSION})")));
+        let e = parse(&["--version"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(e.to_string().trim(), format!("gossipd {VERSION}"));
+    }
+
+    #[test]
+    fn agent_defaults() {
+        let a = agent(&["agent", "--dev"]);
+        assert_eq!(a.bind_addr(), "127.0.0.1:7946".parse().unwrap());
+        assert_eq!(a.dns, "127.0.0.1:8600".parse().unwrap());
+        assert_eq!(a.http, "127.0.0.1:8500".parse().unwrap());
+        assert_eq!(a.domain, "gossip");
+        assert_eq!(a.gossip_interval_ms, 1000);
+        assert_eq!(a.log_level, "info");
+        assert!(a.seeds.is_empty() && a.data_dir.is_none() && a.node.is_none());
+        let a = agent(&["agent", "--data-dir", "/tmp/x"]);
+        assert_eq!(a.bind_addr(), "0.0.0.0:7946".parse().unwrap());
+        assert!(parse(&["agent"]).is_err(), "--data-dir is required without --dev");
+    }
+
+    #[test]
+    fn agent_flags() {
+        let a = agent(&[
+            "agent",
+            "--dev",
+            "--node",
+            "n1",
+            "--bind",
+            "127.0.0.1:0",
+            "--advertise",
+            "10.0.0.1:7946",
+            "--seed",
+            "127.0.0.1:7001",
+            "--seed",
+            "localhost:7002,[::1]:7003",
+            "--domain",
+            "Consul.",
+            "--gossip-interval-ms",
+            "200",
+            "--config-dir",
+            "/etc/g",
+        ]);
+        assert_eq!(a.node.as_deref(), Some("n1"));
+        assert_eq!(a.bind_addr(), "127.0.0.1:0".parse().unwrap());
+        assert_eq!(a.seeds.len(), 3);
+        assert_eq!(a.seeds[2].to_string(), "[::1]:7003");
+        assert_eq!(a.domain, "consul");
+        assert_eq!(a.gossip_interval_ms, 200);
+        let seeds = a.resolve_seeds().unwrap();
+        assert!(seeds.contains(&"127.0.0.1:7001".parse().unwrap()));
+        assert!(seeds.contains(&"[::1]:7003".parse().unwrap()));
+    }
+
+    #[test]
+    fn agent_rejects_bad_values() {
+        for bad in [
+            &["agent", "--dev", "--node", "a.b"][..],
+            &["agent", "--dev", "--advertise", "0.0.0.0:7946"],
+            &["agent", "--dev", "--seed", "nohost"],
+            &["agent", "--dev", "--seed", "h:99999"],
+            &["agent", "--dev", "--domain", "a..b"],
+            &["agent", "--dev", "--gossip-interval-ms", "0"],
+            &["agent", "--dev", "--bind", "localhost:1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_flags_before_or_after_the_subcommand() {
+        let Command::Members(c) = parse(&["members", "--format", "json"]).unwrap().command else { panic!() };
+        assert_eq!((c.http.as_str(), c.format), ("127.0.0.1:8500", Format::Json));
+        for args in [&["services", "--http", "h:1", "list"][..], &["services", "list", "--http", "h:1"]] {
+            let Command::Services(s) = parse(args).unwrap().command else { panic!() };
+            assert_eq!(s.client.http, "h:1");
+            assert!(matches!(s.command, ServicesCommand::List));
+        }
+        let Command::Services(s) = parse(&["services", "deregister", "web-1"]).unwrap().command else { panic!() };
+        assert!(matches!(s.command, ServicesCommand::Deregister { id } if id == "web-1"));
+    }
+
+    #[test]
+    fn node_name_from_host_name() {
+        assert_eq!(node_name_from_host("web-01.example.com\n"), "web-01");
+        assert_eq!(node_name_from_host("my_box"), "mybox");
+        assert_eq!(node_name_from_host(""), "gossipd");
+        assert!(is_dns_label(&default_node_name()));
+    }
+}

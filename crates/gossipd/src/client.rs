@@ -1,0 +1,444 @@
+//! The client subcommands (`members`, `services list|register|deregister`): blocking HTTP
+//! requests to a running agent's Consul-shaped API, printed as an aligned table or as JSON.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::cli::{ClientArgs, Command, Format, ServicesCommand};
+use crate::service_def;
+
+/// Runs a client subcommand, printing its result on stdout.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    let out = match command {
+        Command::Agent(_) => bail!("not a client command"),
+        Command::Members(client) => members(&Api::new(&client)?, client.format)?,
+        Command::Services(s) => {
+            let api = Api::new(&s.client)?;
+            match s.command {
+                ServicesCommand::List => services_list(&api, s.client.format)?,
+                ServicesCommand::Register { file } => register(&api, &file, s.client.format)?,
+                ServicesCommand::Deregister { id } => deregister(&api, &id, s.client.format)?,
+            }
+        }
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// The agent's HTTP API.
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn new(args: &ClientArgs) -> anyhow::Result<Api> {
+        let addr = args.http.trim_end_matches('/');
+        let addr = addr.strip_prefix("http://").unwrap_or(addr);
+        if addr.contains("://") {
+            bail!("--http {}: only http:// is supported", args.http);
+        }
+        if addr.is_empty() || addr.contains('/') {
+            bail!("--http {}: want HOST:PORT", args.http);
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build();
+        Ok(Api { base: format!("http://{addr}"), agent: config.into() })
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self.agent.get(format!("{}{path}", self.base)).call();
+        self.finish("GET", path, response)
+    }
+
+    fn put(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let request = self.agent.put(format!("{}{path}", self.base));
+        let response = match body {
+            Some(body) => request.send_json(body),
+            None => request.send_empty(),
+        };
+        self.finish("PUT", path, response)
+    }
+
+    /// Turns a response into its JSON body (`null` when empty), or an error carrying the
+    /// agent's error body.
+    fn finish(
+        &self,
+        method: &str,
+        path: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Value> {
+        let mut response = response.map_err(|e| match e {
+            ureq::Error::Io(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Timeout(_) => {
+                anyhow::anyhow!("cannot reach agent at {}: {e}", self.base)
+            }
+            e => anyhow::anyhow!("{method} {}{path}: {e}", self.base),
+        })?;
+        let status = response.status();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("{method} {}{path}: reading the response", self.base))?;
+        if !status.is_success() {
+            let text = one_line(&body);
+            if text.is_empty() {
+                bail!("agent answered {status} to {method} {path}");
+            }
+            bail!("agent answered {status} to {method} {path}: {text}");
+        }
+        if body.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&body)
+            .with_context(|| format!("{method} {}{path}: the agent's answer is not JSON", self.base))
+    }
+}
+
+/// An error body on one line, at most 500 characters.
+fn one_line(text: &str) -> String {
+    let mut s: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some((cut, _)) = s.char_indices().nth(500) {
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+fn pretty(value: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn members(api: &Api, format: Format) -> anyhow::Result<String> {
+    let members = api.get("/v1/agent/members")?;
+    if format == Format::Json {
+        return Ok(pretty(&members));
+    }
+    let mut rows: Vec<Vec<String>> = as_array(&members, "/v1/agent/members")?
+        .iter()
+        .map(|m| {
+            let addr = text(&m["Addr"]);
+            let addr = if addr.contains(':') { format!("[{addr}]") } else { addr };
+            vec![text(&m["Name"]), format!("{addr}:{}", text(&m["Port"])), member_status(&m["Status"])]
+        })
+        .collect();
+    rows.sort();
+    Ok(format_table(&["NAME", "ADDRESS", "STATUS"], &rows))
+}
+
+/// Serf's member status codes, as Consul reports them.
+fn member_status(v: &Value) -> String {
+    match v.as_u64() {
+        Some(0) => "none".into(),
+        Some(1) => "alive".into(),
+        Some(2) => "leaving".into(),
+        Some(3) => "left".into(),
+        Some(4) => "failed".into(),
+        _ => text(v),
+    }
+}
+
+fn services_list(api: &Api, format: Format) -> anyhow::Result<String> {
+    let names = api.get("/v1/catalog/services")?;
+    let names = names
+        .as_object()
+        .with_context(|| format!("/v1/catalog/services: expected a JSON object, got {}", kind(&names)))?;
+    let mut names: Vec<&String> = names.keys().collect();
+    names.sort();
+    let mut entries = Vec::new();
+    for name in names {
+        let path = format!("/v1/catalog/service/{}", encode_path(name));
+        let list = api.get(&path)?;
+        entries.extend(as_array(&list, &path)?.iter().cloned());
+    }
+    if format == Format::Json {
+        return Ok(pretty(&Value::Array(entries)));
+    }
+    Ok(services_table(&entries))
+}
+
+fn services_table(entries: &[Value]) -> String {
+    let mut rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let addr = match text(&e["ServiceAddress"]) {
+                a if a.is_empty() => text(&e["Address"]),
+                a => a,
+            };
+            let tags = e["ServiceTags"]
+                .as_array()
+                .map(|t| t.iter().map(text).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            vec![text(&e["ServiceName"]), text(&e["ServiceID"]), text(&e["Node"]), addr, text(&e["ServicePort"]), tags]
+        })
+        .collect();
+    rows.sort();
+    format_table(&["SERVICE", "ID", "NODE", "ADDRESS", "PORT", "TAGS"], &rows)
+}
+
+fn register(api: &Api, file: &Path, format: Format) -> anyhow::Result<String> {
+    let bytes = read_input(file)?;
+    let label = if file == Path::new("-") { "stdin".to_string() } else { file.display().to_string() };
+    let defs = service_def::parse_file_or_body(&bytes).context(label)?;
+    let mut ids = Vec::new();
+    for def in &defs {
+        let body = serde_json::to_value(def)?;
+        api.put("/v1/agent/service/register", Some(&body)).with_context(|| format!("registering {:?}", def.id))?;
+        ids.push(def.id.clone());
+    }
+    Ok(match format {
+        Format::Json => pretty(&serde_json::json!({ "registered": ids })),
+        Format::Table => ids.iter().map(|id| format!("registered {id}\n")).collect(),
+    })
+}
+
+fn read_input(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let limit = service_def::MAX_INPUT_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    if file == Path::new("-") {
+        std::io::stdin().take(limit).read_to_end(&mut bytes).context("reading stdin")?;
+    } else {
+        std::fs::File::open(file)
+            .and_then(|f| f.take(limit).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    // parse_* refuses oversized input with a clear message.
+    Ok(bytes)
+}
+
+fn deregister(api: &Api, id: &str, format: Format) -> anyhow::Result<String> {
+    api.put(&format!("/v1/agent/service/deregister/{}", encode_path(id)), None)?;
+    Ok(match format {
+        Format::Json => pretty(&serde_json::json!({ "deregistered": id })),
+        Format::Table => format!("deregistered {id}\n"),
+    })
+}
+
+fn as_array<'a>(v: &'a Value, what: &str) -> anyhow::Result<&'a Vec<Value>> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => bail!("{what}: expected a JSON array, got {}", kind(other)),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A scalar as plain text (strings unquoted, missing as empty).
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Left-aligned columns separated by two spaces, no trailing spaces. Control characters in
+/// cells (which come from other nodes) are escaped so they cannot drive the terminal.
+fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let clean = |s: &str| -> String {
+        s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    };
+    let cells: Vec<Vec<String>> = std::iter::once(headers.iter().map(|h| clean(h)).collect())
+        .chain(rows.iter().map(|r| r.iter().map(|c| clean(c)).collect()))
+        .collect();
+    let mut widths = vec![0; headers.len()];
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_is_aligned() {
+        let rows = vec![
+            vec!["web".to_string(), "10.0.0.1:7946".to_string(), "alive".to_string()],
+            vec!["database-1".to_string(), "::1".to_string(), "".to_string()],
+        ];
+        assert_eq!(
+            format_table(&["NAME", "ADDRESS", "STATUS"], &rows),
+            "NAME        ADDRESS        STATUS\n\
+             web         10.0.0.1:7946  alive\n\
+             database-1  ::1\n"
+        );
+        assert_eq!(format_table(&["A", "B"], &[]), "A  B\n");
+        let evil = vec![vec!["\x1b[31mred".to_string(), "é".to_string()]];
+        assert_eq!(format_table(&["X", "Y"], &evil), "X              Y\n\\u{1b}[31mred  é\n");
+    }
+
+    #[test]
+    fn services_table_prefers_service_address() {
+        let entries = [
+            json!({"Node": "n2", "Address": "10.0.0.2", "ServiceID": "web-2",
+                   "ServiceName": "web", "ServiceAddress": "", "ServicePort": 80,
+                   "ServiceTags": ["a", "b"]}),
+            json!({"Node": "n1", "Address": "10.0.0.1", "ServiceID": "web-1",
+                   "ServiceName": "web", "ServiceAddress": "192.168.1.1", "ServicePort": 8080,
+                   "ServiceTags": []}),
+        ];
+        assert_eq!(
+            services_table(&entries),
+            "SERVICE  ID     NODE  ADDRESS      PORT  TAGS\n\
+             web      web-1  n1    192.168.1.1  8080\n\
+             web      web-2  n2    10.0.0.2     80    a,b\n"
+        );
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(member_status(&json!(1)), "alive");
+        assert_eq!(member_status(&json!(4)), "failed");
+        assert_eq!(member_status(&json!(9)), "9");
+        assert_eq!(encode_path("web 1/x%"), "web%201%2Fx%25");
+        assert_eq!(one_line("bad\n  request\n"), "bad request");
+        assert_eq!(one_line(&"x".repeat(600)).len(), 503);
+    }
+
+    #[test]
+    fn unreachable_agent_is_named() {
+        // Bind then drop a listener: nothing listens on that port any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let args = ClientArgs { http: format!("http://127.0.0.1:{port}/"), format: Format::Table };
+        let e = members(&Api::new(&args).unwrap(), Format::Table).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.starts_with(&format!("cannot reach agent at http://127.0.0.1:{port}: ")), "{e}");
+        for bad in ["https://x:1", "x:1/path", ""] {
+            let args = ClientArgs { http: bad.into(), format: Format::Json };
+            assert!(Api::new(&args).is_err(), "{bad}");
+        }
+    }
+
+    /// Answers each of `responses` to one connection, in order, on a loopback port.
+    fn serve(responses: Vec<String>) -> ClientArgs {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for response in responses {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                stream.write_all(response.as_bytes()).unwrap();
+            }
+        });
+        ClientArgs { http: format!("127.0.0.1:{port}"), format: Format::Table }
+    }
+
+    fn http(status: &str, body: &str) -> String {
+        format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    }
+
+    #[test]
+    fn members_and_services_against_a_fake_agent() {
+        let args = serve(vec![http(
+            "200 OK",
+            r#"[{"Name": "b", "Addr": "::1", "Port": 7946, "Status": 3, "Tags": {}},
+                {"Name": "a", "Addr": "10.0.0.1", "Port": 7946, "Status": 1, "Tags": {}}]"#,
+        )]);
+        let out = members(&Api::new(&args).unwrap(), Format::Table).unwrap();
+        assert_eq!(out, "NAME  ADDRESS        STATUS\na     10.0.0.1:7946  alive\nb     [::1]:7946     left\n");
+
+        let args = serve(vec![
+            http("200 OK", r#"{"web": ["a"], "db": []}"#),
+            http("200 OK", r#"[{"ServiceName": "db", "ServiceID": "db", "Node": "n1"}]"#),
+            http("200 OK", r#"[{"ServiceName": "web", "ServiceID": "web", "Node": "n1"}]"#),
+        ]);
+        let out = services_list(&Api::new(&args).unwrap(), Format::Json).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v[0]["ServiceName"], "db");
+        assert_eq!(v[1]["ServiceName"], "web");
+    }
+
+    #[test]
+    fn http_errors_carry_the_agent_body() {
+        let args = serve(vec![http("400 Bad Request", "Invalid service: Name required\n")]);
+        let e = deregister(&Api::new(&args).unwrap(), "web 1", Format::Table).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent answered 400 Bad Request to PUT /v1/agent/service/deregister/web%201: \
+             Invalid service: Name required"
+        );
+    }
+
+    #[test]
+    fn register_parses_locally_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.json");
+        std::fs::write(&file, r#"{"services": [{"Name": "web"}, {"Name": "db", "Port": "x"}]}"#).unwrap();
+        // No agent at all: the local error comes first.
+        let args = ClientArgs { http: "127.0.0.1:1".into(), format: Format::Table };
+        let e = register(&Api::new(&args).unwrap(), &file, Format::Table).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.ends_with("web.json: services[1].Port: must be an integer in 0..=65535, got \"x\""), "{e}");
+
+        std::fs::write(&file, r#"{"Name": "web", "port": 80}"#).unwrap();
+        let args = serve(vec![http("200 OK", "")]);
+        let out = register(&Api::new(&args).unwrap(), &file, Format::Table).unwrap();
+        assert_eq!(out, "registered web\n");
+    }
+}

@@ -1,0 +1,63 @@
+//! `gossipd`: the agent binary and its command-line clients.
+
+mod agent;
+mod cli;
+mod client;
+mod driver;
+mod http;
+mod persist;
+mod service_def;
+mod view;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the anyhow chain joined by ": ".
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Agent(args) => {
+            init_tracing(&args.log_level)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            runtime.block_on(agent::run(args))
+        }
+        command => {
+            init_tracing("warn")?;
+            client::run(command)
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` when set, else by `default`.
+fn init_tracing(default: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => {
+            EnvFilter::try_new(&env).map_err(|e| anyhow::anyhow!("invalid RUST_LOG {env:?}: {e}"))?
+        }
+        _ => EnvFilter::try_new(default).map_err(|e| anyhow::anyhow!("invalid --log-level {default:?}: {e}"))?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}

@@ -1,0 +1,349 @@
+//! The data directory: what an agent owns and must keep across restarts.
+//!
+//! Layout (directory mode 0700 when created here, files 0600):
+//!
+//! - `node.json`: `{"node_id": "<32 hex>", "generation": N, "name": "..."}`. Unknown fields are
+//!   kept out of the way (ignored), so later versions may add some.
+//! - `services.json`: a JSON array of [`ServiceDef`] in Consul's definition shape.
+//!
+//! Every write is atomic: `NAME.tmp` is written in the same directory, fsynced, renamed over
+//! `NAME`, and the directory is fsynced. A crash leaves either the old or the new file (and maybe
+//! a stale `.tmp`, overwritten by the next write).
+//!
+//! A file that exists but does not parse is an error naming the file and the reason; it is never
+//! replaced silently. A corrupt `node.json` in particular must not make the node take a new
+//! identity: the operator fixes or removes it.
+//!
+//! **Generation.** Every [`DataDir::start`] raises the generation and persists it before
+//! returning: `generation = max(old + 1, unix_seconds)`. The clock floor means that a node whose
+//! `node.json` was lost (or restored from an old backup) still starts with a generation above any
+//! it used before, as long as it did not start more than once per second on average and the
+//! clock does not go back.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gossip_core::types::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::service_def::{self, ServiceDef};
+
+/// The node identity file.
+pub const NODE_FILE: &str = "node.json";
+/// The registered services file.
+pub const SERVICES_FILE: &str = "services.json";
+
+/// Why the data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// An OS call failed.
+    #[error("cannot {action} {}: {error}", path.display())]
+    Io {
+        /// What was being done ("create", "read", "write", ...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// A file exists but is not valid; it is left untouched.
+    #[error("{} is corrupt: {reason} (fix or remove it; it is never replaced automatically)", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What the node is, as decided at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Stable node id, random at first start.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Raised at every start.
+    pub generation: u64,
+}
+
+/// `node.json` on disk.
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeFile {
+    node_id: String,
+    generation: u64,
+    name: String,
+}
+
+/// An opened data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    /// Opens `path`, creating it (and its parents) with mode 0700 if missing.
+    pub fn open(path: impl AsRef<Path>) -> Result<DataDir, PersistError> {
+        let path = path.as_ref().to_path_buf();
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&path).map_err(|error| PersistError::Io {
+            action: "create data dir",
+            path: path.clone(),
+            error,
+        })?;
+        if !path.is_dir() {
+            return Err(PersistError::Io {
+                action: "open data dir",
+                path,
+                error: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Ok(DataDir { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Loads or creates the node record, raises its generation, and persists it before
+    /// returning. `name_override` (the `--node` flag) replaces the stored name; a new node is
+    /// named `default_name` otherwise.
+    pub fn start(&self, default_name: &str, name_override: Option<&str>) -> Result<NodeRecord, PersistError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.start_at(default_name, name_override, now)
+    }
+
+    fn start_at(
+        &self,
+        default_name: &str,
+        name_override: Option<&str>,
+        unix_secs: u64,
+    ) -> Result<NodeRecord, PersistError> {
+        let path = self.path.join(NODE_FILE);
+        let record = match self.read(NODE_FILE)? {
+            None => {
+                let mut id = [0u8; 16];
+                getrandom::fill(&mut id).map_err(|e| PersistError::Io {
+                    action: "generate a node id for",
+                    path: path.clone(),
+                    error: io::Error::other(e.to_string()),
+                })?;
+                NodeRecord {
+                    id: NodeId(id),
+                    name: name_override.unwrap_or(default_name).to_string(),
+                    generation: unix_secs.max(1),
+                }
+            }
+            Some(bytes) => {
+                let corrupt = |reason: String| PersistError::Corrupt { path: path.clone(), reason };
+                let file: NodeFile =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
+                let id = NodeId::from_hex(&file.node_id)
+                    .ok_or_else(|| corrupt(format!("node_id must be 32 hex digits, got {:?}", file.node_id)))?;
+                if file.name.is_empty() {
+                    return Err(corrupt("name is empty".to_string()));
+                }
+                let next = file
+                    .generation
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt("generation cannot be raised any more".to_string()))?;
+                let name = match name_override {
+                    Some(name) if name != file.name => {
+                        tracing::info!(old = %file.name, new = %name, "node renamed");
+                        name.to_string()
+                    }
+                    _ => file.name,
+                };
+                NodeRecord { id, name, generation: next.max(unix_secs) }
+            }
+        };
+        let file = NodeFile { node_id: record.id.to_hex(), generation: record.generation, name: record.name.clone() };
+        self.write_atomic(NODE_FILE, &to_json(&file))?;
+        Ok(record)
+    }
+
+    /// Replaces the persisted services.
+    pub fn save_services(&self, services: &[ServiceDef]) -> Result<(), PersistError> {
+        self.write_atomic(SERVICES_FILE, &to_json(&services))
+    }
+
+    /// The persisted services; none if the file does not exist yet.
+    pub fn load_services(&self) -> Result<Vec<ServiceDef>, PersistError> {
+        match self.read(SERVICES_FILE)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => service_def::parse_service_list(&bytes)
+                .map_err(|e| PersistError::Corrupt { path: self.path.join(SERVICES_FILE), reason: e.to_string() }),
+        }
+    }
+
+    /// Reads a file of the directory; `None` if it does not exist.
+    pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>, PersistError> {
+        let path = self.path.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(PersistError::Io { action: "read", path, error }),
+        }
+    }
+
+    /// Atomically replaces the file `name` (mode 0600) with `bytes`: write `name.tmp`, fsync,
+    /// rename over `name`, fsync the directory.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), PersistError> {
+        let path = self.path.join(name);
+        let tmp = self.path.join(format!("{name}.tmp"));
+        let io_err = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |error| PersistError::Io { action, path, error }
+        };
+        // A stale tmp file may have other permissions: start from a fresh one.
+        let _ = fs::remove_file(&tmp);
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(io_err("create", &tmp))?;
+        file.write_all(bytes).map_err(io_err("write", &tmp))?;
+        file.sync_all().map_err(io_err("fsync", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io_err("rename over", &path))?;
+        fs::File::open(&self.path).and_then(|dir| dir.sync_all()).map_err(io_err("fsync", &self.path))?;
+        Ok(())
+    }
+}
+
+/// Pretty JSON with a final newline (the files are meant to be readable).
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs (string keys, no maps with non-string keys) cannot fail.
+    let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> ServiceDef {
+        service_def::parse_register_body(
+            br#"{"ID": "web-1", "Name": "web", "Port": 80, "Tags": ["a"], "Meta": {"k": "v"}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn node_record_round_trips_and_generation_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path().join("a/b")).unwrap();
+        let first = data.start_at("host", None, 100).unwrap();
+        assert_eq!((first.name.as_str(), first.generation), ("host", 100));
+        // Same second, clock behind, clock ahead: always strictly higher.
+        let second = data.start_at("other", None, 100).unwrap();
+        assert_eq!((second.id, second.name.as_str()), (first.id, "host"));
+        assert_eq!(second.generation, 101);
+        let third = data.start_at("other", None, 50).unwrap();
+        assert_eq!(third.generation, 102);
+        let fourth = data.start_at("other", Some("renamed"), 5000).unwrap();
+        assert_eq!((fourth.name.as_str(), fourth.generation), ("renamed", 5000));
+        assert_eq!(fourth.id, first.id);
+        let real = data.start("x", None).unwrap();
+        assert!(real.generation > 1_600_000_000 && real.name == "renamed");
+
+        let text = fs::read_to_string(data.path().join(NODE_FILE)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["node_id"], first.id.to_hex());
+        assert_eq!(json["generation"], real.generation);
+    }
+
+    #[test]
+    fn lost_node_file_still_yields_a_higher_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let a = data.start("host", None).unwrap();
+        fs::remove_file(dir.path().join(NODE_FILE)).unwrap();
+        let b = data.start("host", None).unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(b.generation >= a.generation);
+    }
+
+    #[test]
+    fn corrupt_node_file_is_an_error_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let node = dir.path().join(NODE_FILE);
+        for (body, want) in [
+            ("{\"node_id\": ", "invalid JSON"),
+            (r#"{"node_id": "xyz", "generation": 1, "name": "a"}"#, "node_id must be 32 hex digits"),
+            (r#"{"node_id": "00112233445566778899aabbccddeeff", "generation": 1, "name": ""}"#, "name is empty"),
+            (
+                r#"{"node_id": "00112233445566778899aabbccddeeff", "generation": 18446744073709551615, "name": "a"}"#,
+                "cannot be raised",
+            ),
+        ] {
+            fs::write(&node, body).unwrap();
+            let e = data.start("host", None).unwrap_err().to_string();
+            assert!(e.contains("node.json is corrupt") && e.contains(want), "{e}");
+            assert_eq!(fs::read_to_string(&node).unwrap(), body);
+        }
+    }
+
+    #[test]
+    fn services_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        assert!(data.load_services().unwrap().is_empty());
+        let mut other = web();
+        other.id = "web-2".into();
+        data.save_services(&[web(), other.clone()]).unwrap();
+        assert_eq!(data.load_services().unwrap(), [web(), other]);
+        data.save_services(&[]).unwrap();
+        assert!(data.load_services().unwrap().is_empty());
+
+        fs::write(dir.path().join(SERVICES_FILE), r#"[{"Name": "bad name"}]"#).unwrap();
+        let e = data.load_services().unwrap_err().to_string();
+        assert!(e.contains("services.json is corrupt: [0].Name: must be a DNS label"), "{e}");
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        fs::write(dir.path().join("key.tmp"), "stale").unwrap();
+        data.write_atomic("key", b"one").unwrap();
+        data.write_atomic("key", b"two").unwrap();
+        assert_eq!(data.read("key").unwrap().unwrap(), b"two");
+        assert_eq!(data.read("missing").unwrap(), None);
+        data.save_services(&[web()]).unwrap();
+        data.start("host", None).unwrap();
+        let mut names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["key", NODE_FILE, SERVICES_FILE]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn permissions_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path().join("data")).unwrap();
+        data.start("host", None).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(data.path()), 0o700);
+        assert_eq!(mode(&data.path().join(NODE_FILE)), 0o600);
+    }
+
+    #[test]
+    fn open_refuses_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, "").unwrap();
+        assert!(DataDir::open(&file).is_err());
+    }
+}

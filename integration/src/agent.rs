@@ -1,0 +1,194 @@
+//! A real `gossipd agent` child process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::wait_for;
+
+/// Path of the `gossipd` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GOSSIPD_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-binary> -> target/<profile>/gossipd
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("gossipd");
+    assert!(bin.exists(), "{} not found: run `cargo build -p gossipd` first (scripts/test does)", bin.display());
+    bin
+}
+
+/// Options for starting an agent.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Node name.
+    pub name: String,
+    /// Seeds (gossip addresses of other agents).
+    pub seeds: Vec<SocketAddr>,
+    /// Gossip bind address; default `127.0.0.1:0`.
+    pub bind: Option<SocketAddr>,
+    /// DNS address; default `127.0.0.1:0`.
+    pub dns: Option<SocketAddr>,
+    /// HTTP address; default `127.0.0.1:0`.
+    pub http: Option<SocketAddr>,
+    /// Service definition directory.
+    pub config_dir: Option<PathBuf>,
+    /// Extra arguments.
+    pub extra: Vec<String>,
+}
+
+/// A running agent. Killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Agent {
+    /// Its options.
+    pub opts: Options,
+    /// Data directory (kept across restarts).
+    pub data_dir: PathBuf,
+    /// The child process.
+    pub child: Option<Child>,
+    /// Bound gossip address.
+    pub gossip: SocketAddr,
+    /// Bound DNS address.
+    pub dns: SocketAddr,
+    /// Bound HTTP address.
+    pub http: SocketAddr,
+    /// Generation the agent started with.
+    pub generation: u64,
+}
+
+fn spawn(opts: &Options, data_dir: &Path) -> Child {
+    let _ = std::fs::remove_file(data_dir.join("addrs.json"));
+    let any = "127.0.0.1:0".parse::<SocketAddr>().expect("addr");
+    let mut cmd = Command::new(binary());
+    cmd.arg("agent")
+        .arg("--node")
+        .arg(&opts.name)
+        .arg("--bind")
+        .arg(opts.bind.unwrap_or(any).to_string())
+        .arg("--dns")
+        .arg(opts.dns.unwrap_or(any).to_string())
+        .arg("--http")
+        .arg(opts.http.unwrap_or(any).to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--gossip-interval-ms")
+        .arg("200")
+        .arg("--log-level")
+        .arg("gossipd=debug,warn");
+    for s in &opts.seeds {
+        cmd.arg("--seed").arg(s.to_string());
+    }
+    if let Some(d) = &opts.config_dir {
+        cmd.arg("--config-dir").arg(d);
+    }
+    cmd.args(&opts.extra);
+    let log = std::fs::File::create(data_dir.join("agent.log")).expect("log file");
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    cmd.spawn().expect("spawn gossipd")
+}
+
+impl Agent {
+    /// Starts an agent with a fresh data directory under `root`.
+    pub fn start(root: &Path, opts: Options) -> Agent {
+        let data_dir = root.join(&opts.name);
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        Agent::start_in(data_dir, opts)
+    }
+
+    /// Starts an agent on an existing data directory.
+    pub fn start_in(data_dir: PathBuf, opts: Options) -> Agent {
+        let mut child = spawn(&opts, &data_dir);
+        let addrs_path = data_dir.join("addrs.json");
+        let addrs: Value = wait_for("the agent to write addrs.json", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(data_dir.join("agent.log")).unwrap_or_default();
+                panic!("agent {} exited with {status} at start:\n{log}", opts.name);
+            }
+            std::fs::read(&addrs_path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        });
+        let addr = |k: &str| addrs[k].as_str().and_then(|s| s.parse().ok()).expect("address in addrs.json");
+        let agent = Agent {
+            gossip: addr("gossip"),
+            dns: addr("dns"),
+            http: addr("http"),
+            generation: addrs["generation"].as_u64().expect("generation"),
+            opts,
+            data_dir,
+            child: Some(child),
+        };
+        wait_for("the HTTP API", Duration::from_secs(10), || agent.get("/v1/agent/members").ok());
+        agent
+    }
+
+    /// Kills with SIGKILL (no leave, no flush) and waits.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("agent is running");
+        let pid = c.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        wait_for("the agent to exit after SIGTERM", Duration::from_secs(15), || c.try_wait().ok().flatten())
+    }
+
+    /// Restarts on the same data directory and the same ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut opts = self.opts.clone();
+        opts.bind = Some(self.gossip);
+        opts.dns = Some(self.dns);
+        opts.http = Some(self.http);
+        *self = Agent::start_in(self.data_dir.clone(), opts);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// GET returning JSON.
+    pub fn get(&self, path: &str) -> Result<Value, String> {
+        let mut resp = ureq::get(&self.url(path)).call().map_err(|e| e.to_string())?;
+        resp.body_mut().read_json::<Value>().map_err(|e| e.to_string())
+    }
+
+    /// PUT with a raw body; returns (status, body text). Non-2xx statuses are returned, not errors.
+    pub fn put(&self, path: &str, body: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut resp = agent.put(&self.url(path)).send(body).expect("PUT");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// Names of the members this agent sees as alive.
+    pub fn alive_members(&self) -> Vec<String> {
+        let v = self.get("/v1/agent/members").unwrap_or(Value::Null);
+        let mut names: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter().filter(|m| m["Status"] == 1).filter_map(|m| m["Name"].as_str().map(str::to_owned)).collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

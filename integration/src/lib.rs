@@ -1,0 +1,27 @@
+//! Harness for the end-to-end tests: starts real `gossipd` processes on loopback with
+//! ephemeral ports, talks to their HTTP API with a real HTTP client and to their DNS servers
+//! with real DNS messages over UDP and TCP, and finds real peers (`dig`, `dnsmasq`).
+//!
+//! The `gossipd` binary is taken from `$GOSSIPD_BIN`, else from the target directory these
+//! tests were built into (`cargo build -p gossipd` first; `scripts/test` does).
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod dns;
+pub mod peers;
+
+use std::time::{Duration, Instant};
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
