@@ -53,7 +53,9 @@ fn init_tracing(default: &str) -> anyhow::Result<()> {
         Ok(env) if !env.trim().is_empty() => {
             EnvFilter::try_new(&env).map_err(|e| anyhow::anyhow!("invalid RUST_LOG {env:?}: {e}"))?
         }
-        _ => EnvFilter::try_new(default).map_err(|e| anyhow::anyhow!("invalid --log-level {default:?}: {e}"))?,
+        // hickory logs every query at info: keep the query path quiet unless asked for.
+        _ => EnvFilter::try_new(format!("hickory_server=warn,{default}"))
+            .map_err(|e| anyhow::anyhow!("invalid --log-level {default:?}: {e}"))?,
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
