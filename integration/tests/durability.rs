@@ -1,0 +1,114 @@
+//! An agent killed with SIGKILL and restarted serves its registrations again at once, and its
+//! new generation wins everywhere. Bad input is refused with the field named and loses nothing.
+
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use integration::agent::{Agent, Options};
+use integration::{dns, wait_for};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[test]
+fn sigkill_and_restart_keeps_and_reannounces_registrations() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let mut b =
+        Agent::start(root.path(), Options { name: "bravo".into(), seeds: vec![a.gossip], ..Default::default() });
+    let (status, body) = b.put("/v1/agent/service/register", r#"{"ID":"api-1","Name":"api","Port":9000}"#);
+    assert_eq!(status, 200, "{body}");
+    wait_for("api on alpha", WAIT, || {
+        dns::udp(a.dns, "api.service.gossip.", RecordType::SRV).filter(|r| r.srv.len() == 1)
+    });
+
+    let old_generation = b.generation;
+    b.restart(); // SIGKILL, then start on the same data dir and ports.
+    assert!(b.generation > old_generation, "generation must rise at every start");
+
+    // Served by the restarted agent's own DNS at once, before any gossip.
+    let r = dns::udp(b.dns, "api.service.gossip.", RecordType::SRV).expect("reply");
+    assert_eq!(r.rcode, ResponseCode::NoError);
+    assert_eq!(r.srv[0].0, 9000);
+    let services = b.get("/v1/agent/services").unwrap();
+    assert_eq!(services["api-1"]["Service"], "api");
+
+    // Alpha sees the new incarnation.
+    wait_for("alpha to see bravo's new generation", WAIT, || {
+        let members = a.get("/v1/agent/members").ok()?;
+        let bravo = members.as_array()?.iter().find(|m| m["Name"] == "bravo")?.clone();
+        (bravo["Tags"]["generation"] == b.generation.to_string()).then_some(())
+    });
+    // A change made after the restart wins everywhere (the old incarnation's versions are gone).
+    let (status, _) = b.put("/v1/agent/service/deregister/api-1", "");
+    assert_eq!(status, 200);
+    wait_for("api to leave alpha's DNS", WAIT, || {
+        dns::udp(a.dns, "api.service.gossip.", RecordType::SRV).filter(|r| r.rcode == ResponseCode::NXDomain)
+    });
+    // And the deregistration itself survives a crash.
+    b.restart();
+    let r = dns::udp(b.dns, "api.service.gossip.", RecordType::SRV).expect("reply");
+    assert_eq!(r.rcode, ResponseCode::NXDomain);
+}
+
+#[test]
+fn malformed_definitions_get_400_naming_the_field_and_lose_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let (status, _) = a.put("/v1/agent/service/register", r#"{"Name":"db","Port":5432}"#);
+    assert_eq!(status, 200);
+    for (body, field) in [
+        (r#"{"Name":"db","Port":"abc"}"#, "Port"),
+        (r#"{"Port":5432}"#, "Name"),
+        (r#"{"Name":"db","Port":1,"Address":"not an ip"}"#, "Address"),
+        (r#"{"Name":"db","Port":1,"Tags":[1]}"#, "Tags"),
+        (r#"{"Name":"db""#, "line"),
+    ] {
+        let (status, msg) = a.put("/v1/agent/service/register", body);
+        assert_eq!(status, 400, "{body} -> {msg}");
+        assert!(msg.contains(field), "error for {body} should name {field}: {msg}");
+    }
+    // Too large to gossip in one datagram: refused, not truncated.
+    let meta: Vec<String> = (0..40).map(|i| format!(r#""k{i}":"{}""#, "v".repeat(100))).collect();
+    let (status, msg) =
+        a.put("/v1/agent/service/register", &format!(r#"{{"Name":"big","Port":1,"Meta":{{{}}}}}"#, meta.join(",")));
+    assert_eq!(status, 400, "{msg}");
+    assert!(msg.contains("too large"), "{msg}");
+
+    let r = dns::udp(a.dns, "db.service.gossip.", RecordType::SRV).unwrap();
+    assert_eq!(r.srv.len(), 1, "the earlier registration must survive bad input");
+}
+
+#[test]
+fn config_dir_definitions_are_served_and_a_bad_file_is_named() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    // Consul's documented sample, unchanged.
+    std::fs::write(
+        conf.join("sample-service.json"),
+        r#"{"service": {"id": "redis", "name": "redis", "tags": ["primary"], "address": "127.0.0.7", "port": 8000,
+            "meta": {"meta": "for my service"}, "enable_tag_override": false,
+            "check": {"args": ["/bin/true"], "interval": "10s"}, "weights": {"passing": 10, "warning": 1}}}"#,
+    )
+    .unwrap();
+    let a = Agent::start(
+        root.path(),
+        Options { name: "alpha".into(), config_dir: Some(conf.clone()), ..Default::default() },
+    );
+    let r = dns::udp(a.dns, "primary.redis.service.gossip.", RecordType::A).unwrap();
+    assert_eq!(r.addrs, vec!["127.0.0.7".parse::<std::net::IpAddr>().unwrap()]);
+    drop(a);
+
+    std::fs::write(conf.join("zz-bad.json"), r#"{"service": {"name": "x", "port": 70000}}"#).unwrap();
+    let out = std::process::Command::new(integration::agent::binary())
+        .args(["agent", "--bind", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(root.path().join("bad"))
+        .arg("--config-dir")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zz-bad.json") && err.contains("Port"), "{err}");
+}
