@@ -37,7 +37,8 @@ fn sigkill_and_restart_keeps_and_reannounces_registrations() {
     wait_for("alpha to see bravo's new generation", WAIT, || {
         let members = a.get("/v1/agent/members").ok()?;
         let bravo = members.as_array()?.iter().find(|m| m["Name"] == "bravo")?.clone();
-        (bravo["Tags"]["generation"] == b.generation.to_string()).then_some(())
+        let want = b.generation.to_string();
+        (bravo["Tags"]["generation"].as_str() == Some(want.as_str())).then_some(())
     });
     // A change made after the restart wins everywhere (the old incarnation's versions are gone).
     let (status, _) = b.put("/v1/agent/service/deregister/api-1", "");
