@@ -12,6 +12,7 @@ pub mod message;
 pub mod peers;
 pub mod reconcile;
 pub mod rng;
+pub mod secure;
 pub mod session;
 pub mod state;
 pub mod types;

@@ -1,0 +1,465 @@
+//! Handshake messages of the secure layer: building, answering and completing IK and XX
+//! handshakes, and cookie replies under load.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use snow::{Builder, HandshakeState};
+
+use super::drbg::{Drbg, Resolver};
+use super::keys::{BINDING_LEN, Binding, ClusterKey, Identity};
+use super::packet::{self, u32_at};
+use super::replay::ReplayWindow;
+use super::{IK_ATTEMPTS, MAX_PENDING, Outgoing, SecureLayer, Session, StaticKey};
+use crate::wire::{Reader, Writer};
+
+/// A handshake in flight.
+pub(super) enum Pending {
+    /// We initiated.
+    Initiator {
+        hs: Box<HandshakeState>,
+        ik: bool,
+        peer: SocketAddr,
+        started: Instant,
+        attempts: u32,
+        peer_binding: Option<Binding>,
+        mac1: [u8; 16],
+        key: ClusterKey,
+    },
+    /// We answered an XX initiation and wait for its final message.
+    XxResponder { hs: Box<HandshakeState>, peer: SocketAddr, started: Instant, their_idx: u32, key: ClusterKey },
+}
+
+impl Pending {
+    pub(super) fn retry_at(&self, retry: Duration) -> Instant {
+        match self {
+            Pending::Initiator { started, .. } => *started + retry,
+            Pending::XxResponder { started, .. } => *started + retry * 5,
+        }
+    }
+    pub(super) fn peer(&self) -> SocketAddr {
+        match self {
+            Pending::Initiator { peer, .. } | Pending::XxResponder { peer, .. } => *peer,
+        }
+    }
+    pub(super) fn attempts(&self) -> u32 {
+        match self {
+            Pending::Initiator { attempts, .. } => *attempts,
+            Pending::XxResponder { .. } => 0,
+        }
+    }
+    pub(super) fn is_ik(&self) -> bool {
+        matches!(self, Pending::Initiator { ik: true, .. })
+    }
+    pub(super) fn is_initiator(&self) -> bool {
+        matches!(self, Pending::Initiator { .. })
+    }
+    pub(super) fn peer_binding(&self) -> Option<Binding> {
+        match self {
+            Pending::Initiator { peer_binding, .. } => *peer_binding,
+            Pending::XxResponder { .. } => None,
+        }
+    }
+}
+
+/// A new static key pair bound to `identity` from `wall` (minus 5 minutes of clock skew) for
+/// `validity`.
+pub(super) fn new_static_key(identity: &Identity, rng: &mut Drbg, wall: u64, validity: Duration) -> StaticKey {
+    let params = packet::XX_PATTERN.parse().unwrap_or_else(|_| unreachable!("valid pattern"));
+    let kp = Builder::with_resolver(params, Box::new(Resolver::new(rng.bytes32())))
+        .generate_keypair()
+        .unwrap_or_else(|_| unreachable!("keygen with an infallible RNG"));
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&kp.private);
+    let mut public = [0u8; 32];
+    public.copy_from_slice(&kp.public);
+    let binding = Binding::sign(identity, public, wall.saturating_sub(300), wall + validity.as_secs());
+    StaticKey { secret, binding }
+}
+
+fn builder(pattern: &str, seed: [u8; 32]) -> Builder<'static> {
+    let params = pattern.parse().unwrap_or_else(|_| unreachable!("valid pattern"));
+    Builder::with_resolver(params, Box::new(Resolver::new(seed)))
+}
+
+fn encode_binding(b: &Binding) -> Vec<u8> {
+    let mut w = Writer::new();
+    b.encode(&mut w);
+    w.buf
+}
+
+impl SecureLayer {
+    pub(super) fn initiate(&mut self, now: Instant, dst: SocketAddr, peer: Option<Binding>, out: &mut Vec<Outgoing>) {
+        self.initiate_attempt(now, dst, peer, 1, out);
+    }
+
+    pub(super) fn initiate_attempt(
+        &mut self,
+        now: Instant,
+        dst: SocketAddr,
+        peer: Option<Binding>,
+        attempts: u32,
+        out: &mut Vec<Outgoing>,
+    ) {
+        if self.pending.len() >= MAX_PENDING {
+            return;
+        }
+        let idx = self.fresh_index();
+        let key = self.cfg.keyring.primary().clone();
+        let wall = self.wall_nanos(now);
+        let ik_target = peer.filter(|b| b.valid_at(wall / 1_000_000_000));
+        let use_ik = ik_target.is_some() && self.ik_failures.get(&dst).copied().unwrap_or(0) < IK_ATTEMPTS;
+        let seed = self.rng.bytes32();
+        let built = match (use_ik, ik_target) {
+            (true, Some(b)) => builder(packet::IK_PATTERN, seed)
+                .local_private_key(&self.current.secret)
+                .and_then(|x| x.remote_public_key(&b.static_pub))
+                .and_then(|x| x.psk(2, key.psk()))
+                .and_then(|x| x.build_initiator()),
+            _ => builder(packet::XX_PATTERN, seed)
+                .local_private_key(&self.current.secret)
+                .and_then(|x| x.psk(3, key.psk()))
+                .and_then(|x| x.build_initiator()),
+        };
+        let Ok(mut hs) = built else { return };
+        let mut pkt;
+        if use_ik {
+            pkt = vec![0u8; packet::IK_INIT_LEN];
+            let mut payload = wall.to_be_bytes().to_vec();
+            payload.extend_from_slice(&encode_binding(&self.current.binding));
+            if hs.write_message(&payload, &mut pkt[5..5 + packet::IK1_NOISE]).ok() != Some(packet::IK1_NOISE) {
+                return;
+            }
+            pkt[0] = packet::IK_INIT;
+        } else {
+            pkt = vec![0u8; packet::XX_INIT_LEN];
+            if hs.write_message(&[], &mut pkt[5..5 + packet::XX1_NOISE]).ok() != Some(packet::XX1_NOISE) {
+                return;
+            }
+            pkt[0] = packet::XX_INIT;
+        }
+        pkt[1..5].copy_from_slice(&idx.to_be_bytes());
+        let cookie = self.cookies.get(&dst).map(|(c, _)| *c);
+        let mac1 = packet::seal_macs(&mut pkt, key.mac1_key(), cookie.as_ref());
+        let p = Pending::Initiator {
+            hs: Box::new(hs),
+            ik: use_ik,
+            peer: dst,
+            started: now,
+            attempts,
+            peer_binding: peer,
+            mac1,
+            key,
+        };
+        self.pending.insert(idx, p);
+        self.pending_by_addr.insert(dst, idx);
+        self.stats.handshakes_initiated += 1;
+        out.push(Outgoing { dst, bytes: pkt });
+    }
+
+    /// Admission of an initiation: mac1 under some keyring key, per-source rate, and under
+    /// load a mac2 from our cookie (else a cookie reply). Returns the key that admitted it.
+    fn admit(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) -> Option<ClusterKey> {
+        let Some(key) = self.cfg.keyring.keys().iter().find(|k| packet::mac1_ok(data, k.mac1_key())).cloned() else {
+            self.stats.dropped_unauthenticated += 1;
+            return None;
+        };
+        if !self.limiter.allow(now, from.ip()) {
+            self.stats.rate_limited += 1;
+            return None;
+        }
+        if self.under_load(now) {
+            let cookie = self.jar.cookie(now, &mut self.rng, from);
+            if !packet::mac2_ok(data, &cookie) {
+                self.send_cookie(from, data, &key, cookie, out);
+                return None;
+            }
+        }
+        Some(key)
+    }
+
+    fn send_cookie(
+        &mut self,
+        to: SocketAddr,
+        data: &[u8],
+        key: &ClusterKey,
+        cookie: [u8; 16],
+        out: &mut Vec<Outgoing>,
+    ) {
+        let mut nonce = [0u8; 12];
+        self.rng.fill(&mut nonce);
+        let aead = ChaCha20Poly1305::new(key.cookie_key().into());
+        let aad = packet::mac1_of(data);
+        let Ok(enc) = aead.encrypt(&nonce.into(), Payload { msg: &cookie, aad: &aad }) else { return };
+        let mut pkt = Vec::with_capacity(packet::COOKIE_LEN);
+        pkt.push(packet::COOKIE);
+        pkt.extend_from_slice(&data[1..5]);
+        pkt.extend_from_slice(&nonce);
+        pkt.extend_from_slice(&enc);
+        self.stats.cookies_sent += 1;
+        out.push(Outgoing { dst: to, bytes: pkt });
+    }
+
+    pub(super) fn on_cookie(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if data.len() != packet::COOKIE_LEN {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let idx = u32_at(data, 1);
+        let Some(Pending::Initiator { mac1, key, peer, .. }) = self.pending.get(&idx) else {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        };
+        if *peer != from {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let aead = ChaCha20Poly1305::new(key.cookie_key().into());
+        let nonce: [u8; 12] = data[5..17].try_into().unwrap_or_default();
+        match aead.decrypt(&nonce.into(), Payload { msg: &data[17..], aad: mac1 }) {
+            Ok(c) if c.len() == 16 => {
+                let mut cookie = [0u8; 16];
+                cookie.copy_from_slice(&c);
+                self.cookies.insert(from, (cookie, now));
+            }
+            _ => self.stats.decrypt_failures += 1,
+        }
+    }
+
+    /// Checks a binding proved in a handshake: it binds the Noise static key the peer used, is
+    /// signed by its identity, is current, and the identity is not banned.
+    fn accept_binding(&mut self, now: Instant, bytes: &[u8], remote_static: Option<&[u8]>) -> Option<Binding> {
+        let b = Binding::decode(&mut Reader::new(bytes)).ok()?;
+        let wall = self.wall_nanos(now) / 1_000_000_000;
+        if remote_static != Some(&b.static_pub[..]) || !b.valid_at(wall) {
+            self.stats.decrypt_failures += 1;
+            return None;
+        }
+        if self.bans.is_banned(now, &b.identity) {
+            self.stats.banned_drops += 1;
+            return None;
+        }
+        Some(b)
+    }
+
+    pub(super) fn on_ik_init(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
+        if data.len() != packet::IK_INIT_LEN {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let Some(key) = self.admit(now, from, data, out) else { return };
+        let mut statics = vec![self.current.secret];
+        statics.extend(self.previous.as_ref().map(|p| p.secret));
+        let mut payload = [0u8; packet::IK_PAYLOAD];
+        let mut accepted = None;
+        for secret in statics {
+            let seed = self.rng.bytes32();
+            let Ok(mut hs) = builder(packet::IK_PATTERN, seed)
+                .local_private_key(&secret)
+                .and_then(|x| x.psk(2, key.psk()))
+                .and_then(|x| x.build_responder())
+            else {
+                return;
+            };
+            if hs.read_message(&data[5..5 + packet::IK1_NOISE], &mut payload).ok() == Some(packet::IK_PAYLOAD) {
+                accepted = Some(hs);
+                break;
+            }
+        }
+        let Some(mut hs) = accepted else {
+            self.stats.decrypt_failures += 1;
+            return;
+        };
+        let ts = u64::from_be_bytes(payload[..8].try_into().unwrap_or_default());
+        let Some(binding) = self.accept_binding(now, &payload[8..8 + BINDING_LEN], hs.get_remote_static()) else {
+            return;
+        };
+        if !self.remember_timestamp(binding.identity, ts) {
+            self.stats.replays += 1;
+            return;
+        }
+        let my_idx = self.fresh_index();
+        let mut pkt = vec![0u8; packet::IK_RESP_LEN];
+        pkt[0] = packet::IK_RESP;
+        pkt[1..5].copy_from_slice(&my_idx.to_be_bytes());
+        pkt[5..9].copy_from_slice(&data[1..5]);
+        if hs.write_message(&[], &mut pkt[9..9 + packet::IK2_NOISE]).ok() != Some(packet::IK2_NOISE) {
+            return;
+        }
+        packet::seal_macs(&mut pkt, key.mac1_key(), None);
+        let Ok(transport) = hs.into_stateless_transport_mode() else { return };
+        let their_idx = u32_at(data, 1);
+        self.install(now, my_idx, from, binding, transport, their_idx, false, &key);
+        out.push(Outgoing { dst: from, bytes: pkt });
+    }
+
+    pub(super) fn on_ik_resp(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
+        if data.len() != packet::IK_RESP_LEN {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let idx = u32_at(data, 5);
+        let ok = matches!(self.pending.get(&idx), Some(Pending::Initiator { ik: true, key, .. }) if packet::mac1_ok(data, key.mac1_key()));
+        if !ok {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let Some(Pending::Initiator { mut hs, peer, peer_binding, key, .. }) = self.pending.remove(&idx) else {
+            return;
+        };
+        let mut buf = [0u8; 16];
+        let Some(binding) = peer_binding else { return };
+        if hs.read_message(&data[9..9 + packet::IK2_NOISE], &mut buf).is_err() {
+            self.stats.decrypt_failures += 1;
+            return;
+        }
+        let Ok(transport) = hs.into_stateless_transport_mode() else { return };
+        if self.pending_by_addr.get(&peer) == Some(&idx) {
+            self.pending_by_addr.remove(&peer);
+        }
+        self.ik_failures.remove(&peer);
+        self.install(now, idx, from, binding, transport, u32_at(data, 1), true, &key);
+        self.flush_queue(from, idx, out);
+    }
+
+    pub(super) fn on_xx_init(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
+        if data.len() != packet::XX_INIT_LEN {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let Some(key) = self.admit(now, from, data, out) else { return };
+        if self.pending.len() >= MAX_PENDING {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        let seed = self.rng.bytes32();
+        let Ok(mut hs) = builder(packet::XX_PATTERN, seed)
+            .local_private_key(&self.current.secret)
+            .and_then(|x| x.psk(3, key.psk()))
+            .and_then(|x| x.build_responder())
+        else {
+            return;
+        };
+        let mut empty = [0u8; 0];
+        if hs.read_message(&data[5..5 + packet::XX1_NOISE], &mut empty).is_err() {
+            self.stats.decrypt_failures += 1;
+            return;
+        }
+        let my_idx = self.fresh_index();
+        let mut pkt = vec![0u8; packet::XX_RESP_LEN];
+        pkt[0] = packet::XX_RESP;
+        pkt[1..5].copy_from_slice(&my_idx.to_be_bytes());
+        pkt[5..9].copy_from_slice(&data[1..5]);
+        let binding = encode_binding(&self.current.binding);
+        if hs.write_message(&binding, &mut pkt[9..9 + packet::XX2_NOISE]).ok() != Some(packet::XX2_NOISE) {
+            return;
+        }
+        packet::seal_macs(&mut pkt, key.mac1_key(), None);
+        let their_idx = u32_at(data, 1);
+        self.pending
+            .insert(my_idx, Pending::XxResponder { hs: Box::new(hs), peer: from, started: now, their_idx, key });
+        out.push(Outgoing { dst: from, bytes: pkt });
+    }
+
+    pub(super) fn on_xx_resp(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
+        if data.len() != packet::XX_RESP_LEN {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let idx = u32_at(data, 5);
+        let ok = matches!(self.pending.get(&idx), Some(Pending::Initiator { ik: false, key, .. }) if packet::mac1_ok(data, key.mac1_key()));
+        if !ok {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let Some(Pending::Initiator { mut hs, peer, key, .. }) = self.pending.remove(&idx) else { return };
+        let mut payload = [0u8; BINDING_LEN];
+        if hs.read_message(&data[9..9 + packet::XX2_NOISE], &mut payload).ok() != Some(BINDING_LEN) {
+            self.stats.decrypt_failures += 1;
+            return;
+        }
+        let Some(binding) = self.accept_binding(now, &payload, hs.get_remote_static()) else { return };
+        let their_idx = u32_at(data, 1);
+        let mut pkt = vec![0u8; packet::XX_FIN_LEN];
+        pkt[0] = packet::XX_FIN;
+        pkt[1..5].copy_from_slice(&their_idx.to_be_bytes());
+        let mine = encode_binding(&self.current.binding);
+        if hs.write_message(&mine, &mut pkt[5..5 + packet::XX3_NOISE]).ok() != Some(packet::XX3_NOISE) {
+            return;
+        }
+        packet::seal_macs(&mut pkt, key.mac1_key(), None);
+        let Ok(transport) = hs.into_stateless_transport_mode() else { return };
+        if self.pending_by_addr.get(&peer) == Some(&idx) {
+            self.pending_by_addr.remove(&peer);
+        }
+        // Unconfirmed until the responder's keepalive proves it processed the final message;
+        // queued payloads wait, and the final message is retransmitted meanwhile.
+        self.install(now, idx, from, binding, transport, their_idx, false, &key);
+        self.fin_retx.insert(idx, (pkt.clone(), from, now, 1));
+        out.push(Outgoing { dst: from, bytes: pkt });
+    }
+
+    pub(super) fn on_xx_fin(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
+        if data.len() != packet::XX_FIN_LEN {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let idx = u32_at(data, 1);
+        let ok = matches!(self.pending.get(&idx), Some(Pending::XxResponder { key, peer, .. }) if *peer == from && packet::mac1_ok(data, key.mac1_key()));
+        if !ok {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        let Some(Pending::XxResponder { mut hs, their_idx, key, .. }) = self.pending.remove(&idx) else { return };
+        let mut payload = [0u8; BINDING_LEN];
+        if hs.read_message(&data[5..5 + packet::XX3_NOISE], &mut payload).ok() != Some(BINDING_LEN) {
+            self.stats.decrypt_failures += 1;
+            return;
+        }
+        let Some(binding) = self.accept_binding(now, &payload, hs.get_remote_static()) else { return };
+        let Ok(transport) = hs.into_stateless_transport_mode() else { return };
+        // The final message proves the initiator holds the session keys: confirmed at once,
+        // and a keepalive (an empty transport message, smaller than the final message) tells
+        // the initiator so.
+        self.install(now, idx, from, binding, transport, their_idx, true, &key);
+        self.encrypt(idx, &[], out);
+        self.flush_queue(from, idx, out);
+    }
+
+    /// Installs an established session; a confirmed one becomes the way to reach `peer`.
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        peer: SocketAddr,
+        binding: Binding,
+        transport: snow::StatelessTransportState,
+        their_idx: u32,
+        confirmed: bool,
+        key: &ClusterKey,
+    ) {
+        let session = Session {
+            peer,
+            identity: binding.identity,
+            transport,
+            their_idx,
+            send_counter: 0,
+            replay: ReplayWindow::default(),
+            established: now,
+            confirmed,
+            cluster_key: key.fingerprint(),
+        };
+        self.sessions.insert(idx, session);
+        self.bindings_of_sessions.insert(idx, binding);
+        if confirmed {
+            if let Some(old) = self.by_addr.insert(peer, idx) {
+                // The previous session stays until it expires, so packets in flight still open.
+                let _ = old;
+            }
+        }
+        self.stats.handshakes_completed += 1;
+    }
+}

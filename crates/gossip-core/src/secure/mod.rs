@@ -1,0 +1,599 @@
+//! The secure session layer: every datagram between agents is a Noise handshake message or a
+//! Noise transport message (docs/PROTOCOL.md section 5, docs/SECURITY.md).
+//!
+//! - **Admission**: handshakes carry a mac1 keyed by a cluster key; one without a valid mac1
+//!   costs a keyed hash and gets no answer. Under load an initiation also needs a mac2 from a
+//!   cookie bound to its source address (a cookie reply is smaller than the initiation).
+//! - **Handshakes**: `IKpsk2` (1 RTT) when the peer's static key is known from its gossiped
+//!   binding, `XXpsk3` for first contact. Both sides prove an identity-signed binding of their
+//!   static key. IK initiations carry a timestamp; one not newer than the last seen from that
+//!   identity is a replay and is refused.
+//! - **Transport**: explicit 64-bit counters and a sliding replay window updated only after a
+//!   packet authenticates; sessions are replaced after `rekey_after` and refused after
+//!   `reject_after` or `max_messages`.
+//! - **Static keys rotate** every `rotation` plus jitter; the previous key is still accepted
+//!   until its binding expires, then wiped.
+//!
+//! Sans-IO like the rest of the core: `now` is a parameter, wall-clock time is derived from the
+//! `wall_clock_at_start` given in [`SecureConfig`], and all randomness comes from a seeded DRBG.
+
+pub mod drbg;
+pub mod keys;
+pub mod limits;
+pub mod mac;
+pub mod packet;
+pub mod replay;
+
+mod handshake;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use drbg::Drbg;
+use keys::{Binding, ClusterKey, Identity, IdentityPub, Keyring};
+use limits::{BanList, CookieJar, RateLimiter};
+use replay::ReplayWindow;
+
+/// Tunables of the secure layer.
+#[derive(Debug, Clone)]
+pub struct SecureConfig {
+    /// This node's identity.
+    pub identity: Identity,
+    /// Accepted cluster keys, primary first.
+    pub keyring: Keyring,
+    /// Static key lifetime before rotation (plus up to 10% jitter).
+    pub rotation: Duration,
+    /// How long a replaced static key stays valid (its binding's expiry after rotation).
+    pub overlap: Duration,
+    /// Start a new handshake when a session is this old.
+    pub rekey_after: Duration,
+    /// Refuse a session this old.
+    pub reject_after: Duration,
+    /// Refuse a session after this many messages each way.
+    pub max_messages: u64,
+    /// Retry an unanswered handshake after this long.
+    pub handshake_retry: Duration,
+    /// Initiations per second above which cookies are required.
+    pub load_threshold: u32,
+    /// Handshakes per second accepted from one source IP.
+    pub per_source_rate: f64,
+    /// First ban period; doubles on repeat.
+    pub ban_base: Duration,
+    /// Unix time in nanoseconds at the `now` the layer was created (wall clock for bindings and
+    /// handshake timestamps).
+    pub wall_clock_at_start: u64,
+    /// Seed of the DRBG (ephemeral keys, indexes, static keys).
+    pub seed: [u8; 32],
+}
+
+impl SecureConfig {
+    /// Defaults around the given identity, keyring, wall clock and seed.
+    pub fn new(identity: Identity, keyring: Keyring, wall_clock_at_start: u64, seed: [u8; 32]) -> SecureConfig {
+        SecureConfig {
+            identity,
+            keyring,
+            rotation: Duration::from_secs(4 * 3600),
+            overlap: Duration::from_secs(3600),
+            rekey_after: Duration::from_secs(120),
+            reject_after: Duration::from_secs(180),
+            max_messages: 1 << 40,
+            handshake_retry: Duration::from_secs(1),
+            load_threshold: 200,
+            per_source_rate: 50.0,
+            ban_base: Duration::from_secs(60),
+            wall_clock_at_start,
+            seed,
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecureStats {
+    /// Handshakes started by us.
+    pub handshakes_initiated: u64,
+    /// Handshakes completed (either role).
+    pub handshakes_completed: u64,
+    /// Packets without a valid mac1, of unknown type or malformed: dropped silently.
+    pub dropped_unauthenticated: u64,
+    /// Transport packets or handshakes that failed to decrypt.
+    pub decrypt_failures: u64,
+    /// Replayed transport packets or handshakes.
+    pub replays: u64,
+    /// Handshakes dropped by the per-source rate limit.
+    pub rate_limited: u64,
+    /// Cookie replies sent.
+    pub cookies_sent: u64,
+    /// Packets from banned identities.
+    pub banned_drops: u64,
+    /// Bans issued.
+    pub bans: u64,
+    /// Static key rotations.
+    pub rotations: u64,
+}
+
+/// A static key pair and its binding.
+#[derive(Clone)]
+struct StaticKey {
+    secret: [u8; 32],
+    binding: Binding,
+}
+
+/// An established session.
+struct Session {
+    peer: SocketAddr,
+    identity: IdentityPub,
+    transport: snow::StatelessTransportState,
+    their_idx: u32,
+    send_counter: u64,
+    replay: ReplayWindow,
+    established: Instant,
+    confirmed: bool,
+    cluster_key: String,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Destination.
+    pub dst: SocketAddr,
+    /// Bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A payload that arrived authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Who sent it (proved by the handshake).
+    pub identity: IdentityPub,
+    /// The sender's binding as proved in the handshake.
+    pub binding: Binding,
+    /// The plaintext.
+    pub payload: Vec<u8>,
+}
+
+/// The secure session layer.
+pub struct SecureLayer {
+    cfg: SecureConfig,
+    start: Instant,
+    rng: Drbg,
+    current: StaticKey,
+    previous: Option<StaticKey>,
+    next_rotation: Instant,
+    sessions: HashMap<u32, Session>,
+    bindings_of_sessions: HashMap<u32, Binding>,
+    by_addr: HashMap<SocketAddr, u32>,
+    pending: HashMap<u32, handshake::Pending>,
+    pending_by_addr: HashMap<SocketAddr, u32>,
+    queue: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    cookies: HashMap<SocketAddr, ([u8; 16], Instant)>,
+    ik_failures: HashMap<SocketAddr, u32>,
+    last_timestamp: HashMap<IdentityPub, u64>,
+    /// XX final messages awaiting the responder's keepalive: (packet, peer, sent at, attempts).
+    fin_retx: HashMap<u32, (Vec<u8>, SocketAddr, Instant, u32)>,
+    jar: CookieJar,
+    limiter: RateLimiter,
+    bans: BanList,
+    window_start: Instant,
+    window_count: u32,
+    stats: SecureStats,
+}
+
+impl std::fmt::Debug for SecureLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureLayer")
+            .field("identity", &self.cfg.identity.public())
+            .field("sessions", &self.sessions.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+/// Most handshakes in flight (either role); past half of it the layer counts as under load.
+const MAX_PENDING: usize = 1024;
+/// Most payloads queued per destination while its handshake runs.
+const MAX_QUEUED: usize = 32;
+/// Most destinations with queued payloads.
+const MAX_QUEUED_DSTS: usize = 1024;
+/// Most identities whose last handshake timestamp is remembered.
+const MAX_TIMESTAMPS: usize = 65_536;
+/// IK attempts without an answer before falling back to XX (the peer's key may have rotated).
+const IK_ATTEMPTS: u32 = 2;
+/// Attempts before a handshake is abandoned (queued payloads dropped).
+const MAX_ATTEMPTS: u32 = 5;
+
+impl SecureLayer {
+    /// A layer with a fresh static key.
+    pub fn new(cfg: SecureConfig, now: Instant) -> SecureLayer {
+        let mut rng = Drbg::new(cfg.seed);
+        let jar = CookieJar::new(now, &mut rng);
+        let limiter = RateLimiter::new(cfg.per_source_rate, cfg.per_source_rate * 2.0);
+        let wall = cfg.wall_clock_at_start / 1_000_000_000;
+        let current = handshake::new_static_key(&cfg.identity, &mut rng, wall, cfg.rotation + cfg.overlap);
+        let jitter = cfg.rotation.mul_f64(0.1 * (rng.u32() as f64 / u32::MAX as f64));
+        SecureLayer {
+            next_rotation: now + cfg.rotation + jitter,
+            start: now,
+            rng,
+            current,
+            previous: None,
+            sessions: HashMap::new(),
+            bindings_of_sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            pending: HashMap::new(),
+            pending_by_addr: HashMap::new(),
+            queue: HashMap::new(),
+            cookies: HashMap::new(),
+            ik_failures: HashMap::new(),
+            last_timestamp: HashMap::new(),
+            fin_retx: HashMap::new(),
+            jar,
+            limiter,
+            bans: BanList::default(),
+            window_start: now,
+            window_count: 0,
+            stats: SecureStats::default(),
+            cfg,
+        }
+    }
+
+    /// Wall-clock time at `now`, unix nanoseconds.
+    pub fn wall_nanos(&self, now: Instant) -> u64 {
+        self.cfg.wall_clock_at_start + now.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
+    fn wall_secs(&self, now: Instant) -> u64 {
+        self.wall_nanos(now) / 1_000_000_000
+    }
+
+    /// This node's identity public key.
+    pub fn identity(&self) -> IdentityPub {
+        self.cfg.identity.public()
+    }
+
+    /// The identity (to sign records).
+    pub fn identity_key(&self) -> &Identity {
+        &self.cfg.identity
+    }
+
+    /// The binding of the current static key (gossiped so that peers can use IK).
+    pub fn binding(&self) -> Binding {
+        self.current.binding
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SecureStats {
+        &self.stats
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.cfg.keyring
+    }
+
+    /// Replaces the keyring. Sessions established under a key no longer in it are closed.
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        let fps: Vec<String> = keyring.keys().iter().map(ClusterKey::fingerprint).collect();
+        let dead: Vec<u32> =
+            self.sessions.iter().filter(|(_, s)| !fps.contains(&s.cluster_key)).map(|(i, _)| *i).collect();
+        for i in dead {
+            self.close(i);
+        }
+        self.cfg.keyring = keyring;
+    }
+
+    /// Identities banned now, with why and until when.
+    pub fn bans(&self, now: Instant) -> Vec<(IdentityPub, limits::Ban)> {
+        self.bans.active(now).map(|(i, b)| (*i, b.clone())).collect()
+    }
+
+    /// Bans an authenticated identity that misbehaved, closing its sessions. Returns the period.
+    pub fn ban(&mut self, now: Instant, id: IdentityPub, reason: &str) -> Duration {
+        self.stats.bans += 1;
+        let period = self.bans.ban(now, id, self.cfg.ban_base, reason);
+        let dead: Vec<u32> = self.sessions.iter().filter(|(_, s)| s.identity == id).map(|(i, _)| *i).collect();
+        for i in dead {
+            self.close(i);
+        }
+        period
+    }
+
+    /// True while `id` is banned.
+    pub fn is_banned(&self, now: Instant, id: &IdentityPub) -> bool {
+        self.bans.is_banned(now, id)
+    }
+
+    /// The identity of the session currently used to reach `addr`, if any.
+    pub fn peer_identity(&self, addr: &SocketAddr) -> Option<IdentityPub> {
+        self.by_addr.get(addr).and_then(|i| self.sessions.get(i)).map(|s| s.identity)
+    }
+
+    pub(super) fn close(&mut self, idx: u32) {
+        if let Some(s) = self.sessions.remove(&idx) {
+            if self.by_addr.get(&s.peer) == Some(&idx) {
+                self.by_addr.remove(&s.peer);
+            }
+        }
+        self.bindings_of_sessions.remove(&idx);
+    }
+
+    fn fresh_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.u32();
+            if i != 0 && !self.sessions.contains_key(&i) && !self.pending.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// Sends `payload` to `dst`: at once over an established session, else queued while a
+    /// handshake runs (IK if the peer's binding is known, XX otherwise).
+    pub fn send(
+        &mut self,
+        now: Instant,
+        dst: SocketAddr,
+        peer: Option<Binding>,
+        payload: &[u8],
+        out: &mut Vec<Outgoing>,
+    ) {
+        let usable = self.by_addr.get(&dst).copied().filter(|i| self.session_usable(now, *i));
+        if let Some(idx) = usable {
+            let age = self.sessions.get(&idx).map_or(Duration::ZERO, |s| now.saturating_duration_since(s.established));
+            self.encrypt(idx, payload, out);
+            if age >= self.cfg.rekey_after && !self.pending_by_addr.contains_key(&dst) {
+                self.initiate(now, dst, peer, out);
+            }
+            return;
+        }
+        if self.queue.len() >= MAX_QUEUED_DSTS && !self.queue.contains_key(&dst) {
+            return;
+        }
+        let q = self.queue.entry(dst).or_default();
+        if q.len() < MAX_QUEUED {
+            q.push(payload.to_vec());
+        }
+        if !self.pending_by_addr.contains_key(&dst) {
+            self.initiate(now, dst, peer, out);
+        }
+    }
+
+    fn session_usable(&self, now: Instant, idx: u32) -> bool {
+        self.sessions.get(&idx).is_some_and(|s| {
+            s.confirmed
+                && now.saturating_duration_since(s.established) < self.cfg.reject_after
+                && s.send_counter < self.cfg.max_messages
+        })
+    }
+
+    pub(super) fn encrypt(&mut self, idx: u32, payload: &[u8], out: &mut Vec<Outgoing>) {
+        let Some(s) = self.sessions.get_mut(&idx) else { return };
+        let mut bytes = vec![0u8; packet::TRANSPORT_OVERHEAD + payload.len()];
+        bytes[0] = packet::TRANSPORT;
+        bytes[1..5].copy_from_slice(&s.their_idx.to_be_bytes());
+        bytes[5..13].copy_from_slice(&s.send_counter.to_be_bytes());
+        match s.transport.write_message(s.send_counter, payload, &mut bytes[packet::TRANSPORT_HEADER..]) {
+            Ok(n) => {
+                bytes.truncate(packet::TRANSPORT_HEADER + n);
+                s.send_counter += 1;
+                out.push(Outgoing { dst: s.peer, bytes });
+            }
+            Err(_) => self.stats.decrypt_failures += 1,
+        }
+    }
+
+    /// Processes one received datagram. Returns the payload if it was authenticated transport
+    /// data; handshake answers go to `out`. Anything else is counted and dropped, unanswered
+    /// unless it proved the cluster key.
+    pub fn recv(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) -> Option<Received> {
+        if data.len() > crate::session::MAX_DATAGRAM {
+            self.stats.dropped_unauthenticated += 1;
+            return None;
+        }
+        match data.first().copied() {
+            Some(packet::TRANSPORT) => self.recv_transport(now, from, data, out),
+            Some(packet::IK_INIT) => {
+                self.on_ik_init(now, from, data, out);
+                None
+            }
+            Some(packet::IK_RESP) => {
+                self.on_ik_resp(now, from, data, out);
+                None
+            }
+            Some(packet::XX_INIT) => {
+                self.on_xx_init(now, from, data, out);
+                None
+            }
+            Some(packet::XX_RESP) => {
+                self.on_xx_resp(now, from, data, out);
+                None
+            }
+            Some(packet::XX_FIN) => {
+                self.on_xx_fin(now, from, data, out);
+                None
+            }
+            Some(packet::COOKIE) => {
+                self.on_cookie(now, from, data);
+                None
+            }
+            _ => {
+                self.stats.dropped_unauthenticated += 1;
+                None
+            }
+        }
+    }
+
+    fn recv_transport(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        out: &mut Vec<Outgoing>,
+    ) -> Option<Received> {
+        if data.len() < packet::TRANSPORT_OVERHEAD {
+            self.stats.dropped_unauthenticated += 1;
+            return None;
+        }
+        let idx = packet::u32_at(data, 1);
+        let counter = u64::from_be_bytes(data[5..13].try_into().ok()?);
+        let reject_after = self.cfg.reject_after;
+        let max_messages = self.cfg.max_messages;
+        let Some(s) = self.sessions.get_mut(&idx) else {
+            self.stats.dropped_unauthenticated += 1;
+            return None;
+        };
+        if now.saturating_duration_since(s.established) >= reject_after || counter >= max_messages {
+            self.stats.dropped_unauthenticated += 1;
+            return None;
+        }
+        if !s.replay.check(counter) {
+            self.stats.replays += 1;
+            return None;
+        }
+        let mut payload = vec![0u8; data.len() - packet::TRANSPORT_OVERHEAD];
+        match s.transport.read_message(counter, &data[packet::TRANSPORT_HEADER..], &mut payload) {
+            Ok(n) => payload.truncate(n),
+            Err(_) => {
+                self.stats.decrypt_failures += 1;
+                return None;
+            }
+        }
+        s.replay.update(counter);
+        let identity = s.identity;
+        if !s.confirmed {
+            s.confirmed = true;
+            s.peer = from;
+            self.by_addr.insert(from, idx);
+            self.fin_retx.remove(&idx);
+            self.flush_queue(from, idx, out);
+        }
+        if payload.is_empty() {
+            return None; // keepalive: it only confirms the session
+        }
+        if self.bans.is_banned(now, &identity) {
+            self.stats.banned_drops += 1;
+            return None;
+        }
+        let binding = self.bindings_of_sessions.get(&idx).copied()?;
+        Some(Received { identity, binding, payload })
+    }
+
+    /// Sends what was queued for `dst` over session `idx`.
+    pub(super) fn flush_queue(&mut self, dst: SocketAddr, idx: u32, out: &mut Vec<Outgoing>) {
+        for payload in self.queue.remove(&dst).unwrap_or_default() {
+            self.encrypt(idx, &payload, out);
+        }
+    }
+
+    /// When [`SecureLayer::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let retry = self.pending.values().map(|p| p.retry_at(self.cfg.handshake_retry)).min();
+        let fin = self.fin_retx.values().map(|(_, _, t, _)| *t + self.cfg.handshake_retry).min();
+        let t = [retry, fin].into_iter().flatten().min();
+        Some(t.map_or(self.next_rotation, |r| r.min(self.next_rotation)))
+    }
+
+    /// Retransmits unacknowledged XX final messages; gives up on a session after
+    /// `MAX_ATTEMPTS` and starts over with a new handshake if traffic is waiting.
+    fn retransmit_fins(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        let retry = self.cfg.handshake_retry;
+        let due: Vec<u32> =
+            self.fin_retx.iter().filter(|(_, (_, _, t, _))| now >= *t + retry).map(|(i, _)| *i).collect();
+        for idx in due {
+            let Some((pkt, dst, _, attempts)) = self.fin_retx.remove(&idx) else { continue };
+            if attempts >= MAX_ATTEMPTS {
+                self.close(idx);
+                if self.queue.get(&dst).is_some_and(|q| !q.is_empty()) && !self.pending_by_addr.contains_key(&dst) {
+                    self.initiate(now, dst, None, out);
+                }
+                continue;
+            }
+            out.push(Outgoing { dst, bytes: pkt.clone() });
+            self.fin_retx.insert(idx, (pkt, dst, now, attempts + 1));
+        }
+    }
+
+    /// Rotates the static key when due, retries or abandons handshakes, expires sessions.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        if now >= self.next_rotation {
+            self.rotate(now);
+        }
+        self.retransmit_fins(now, out);
+        let wall = self.wall_secs(now);
+        if self.previous.as_ref().is_some_and(|p| p.binding.not_after < wall) {
+            self.previous = None; // wiped: its binding expired
+        }
+        let due: Vec<u32> =
+            self.pending.iter().filter(|(_, p)| now >= p.retry_at(self.cfg.handshake_retry)).map(|(i, _)| *i).collect();
+        for idx in due {
+            let Some(p) = self.pending.remove(&idx) else { continue };
+            let (dst, attempts, was_ik, initiator) = (p.peer(), p.attempts(), p.is_ik(), p.is_initiator());
+            if self.pending_by_addr.get(&dst) == Some(&idx) {
+                self.pending_by_addr.remove(&dst);
+            }
+            if !initiator {
+                continue;
+            }
+            if was_ik {
+                *self.ik_failures.entry(dst).or_default() += 1;
+            }
+            if attempts >= MAX_ATTEMPTS {
+                self.queue.remove(&dst);
+                continue;
+            }
+            if self.queue.get(&dst).is_some_and(|q| !q.is_empty()) {
+                let hint = p.peer_binding();
+                self.initiate_attempt(now, dst, hint, attempts + 1, out);
+            }
+        }
+        let reject = self.cfg.reject_after;
+        let dead: Vec<u32> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.established) >= reject)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in dead {
+            self.close(i);
+        }
+        self.cookies.retain(|_, (_, t)| now.saturating_duration_since(*t) < limits::COOKIE_LIFETIME);
+        self.bans.expire(now, self.cfg.ban_base);
+    }
+
+    fn rotate(&mut self, now: Instant) {
+        let wall = self.wall_secs(now);
+        let fresh =
+            handshake::new_static_key(&self.cfg.identity, &mut self.rng, wall, self.cfg.rotation + self.cfg.overlap);
+        let mut old = std::mem::replace(&mut self.current, fresh);
+        // The old key stays valid until the end of the overlap, whatever its binding said.
+        old.binding.not_after = old.binding.not_after.min(wall + self.cfg.overlap.as_secs());
+        self.previous = Some(old);
+        let jitter = self.cfg.rotation.mul_f64(0.1 * (self.rng.u32() as f64 / u32::MAX as f64));
+        self.next_rotation = now + self.cfg.rotation + jitter;
+        self.stats.rotations += 1;
+    }
+
+    fn under_load(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.window_count = 0;
+        }
+        self.window_count += 1;
+        self.window_count > self.cfg.load_threshold || self.pending.len() >= MAX_PENDING / 2
+    }
+
+    fn remember_timestamp(&mut self, id: IdentityPub, ts: u64) -> bool {
+        if self.last_timestamp.get(&id).is_some_and(|last| ts <= *last) {
+            return false;
+        }
+        if self.last_timestamp.len() >= MAX_TIMESTAMPS && !self.last_timestamp.contains_key(&id) {
+            // Bounded memory: forget the oldest half.
+            let mut v: Vec<(IdentityPub, u64)> = self.last_timestamp.drain().collect();
+            v.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+            v.truncate(MAX_TIMESTAMPS / 2);
+            self.last_timestamp.extend(v);
+        }
+        self.last_timestamp.insert(id, ts);
+        true
+    }
+}

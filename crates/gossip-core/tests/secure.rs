@@ -1,0 +1,363 @@
+//! Properties of the secure session layer, each test failing if its property breaks:
+//! admission by cluster key with zero reply bytes to outsiders, IK and XX handshakes, replay
+//! rejection, static-key rotation, keyring rotation, cookies under load, bans, and the
+//! amplification bound before authentication.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
+use gossip_core::secure::{Outgoing, Received, SecureConfig, SecureLayer, packet};
+
+const WALL: u64 = 1_790_000_000_000_000_000;
+
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, i], 7946))
+}
+
+fn layer(i: u8, key: u8, now: Instant) -> SecureLayer {
+    let cfg = SecureConfig::new(
+        Identity::from_secret([i; 32]),
+        Keyring::new(ClusterKey::new([key; 32])),
+        WALL,
+        [i + 100; 32],
+    );
+    SecureLayer::new(cfg, now)
+}
+
+fn layer_cfg(i: u8, key: u8, now: Instant, f: impl FnOnce(&mut SecureConfig)) -> SecureLayer {
+    let mut cfg = SecureConfig::new(
+        Identity::from_secret([i; 32]),
+        Keyring::new(ClusterKey::new([key; 32])),
+        WALL,
+        [i + 100; 32],
+    );
+    f(&mut cfg);
+    SecureLayer::new(cfg, now)
+}
+
+/// Two layers on addresses 1 and 2 and a wire between them.
+struct Pair {
+    now: Instant,
+    a: SecureLayer,
+    b: SecureLayer,
+    /// Payloads delivered to a, b.
+    got_a: Vec<Received>,
+    got_b: Vec<Received>,
+    /// Every datagram that crossed, (from, bytes).
+    wire: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Pair {
+    fn new(a: SecureLayer, b: SecureLayer, now: Instant) -> Pair {
+        Pair { now, a, b, got_a: vec![], got_b: vec![], wire: vec![] }
+    }
+
+    /// Delivers datagrams until quiet.
+    fn run(&mut self, mut out: Vec<Outgoing>, from: SocketAddr) {
+        let mut q: Vec<(SocketAddr, Outgoing)> = out.drain(..).map(|o| (from, o)).collect();
+        let mut steps = 0;
+        while let Some((src, o)) = (!q.is_empty()).then(|| q.remove(0)) {
+            steps += 1;
+            assert!(steps < 100, "ping-pong");
+            assert!(o.bytes.len() <= 1200);
+            self.wire.push((src, o.bytes.clone()));
+            let mut replies = Vec::new();
+            let (layer, got, me) = if o.dst == addr(1) {
+                (&mut self.a, &mut self.got_a, addr(1))
+            } else {
+                (&mut self.b, &mut self.got_b, addr(2))
+            };
+            if let Some(r) = layer.recv(self.now, src, &o.bytes, &mut replies) {
+                got.push(r);
+            }
+            q.extend(replies.into_iter().map(|r| (me, r)));
+        }
+    }
+
+    fn a_sends(&mut self, payload: &[u8], hint: bool) {
+        let mut out = Vec::new();
+        let binding = hint.then(|| self.b.binding());
+        self.a.send(self.now, addr(2), binding, payload, &mut out);
+        self.run(out, addr(1));
+    }
+
+    fn b_sends(&mut self, payload: &[u8]) {
+        let mut out = Vec::new();
+        self.b.send(self.now, addr(1), None, payload, &mut out);
+        self.run(out, addr(2));
+    }
+
+    fn tick(&mut self, d: Duration) {
+        self.now += d;
+        let mut out = Vec::new();
+        self.a.handle_timeout(self.now, &mut out);
+        self.run(std::mem::take(&mut out), addr(1));
+        self.b.handle_timeout(self.now, &mut out);
+        self.run(out, addr(2));
+    }
+}
+
+#[test]
+fn xx_first_contact_then_both_directions() {
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a_sends(b"hello", false);
+    assert_eq!(p.got_b.len(), 1);
+    assert_eq!(p.got_b[0].payload, b"hello");
+    assert_eq!(p.got_b[0].identity, Identity::from_secret([1; 32]).public());
+    let types: Vec<u8> = p.wire.iter().map(|(_, b)| b[0]).collect();
+    // The responder's keepalive confirms the session before the queued data goes out.
+    assert_eq!(types, vec![packet::XX_INIT, packet::XX_RESP, packet::XX_FIN, packet::TRANSPORT, packet::TRANSPORT]);
+    p.b_sends(b"back");
+    assert_eq!(p.got_a.len(), 1);
+    assert_eq!(p.got_a[0].identity, Identity::from_secret([2; 32]).public());
+    assert_eq!(p.b.stats().handshakes_initiated, 0, "b reuses the session a opened");
+}
+
+#[test]
+fn ik_is_one_round_trip_when_the_binding_is_known() {
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a_sends(b"x", true);
+    let types: Vec<u8> = p.wire.iter().map(|(_, b)| b[0]).collect();
+    assert_eq!(types, vec![packet::IK_INIT, packet::IK_RESP, packet::TRANSPORT]);
+    assert_eq!(p.got_b[0].payload, b"x");
+    // The responder uses the session once the initiator's first transport packet confirmed it.
+    p.b_sends(b"y");
+    assert_eq!(p.got_a[0].payload, b"y");
+}
+
+#[test]
+fn wrong_cluster_key_gets_zero_reply_bytes() {
+    let now = t0();
+    for hint in [false, true] {
+        let mut p = Pair::new(layer(1, 8, now), layer(2, 9, now), now);
+        p.a_sends(b"let me in", hint);
+        assert_eq!(p.wire.len(), 1, "only the initiation crossed; nothing came back");
+        assert!(p.got_b.is_empty());
+        assert_eq!(p.b.stats().dropped_unauthenticated, 1);
+        assert_eq!(p.b.stats().handshakes_completed, 0);
+    }
+}
+
+#[test]
+fn replayed_transport_packets_are_rejected() {
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a_sends(b"once", false);
+    let transport = p.wire.iter().rfind(|(_, b)| b[0] == packet::TRANSPORT).unwrap().1.clone();
+    let mut out = Vec::new();
+    assert!(p.b.recv(p.now, addr(1), &transport, &mut out).is_none());
+    assert!(out.is_empty());
+    assert_eq!(p.b.stats().replays, 1);
+    // A tampered packet fails authentication and does not move the window.
+    let mut forged = transport.clone();
+    forged[5..13].copy_from_slice(&1000u64.to_be_bytes());
+    assert!(p.b.recv(p.now, addr(1), &forged, &mut out).is_none());
+    assert_eq!(p.b.stats().decrypt_failures, 1);
+    p.a_sends(b"twice", false);
+    assert_eq!(p.got_b.len(), 2, "counter 1 is still accepted after a forged counter 1000");
+}
+
+#[test]
+fn replayed_handshakes_are_rejected() {
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a_sends(b"x", true);
+    let init = p.wire[0].1.clone();
+    assert_eq!(init[0], packet::IK_INIT);
+    let mut out = Vec::new();
+    p.b.recv(p.now, addr(1), &init, &mut out);
+    assert!(out.is_empty(), "a replayed IK initiation gets no answer");
+    assert_eq!(p.b.stats().replays, 1);
+    // An XX final message replayed after completion finds no pending handshake.
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a_sends(b"x", false);
+    let fin = p.wire.iter().find(|(_, b)| b[0] == packet::XX_FIN).unwrap().1.clone();
+    let before = p.b.stats().handshakes_completed;
+    p.b.recv(p.now, addr(1), &fin, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(p.b.stats().handshakes_completed, before);
+}
+
+#[test]
+fn amplification_before_authentication_is_at_most_one() {
+    let now = t0();
+    // Every pre-authentication input, answered by a responder that holds the cluster key (the
+    // worst case: an outsider gets nothing at all), under load and not.
+    let mut inputs: Vec<(String, Vec<u8>, bool)> = Vec::new();
+    for (hint, name) in [(false, "xx-init"), (true, "ik-init")] {
+        let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+        let mut out = Vec::new();
+        p.a.send(now, addr(2), hint.then(|| p.b.binding()), b"x", &mut out);
+        inputs.push((name.into(), out[0].bytes.clone(), false));
+        inputs.push((format!("{name} under load"), out[0].bytes.clone(), true));
+    }
+    inputs.push(("junk".into(), vec![0x13; 300], false));
+    inputs.push(("empty".into(), vec![], false));
+    inputs.push(("transport to unknown index".into(), vec![packet::TRANSPORT; 60], false));
+    let mut worst: f64 = 0.0;
+    for (name, bytes, load) in inputs {
+        let mut b = layer_cfg(2, 9, now, |c| {
+            if load {
+                c.load_threshold = 0;
+            }
+        });
+        let mut out = Vec::new();
+        b.recv(now, addr(1), &bytes, &mut out);
+        let sent: usize = out.iter().map(|o| o.bytes.len()).sum();
+        let ratio = sent as f64 / bytes.len().max(1) as f64;
+        println!("amplification {name}: {} bytes in, {sent} out, ratio {ratio:.3}", bytes.len());
+        assert!(sent <= bytes.len(), "{name}: {sent} bytes out for {} in", bytes.len());
+        worst = worst.max(ratio);
+    }
+    println!("worst pre-authentication amplification ratio: {worst:.3}");
+}
+
+#[test]
+fn cookies_under_load_then_the_handshake_completes() {
+    let now = t0();
+    let b = layer_cfg(2, 9, now, |c| c.load_threshold = 0);
+    let mut p = Pair::new(layer(1, 9, now), b, now);
+    p.a_sends(b"x", false);
+    assert_eq!(p.b.stats().cookies_sent, 1);
+    assert!(p.got_b.is_empty());
+    p.tick(Duration::from_millis(1100)); // retry carries mac2 from the cookie
+    assert_eq!(p.got_b.len(), 1, "the retried initiation with a valid mac2 is served");
+}
+
+#[test]
+fn rotated_static_keys_keep_working_until_the_binding_expires() {
+    let now = t0();
+    let rot = |c: &mut SecureConfig| {
+        c.rotation = Duration::from_secs(600);
+        c.overlap = Duration::from_secs(300);
+        c.rekey_after = Duration::from_secs(30);
+        c.reject_after = Duration::from_secs(45);
+    };
+    let mut p = Pair::new(layer_cfg(1, 9, now, rot), layer_cfg(2, 9, now, rot), now);
+    let old = p.b.binding();
+    // Run through two rotations of b's key; a keeps using the binding it learned first.
+    let mut delivered = 0;
+    let mut t = 0;
+    while t < 2000 {
+        p.tick(Duration::from_secs(10));
+        t += 10;
+        let mut out = Vec::new();
+        p.a.send(p.now, addr(2), Some(old), b"ping", &mut out);
+        p.run(out, addr(1));
+        p.tick(Duration::from_millis(1100));
+        p.tick(Duration::from_millis(1100));
+        p.tick(Duration::from_millis(1100));
+        delivered = p.got_b.len();
+    }
+    assert!(p.b.stats().rotations >= 2, "b rotated {} times", p.b.stats().rotations);
+    assert_ne!(p.b.binding(), old);
+    // Every ping arrived: IK with the old key during the overlap, XX after it expired.
+    assert_eq!(delivered, 200, "lost exchanges across rotations");
+    // An IK initiation to the expired key is refused.
+    let mut fresh = layer_cfg(3, 9, p.now, rot);
+    let mut out = Vec::new();
+    fresh.send(p.now, addr(2), Some(old), b"x", &mut out);
+    let mut replies = Vec::new();
+    p.b.recv(p.now, addr(3), &out[0].bytes, &mut replies);
+    assert!(replies.is_empty(), "an initiation to an expired static key is not answered");
+}
+
+#[test]
+fn keyring_rotation_new_key_works_and_old_key_stops() {
+    let now = t0();
+    let (k1, k2) = (ClusterKey::new([1; 32]), ClusterKey::new([2; 32]));
+    let mut p = Pair::new(layer(1, 1, now), layer(2, 1, now), now);
+    p.a_sends(b"old key", false);
+    assert_eq!(p.got_b.len(), 1);
+    // Install k2 everywhere, make it primary on a, then remove k1 on b.
+    for l in [&mut p.a, &mut p.b] {
+        let mut ring = l.keyring().clone();
+        ring.install(k2.clone());
+        l.set_keyring(ring);
+    }
+    let mut ring = p.a.keyring().clone();
+    ring.use_key(&k2).unwrap();
+    ring.remove(&k1).unwrap();
+    p.a.set_keyring(ring);
+    p.a_sends(b"new key", false);
+    assert_eq!(p.got_b.len(), 2);
+    let mut ring = p.b.keyring().clone();
+    ring.use_key(&k2).unwrap();
+    ring.remove(&k1).unwrap();
+    p.b.set_keyring(ring);
+    // A node still on k1 alone is now refused, with nothing sent back.
+    let mut stale = layer(3, 1, p.now);
+    let mut out = Vec::new();
+    stale.send(p.now, addr(2), None, b"x", &mut out);
+    let mut replies = Vec::new();
+    p.b.recv(p.now, addr(3), &out[0].bytes, &mut replies);
+    assert!(replies.is_empty());
+}
+
+#[test]
+fn banned_identities_are_refused_then_forgiven() {
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a_sends(b"x", false);
+    let a_id = Identity::from_secret([1; 32]).public();
+    let period = p.b.ban(p.now, a_id, "malformed payload");
+    assert_eq!(period, Duration::from_secs(60));
+    let mut fresh = layer(1, 9, p.now);
+    let mut out = Vec::new();
+    fresh.send(p.now, addr(2), None, b"x", &mut out);
+    p.a = fresh;
+    p.wire.clear();
+    p.run(out, addr(1));
+    assert_eq!(p.got_b.len(), 1, "nothing more delivered while banned");
+    assert!(p.b.stats().banned_drops >= 1);
+    p.tick(Duration::from_secs(61));
+    p.tick(Duration::from_secs(2));
+    p.a_sends(b"after", false);
+    assert_eq!(p.got_b.last().unwrap().payload, b"after", "forgiven after the period");
+    // A second ban lasts twice as long.
+    assert_eq!(p.b.ban(p.now, a_id, "again"), Duration::from_secs(120));
+}
+
+#[test]
+fn arbitrary_bytes_never_panic_and_are_never_answered_without_the_key() {
+    let now = t0();
+    let mut b = layer(2, 9, now);
+    let mut rng = gossip_core::rng::Rng::from_seed(5);
+    for len in [0usize, 1, 5, 13, 29, 60, 89, 245, 281, 285, 1200, 1201] {
+        for first in [0u8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0xff] {
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            if let Some(f) = bytes.first_mut() {
+                *f = first;
+            }
+            let mut out = Vec::new();
+            assert!(b.recv(now, addr(1), &bytes, &mut out).is_none());
+            assert!(out.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_lost_xx_final_message_is_retransmitted() {
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    let mut out = Vec::new();
+    p.a.send(p.now, addr(2), None, b"x", &mut out);
+    let mut replies = Vec::new();
+    p.b.recv(p.now, addr(1), &out[0].bytes, &mut replies); // XX_RESP
+    let mut fin = Vec::new();
+    p.a.recv(p.now, addr(2), &replies[0].bytes, &mut fin);
+    assert_eq!(fin.len(), 1, "only the final message: data waits for confirmation");
+    assert_eq!(fin[0].bytes[0], packet::XX_FIN);
+    // The final message is lost. The retransmission completes the handshake.
+    p.tick(Duration::from_millis(1100));
+    assert_eq!(p.got_b.len(), 1);
+    assert_eq!(p.got_b[0].payload, b"x");
+}
