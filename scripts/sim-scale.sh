@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Scale figures of the gossip protocol, from the deterministic simulator (crates/gossip-sim).
+#
+# Builds gossip-sim in release, measures for each N the anti-entropy rounds to spread one
+# change (fanout 0), the rumor spreading time (default fanout), the idle bytes per node per
+# round and the peak resident set, prints the table, writes docs/sim/scale.csv and
+# docs/sim/scale.txt, and plots docs/sim/convergence.svg and docs/sim/bytes.svg.
+#
+# An N whose estimated memory (bytes per replica measured at the largest N run so far, x N^2)
+# exceeds 80% of MemAvailable is skipped and the estimate printed (100,000 nodes needs about
+# 0.7 TB: each of N nodes holds a replica of every node).
+#
+# Environment: SIM_N (default 100,1000,10000,100000), SIM_TRIALS (5), SIM_SEED (1),
+# SIM_TIMEOUT in seconds for the whole measurement (600).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N="${SIM_N:-100,1000,10000,100000}"
+TRIALS="${SIM_TRIALS:-5}"
+SEED="${SIM_SEED:-1}"
+mkdir -p docs/sim
+
+cargo build --release -p gossip-sim
+timeout "${SIM_TIMEOUT:-600}" cargo run --release -q -p gossip-sim -- \
+    scale --n "$N" --trials "$TRIALS" --seed "$SEED" --idle-rounds 20 --csv docs/sim/scale.csv \
+    | tee docs/sim/scale.txt
+python3 scripts/sim-plot.py docs/sim/scale.csv docs/sim
