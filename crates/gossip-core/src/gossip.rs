@@ -351,8 +351,14 @@ impl Gossip {
         if self.peers.is_empty() && !self.cfg.seeds.is_empty() && now >= self.next_seed_try {
             self.next_seed_try = now + self.seed_backoff;
             self.seed_backoff = (self.seed_backoff * 2).min(self.cfg.seed_backoff_max);
+            // Our own state goes along with the opening, so that a seed learns of us from one
+            // datagram even when the rest of the exchange is lost.
+            let own = self.table.deltas_for(&self.local.id, 0, 0, 0, MAX_PAYLOAD);
             for seed in self.cfg.seeds.clone() {
                 self.open_exchange(seed);
+                for d in &own {
+                    self.send(seed, &Message::Delta { sender: self.local.id, delta: d.clone() });
+                }
             }
         }
     }
@@ -377,7 +383,6 @@ impl Gossip {
 
     /// Processes one received datagram. Bad input is counted and dropped; it never panics.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let _ = now;
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let payload = match self.session.open(from, data) {
@@ -396,6 +401,11 @@ impl Gossip {
         };
         if msg.sender() == self.local.id {
             return;
+        }
+        if self.peers.is_empty() && self.cfg.seeds.contains(&from) {
+            // A seed answers: retry soon rather than after a long backoff.
+            self.seed_backoff = self.cfg.seed_backoff_min;
+            self.next_seed_try = self.next_seed_try.min(now + self.cfg.seed_backoff_min);
         }
         match msg {
             Message::Reconcile { sender: _, initial, ranges } => self.on_reconcile(from, initial, &ranges),

@@ -42,7 +42,6 @@ fn converges_under_20_percent_loss() {
 }
 
 #[test]
-#[ignore = "gossip-core: a join under 20% loss can exceed 60 s (seed backoff), ~4% of seeds"]
 fn forty_nodes_join_under_20_percent_loss_within_a_minute() {
     for seed in seed_from_env(1)..seed_from_env(1) + 100 {
         run(scenarios::lossy_join(seed, 40, 0.2));
