@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use crate::secure::keys::{Binding, Identity, IdentityPub};
 use crate::types::{Health, NodeId, NodeInfo, ServiceInstance};
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -90,6 +91,9 @@ pub enum NodeStatus {
 /// Key of the status entry every node owns.
 pub const STATUS_KEY: &str = "@status";
 
+/// Key of the entry holding the owner's current static-key binding.
+pub const KEY_KEY: &str = "@key";
+
 /// The value of an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -99,9 +103,11 @@ pub enum Value {
     Status(NodeStatus),
     /// A service instance (key `svc/<id>`).
     Service(ServiceInstance),
+    /// The owner's current Noise static key, bound to its identity (key [`KEY_KEY`]).
+    Binding(Binding),
 }
 
-/// A versioned entry.
+/// A versioned entry, signed by its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Key, unique per owner.
@@ -110,6 +116,33 @@ pub struct Entry {
     pub version: u64,
     /// Value.
     pub value: Value,
+    /// Ed25519 signature by the owner's identity over [`Entry::signed_bytes`].
+    pub sig: [u8; 64],
+}
+
+impl Entry {
+    /// Creates and signs an entry of the owner `owner` (generation `generation`).
+    pub fn signed(identity: &Identity, generation: u64, key: &str, version: u64, value: Value) -> Entry {
+        let mut e = Entry { key: key.to_owned(), version, value, sig: [0; 64] };
+        e.sig = identity.sign(&e.signed_bytes(&identity.node_id(), generation));
+        e
+    }
+
+    /// What the owner signs: a domain tag, the owner's id and generation, then the entry's
+    /// encoding without the signature.
+    pub fn signed_bytes(&self, owner: &NodeId, generation: u64) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(b"gossipd entry v1");
+        w.node_id(owner);
+        w.u64_fixed(generation);
+        encode_entry_body(&mut w, self);
+        w.buf
+    }
+
+    /// True if the owner's identity signed this entry for this generation.
+    pub fn verify(&self, owner: &NodeInfo) -> bool {
+        owner.identity.verify(&self.signed_bytes(&owner.id, owner.generation), &self.sig)
+    }
 }
 
 /// A contiguous slice of one owner's history: every entry whose version lies in
@@ -234,7 +267,7 @@ impl Message {
             }
             KIND_DELTA => {
                 let mut delta = decode_delta_header(&mut r)?;
-                let n = r.count(3)?;
+                let n = r.count(67)?;
                 delta.entries.reserve_exact(n);
                 let mut last = delta.from_version;
                 for _ in 0..n {
@@ -362,10 +395,11 @@ pub fn want_len(want: &Want) -> usize {
 
 fn encode_delta_header(w: &mut Writer, d: &Delta) {
     w.u8(d.ttl);
-    w.node_id(&d.node.id);
+    w.bytes(&d.node.identity.0);
     w.string(&d.node.name);
     w.socket_addr(d.node.addr);
     w.varint(d.node.generation);
+    w.bytes(&d.node.sig);
     w.varint(d.from_version);
     w.varint(d.to_version);
 }
@@ -379,16 +413,21 @@ pub fn delta_overhead(d: &Delta) -> usize {
 
 fn decode_delta_header(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
     let ttl = r.u8()?;
-    let id = r.node_id()?;
+    let mut identity = [0u8; 32];
+    identity.copy_from_slice(r.bytes(32)?);
+    let identity = IdentityPub(identity);
     let name = r.string(MAX_NODE_NAME)?;
     let addr: SocketAddr = r.socket_addr()?;
     let generation = r.varint()?;
+    let mut sig = [0u8; 64];
+    sig.copy_from_slice(r.bytes(64)?);
     let from_version = r.varint()?;
     let to_version = r.varint()?;
     if to_version < from_version {
         return Err(DecodeError::OutOfRange("version range"));
     }
-    Ok(Delta { ttl, node: NodeInfo { id, name, addr, generation }, from_version, to_version, entries: Vec::new() })
+    let node = NodeInfo { id: identity.node_id(), identity, name, addr, generation, sig };
+    Ok(Delta { ttl, node, from_version, to_version, entries: Vec::new() })
 }
 
 /// Encoded size of one entry.
@@ -399,6 +438,11 @@ pub fn entry_len(e: &Entry) -> usize {
 }
 
 fn encode_entry(w: &mut Writer, e: &Entry) {
+    encode_entry_body(w, e);
+    w.bytes(&e.sig);
+}
+
+fn encode_entry_body(w: &mut Writer, e: &Entry) {
     w.string(&e.key);
     w.varint(e.version);
     match &e.value {
@@ -413,6 +457,10 @@ fn encode_entry(w: &mut Writer, e: &Entry) {
         Value::Service(s) => {
             w.u8(2);
             encode_service(w, s);
+        }
+        Value::Binding(b) => {
+            w.u8(3);
+            b.encode(w);
         }
     }
 }
@@ -430,11 +478,14 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
             }
         }),
         2 => Value::Service(decode_service(r)?),
+        3 => Value::Binding(Binding::decode(r)?),
         tag => {
             return Err(DecodeError::BadTag { what: "entry value", tag });
         }
     };
-    Ok(Entry { key, version, value })
+    let mut sig = [0u8; 64];
+    sig.copy_from_slice(r.bytes(64)?);
+    Ok(Entry { key, version, value, sig })
 }
 
 fn encode_service(w: &mut Writer, s: &ServiceInstance) {

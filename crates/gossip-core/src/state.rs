@@ -13,6 +13,7 @@ use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
 use crate::message::{Bound, Delta, Entry, NodeStatus, STATUS_KEY, Summary, Value, Want};
+use crate::secure::keys::Identity;
 use crate::types::{NodeId, NodeInfo};
 
 /// One owner's state as held by a replica.
@@ -70,6 +71,17 @@ pub enum Applied {
     Stale,
     /// The delta starts past what is held: this is what to ask for instead.
     Gap(Want),
+    /// A signature did not verify (the node info or an entry was forged or altered): nothing
+    /// was applied; the peer that relayed it is to blame.
+    Forged,
+    /// The owner signed two different entries under one version: proof of misbehaviour. The
+    /// rest of the delta was applied.
+    Equivocation {
+        /// The key concerned.
+        key: String,
+        /// The version signed twice.
+        version: u64,
+    },
 }
 
 /// The table of all known nodes.
@@ -143,13 +155,14 @@ impl Table {
         self.nodes.insert(state.info.id, Arc::new(state));
     }
 
-    /// The owner writes one entry under a fresh version. Returns the new version.
-    pub fn write_local(&mut self, id: &NodeId, key: &str, value: Value) -> Option<u64> {
-        let node = Arc::make_mut(self.nodes.get_mut(id)?);
+    /// The owner writes one entry under a fresh version, signed by its identity. Returns the
+    /// new version.
+    pub fn write_local(&mut self, identity: &Identity, key: &str, value: Value) -> Option<u64> {
+        let node = Arc::make_mut(self.nodes.get_mut(&identity.node_id())?);
         let before = node.summary();
         node.max_version += 1;
         let version = node.max_version;
-        node.entries.insert(key.to_owned(), Entry { key: key.to_owned(), version, value });
+        node.entries.insert(key.to_owned(), Entry::signed(identity, node.info.generation, key, version, value));
         let after = node.summary();
         self.set_summary_hash(Some(before), Some(after));
         Some(version)
@@ -176,6 +189,11 @@ impl Table {
             }
             _ => {}
         }
+        // Only now, when the delta would teach something, is it worth verifying: the node info
+        // and every entry must carry the owner's signature.
+        if !d.node.verify() || !d.entries.iter().all(|e| e.verify(&d.node)) {
+            return Applied::Forged;
+        }
         let fresh = held.is_none_or(|(g, _)| d.node.generation > g);
         let before = self.nodes.get(&id).map(|n| n.summary());
         if fresh {
@@ -186,8 +204,12 @@ impl Table {
             return Applied::Stale;
         };
         let status_before = node.status();
+        let mut equivocation = None;
         for e in &d.entries {
             match node.entries.get(&e.key) {
+                Some(old) if old.version == e.version && (old.value != e.value || old.sig != e.sig) => {
+                    equivocation = Some((e.key.clone(), e.version));
+                }
                 Some(old) if old.version >= e.version => {}
                 _ => {
                     node.entries.insert(e.key.clone(), e.clone());
@@ -198,6 +220,9 @@ impl Table {
         let status_changed = fresh || node.status() != status_before;
         let after = node.summary();
         self.set_summary_hash(before, Some(after));
+        if let Some((key, version)) = equivocation {
+            return Applied::Equivocation { key, version };
+        }
         Applied::Changed { new_node: fresh, status_changed }
     }
 
@@ -232,6 +257,19 @@ impl Table {
 }
 
 impl Table {
+    /// Inserts another node's state as it is (shared, not copied, not verified: it comes from
+    /// a local replica that verified it). For building simulations; replaces what was held.
+    pub fn adopt_owner(&mut self, state: &Arc<NodeState>) {
+        let before = self.nodes.get(&state.info.id).map(|n| n.summary());
+        self.set_summary_hash(before, Some(state.summary()));
+        self.nodes.insert(state.info.id, Arc::clone(state));
+    }
+
+    /// The shared state of one owner.
+    pub fn get_shared(&self, id: &NodeId) -> Option<&Arc<NodeState>> {
+        self.nodes.get(id)
+    }
+
     /// Replaces this table with a copy of `other` (sharing owner states), keeping `local`'s own
     /// state: as if this node had already completed a join. Used to start large simulations
     /// from a converged cluster without replaying N² deltas.

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::secure::keys::{Identity, IdentityPub};
+
 /// A node's identifier: 16 random bytes chosen once and kept in the data directory.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct NodeId(pub [u8; 16]);
@@ -81,15 +83,47 @@ pub struct ServiceInstance {
     pub health: Health,
 }
 
-/// What a node says about itself: name and gossip address.
+/// What a node says about itself, signed by its identity: name, gossip address and generation.
+/// Relays forward these signed bytes unchanged; a replica accepts them only if the signature
+/// holds and the id is the identity's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
-    /// Stable node id.
+    /// Node id: derived from the identity ([`IdentityPub::node_id`]).
     pub id: NodeId,
+    /// The node's long-term identity.
+    pub identity: IdentityPub,
     /// Human-readable node name (unique in a cluster).
     pub name: String,
     /// Address other agents reach it at over UDP.
     pub addr: SocketAddr,
     /// Incarnation: raised at every start, persisted.
     pub generation: u64,
+    /// Ed25519 signature by `identity` over [`NodeInfo::signed_bytes`].
+    pub sig: [u8; 64],
+}
+
+impl NodeInfo {
+    /// Creates and signs the info of the node whose identity is `identity`.
+    pub fn signed(identity: &Identity, name: String, addr: SocketAddr, generation: u64) -> NodeInfo {
+        let public = identity.public();
+        let mut info = NodeInfo { id: public.node_id(), identity: public, name, addr, generation, sig: [0; 64] };
+        info.sig = identity.sign(&info.signed_bytes());
+        info
+    }
+
+    /// What the identity signs.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut w = crate::wire::Writer::new();
+        w.bytes(b"gossipd node v1");
+        w.bytes(&self.identity.0);
+        w.string(&self.name);
+        w.socket_addr(self.addr);
+        w.u64_fixed(self.generation);
+        w.buf
+    }
+
+    /// True if the id is the identity's and the signature holds.
+    pub fn verify(&self) -> bool {
+        self.id == self.identity.node_id() && self.identity.verify(&self.signed_bytes(), &self.sig)
+    }
 }

@@ -7,7 +7,20 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use gossip_core::{Config, Gossip, NodeId, NodeInfo, ServiceInstance, rng::Rng};
+use gossip_core::secure::SecureConfig;
+use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
+use gossip_core::{Config, Gossip, ServiceInstance, rng::Rng};
+
+/// Unix time at the start of every test run, in nanoseconds (any fixed value will do).
+const WALL: u64 = 1_790_000_000_000_000_000;
+
+fn secure(identity_seed: u64, rng_seed: u64) -> SecureConfig {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&identity_seed.to_be_bytes());
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&rng_seed.to_be_bytes());
+    SecureConfig::new(Identity::from_secret(id), Keyring::new(ClusterKey::new([42; 32])), WALL, seed)
+}
 
 /// A datagram in flight: delivery time, sequence, destination index, source, bytes.
 type InFlight = Reverse<(Instant, u64, usize, SocketAddr, Vec<u8>)>;
@@ -37,12 +50,9 @@ impl Net {
         let mut nodes = Vec::new();
         let mut by_addr = BTreeMap::new();
         for i in 0..n {
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
-            id[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
-            let info = NodeInfo { id: NodeId(id), name: format!("node-{i}"), addr: addr(i), generation: 1 };
             let cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), ..Config::default() };
-            nodes.push(Gossip::new(cfg, info, start));
+            let sec = secure(seed * 1000 + i as u64, rng.fork());
+            nodes.push(Gossip::new(cfg, sec, format!("node-{i}"), addr(i), 1, start));
             by_addr.insert(addr(i), i);
         }
         Net { start, now: start, nodes, by_addr, inflight: BinaryHeap::new(), seq: 0, loss, rng, down: vec![false; n] }
@@ -208,12 +218,13 @@ fn restart_with_higher_generation_supersedes() {
     net.flush(2);
     net.run_until(now + Duration::from_secs(3));
     assert!((0..5).all(|i| net.knows_service(i, "old")));
-    // Restart node 2 with the same id, a higher generation, and a different registration.
-    let mut info = net.nodes[2].local().clone();
-    info.generation += 1;
+    // Restart node 2 with the same identity, a higher generation, and a different registration.
+    let generation = net.nodes[2].local().generation + 1;
     let cfg = Config { seeds: vec![addr(0)], rng_seed: 99, ..Config::default() };
     let now = net.now;
-    net.nodes[2] = Gossip::new(cfg, info, now);
+    let mut sec = secure(6 * 1000 + 2, 12345);
+    sec.wall_clock_at_start = WALL + now.duration_since(net.start).as_nanos() as u64;
+    net.nodes[2] = Gossip::new(cfg, sec, "node-2".into(), addr(2), generation, now);
     net.nodes[2].register(now, svc("new", "new")).unwrap();
     net.flush(2);
     net.run_until(now + Duration::from_secs(10));
@@ -230,6 +241,8 @@ fn idle_cost_is_small() {
     net.run_until(now + Duration::from_secs(60));
     let after: u64 = net.nodes.iter().map(|g| g.stats().bytes_out).sum();
     let per_node_per_sec = (after - before) as f64 / 30.0 / 60.0;
-    // One fingerprint out and one acknowledgement back per round: well under 100 B/s.
-    assert!(per_node_per_sec < 100.0, "idle cost {per_node_per_sec} B/s per node");
+    // One fingerprint out and one acknowledgement back per round over warm sessions, plus a
+    // handshake now and then as the active view rotates: well under Serf's ~340 B/s.
+    println!("idle cost {per_node_per_sec:.1} B/s per node");
+    assert!(per_node_per_sec < 250.0, "idle cost {per_node_per_sec} B/s per node");
 }

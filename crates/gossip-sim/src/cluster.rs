@@ -1,19 +1,21 @@
 //! Configuration and construction of a simulated cluster.
 //!
+//! Every node has an Ed25519 identity and a secure-layer seed derived from the master seed, and
+//! all share one cluster key: datagrams are real Noise handshakes and transport messages, and
+//! records are really signed and verified.
+//!
 //! A **cold** cluster starts as N nodes that each know only themselves and the seed
 //! addresses: every join is replayed, as on a real first boot. A **warm** cluster starts
-//! converged: node 0 learns every node's own state through ordinary encoded `Delta`
-//! datagrams (one `handle_datagram` per node, TTL 0 so nothing is forwarded), and every other
-//! node then calls [`Gossip::warm_start_from`] node 0, which shares the owner states
-//! copy-on-write. Building a warm N-node cluster costs O(N) datagrams and N table copies
-//! (N² pointers), not N² joins.
+//! converged: node 0 learns every node's own (signed) state with
+//! [`Gossip::learn_owner_from`], and every other node then calls [`Gossip::warm_start_from`]
+//! node 0, which shares the owner states copy-on-write. Building a warm N-node cluster costs N
+//! table copies (N² pointers), not N² joins; sessions are then opened by the protocol itself.
 
 use std::time::{Duration, Instant};
 
-use gossip_core::chunk::split_delta;
-use gossip_core::message::{Entry, Message};
-use gossip_core::session::{MAX_DATAGRAM, MAX_PAYLOAD, Session};
-use gossip_core::{Config, Gossip, NodeId, NodeInfo};
+use gossip_core::secure::SecureConfig;
+use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
+use gossip_core::{Config, Gossip, NodeId};
 
 use crate::net::{NetConfig, addr};
 use crate::{derive_seed, domain};
@@ -63,19 +65,31 @@ impl SimConfig {
         self
     }
 
-    /// The id of node `index` (derived from the master seed).
-    pub fn node_id(&self, index: usize) -> NodeId {
-        let hi = derive_seed(self.seed, domain::NODE_ID, index as u64, 0);
-        let lo = derive_seed(self.seed, domain::NODE_ID, index as u64, 1);
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&hi.to_be_bytes());
-        id[8..].copy_from_slice(&lo.to_be_bytes());
-        NodeId(id)
+    fn bytes32(&self, domain: u64, a: u64, b: u64) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (k, chunk) in out.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&derive_seed(self.seed, domain, a, b * 4 + k as u64).to_be_bytes());
+        }
+        out
     }
 
-    /// Identity of node `index` at `generation`.
-    pub fn node_info(&self, index: usize, generation: u64) -> NodeInfo {
-        NodeInfo { id: self.node_id(index), name: format!("node-{index}"), addr: addr(index), generation }
+    /// The identity of node `index` (derived from the master seed; kept across restarts).
+    pub fn identity(&self, index: usize) -> Identity {
+        Identity::from_secret(self.bytes32(domain::NODE_ID, index as u64, 0))
+    }
+
+    /// The id of node `index`: its identity's.
+    pub fn node_id(&self, index: usize) -> NodeId {
+        self.identity(index).node_id()
+    }
+
+    /// The secure-layer configuration of node `index` at `generation`, whose wall clock reads
+    /// [`WALL_CLOCK_ORIGIN`] plus `elapsed` at start.
+    pub fn secure_config(&self, index: usize, generation: u64, elapsed: Duration) -> SecureConfig {
+        let keyring = Keyring::new(ClusterKey::new(self.bytes32(domain::CLUSTER_KEY, 0, 0)));
+        let wall = WALL_CLOCK_ORIGIN + elapsed.as_nanos() as u64;
+        let seed = self.bytes32(domain::SECURE_RNG, index as u64, generation);
+        SecureConfig::new(self.identity(index), keyring, wall, seed)
     }
 
     /// The gossip configuration of node `index` at `generation`.
@@ -87,62 +101,41 @@ impl SimConfig {
         }
     }
 
-    /// A fresh node `index` at `generation`, started at `now`.
-    pub fn make_node(&self, index: usize, generation: u64, now: Instant) -> Gossip {
-        Gossip::new(self.node_config(index, generation), self.node_info(index, generation), now)
+    /// A fresh node `index` at `generation`, started at `now`, `elapsed` after the origin of
+    /// virtual time.
+    pub fn make_node(&self, index: usize, generation: u64, now: Instant, elapsed: Duration) -> Gossip {
+        let secure = self.secure_config(index, generation, elapsed);
+        Gossip::new(self.node_config(index, generation), secure, format!("node-{index}"), addr(index), generation, now)
     }
 }
 
+/// Unix time (nanoseconds) of the origin of virtual time: any fixed value keeps runs
+/// reproducible (2026-09-22).
+pub const WALL_CLOCK_ORIGIN: u64 = 1_790_000_000_000_000_000;
+
 /// Builds the nodes of `cfg` at `now` (generation 1), warm or cold.
 pub fn build(cfg: &SimConfig, now: Instant) -> Vec<Gossip> {
-    let mut nodes: Vec<Gossip> = (0..cfg.nodes).map(|i| cfg.make_node(i, 1, now)).collect();
+    let mut nodes: Vec<Gossip> = (0..cfg.nodes).map(|i| cfg.make_node(i, 1, now, Duration::ZERO)).collect();
     if cfg.start == Start::Warm && nodes.len() > 1 {
         warm(&mut nodes, now);
     }
     nodes
 }
 
-/// Makes node 0 learn every node's own state through encoded deltas, then warm-starts every
-/// other node from it.
-fn warm(nodes: &mut [Gossip], now: Instant) {
-    // Feed node 0 in id order: its peer set is a sorted vector, so this appends.
-    let mut order: Vec<(NodeId, usize)> = nodes.iter().enumerate().skip(1).map(|(i, g)| (g.local().id, i)).collect();
-    order.sort_unstable();
-    assert!(order.windows(2).all(|w| w[0].0 != w[1].0), "two simulated nodes drew the same id");
+/// Makes node 0 learn every node's own signed state, then warm-starts every other node from it.
+fn warm(nodes: &mut [Gossip], _now: Instant) {
     let (first, rest) = nodes.split_at_mut(1);
     let template = &mut first[0];
-    let mut session = Session::new();
-    for &(id, i) in &order {
-        for datagram in own_state_datagrams(&rest[i - 1], &mut session, template.local().addr) {
-            template.handle_datagram(now, addr(i), &datagram);
-        }
-        debug_assert!(template.node(&id).is_some(), "template did not learn node {i}");
+    let mut ids: Vec<NodeId> = rest.iter().map(|g| g.local().id).collect();
+    ids.sort_unstable();
+    assert!(ids.windows(2).all(|w| w[0] != w[1]), "two simulated nodes drew the same id");
+    for g in rest.iter() {
+        template.learn_owner_from(g);
     }
-    while template.poll_transmit().is_some() {}
     while template.poll_event().is_some() {}
     for g in rest.iter_mut() {
         g.warm_start_from(template);
     }
-}
-
-/// A node's own state as the datagrams a peer would receive (TTL 0: not to be forwarded).
-fn own_state_datagrams(g: &Gossip, session: &mut Session, dst: std::net::SocketAddr) -> Vec<Vec<u8>> {
-    let me = g.local();
-    let Some(state) = g.node(&me.id) else {
-        return Vec::new();
-    };
-    let mut entries: Vec<&Entry> = state.entries.values().collect();
-    entries.sort_by_key(|e| e.version);
-    split_delta(&state.info, 0, state.max_version, &entries, 0, MAX_PAYLOAD)
-        .into_iter()
-        .map(|delta| {
-            let payload = Message::Delta { sender: me.id, delta }.encode();
-            let mut datagram = Vec::with_capacity(payload.len() + 1);
-            session.seal(dst, &payload, &mut datagram);
-            assert!(datagram.len() <= MAX_DATAGRAM, "warm-start datagram of {} bytes", datagram.len());
-            datagram
-        })
-        .collect()
 }
 
 /// The push-pull bound on anti-entropy rounds for `n` nodes: `log3(n) + ln ln(n)`.

@@ -71,6 +71,10 @@ pub mod domain {
     pub const LINK: u64 = 4;
     /// Trial seeds of the scale measurements.
     pub const TRIAL: u64 = 5;
+    /// A node's secure-layer DRBG seed (per node index and generation).
+    pub const SECURE_RNG: u64 = 6;
+    /// The cluster key.
+    pub const CLUSTER_KEY: u64 = 7;
 }
 
 /// SplitMix64's finalizer: a bijective 64-bit mixer.

@@ -308,7 +308,7 @@ impl Sim {
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         let generation = self.nodes[i].local().generation + 1;
-        let fresh = self.cfg.make_node(i, generation, self.instant());
+        let fresh = self.cfg.make_node(i, generation, self.instant(), self.now);
         let old = std::mem::replace(&mut self.nodes[i], fresh);
         let s = old.stats();
         self.retired.bytes_out += s.bytes_out;

@@ -1,0 +1,136 @@
+//! Configuration, events, counters and command errors of the state machine.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::secure::keys::IdentityPub;
+use crate::types::{NodeId, NodeInfo};
+
+/// Tunables. The defaults suit a LAN.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Period of anti-entropy rounds (each node starts one exchange per period), ±10% jitter.
+    pub gossip_interval: Duration,
+    /// Peers a fresh change is pushed to, and that each receiver forwards it to.
+    pub fanout: usize,
+    /// Size of the active view: the peers anti-entropy rounds go to (sessions kept warm).
+    pub active_view: usize,
+    /// Probability per round of replacing one active peer with a random other peer.
+    pub active_rotation: f64,
+    /// Seed addresses to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// First retry delay while no peer is known; doubles up to `seed_backoff_max`.
+    pub seed_backoff_min: Duration,
+    /// Longest retry delay while no peer is known.
+    pub seed_backoff_max: Duration,
+    /// Probability that a round goes to a seed rather than a peer (heals partitions).
+    pub seed_probability: f64,
+    /// Most owners pushed or served in answer to one message (bounds bursts).
+    pub max_push_per_message: usize,
+    /// Seed of the node's random number generator (peer choice, jitter).
+    pub rng_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gossip_interval: Duration::from_secs(1),
+            fanout: 4,
+            active_view: 8,
+            active_rotation: 0.125,
+            seeds: Vec::new(),
+            seed_backoff_min: Duration::from_millis(500),
+            seed_backoff_max: Duration::from_secs(30),
+            seed_probability: 0.05,
+            max_push_per_message: 64,
+            rng_seed: 0,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub dst: SocketAddr,
+    /// The whole datagram, at most [`crate::session::MAX_DATAGRAM`] bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Something the driver may want to react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Some service entry or node status changed: rebuild views (DNS snapshot, API index).
+    CatalogChanged,
+    /// A node became known and alive.
+    MemberJoined(NodeInfo),
+    /// A node announced it left.
+    MemberLeft(NodeInfo),
+    /// An authenticated peer sent malformed or forged data and was banned.
+    Banned {
+        /// Who.
+        identity: IdentityPub,
+        /// Why.
+        reason: String,
+        /// For how long.
+        period: Duration,
+    },
+    /// An owner signed two different entries under one version (proof of misbehaviour).
+    Equivocation {
+        /// The owner.
+        owner: NodeId,
+        /// The entry's key.
+        key: String,
+        /// The version signed twice.
+        version: u64,
+    },
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Authenticated payloads that did not decode.
+    pub dropped_decode: u64,
+    /// Messages that decoded but broke a protocol rule (forged records included).
+    pub dropped_malformed: u64,
+    /// Anti-entropy rounds started.
+    pub rounds: u64,
+    /// Deltas that changed the table.
+    pub deltas_applied: u64,
+    /// Rumor datagrams forwarded.
+    pub rumors_forwarded: u64,
+    /// Deltas refused because a signature did not verify.
+    pub forged_records: u64,
+}
+
+/// Why a local command was refused. Nothing changed when an error is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The encoded instance would not fit one datagram.
+    #[error("service definition too large to gossip: {size} bytes encoded, at most {max}")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The instance id is empty or too long.
+    #[error("service ID must be 1..={max} bytes")]
+    BadId {
+        /// Limit.
+        max: usize,
+    },
+    /// The node has left; it accepts no more changes.
+    #[error("the node has left the cluster")]
+    Left,
+}

@@ -1,0 +1,183 @@
+//! Handling received messages: reconciliation, deltas (rumors included) and requests.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{Event, Gossip};
+use crate::chunk;
+use crate::message::{self, Delta, Message, NodeStatus, Want};
+use crate::reconcile;
+use crate::secure::Received;
+use crate::session::MAX_PAYLOAD;
+use crate::state::Applied;
+use crate::types::NodeId;
+
+/// Most ranges accepted in one `Reconcile` (more is malformed).
+const MAX_RANGES: usize = 64;
+/// Most wants accepted in one `Request` (more is malformed).
+const MAX_WANTS: usize = 128;
+
+impl Gossip {
+    /// Processes one received datagram. What does not authenticate is counted by the secure
+    /// layer and dropped; an authenticated peer that sends what does not decode, breaks a rule
+    /// or relays a forged record is banned. Never panics.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        let mut out = Vec::new();
+        let received = self.secure.recv(now, from, data, &mut out);
+        self.emit(out);
+        let Some(Received { identity, payload, .. }) = received else { return };
+        let msg = match Message::decode(&payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.dropped_decode += 1;
+                self.ban(now, identity, format!("undecodable message: {e}"));
+                return;
+            }
+        };
+        if msg.sender() != identity.node_id() {
+            self.stats.dropped_malformed += 1;
+            self.ban(now, identity, "message sender is not the session's identity".into());
+            return;
+        }
+        if self.peers.is_empty() && self.cfg.seeds.contains(&from) {
+            // A seed answers: retry soon rather than after a long backoff.
+            self.seed_backoff = self.cfg.seed_backoff_min;
+            self.next_seed_try = self.next_seed_try.min(now + self.cfg.seed_backoff_min);
+        }
+        match msg {
+            Message::Reconcile { initial, ranges, .. } => self.on_reconcile(now, from, identity, initial, &ranges),
+            Message::Delta { sender, delta } => self.on_delta(now, from, sender, identity, delta),
+            Message::Request { wants, .. } => self.on_request(now, from, identity, &wants),
+        }
+    }
+
+    fn ban(&mut self, now: Instant, identity: crate::secure::keys::IdentityPub, reason: String) {
+        let period = self.secure.ban(now, identity, &reason);
+        self.events.push_back(Event::Banned { identity, reason, period });
+    }
+
+    fn on_reconcile(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        identity: crate::secure::keys::IdentityPub,
+        initial: bool,
+        ranges: &[message::Range],
+    ) {
+        if ranges.len() > MAX_RANGES {
+            self.stats.dropped_malformed += 1;
+            self.ban(now, identity, format!("{} ranges in one message", ranges.len()));
+            return;
+        }
+        let out = reconcile::process(&self.table, ranges);
+        if out.malformed {
+            self.stats.dropped_malformed += 1;
+            self.ban(now, identity, "reconciliation items outside their range".into());
+            return;
+        }
+        let mut replies = chunk::pack_ranges(self.local.id, out.ranges, MAX_PAYLOAD);
+        if replies.is_empty() && initial {
+            replies.push(Message::Reconcile { sender: self.local.id, initial: false, ranges: Vec::new() });
+        }
+        for m in replies {
+            self.send(now, from, &m);
+        }
+        let me = self.local.id;
+        let wants: Vec<Want> = out.wants.into_iter().filter(|w| w.id != me).collect();
+        for m in chunk::pack_wants(me, wants, MAX_PAYLOAD) {
+            self.send(now, from, &m);
+        }
+        self.serve(now, from, &out.push);
+    }
+
+    /// Sends `to` the deltas it lacks for each want (at most `max_push_per_message` owners).
+    fn serve(&mut self, now: Instant, to: SocketAddr, wants: &[Want]) {
+        for w in wants.iter().take(self.cfg.max_push_per_message) {
+            for d in self.table.deltas_for(&w.id, w.generation, w.version, 0, MAX_PAYLOAD) {
+                self.send(now, to, &Message::Delta { sender: self.local.id, delta: d });
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        identity: crate::secure::keys::IdentityPub,
+        wants: &[Want],
+    ) {
+        if wants.len() > MAX_WANTS {
+            self.stats.dropped_malformed += 1;
+            self.ban(now, identity, format!("{} wants in one request", wants.len()));
+            return;
+        }
+        self.serve(now, from, wants);
+    }
+
+    fn on_delta(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: NodeId,
+        identity: crate::secure::keys::IdentityPub,
+        delta: Delta,
+    ) {
+        let owner = delta.node.id;
+        if owner == self.local.id {
+            return;
+        }
+        match self.table.apply(&delta) {
+            Applied::Stale => {}
+            Applied::Gap(want) => {
+                for m in chunk::pack_wants(self.local.id, vec![want], MAX_PAYLOAD) {
+                    self.send(now, from, &m);
+                }
+            }
+            Applied::Forged => {
+                self.stats.forged_records += 1;
+                self.stats.dropped_malformed += 1;
+                self.ban(now, identity, format!("relayed a record of {owner} whose signature does not verify"));
+            }
+            Applied::Equivocation { key, version } => {
+                self.events.push_back(Event::CatalogChanged);
+                self.events.push_back(Event::Equivocation { owner, key, version });
+            }
+            Applied::Changed { new_node, status_changed } => {
+                self.stats.deltas_applied += 1;
+                self.events.push_back(Event::CatalogChanged);
+                if new_node || status_changed {
+                    self.update_membership(&owner);
+                }
+                if delta.ttl > 0 {
+                    let targets = self.peers.choose_k(&mut self.rng, self.cfg.fanout, &[sender, owner]);
+                    let fwd = Delta { ttl: delta.ttl - 1, ..delta };
+                    for t in targets {
+                        self.stats.rumors_forwarded += 1;
+                        self.send_to_node(now, &t, &Message::Delta { sender: self.local.id, delta: fwd.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn update_membership(&mut self, id: &NodeId) {
+        let Some(node) = self.table.get(id) else { return };
+        let info = node.info.clone();
+        match node.status() {
+            NodeStatus::Alive => {
+                if self.peers.insert(*id) {
+                    self.seed_backoff = self.cfg.seed_backoff_min;
+                    self.events.push_back(Event::MemberJoined(info));
+                }
+            }
+            NodeStatus::Left => {
+                if self.peers.remove(id) {
+                    self.active.retain(|a| a != id);
+                    self.events.push_back(Event::MemberLeft(info));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The gossip state machine: one node's view of the cluster.
+//!
+//! Inputs: [`Gossip::handle_datagram`], [`Gossip::handle_timeout`] and local commands
+//! ([`Gossip::register`], [`Gossip::deregister`], [`Gossip::leave`]). Outputs are drained with
+//! [`Gossip::poll_transmit`], [`Gossip::poll_timeout`] and [`Gossip::poll_event`]. Time is
+//! always a parameter and randomness comes from seeds in the configuration: the same inputs give
+//! the same outputs, in the daemon and in the simulator alike.
+//!
+//! Every datagram goes through the [`SecureLayer`]: Noise sessions admitted by the cluster key.
+//! Every record is signed by its owner's identity and verified before it is applied.
+
+mod config;
+mod exchange;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use config::{CommandError, Config, Event, Stats, Transmit};
+
+use crate::message::{self, Entry, KEY_KEY, Message, NodeStatus, STATUS_KEY, Value};
+use crate::peers::PeerSet;
+use crate::rng::Rng;
+use crate::secure::keys::Binding;
+use crate::secure::{Outgoing, SecureConfig, SecureLayer, SecureStats};
+use crate::session::MAX_PAYLOAD;
+use crate::state::{NodeState, Table};
+use crate::types::{NodeId, NodeInfo, ServiceInstance};
+
+/// Largest encoded service entry accepted by [`Gossip::register`]: it must fit one datagram
+/// together with the largest delta header.
+pub const MAX_ENTRY: usize = MAX_PAYLOAD - 260;
+
+/// One node's gossip state machine.
+#[derive(Debug)]
+pub struct Gossip {
+    cfg: Config,
+    local: NodeInfo,
+    rng: Rng,
+    table: Table,
+    secure: SecureLayer,
+    peers: PeerSet,
+    active: Vec<NodeId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_round: Instant,
+    next_seed_try: Instant,
+    seed_backoff: std::time::Duration,
+    published_binding: Option<Binding>,
+    left: bool,
+    stats: Stats,
+}
+
+impl Gossip {
+    /// A node that knows only itself, starting at `now`. Its id is its identity's; `name`,
+    /// `addr` and `generation` are signed into its node info.
+    pub fn new(
+        mut cfg: Config,
+        secure: SecureConfig,
+        name: String,
+        addr: SocketAddr,
+        generation: u64,
+        now: Instant,
+    ) -> Gossip {
+        cfg.seeds.retain(|s| *s != addr);
+        let mut rng = Rng::from_seed(cfg.rng_seed);
+        let local = NodeInfo::signed(&secure.identity, name, addr, generation);
+        let secure = SecureLayer::new(secure, now);
+        let mut table = Table::new();
+        table.insert_local(local.clone());
+        table.write_local(secure.identity_key(), STATUS_KEY, Value::Status(NodeStatus::Alive));
+        let first = cfg.gossip_interval.mul_f64(rng.unit());
+        let mut g = Gossip {
+            seed_backoff: cfg.seed_backoff_min,
+            next_round: now + first,
+            next_seed_try: now,
+            cfg,
+            local,
+            rng,
+            table,
+            secure,
+            peers: PeerSet::default(),
+            active: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            published_binding: None,
+            left: false,
+            stats: Stats::default(),
+        };
+        g.publish_binding();
+        g
+    }
+
+    /// This node.
+    pub fn local(&self) -> &NodeInfo {
+        &self.local
+    }
+
+    /// Every known node (this one included), by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeState> {
+        self.table.iter()
+    }
+
+    /// One node's state.
+    pub fn node(&self, id: &NodeId) -> Option<&NodeState> {
+        self.table.get(id)
+    }
+
+    /// Number of peers believed alive.
+    pub fn live_peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Counters of the secure layer.
+    pub fn secure_stats(&self) -> &SecureStats {
+        self.secure.stats()
+    }
+
+    /// The secure layer (keyring, bans, bindings).
+    pub fn secure(&self) -> &SecureLayer {
+        &self.secure
+    }
+
+    /// Replaces the keyring (sessions under a removed key are closed).
+    pub fn set_keyring(&mut self, keyring: crate::secure::keys::Keyring) {
+        self.secure.set_keyring(keyring);
+    }
+
+    /// Count and fingerprint of the whole table (equal on two nodes = converged).
+    pub fn root_fingerprint(&self) -> (u64, u64) {
+        self.table.fingerprint(&NodeId::MIN, &message::Bound::Inf)
+    }
+
+    /// Starts from a copy of `other`'s table (owner states shared, not copied), as if this node
+    /// had already joined and converged with it. For simulations of large clusters; a real
+    /// agent joins through seeds.
+    pub fn warm_start_from(&mut self, other: &Gossip) {
+        self.table.adopt(&other.table, &self.local.id);
+        let me = self.local.id;
+        let ids: Vec<NodeId> = self
+            .table
+            .iter()
+            .filter(|n| n.info.id != me && n.status() == NodeStatus::Alive)
+            .map(|n| n.info.id)
+            .collect();
+        self.peers.reset(ids);
+    }
+
+    /// Learns `other`'s own state directly (shared, not copied). For building simulations.
+    pub fn learn_owner_from(&mut self, other: &Gossip) {
+        if let Some(state) = other.table.get_shared(&other.local.id) {
+            let state: Arc<NodeState> = Arc::clone(state);
+            self.table.adopt_owner(&state);
+            self.update_membership(&other.local.id);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Gossip::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let secure = self.secure.poll_timeout();
+        if self.left {
+            return secure;
+        }
+        let mut t = self.next_round;
+        if self.peers.is_empty() && !self.cfg.seeds.is_empty() {
+            t = t.min(self.next_seed_try);
+        }
+        Some(secure.map_or(t, |s| s.min(t)))
+    }
+
+    /// Registers (or replaces) a local service instance and spreads it at once.
+    pub fn register(&mut self, now: Instant, inst: ServiceInstance) -> Result<(), CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        let (key, value) = check_instance(inst)?;
+        if self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)).is_some_and(|old| old.value == value) {
+            return Ok(());
+        }
+        self.write_local(now, &key, value);
+        Ok(())
+    }
+
+    /// Removes a local service instance (a tombstone spreads). False if it was not registered.
+    pub fn deregister(&mut self, now: Instant, id: &str) -> Result<bool, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        let key = format!("svc/{id}");
+        let present = self
+            .table
+            .get(&self.local.id)
+            .and_then(|n| n.entries.get(&key))
+            .is_some_and(|e| matches!(e.value, Value::Service(_)));
+        if present {
+            self.write_local(now, &key, Value::Tombstone);
+        }
+        Ok(present)
+    }
+
+    /// The local service instances.
+    pub fn local_services(&self) -> Vec<ServiceInstance> {
+        self.table.get(&self.local.id).map(|n| services_of(n).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Announces a graceful leave to twice the fanout, and stops starting rounds. The driver
+    /// should flush transmits, then stop.
+    pub fn leave(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        let before = self.own_version();
+        self.table.write_local(self.secure.identity_key(), STATUS_KEY, Value::Status(NodeStatus::Left));
+        self.rumor(now, before, self.cfg.fanout * 2);
+        self.left = true;
+    }
+
+    fn own_version(&self) -> u64 {
+        self.table.get(&self.local.id).map_or(0, |n| n.max_version)
+    }
+
+    fn write_local(&mut self, now: Instant, key: &str, value: Value) {
+        let before = self.own_version();
+        self.table.write_local(self.secure.identity_key(), key, value);
+        self.events.push_back(Event::CatalogChanged);
+        self.rumor(now, before, self.cfg.fanout);
+    }
+
+    /// Writes the current static-key binding as the `@key` entry when it changed (at start and
+    /// after each rotation), so that peers can open 1-RTT IK handshakes.
+    fn publish_binding(&mut self) {
+        let b = self.secure.binding();
+        if self.published_binding != Some(b) {
+            self.published_binding = Some(b);
+            self.table.write_local(self.secure.identity_key(), KEY_KEY, Value::Binding(b));
+        }
+    }
+
+    fn rumor_ttl(&self) -> u8 {
+        // Forwarding happens only on news, so the TTL is a safety bound, not the spreading
+        // mechanism: generous, about 2 log2(N).
+        let n = self.peers.len() as f64 + 1.0;
+        (2.0 * n.log2().ceil() + 2.0).clamp(2.0, 40.0) as u8
+    }
+
+    /// Pushes the local entries newer than `from` to `k` random peers.
+    fn rumor(&mut self, now: Instant, from: u64, k: usize) {
+        let ttl = self.rumor_ttl();
+        let deltas = self.table.deltas_for(&self.local.id, self.local.generation, from, ttl, MAX_PAYLOAD);
+        let targets = self.peers.choose_k(&mut self.rng, k, &[]);
+        for t in targets {
+            for d in &deltas {
+                self.send_to_node(now, &t, &Message::Delta { sender: self.local.id, delta: d.clone() });
+            }
+        }
+    }
+
+    /// The binding a node published, if it is known.
+    fn binding_of(&self, id: &NodeId) -> Option<Binding> {
+        match self.table.get(id)?.entries.get(KEY_KEY).map(|e| &e.value) {
+            Some(Value::Binding(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn send_to_node(&mut self, now: Instant, id: &NodeId, msg: &Message) {
+        if let Some(addr) = self.table.get(id).map(|n| n.info.addr) {
+            let hint = self.binding_of(id);
+            self.send_with(now, addr, hint, msg);
+        }
+    }
+
+    fn send(&mut self, now: Instant, dst: SocketAddr, msg: &Message) {
+        self.send_with(now, dst, None, msg);
+    }
+
+    fn send_with(&mut self, now: Instant, dst: SocketAddr, hint: Option<Binding>, msg: &Message) {
+        let payload = msg.encode();
+        debug_assert!(payload.len() <= MAX_PAYLOAD, "message of {} bytes", payload.len());
+        let mut out = Vec::new();
+        self.secure.send(now, dst, hint, &payload, &mut out);
+        self.emit(out);
+    }
+
+    fn emit(&mut self, out: Vec<Outgoing>) {
+        for o in out {
+            self.stats.datagrams_out += 1;
+            self.stats.bytes_out += o.bytes.len() as u64;
+            self.transmits.push_back(Transmit { dst: o.dst, payload: o.bytes });
+        }
+    }
+
+    /// Advances timers: anti-entropy rounds, seed retries, and the secure layer's handshake
+    /// retries and key rotation.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut out = Vec::new();
+        self.secure.handle_timeout(now, &mut out);
+        self.emit(out);
+        if self.left {
+            return;
+        }
+        self.publish_binding();
+        if now >= self.next_round {
+            let jitter = 0.9 + 0.2 * self.rng.unit();
+            self.next_round = now + self.cfg.gossip_interval.mul_f64(jitter);
+            self.round(now);
+        }
+        if self.peers.is_empty() && !self.cfg.seeds.is_empty() && now >= self.next_seed_try {
+            self.next_seed_try = now + self.seed_backoff;
+            self.seed_backoff = (self.seed_backoff * 2).min(self.cfg.seed_backoff_max);
+            // Our own state goes along with the opening, so that a seed learns of us from one
+            // exchange even when the rest of it is lost.
+            let own = self.table.deltas_for(&self.local.id, 0, 0, 0, MAX_PAYLOAD);
+            for seed in self.cfg.seeds.clone() {
+                self.open_exchange(now, seed, None);
+                for d in &own {
+                    self.send(now, seed, &Message::Delta { sender: self.local.id, delta: d.clone() });
+                }
+            }
+        }
+    }
+
+    /// Keeps the active view full and slowly rotating, and returns a random member of it.
+    fn active_partner(&mut self) -> Option<NodeId> {
+        self.active.retain(|id| self.peers.contains(id));
+        let want = self.cfg.active_view.min(self.peers.len());
+        let rotate = !self.active.is_empty() && self.rng.unit() < self.cfg.active_rotation;
+        if rotate && self.active.len() >= want && self.peers.len() > self.active.len() {
+            let i = self.rng.index(self.active.len());
+            self.active.swap_remove(i);
+        }
+        let mut tries = 0;
+        while self.active.len() < want && tries < 4 * want + 8 {
+            tries += 1;
+            if let Some(c) = self.peers.choose(&mut self.rng) {
+                if !self.active.contains(&c) {
+                    self.active.push(c);
+                }
+            }
+        }
+        (!self.active.is_empty()).then(|| self.active[self.rng.index(self.active.len())])
+    }
+
+    fn round(&mut self, now: Instant) {
+        if !self.cfg.seeds.is_empty() && self.rng.unit() < self.cfg.seed_probability {
+            let seed = self.cfg.seeds[self.rng.index(self.cfg.seeds.len())];
+            self.stats.rounds += 1;
+            self.open_exchange(now, seed, None);
+        } else if let Some(id) = self.active_partner() {
+            if let Some(addr) = self.table.get(&id).map(|n| n.info.addr) {
+                self.stats.rounds += 1;
+                let hint = self.binding_of(&id);
+                self.open_exchange(now, addr, hint);
+            }
+        }
+    }
+
+    fn open_exchange(&mut self, now: Instant, addr: SocketAddr, hint: Option<Binding>) {
+        let msg = Message::Reconcile {
+            sender: self.local.id,
+            initial: true,
+            ranges: vec![crate::reconcile::opening(&self.table)],
+        };
+        self.send_with(now, addr, hint, &msg);
+    }
+}
+
+/// Checks that an instance can be gossiped (id length, encoded size) and returns its key and
+/// value. [`Gossip::register`] refuses exactly what this refuses.
+pub fn check_instance(inst: ServiceInstance) -> Result<(String, Value), CommandError> {
+    if inst.id.is_empty() || inst.id.len() > message::MAX_KEY - 4 {
+        return Err(CommandError::BadId { max: message::MAX_KEY - 4 });
+    }
+    let entry = Entry { key: format!("svc/{}", inst.id), version: u64::MAX, value: Value::Service(inst), sig: [0; 64] };
+    let size = message::entry_len(&entry);
+    if size > MAX_ENTRY {
+        return Err(CommandError::TooLarge { size, max: MAX_ENTRY });
+    }
+    Ok((entry.key, entry.value))
+}
+
+/// The live (non-deleted) service instances of a node.
+pub fn services_of(node: &NodeState) -> impl Iterator<Item = &ServiceInstance> {
+    node.entries.values().filter_map(|e| match &e.value {
+        Value::Service(s) => Some(s),
+        _ => None,
+    })
+}
