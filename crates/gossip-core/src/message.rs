@@ -93,6 +93,10 @@ pub const STATUS_KEY: &str = "@status";
 
 /// Key of the entry holding the owner's current static-key binding.
 pub const KEY_KEY: &str = "@key";
+/// Key of the entry holding a cluster keyring written by this owner (an operator's change).
+pub const KEYRING_KEY: &str = "@keyring";
+/// Most cluster keys in a keyring.
+pub const MAX_KEYRING: usize = 16;
 
 /// The value of an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +109,14 @@ pub enum Value {
     Service(ServiceInstance),
     /// The owner's current Noise static key, bound to its identity (key [`KEY_KEY`]).
     Binding(Binding),
+    /// A cluster keyring (key [`KEYRING_KEY`]): every node adopts the one with the highest
+    /// stamp it has seen.
+    Keyring {
+        /// Ordering stamp: `max(wall clock seconds, highest stamp seen + 1)` at the change.
+        stamp: u64,
+        /// The keys, primary first (1..=[`MAX_KEYRING`]).
+        keys: Vec<[u8; 32]>,
+    },
 }
 
 /// A versioned entry, signed by its owner.
@@ -462,6 +474,14 @@ fn encode_entry_body(w: &mut Writer, e: &Entry) {
             w.u8(3);
             b.encode(w);
         }
+        Value::Keyring { stamp, keys } => {
+            w.u8(4);
+            w.varint(*stamp);
+            w.varint(keys.len() as u64);
+            for k in keys {
+                w.bytes(k);
+            }
+        }
     }
 }
 
@@ -479,6 +499,20 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         }),
         2 => Value::Service(decode_service(r)?),
         3 => Value::Binding(Binding::decode(r)?),
+        4 => {
+            let stamp = r.varint()?;
+            let n = r.count(32)?;
+            if n == 0 || n > MAX_KEYRING {
+                return Err(DecodeError::OutOfRange("keyring size"));
+            }
+            let mut keys = Vec::with_capacity(n);
+            for _ in 0..n {
+                let mut k = [0u8; 32];
+                k.copy_from_slice(r.bytes(32)?);
+                keys.push(k);
+            }
+            Value::Keyring { stamp, keys }
+        }
         tag => {
             return Err(DecodeError::BadTag { what: "entry value", tag });
         }

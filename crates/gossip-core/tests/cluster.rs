@@ -246,3 +246,47 @@ fn idle_cost_is_small() {
     println!("idle cost {per_node_per_sec:.1} B/s per node");
     assert!(per_node_per_sec < 250.0, "idle cost {per_node_per_sec} B/s per node");
 }
+
+#[test]
+fn a_keyring_change_spreads_and_the_old_key_then_stops_working() {
+    let mut net = Net::new(6, 8, 0.0);
+    net.run_until(net.start + Duration::from_secs(15));
+    assert!(net.converged());
+    let (old, new) = ([42u8; 32], [43u8; 32]);
+    // Install the new key as primary, keeping the old one accepted.
+    let now = net.now;
+    net.nodes[2].change_keyring(now, vec![new, old]).unwrap();
+    net.flush(2);
+    net.run_until(now + Duration::from_secs(5));
+    let stamp = net.nodes[2].keyring_stamp();
+    for g in &net.nodes {
+        assert_eq!(g.keyring_stamp(), stamp, "every node adopted the new keyring");
+        assert_eq!(g.secure().keyring().keys().len(), 2);
+    }
+    // Registrations keep converging under the new key.
+    let now = net.now;
+    net.nodes[4].register(now, svc("after", "after")).unwrap();
+    net.flush(4);
+    net.run_until(now + Duration::from_secs(5));
+    assert!((0..6).all(|i| net.knows_service(i, "after")));
+    // Remove the old key everywhere (from another node).
+    let now = net.now;
+    net.nodes[5].change_keyring(now, vec![new]).unwrap();
+    net.flush(5);
+    net.run_until(now + Duration::from_secs(5));
+    for g in &net.nodes {
+        assert_eq!(g.secure().keyring().keys().len(), 1);
+    }
+    // A node that only knows the old key gets nothing back from anyone.
+    let now = net.now;
+    let cfg = Config { seeds: vec![addr(0)], rng_seed: 1, ..Config::default() };
+    let mut sec = secure(77, 77);
+    sec.keyring = Keyring::new(ClusterKey::new(old));
+    sec.wall_clock_at_start = WALL + now.duration_since(net.start).as_nanos() as u64;
+    net.nodes.push(Gossip::new(cfg, sec, "stale".into(), addr(6), 1, now));
+    net.by_addr.insert(addr(6), 6);
+    net.down.push(false);
+    net.run_until(now + Duration::from_secs(10));
+    assert_eq!(net.nodes[6].live_peers(), 0, "the old key must no longer admit anyone");
+    assert_eq!(net.nodes[6].stats().datagrams_in, 0, "zero reply bytes to the old key");
+}

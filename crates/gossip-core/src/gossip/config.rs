@@ -29,6 +29,9 @@ pub struct Config {
     pub max_push_per_message: usize,
     /// Seed of the node's random number generator (peer choice, jitter).
     pub rng_seed: u64,
+    /// Stamp of the keyring the node starts with (0 for one given on the command line; the
+    /// stored stamp for one adopted or changed earlier).
+    pub keyring_stamp: u64,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             seed_probability: 0.05,
             max_push_per_message: 64,
             rng_seed: 0,
+            keyring_stamp: 0,
         }
     }
 }
@@ -75,6 +79,14 @@ pub enum Event {
         reason: String,
         /// For how long.
         period: Duration,
+    },
+    /// The cluster keyring changed (an operator's change, here or adopted from a peer): persist
+    /// it. Keys primary first.
+    KeyringChanged {
+        /// Ordering stamp of the keyring now in force.
+        stamp: u64,
+        /// The keys, primary first.
+        keys: Vec<[u8; 32]>,
     },
     /// An owner signed two different entries under one version (proof of misbehaviour).
     Equivocation {
@@ -133,4 +145,10 @@ pub enum CommandError {
     /// The node has left; it accepts no more changes.
     #[error("the node has left the cluster")]
     Left,
+    /// A keyring must hold 1 to 16 distinct keys.
+    #[error("a keyring must hold 1 to {max} distinct keys")]
+    BadKeyring {
+        /// Limit.
+        max: usize,
+    },
 }

@@ -147,6 +147,9 @@ impl Gossip {
             Applied::Changed { new_node, status_changed } => {
                 self.stats.deltas_applied += 1;
                 self.events.push_back(Event::CatalogChanged);
+                if delta.entries.iter().any(|e| e.key == crate::message::KEYRING_KEY) {
+                    self.consider_keyring(&owner);
+                }
                 if new_node || status_changed {
                     self.update_membership(&owner);
                 }

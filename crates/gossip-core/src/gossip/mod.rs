@@ -48,6 +48,7 @@ pub struct Gossip {
     next_seed_try: Instant,
     seed_backoff: std::time::Duration,
     published_binding: Option<Binding>,
+    keyring_stamp: u64,
     left: bool,
     stats: Stats,
 }
@@ -85,9 +86,11 @@ impl Gossip {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             published_binding: None,
+            keyring_stamp: 0,
             left: false,
             stats: Stats::default(),
         };
+        g.keyring_stamp = g.cfg.keyring_stamp;
         g.publish_binding();
         g
     }
@@ -127,9 +130,52 @@ impl Gossip {
         &self.secure
     }
 
-    /// Replaces the keyring (sessions under a removed key are closed).
-    pub fn set_keyring(&mut self, keyring: crate::secure::keys::Keyring) {
-        self.secure.set_keyring(keyring);
+    /// Changes the cluster keyring everywhere (as `serf keys`): applies `keys` (primary first)
+    /// here, and writes them as this node's `@keyring` entry with a stamp above any seen, so
+    /// that every node adopts them. Sessions under a removed key are closed.
+    pub fn change_keyring(&mut self, now: Instant, keys: Vec<[u8; 32]>) -> Result<u64, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        let mut distinct = keys.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if keys.is_empty() || keys.len() > message::MAX_KEYRING || distinct.len() != keys.len() {
+            return Err(CommandError::BadKeyring { max: message::MAX_KEYRING });
+        }
+        let wall = self.secure.wall_nanos(now) / 1_000_000_000;
+        let stamp = wall.max(self.keyring_stamp + 1);
+        self.adopt_keyring(stamp, keys.clone());
+        self.write_local(now, message::KEYRING_KEY, Value::Keyring { stamp, keys });
+        Ok(stamp)
+    }
+
+    /// Stamp of the keyring in force.
+    pub fn keyring_stamp(&self) -> u64 {
+        self.keyring_stamp
+    }
+
+    fn adopt_keyring(&mut self, stamp: u64, keys: Vec<[u8; 32]>) {
+        let mut iter = keys.iter().map(|k| crate::secure::keys::ClusterKey::new(*k));
+        let Some(primary) = iter.next() else { return };
+        let mut ring = crate::secure::keys::Keyring::new(primary);
+        for k in iter {
+            ring.install(k);
+        }
+        self.secure.set_keyring(ring);
+        self.keyring_stamp = stamp;
+        self.events.push_back(Event::KeyringChanged { stamp, keys });
+    }
+
+    /// Adopts `owner`'s `@keyring` if it is newer than the one in force.
+    fn consider_keyring(&mut self, owner: &NodeId) {
+        let newer = match self.table.get(owner).and_then(|n| n.entries.get(message::KEYRING_KEY)).map(|e| &e.value) {
+            Some(Value::Keyring { stamp, keys }) if *stamp > self.keyring_stamp => Some((*stamp, keys.clone())),
+            _ => None,
+        };
+        if let Some((stamp, keys)) = newer {
+            self.adopt_keyring(stamp, keys);
+        }
     }
 
     /// Count and fingerprint of the whole table (equal on two nodes = converged).

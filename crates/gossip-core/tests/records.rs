@@ -1,0 +1,216 @@
+//! Owner-signed records: a replica applies only what the owner signed. An altered, re-signed
+//! or forged record is refused and its relay banned; two different records signed under one
+//! version are reported as proof of misbehaviour.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use gossip_core::message::{Delta, Entry, Message, Value};
+use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
+use gossip_core::secure::{SecureConfig, SecureLayer};
+use gossip_core::state::{Applied, Table};
+use gossip_core::{Config, Event, Gossip, NodeInfo, ServiceInstance};
+
+const WALL: u64 = 1_790_000_000_000_000_000;
+
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, i], 7946))
+}
+
+fn svc(port: u16) -> Value {
+    Value::Service(ServiceInstance { id: "web".into(), name: "web".into(), port, ..Default::default() })
+}
+
+fn owner_delta(owner: &Identity, entries: Vec<Entry>) -> Delta {
+    let info = NodeInfo::signed(owner, "owner".into(), addr(1), 1);
+    let to = entries.iter().map(|e| e.version).max().unwrap_or(0);
+    Delta { ttl: 0, node: info, from_version: 0, to_version: to, entries }
+}
+
+#[test]
+fn signed_records_apply_and_tampered_ones_do_not() {
+    let owner = Identity::from_secret([1; 32]);
+    let relay = Identity::from_secret([2; 32]);
+    let good = Entry::signed(&owner, 1, "svc/web", 1, svc(80));
+
+    let mut t = Table::new();
+    assert!(matches!(t.apply(&owner_delta(&owner, vec![good.clone()])), Applied::Changed { .. }));
+
+    // Altered value, owner's signature kept.
+    let mut altered = Entry::signed(&owner, 1, "svc/web", 2, svc(80));
+    altered.value = svc(8080);
+    let mut t = Table::new();
+    assert_eq!(t.apply(&owner_delta(&owner, vec![good.clone(), altered])), Applied::Forged);
+    assert!(t.is_empty(), "nothing of a forged delta is applied");
+
+    // Re-signed by the relay.
+    let resigned = Entry::signed(&relay, 1, "svc/web", 1, svc(8080));
+    assert_eq!(Table::new().apply(&owner_delta(&owner, vec![resigned])), Applied::Forged);
+
+    // Node info re-signed by the relay (claims the owner's identity).
+    let mut d = owner_delta(&owner, vec![good.clone()]);
+    d.node.sig = relay.sign(&d.node.signed_bytes());
+    assert_eq!(Table::new().apply(&d), Applied::Forged);
+
+    // Node info altered (address changed under the owner's signature).
+    let mut d = owner_delta(&owner, vec![good.clone()]);
+    d.node.addr = addr(9);
+    assert_eq!(Table::new().apply(&d), Applied::Forged);
+
+    // An entry signed for another generation does not verify in this one.
+    let other_gen = Entry::signed(&owner, 2, "svc/web", 1, svc(80));
+    assert_eq!(Table::new().apply(&owner_delta(&owner, vec![other_gen])), Applied::Forged);
+}
+
+#[test]
+fn two_records_under_one_version_are_proof_of_misbehaviour() {
+    let owner = Identity::from_secret([1; 32]);
+    let mut t = Table::new();
+    let a = Entry::signed(&owner, 1, "svc/web", 1, svc(80));
+    assert!(matches!(t.apply(&owner_delta(&owner, vec![a])), Applied::Changed { .. }));
+    let b = Entry::signed(&owner, 1, "svc/web", 1, svc(81));
+    let mut d = owner_delta(&owner, vec![b]);
+    d.to_version = 2; // claims news, so the replica looks at it
+    assert_eq!(t.apply(&d), Applied::Equivocation { key: "svc/web".into(), version: 1 });
+}
+
+#[test]
+fn a_relay_of_a_forged_record_is_banned() {
+    let now = t0();
+    let key = ClusterKey::new([9; 32]);
+    let victim_sec = SecureConfig::new(Identity::from_secret([3; 32]), Keyring::new(key.clone()), WALL, [3; 32]);
+    let mut victim = Gossip::new(Config::default(), victim_sec, "victim".into(), addr(3), 1, now);
+    // The attacker holds the cluster key (a compromised member) and speaks the session layer.
+    let attacker_id = Identity::from_secret([4; 32]);
+    let mut attacker = SecureLayer::new(SecureConfig::new(attacker_id.clone(), Keyring::new(key), WALL, [4; 32]), now);
+
+    let owner = Identity::from_secret([1; 32]);
+    let mut forged = Entry::signed(&owner, 1, "svc/web", 1, svc(80));
+    forged.value = svc(6666);
+    let msg = Message::Delta { sender: attacker_id.node_id(), delta: owner_delta(&owner, vec![forged]) };
+    let mut out = Vec::new();
+    attacker.send(now, addr(3), None, &msg.encode(), &mut out);
+    for _ in 0..10 {
+        for o in std::mem::take(&mut out) {
+            victim.handle_datagram(now, addr(4), &o.bytes);
+        }
+        while let Some(t) = victim.poll_transmit() {
+            let _ = attacker.recv(now, addr(3), &t.payload, &mut out);
+        }
+    }
+    assert_eq!(victim.stats().forged_records, 1);
+    let mut banned = false;
+    while let Some(e) = victim.poll_event() {
+        if let Event::Banned { identity, period, .. } = e {
+            assert_eq!(identity, attacker_id.public());
+            assert_eq!(period, Duration::from_secs(60));
+            banned = true;
+        }
+    }
+    assert!(banned, "the relay of a forged record must be banned");
+    assert!(victim.secure().is_banned(now, &attacker_id.public()));
+    assert!(!victim.nodes().any(|n| n.info.id == owner.node_id()), "nothing of the forgery applied");
+}
+
+/// Delivers datagrams between a victim `Gossip` (at address 3) and a raw `SecureLayer` peer
+/// (at `peer_addr`) until quiet; returns what the peer received.
+fn pump(
+    now: Instant,
+    victim: &mut Gossip,
+    peer: &mut SecureLayer,
+    peer_addr: SocketAddr,
+    mut out: Vec<gossip_core::secure::Outgoing>,
+) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        for o in std::mem::take(&mut out) {
+            victim.handle_datagram(now, peer_addr, &o.bytes);
+        }
+        while let Some(t) = victim.poll_transmit() {
+            if let Some(r) = peer.recv(now, addr(3), &t.payload, &mut out) {
+                got.push(r.payload);
+            }
+        }
+    }
+    got
+}
+
+fn reconcile_from(id: &Identity) -> Vec<u8> {
+    let range = gossip_core::message::Range {
+        lo: gossip_core::NodeId::MIN,
+        hi: gossip_core::message::Bound::Inf,
+        body: gossip_core::message::RangeBody::Fingerprint { count: 0, fp: 0 },
+    };
+    Message::Reconcile { sender: id.node_id(), initial: true, ranges: vec![range] }.encode()
+}
+
+#[test]
+fn malformed_payloads_ban_the_peer_which_is_forgiven_later() {
+    let start = t0();
+    let key = ClusterKey::new([9; 32]);
+    let sec = SecureConfig::new(Identity::from_secret([3; 32]), Keyring::new(key.clone()), WALL, [3; 32]);
+    let mut victim = Gossip::new(Config::default(), sec, "victim".into(), addr(3), 1, start);
+    let peer_id = Identity::from_secret([5; 32]);
+    let mut peer = SecureLayer::new(SecureConfig::new(peer_id.clone(), Keyring::new(key), WALL, [5; 32]), start);
+
+    let mut out = Vec::new();
+    peer.send(start, addr(3), None, b"\x07 not a message", &mut out);
+    pump(start, &mut victim, &mut peer, addr(5), out);
+    assert!(victim.secure().is_banned(start, &peer_id.public()));
+    assert_eq!(victim.stats().dropped_decode, 1);
+
+    // While banned, even a valid message gets nothing back.
+    let mut out = Vec::new();
+    let mut fresh = SecureLayer::new(
+        SecureConfig::new(peer_id.clone(), Keyring::new(ClusterKey::new([9; 32])), WALL, [6; 32]),
+        start,
+    );
+    fresh.send(start, addr(3), None, &reconcile_from(&peer_id), &mut out);
+    assert!(pump(start, &mut victim, &mut fresh, addr(5), out).is_empty());
+
+    // After the ban period the same identity is served again.
+    let later = start + Duration::from_secs(61);
+    victim.handle_timeout(later);
+    while victim.poll_transmit().is_some() {}
+    let mut again = SecureLayer::new(
+        SecureConfig::new(peer_id.clone(), Keyring::new(ClusterKey::new([9; 32])), WALL + 61_000_000_000, [7; 32]),
+        later,
+    );
+    let mut out = Vec::new();
+    again.send(later, addr(3), None, &reconcile_from(&peer_id), &mut out);
+    let answers = pump(later, &mut victim, &mut again, addr(5), out);
+    assert!(!answers.is_empty(), "forgiven: the reconciliation is answered");
+}
+
+#[test]
+fn spoofed_source_garbage_does_not_ban_the_honest_node() {
+    let now = t0();
+    let key = ClusterKey::new([9; 32]);
+    let sec = SecureConfig::new(Identity::from_secret([3; 32]), Keyring::new(key.clone()), WALL, [3; 32]);
+    let mut victim = Gossip::new(Config::default(), sec, "victim".into(), addr(3), 1, now);
+    let honest_id = Identity::from_secret([5; 32]);
+    let mut honest = SecureLayer::new(SecureConfig::new(honest_id.clone(), Keyring::new(key), WALL, [5; 32]), now);
+    let mut out = Vec::new();
+    honest.send(now, addr(3), None, &reconcile_from(&honest_id), &mut out);
+    assert!(!pump(now, &mut victim, &mut honest, addr(5), out).is_empty());
+
+    // Garbage "from" the honest node's address: every packet type, random bytes.
+    let mut rng = gossip_core::rng::Rng::from_seed(1);
+    for i in 0..2000u32 {
+        let len = 1 + (i as usize * 7) % 1200;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        bytes[0] = 0x11 + (i % 8) as u8;
+        victim.handle_datagram(now, addr(5), &bytes);
+    }
+    assert!(victim.poll_transmit().is_none(), "garbage is never answered");
+    assert!(!victim.secure().is_banned(now, &honest_id.public()));
+    // The honest node's session still works.
+    let mut out = Vec::new();
+    honest.send(now, addr(3), None, &reconcile_from(&honest_id), &mut out);
+    assert!(!pump(now, &mut victim, &mut honest, addr(5), out).is_empty());
+}
