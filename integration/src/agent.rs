@@ -37,9 +37,15 @@ pub struct Options {
     pub http: Option<SocketAddr>,
     /// Service definition directory.
     pub config_dir: Option<PathBuf>,
+    /// Cluster key file; default: `cluster.key` in the test's root directory (one key per test,
+    /// created on first use).
+    pub cluster_key_file: Option<PathBuf>,
     /// Extra arguments.
     pub extra: Vec<String>,
 }
+
+/// A fixed test key (base64 of 32 bytes) for the default cluster key file.
+pub const TEST_KEY: &str = "dGhpcyBpcyB0aGUgdGVzdCBjbHVzdGVyIGtleSEhISE=";
 
 /// A running agent. Killed (SIGKILL) when dropped.
 #[derive(Debug)]
@@ -82,6 +88,17 @@ fn spawn(opts: &Options, data_dir: &Path) -> Child {
     for s in &opts.seeds {
         cmd.arg("--seed").arg(s.to_string());
     }
+    let key_file = match &opts.cluster_key_file {
+        Some(f) => f.clone(),
+        None => {
+            let f = data_dir.parent().unwrap_or(data_dir).join("cluster.key");
+            if !f.exists() {
+                std::fs::write(&f, TEST_KEY).expect("write the test cluster key");
+            }
+            f
+        }
+    };
+    cmd.arg("--cluster-key-file").arg(key_file);
     if let Some(d) = &opts.config_dir {
         cmd.arg("--config-dir").arg(d);
     }
@@ -179,6 +196,25 @@ impl Agent {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// One counter of `/v1/agent/metrics`, e.g. `("Secure", "HandshakesCompleted")`.
+    pub fn metric(&self, group: &str, name: &str) -> u64 {
+        self.get("/v1/agent/metrics").ok().and_then(|v| v[group][name].as_u64()).unwrap_or(0)
+    }
+
+    /// Sends a JSON body with `method` (POST, PUT, DELETE); returns (status, body text).
+    pub fn send(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = self.url(path);
+        let resp = match method {
+            "POST" => agent.post(&url).content_type("application/json").send(body),
+            "DELETE" => agent.delete(&url).force_send_body().content_type("application/json").send(body),
+            _ => agent.put(&url).content_type("application/json").send(body),
+        };
+        let mut resp = resp.expect("HTTP request");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
     }
 
     /// The agent's log so far.

@@ -361,3 +361,29 @@ fn a_lost_xx_final_message_is_retransmitted() {
     assert_eq!(p.got_b.len(), 1);
     assert_eq!(p.got_b[0].payload, b"x");
 }
+
+#[test]
+fn a_restarted_peer_is_reached_again_with_a_new_handshake() {
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    let old_binding = p.b.binding();
+    p.a_sends(b"before", false);
+    assert_eq!(p.got_b.len(), 1);
+    // b restarts: same identity, new process, no sessions, a new static key.
+    p.b = layer_cfg(2, 9, p.now, |c| c.seed = [77; 32]);
+    p.got_b.clear();
+    let mut out = Vec::new();
+    p.a.send(p.now, addr(2), Some(old_binding), b"lost", &mut out);
+    p.run(out, addr(1));
+    assert!(p.got_b.is_empty(), "the old session is gone on b's side");
+    // After the dead-session delay a's next send opens a new handshake (IK to the stale key
+    // fails, then XX), and traffic flows again.
+    p.tick(Duration::from_secs(6));
+    let mut out = Vec::new();
+    p.a.send(p.now, addr(2), Some(old_binding), b"after", &mut out);
+    p.run(out, addr(1));
+    for _ in 0..5 {
+        p.tick(Duration::from_millis(1100));
+    }
+    assert!(p.got_b.iter().any(|r| r.payload == b"after"), "got {:?}", p.got_b.len());
+}

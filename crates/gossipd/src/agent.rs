@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
-use gossip_core::{Config, Gossip, NodeInfo};
+use gossip_core::secure::SecureConfig;
+use gossip_core::secure::keys::{ClusterKey, Keyring};
+use gossip_core::{Config, Gossip};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
@@ -32,6 +34,14 @@ fn data_dir_path(args: &AgentArgs) -> anyhow::Result<PathBuf> {
         (None, true) => Ok(std::env::temp_dir().join(format!("gossipd-dev-{}", std::process::id()))),
         (None, false) => bail!("--data-dir is required (or use --dev)"),
     }
+}
+
+fn seed32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    for chunk in b.chunks_mut(8) {
+        chunk.copy_from_slice(&random_seed().to_le_bytes());
+    }
+    b
 }
 
 fn random_seed() -> u64 {
@@ -126,15 +136,34 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let services = initial_services(&args, &data, http_addr.port())?;
     data.save_services(&services).context("cannot store the registrations")?;
 
+    let flag_key = crate::keys::flag_key(args.cluster_key_file.as_deref())?;
+    let flag_key = match (flag_key, args.dev) {
+        (None, true) if data.read(crate::keys::KEYRING_FILE)?.is_none() => {
+            let k = crate::keys::generate()?;
+            tracing::info!("--dev: generated a cluster key (stored in the data dir's keyring.json)");
+            Some(k)
+        }
+        (k, _) => k,
+    };
+    let ring = crate::keys::load(&data, flag_key)?;
+    crate::keys::save(&data, ring.stamp, &ring.keys).context("cannot store the keyring")?;
+    let mut keyring = Keyring::new(ClusterKey::new(ring.keys[0]));
+    for k in &ring.keys[1..] {
+        keyring.install(ClusterKey::new(*k));
+    }
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut secure = SecureConfig::new(node.identity.clone(), keyring, wall, seed32());
+    secure.rotation = args.key_rotation;
+    secure.overlap = (args.key_rotation / 4).max(Duration::from_secs(60));
     let cfg = Config {
         gossip_interval: Duration::from_millis(args.gossip_interval_ms),
         seeds,
         rng_seed: random_seed(),
+        keyring_stamp: ring.stamp,
         ..Config::default()
     };
-    let info = NodeInfo { id: node.id, name: node.name.clone(), addr: advertise, generation: node.generation };
     let now = Instant::now();
-    let mut gossip = Gossip::new(cfg, info, now);
+    let mut gossip = Gossip::new(cfg, secure, node.name.clone(), advertise, node.generation, now);
     for def in &services {
         gossip.register(now, def.to_instance()).with_context(|| format!("service {:?}", def.id))?;
     }

@@ -41,6 +41,43 @@ pub enum Command {
     Members(ClientArgs),
     /// List, register or deregister services.
     Services(ServicesArgs),
+    /// Print a new random cluster key (base64 of 32 bytes).
+    Keygen,
+    /// List or change the cluster keyring (the change spreads to every agent).
+    Keys(KeysArgs),
+}
+
+/// `gossipd keys` flags and subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to do with the keyring.
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// `gossipd keys` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// List the installed keys (primary first).
+    List,
+    /// Install a key everywhere: accepted, not yet used to send.
+    Install {
+        /// The key (base64, from `gossipd keygen`).
+        key: String,
+    },
+    /// Make an installed key the primary everywhere (used for new sessions).
+    Use {
+        /// The key.
+        key: String,
+    },
+    /// Remove a non-primary key everywhere: sessions under it are closed, it admits nobody.
+    Remove {
+        /// The key.
+        key: String,
+    },
 }
 
 /// `gossipd agent` flags.
@@ -79,6 +116,13 @@ pub struct AgentArgs {
     /// DNS domain served.
     #[arg(long, value_name = "DOMAIN", default_value = "gossip", value_parser = parse_domain)]
     pub domain: String,
+    /// File holding the cluster key (base64, from `gossipd keygen`); GOSSIPD_CLUSTER_KEY may
+    /// hold the key itself instead. Required at first start unless --dev (which makes one).
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// Lifetime of a Noise static key before it rotates (plus up to 10% jitter), e.g. 4h, 30m.
+    #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = parse_duration)]
+    pub key_rotation: std::time::Duration,
     /// Anti-entropy round interval, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
@@ -232,6 +276,15 @@ fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
         return Err(format!("cannot advertise the unspecified address {addr}"));
     }
     Ok(addr)
+}
+
+/// A duration of at least a second: `90s`, `30m`, `4h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match crate::http::parse_wait(s) {
+        Some(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+        Some(_) => Err("must be at least 1s".into()),
+        None => Err("use a number with a unit: 90s, 30m, 4h".into()),
+    }
 }
 
 /// Lower-cased, without a trailing dot; labels of [A-Za-z0-9-].

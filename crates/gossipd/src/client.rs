@@ -24,6 +24,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 ServicesCommand::Deregister { id } => deregister(&api, &id, s.client.format)?,
             }
         }
+        Command::Keygen => format!("{}\n", crate::keys::encode_key(&crate::keys::generate()?)),
+        Command::Keys(k) => {
+            let api = Api::new(&k.client)?;
+            keys(&api, k.command, k.client.format)?
+        }
     };
     print!("{out}");
     Ok(())
@@ -57,6 +62,17 @@ impl Api {
     fn get(&self, path: &str) -> anyhow::Result<Value> {
         let response = self.agent.get(format!("{}{path}", self.base)).call();
         self.finish("GET", path, response)
+    }
+
+    /// POST, PUT or DELETE with a JSON body.
+    fn send(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = match method {
+            "POST" => self.agent.post(url).send_json(body),
+            "DELETE" => self.agent.delete(url).force_send_body().send_json(body),
+            _ => self.agent.put(url).send_json(body),
+        };
+        self.finish(method, path, response)
     }
 
     fn put(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
@@ -131,11 +147,52 @@ fn members(api: &Api, format: Format) -> anyhow::Result<String> {
         .map(|m| {
             let addr = text(&m["Addr"]);
             let addr = if addr.contains(':') { format!("[{addr}]") } else { addr };
-            vec![text(&m["Name"]), format!("{addr}:{}", text(&m["Port"])), member_status(&m["Status"])]
+            let mut status = member_status(&m["Status"]);
+            if let Some(reason) = m["Tags"]["banned"].as_str() {
+                status = format!("{status}, banned: {reason}");
+            }
+            vec![text(&m["Name"]), format!("{addr}:{}", text(&m["Port"])), status]
         })
         .collect();
     rows.sort();
     Ok(format_table(&["NAME", "ADDRESS", "STATUS"], &rows))
+}
+
+/// `gossipd keys`: Consul's operator keyring API (`/v1/operator/keyring`).
+fn keys(api: &Api, command: crate::cli::KeysCommand, format: Format) -> anyhow::Result<String> {
+    use crate::cli::KeysCommand;
+    let check = |k: &str| crate::keys::decode_key(k).map_err(|e| anyhow::anyhow!("key: {e}"));
+    let (method, key, verb) = match command {
+        KeysCommand::List => {
+            let list = api.get("/v1/operator/keyring")?;
+            if format == Format::Json {
+                return Ok(pretty(&list));
+            }
+            let mut rows = Vec::new();
+            for ring in as_array(&list, "/v1/operator/keyring")? {
+                let primary = ring["PrimaryKeys"].as_object().cloned().unwrap_or_default();
+                let mut keys: Vec<(String, bool)> = ring["Keys"]
+                    .as_object()
+                    .map(|m| m.keys().map(|k| (k.clone(), primary.contains_key(k))).collect())
+                    .unwrap_or_default();
+                keys.sort_by_key(|(_, p)| !p);
+                for (k, p) in keys {
+                    let fp = crate::keys::decode_key(&k).map(|b| crate::keys::fingerprint(&b)).unwrap_or_default();
+                    rows.push(vec![k, fp, if p { "primary".into() } else { "installed".into() }]);
+                }
+            }
+            return Ok(format_table(&["KEY", "FINGERPRINT", "ROLE"], &rows));
+        }
+        KeysCommand::Install { key } => ("POST", key, "installed"),
+        KeysCommand::Use { key } => ("PUT", key, "now primary"),
+        KeysCommand::Remove { key } => ("DELETE", key, "removed"),
+    };
+    let bytes = check(&key)?;
+    let answer = api.send(method, "/v1/operator/keyring", &serde_json::json!({ "Key": key }))?;
+    if format == Format::Json {
+        return Ok(pretty(&answer));
+    }
+    Ok(format!("key {} {verb}; the change spreads to every agent\n", crate::keys::fingerprint(&bytes)))
 }
 
 /// Serf's member status codes, as Consul reports them.

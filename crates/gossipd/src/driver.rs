@@ -24,6 +24,21 @@ pub enum Command {
     Deregister(String, oneshot::Sender<Result<bool, RegisterError>>),
     /// The local services as registered.
     LocalServices(oneshot::Sender<Vec<ServiceDef>>),
+    /// The cluster keyring (primary first), with its stamp.
+    Keyring(oneshot::Sender<(u64, Vec<[u8; 32]>)>),
+    /// Changes the cluster keyring; answers the new keyring or why not.
+    ChangeKeyring(KeyringOp, oneshot::Sender<Result<Vec<[u8; 32]>, String>>),
+}
+
+/// A keyring change, as `serf keys` / Consul's operator keyring API.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyringOp {
+    /// Accept this key too.
+    Install([u8; 32]),
+    /// Send with this (installed) key.
+    Use([u8; 32]),
+    /// Stop accepting this (non-primary) key.
+    Remove([u8; 32]),
 }
 
 /// Why a registration change was refused. Nothing changed.
@@ -46,8 +61,8 @@ pub struct Handle {
     pub catalog: Arc<ArcSwap<Catalog>>,
     /// Raised with the catalog index at each rebuild (blocking queries wait on it).
     pub index: watch::Receiver<u64>,
-    /// Gossip counters, refreshed with each loop turn.
-    pub stats: Arc<ArcSwap<gossip_core::Stats>>,
+    /// Gossip and secure-layer counters, refreshed with each loop turn.
+    pub stats: Arc<ArcSwap<(gossip_core::Stats, gossip_core::secure::SecureStats)>>,
 }
 
 /// The driver task's state.
@@ -60,7 +75,7 @@ pub struct Driver {
     catalog: Arc<ArcSwap<Catalog>>,
     dns: Arc<ArcSwap<dns_front::snapshot::Snapshot>>,
     index_tx: watch::Sender<u64>,
-    stats: Arc<ArcSwap<gossip_core::Stats>>,
+    stats: Arc<ArcSwap<(gossip_core::Stats, gossip_core::secure::SecureStats)>>,
     index: u64,
 }
 
@@ -82,7 +97,7 @@ impl Driver {
         let (tx, rx) = mpsc::channel(256);
         let (index_tx, index_rx) = watch::channel(0);
         let catalog = Arc::new(ArcSwap::from_pointee(Catalog::default()));
-        let stats = Arc::new(ArcSwap::from_pointee(gossip_core::Stats::default()));
+        let stats = Arc::new(ArcSwap::from_pointee(Default::default()));
         let handle = Handle { commands: tx, catalog: catalog.clone(), index: index_rx, stats: stats.clone() };
         let local = local.into_iter().map(|d| (d.id.clone(), d)).collect();
         let mut d = Driver { gossip, socket, data, local, commands: rx, catalog, dns, index_tx, stats, index: 0 };
@@ -90,9 +105,10 @@ impl Driver {
         (d, handle)
     }
 
+    /// Rebuilds and swaps in the views.
     fn publish(&mut self) {
         self.index += 1;
-        let (catalog, snapshot) = view::build(&self.gossip, self.index);
+        let (catalog, snapshot) = view::build(&self.gossip, self.index, Instant::now());
         self.catalog.store(Arc::new(catalog));
         self.dns.store(Arc::new(snapshot));
         self.index_tx.send_replace(self.index);
@@ -138,6 +154,19 @@ impl Driver {
             match &ev {
                 Event::MemberJoined(n) => tracing::info!(node = %n.name, addr = %n.addr, "member joined"),
                 Event::MemberLeft(n) => tracing::info!(node = %n.name, addr = %n.addr, "member left"),
+                Event::Banned { identity, reason, period } => {
+                    tracing::warn!(node = %identity.node_id(), %reason, ?period, "peer banned")
+                }
+                Event::Equivocation { owner, key, version } => {
+                    tracing::warn!(node = %owner, %key, version, "node signed two records under one version")
+                }
+                Event::KeyringChanged { stamp, keys } => {
+                    let fps: Vec<String> = keys.iter().map(crate::keys::fingerprint).collect();
+                    tracing::info!(stamp, keys = ?fps, "cluster keyring changed");
+                    if let Err(e) = crate::keys::save(&self.data, *stamp, keys) {
+                        tracing::error!(error = %e, "cannot persist the keyring");
+                    }
+                }
                 _ => {}
             }
             changed = true;
@@ -145,7 +174,7 @@ impl Driver {
         if changed {
             self.publish();
         }
-        self.stats.store(Arc::new(self.gossip.stats().clone()));
+        self.stats.store(Arc::new((self.gossip.stats().clone(), self.gossip.secure_stats().clone())));
     }
 
     fn command(&mut self, cmd: Command) {
@@ -162,7 +191,41 @@ impl Driver {
             Command::LocalServices(reply) => {
                 let _ = reply.send(self.local.values().cloned().collect());
             }
+            Command::Keyring(reply) => {
+                let _ = reply.send((self.gossip.keyring_stamp(), self.keyring()));
+            }
+            Command::ChangeKeyring(op, reply) => {
+                let result = self.change_keyring(now, op);
+                let _ = reply.send(result);
+            }
         }
+    }
+
+    fn keyring(&self) -> Vec<[u8; 32]> {
+        self.gossip.secure().keyring().keys().iter().map(|k| *k.bytes()).collect()
+    }
+
+    fn change_keyring(&mut self, now: Instant, op: KeyringOp) -> Result<Vec<[u8; 32]>, String> {
+        let mut keys = self.keyring();
+        let fp = |k: &[u8; 32]| crate::keys::fingerprint(k);
+        match op {
+            KeyringOp::Install(k) if keys.contains(&k) => return Ok(keys),
+            KeyringOp::Install(k) => keys.push(k),
+            KeyringOp::Use(k) => {
+                let i = keys.iter().position(|x| *x == k).ok_or_else(|| format!("key {} is not installed", fp(&k)))?;
+                let k = keys.remove(i);
+                keys.insert(0, k);
+            }
+            KeyringOp::Remove(k) => match keys.iter().position(|x| *x == k) {
+                None => return Err(format!("key {} is not installed", fp(&k))),
+                Some(0) => return Err(format!("key {} is the primary key: make another key primary first", fp(&k))),
+                Some(i) => {
+                    keys.remove(i);
+                }
+            },
+        }
+        self.gossip.change_keyring(now, keys.clone()).map_err(|e| e.to_string())?;
+        Ok(keys)
     }
 
     fn persist(&self) -> Result<(), RegisterError> {

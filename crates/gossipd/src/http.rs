@@ -44,6 +44,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/catalog/nodes", get(catalog_nodes))
         .route("/v1/health/service/{name}", get(health_service))
         .route("/v1/agent/metrics", get(metrics))
+        .route("/v1/operator/keyring", get(keyring_list).post(keyring_install).put(keyring_use).delete(keyring_remove))
         .with_state(Arc::new(api))
 }
 
@@ -146,11 +147,15 @@ fn status_code(s: NodeStatus) -> u8 {
 }
 
 fn member_json(m: &Member) -> Value {
+    let mut tags = json!({ "id": uuid(&m.id), "generation": m.generation.to_string(), "dc": DATACENTER });
+    if let Some(reason) = &m.banned {
+        tags["banned"] = Value::String(reason.clone());
+    }
     json!({
         "Name": m.name,
         "Addr": m.addr.ip().to_string(),
         "Port": m.addr.port(),
-        "Tags": { "id": uuid(&m.id), "generation": m.generation.to_string(), "dc": DATACENTER },
+        "Tags": tags,
         "Status": status_code(m.status),
         "ProtocolMin": 1, "ProtocolMax": 1, "ProtocolCur": 1,
         "DelegateMin": 0, "DelegateMax": 0, "DelegateCur": 0,
@@ -284,18 +289,76 @@ async fn health_service(
     json_with_index(&c, Value::Array(out))
 }
 
+/// `GET /v1/operator/keyring`: Consul's shape. Counts are this agent's view only (it does not
+/// poll the others): each installed key counts 1.
+async fn keyring_list(State(api): State<Arc<Api>>) -> Response {
+    match ask(&api, Command::Keyring).await {
+        Ok((_, keys)) => {
+            let encoded: Vec<String> = keys.iter().map(crate::keys::encode_key).collect();
+            let all: serde_json::Map<String, Value> = encoded.iter().map(|k| (k.clone(), json!(1))).collect();
+            let primary: serde_json::Map<String, Value> =
+                encoded.iter().take(1).map(|k| (k.clone(), json!(1))).collect();
+            axum::Json(json!([{
+                "WAN": false, "Datacenter": DATACENTER, "Segment": "", "Partition": "",
+                "Keys": all, "PrimaryKeys": primary, "NumNodes": 1,
+            }]))
+            .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn keyring_change(api: &Api, body: &[u8], op: fn([u8; 32]) -> crate::driver::KeyringOp) -> Response {
+    #[derive(serde::Deserialize)]
+    struct KeyBody {
+        #[serde(rename = "Key")]
+        key: String,
+    }
+    let key = match serde_json::from_slice::<KeyBody>(body) {
+        Ok(b) => match crate::keys::decode_key(&b.key) {
+            Ok(k) => k,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("Key: {e}")),
+        },
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("want {{\"Key\": \"base64\"}}: {e}")),
+    };
+    match ask(api, |tx| Command::ChangeKeyring(op(key), tx)).await {
+        Ok(Ok(_)) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
+        Err(r) => r,
+    }
+}
+
+async fn keyring_install(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    keyring_change(&api, &body, crate::driver::KeyringOp::Install).await
+}
+
+async fn keyring_use(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    keyring_change(&api, &body, crate::driver::KeyringOp::Use).await
+}
+
+async fn keyring_remove(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    keyring_change(&api, &body, crate::driver::KeyringOp::Remove).await
+}
+
 /// Gossip counters as JSON (Prometheus format comes with the observability work).
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    let s = api.handle.stats.load_full();
+    let (s, sec) = &*api.handle.stats.load_full();
     let c = api.handle.catalog.load_full();
     let instances: usize = c.services.values().map(Vec::len).sum();
     axum::Json(json!({
         "Gossip": {
             "DatagramsIn": s.datagrams_in, "DatagramsOut": s.datagrams_out,
             "BytesIn": s.bytes_in, "BytesOut": s.bytes_out,
-            "DroppedSession": s.dropped_session, "DroppedDecode": s.dropped_decode,
+            "DroppedDecode": s.dropped_decode,
             "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
             "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
+            "ForgedRecords": s.forged_records,
+        },
+        "Secure": {
+            "HandshakesInitiated": sec.handshakes_initiated, "HandshakesCompleted": sec.handshakes_completed,
+            "DroppedUnauthenticated": sec.dropped_unauthenticated, "DecryptFailures": sec.decrypt_failures,
+            "Replays": sec.replays, "RateLimited": sec.rate_limited, "CookiesSent": sec.cookies_sent,
+            "BannedDrops": sec.banned_drops, "Bans": sec.bans, "KeyRotations": sec.rotations,
         },
         "Catalog": {
             "Index": c.index,

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod driver;
 mod http;
+mod keys;
 mod persist;
 mod service_def;
 mod view;

@@ -25,6 +25,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use gossip_core::secure::keys::Identity;
 use gossip_core::types::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,8 @@ use crate::service_def::{self, ServiceDef};
 pub const NODE_FILE: &str = "node.json";
 /// The registered services file.
 pub const SERVICES_FILE: &str = "services.json";
+/// The node's Ed25519 identity secret (base64, mode 0600).
+pub const IDENTITY_FILE: &str = "identity.key";
 
 /// Why the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +63,11 @@ pub enum PersistError {
 }
 
 /// What the node is, as decided at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NodeRecord {
-    /// Stable node id, random at first start.
+    /// Long-term Ed25519 identity, created at first start (`identity.key`, mode 0600).
+    pub identity: Identity,
+    /// Stable node id: the identity's.
     pub id: NodeId,
     /// Node name.
     pub name: String,
@@ -127,26 +132,27 @@ impl DataDir {
         unix_secs: u64,
     ) -> Result<NodeRecord, PersistError> {
         let path = self.path.join(NODE_FILE);
+        let identity = self.identity(self.read(NODE_FILE)?.is_some())?;
         let record = match self.read(NODE_FILE)? {
-            None => {
-                let mut id = [0u8; 16];
-                getrandom::fill(&mut id).map_err(|e| PersistError::Io {
-                    action: "generate a node id for",
-                    path: path.clone(),
-                    error: io::Error::other(e.to_string()),
-                })?;
-                NodeRecord {
-                    id: NodeId(id),
-                    name: name_override.unwrap_or(default_name).to_string(),
-                    generation: unix_secs.max(1),
-                }
-            }
+            None => NodeRecord {
+                id: identity.node_id(),
+                identity: identity.clone(),
+                name: name_override.unwrap_or(default_name).to_string(),
+                generation: unix_secs.max(1),
+            },
             Some(bytes) => {
                 let corrupt = |reason: String| PersistError::Corrupt { path: path.clone(), reason };
                 let file: NodeFile =
                     serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
                 let id = NodeId::from_hex(&file.node_id)
                     .ok_or_else(|| corrupt(format!("node_id must be 32 hex digits, got {:?}", file.node_id)))?;
+                if id != identity.node_id() {
+                    return Err(corrupt(format!(
+                        "node_id {} is not the id of {IDENTITY_FILE} ({})",
+                        file.node_id,
+                        identity.node_id().to_hex()
+                    )));
+                }
                 if file.name.is_empty() {
                     return Err(corrupt("name is empty".to_string()));
                 }
@@ -161,12 +167,40 @@ impl DataDir {
                     }
                     _ => file.name,
                 };
-                NodeRecord { id, name, generation: next.max(unix_secs) }
+                NodeRecord { identity, id, name, generation: next.max(unix_secs) }
             }
         };
         let file = NodeFile { node_id: record.id.to_hex(), generation: record.generation, name: record.name.clone() };
         self.write_atomic(NODE_FILE, &to_json(&file))?;
         Ok(record)
+    }
+
+    /// Loads the identity, or creates it when the node is new. An existing node whose
+    /// identity file is missing is an error: it must never take a new identity silently.
+    fn identity(&self, existing_node: bool) -> Result<Identity, PersistError> {
+        let path = self.path.join(IDENTITY_FILE);
+        match self.read(IDENTITY_FILE)? {
+            Some(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let secret = crate::keys::decode_key(text.trim())
+                    .map_err(|reason| PersistError::Corrupt { path: path.clone(), reason })?;
+                Ok(Identity::from_secret(secret))
+            }
+            None if existing_node => Err(PersistError::Corrupt {
+                path,
+                reason: format!("missing, but {NODE_FILE} exists: restore it from a backup"),
+            }),
+            None => {
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|e| PersistError::Io {
+                    action: "generate an identity for",
+                    path: path.clone(),
+                    error: io::Error::other(e.to_string()),
+                })?;
+                self.write_atomic(IDENTITY_FILE, format!("{}\n", crate::keys::encode_key(&secret)).as_bytes())?;
+                Ok(Identity::from_secret(secret))
+            }
+        }
     }
 
     /// Replaces the persisted services.

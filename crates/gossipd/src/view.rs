@@ -19,6 +19,8 @@ pub struct Member {
     pub generation: u64,
     /// Alive or left.
     pub status: NodeStatus,
+    /// Why this agent banned the node, if it did.
+    pub banned: Option<String>,
 }
 
 /// One service instance with its node.
@@ -46,7 +48,8 @@ pub struct Catalog {
 }
 
 /// Builds the API catalog and the DNS snapshot from the table.
-pub fn build(g: &Gossip, index: u64) -> (Catalog, dns_front::snapshot::Snapshot) {
+pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_front::snapshot::Snapshot) {
+    let bans = g.secure().bans(now);
     let mut members = Vec::new();
     let mut services: BTreeMap<String, Vec<CatalogInstance>> = BTreeMap::new();
     let mut dns_instances = Vec::new();
@@ -59,6 +62,7 @@ pub fn build(g: &Gossip, index: u64) -> (Catalog, dns_front::snapshot::Snapshot)
             addr: n.info.addr,
             generation: n.info.generation,
             status,
+            banned: bans.iter().find(|(i, _)| *i == n.info.identity).map(|(_, b)| b.reason.clone()),
         });
         let alive = status == NodeStatus::Alive;
         dns_nodes.push(dns_front::snapshot::Node { name: n.info.name.clone(), address: n.info.addr.ip(), alive });

@@ -321,7 +321,7 @@ impl SecureLayer {
         }
         self.ik_failures.remove(&peer);
         self.install(now, idx, from, binding, transport, u32_at(data, 1), true, &key);
-        self.flush_queue(from, idx, out);
+        self.flush_queue(now, from, idx, out);
     }
 
     pub(super) fn on_xx_init(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
@@ -424,8 +424,8 @@ impl SecureLayer {
         // and a keepalive (an empty transport message, smaller than the final message) tells
         // the initiator so.
         self.install(now, idx, from, binding, transport, their_idx, true, &key);
-        self.encrypt(idx, &[], out);
-        self.flush_queue(from, idx, out);
+        self.encrypt(now, idx, &[], out);
+        self.flush_queue(now, from, idx, out);
     }
 
     /// Installs an established session; a confirmed one becomes the way to reach `peer`.
@@ -451,6 +451,7 @@ impl SecureLayer {
             established: now,
             confirmed,
             cluster_key: key.fingerprint(),
+            unanswered_since: None,
         };
         self.sessions.insert(idx, session);
         self.bindings_of_sessions.insert(idx, binding);

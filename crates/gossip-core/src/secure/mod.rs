@@ -54,6 +54,9 @@ pub struct SecureConfig {
     pub max_messages: u64,
     /// Retry an unanswered handshake after this long.
     pub handshake_retry: Duration,
+    /// A session that carried traffic out but nothing in for this long is presumed lost by the
+    /// peer (it restarted): a new handshake starts.
+    pub dead_session_after: Duration,
     /// Initiations per second above which cookies are required.
     pub load_threshold: u32,
     /// Handshakes per second accepted from one source IP.
@@ -79,6 +82,7 @@ impl SecureConfig {
             reject_after: Duration::from_secs(180),
             max_messages: 1 << 40,
             handshake_retry: Duration::from_secs(1),
+            dead_session_after: Duration::from_secs(5),
             load_threshold: 200,
             per_source_rate: 50.0,
             ban_base: Duration::from_secs(60),
@@ -131,6 +135,8 @@ struct Session {
     established: Instant,
     confirmed: bool,
     cluster_key: String,
+    /// When we first sent on the session since we last received on it.
+    unanswered_since: Option<Instant>,
 }
 
 /// A datagram to send.
@@ -340,7 +346,7 @@ impl SecureLayer {
         let usable = self.by_addr.get(&dst).copied().filter(|i| self.session_usable(now, *i));
         if let Some(idx) = usable {
             let age = self.sessions.get(&idx).map_or(Duration::ZERO, |s| now.saturating_duration_since(s.established));
-            self.encrypt(idx, payload, out);
+            self.encrypt(now, idx, payload, out);
             if age >= self.cfg.rekey_after && !self.pending_by_addr.contains_key(&dst) {
                 self.initiate(now, dst, peer, out);
             }
@@ -363,11 +369,15 @@ impl SecureLayer {
             s.confirmed
                 && now.saturating_duration_since(s.established) < self.cfg.reject_after
                 && s.send_counter < self.cfg.max_messages
+                && s.unanswered_since.is_none_or(|t| now.saturating_duration_since(t) < self.cfg.dead_session_after)
         })
     }
 
-    pub(super) fn encrypt(&mut self, idx: u32, payload: &[u8], out: &mut Vec<Outgoing>) {
+    pub(super) fn encrypt(&mut self, now: Instant, idx: u32, payload: &[u8], out: &mut Vec<Outgoing>) {
         let Some(s) = self.sessions.get_mut(&idx) else { return };
+        if s.unanswered_since.is_none() {
+            s.unanswered_since = Some(now);
+        }
         let mut bytes = vec![0u8; packet::TRANSPORT_OVERHEAD + payload.len()];
         bytes[0] = packet::TRANSPORT;
         bytes[1..5].copy_from_slice(&s.their_idx.to_be_bytes());
@@ -459,13 +469,14 @@ impl SecureLayer {
             }
         }
         s.replay.update(counter);
+        s.unanswered_since = None;
         let identity = s.identity;
         if !s.confirmed {
             s.confirmed = true;
             s.peer = from;
             self.by_addr.insert(from, idx);
             self.fin_retx.remove(&idx);
-            self.flush_queue(from, idx, out);
+            self.flush_queue(now, from, idx, out);
         }
         if payload.is_empty() {
             return None; // keepalive: it only confirms the session
@@ -479,9 +490,9 @@ impl SecureLayer {
     }
 
     /// Sends what was queued for `dst` over session `idx`.
-    pub(super) fn flush_queue(&mut self, dst: SocketAddr, idx: u32, out: &mut Vec<Outgoing>) {
+    pub(super) fn flush_queue(&mut self, now: Instant, dst: SocketAddr, idx: u32, out: &mut Vec<Outgoing>) {
         for payload in self.queue.remove(&dst).unwrap_or_default() {
-            self.encrypt(idx, &payload, out);
+            self.encrypt(now, idx, &payload, out);
         }
     }
 
