@@ -296,29 +296,46 @@ mod tests {
     }
 
     #[test]
-    fn lost_node_file_still_yields_a_higher_generation() {
+    fn lost_node_file_keeps_the_identity_and_still_yields_a_higher_generation() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path()).unwrap();
         let a = data.start("host", None).unwrap();
         fs::remove_file(dir.path().join(NODE_FILE)).unwrap();
         let b = data.start("host", None).unwrap();
-        assert_ne!(a.id, b.id);
+        assert_eq!(a.id, b.id, "the id is the identity's, and identity.key survived");
         assert!(b.generation >= a.generation);
+    }
+
+    #[test]
+    fn a_node_without_its_identity_is_refused_and_a_mismatched_id_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        data.start("host", None).unwrap();
+        let key = fs::read(dir.path().join(IDENTITY_FILE)).unwrap();
+        fs::remove_file(dir.path().join(IDENTITY_FILE)).unwrap();
+        let e = data.start("host", None).unwrap_err().to_string();
+        assert!(e.contains("identity.key") && e.contains("missing"), "{e}");
+        // Another node's identity under this node.json.
+        let other = tempfile::tempdir().unwrap();
+        DataDir::open(other.path()).unwrap().start("x", None).unwrap();
+        fs::copy(other.path().join(IDENTITY_FILE), dir.path().join(IDENTITY_FILE)).unwrap();
+        let e = data.start("host", None).unwrap_err().to_string();
+        assert!(e.contains("is not the id of identity.key"), "{e}");
+        fs::write(dir.path().join(IDENTITY_FILE), key).unwrap();
+        data.start("host", None).unwrap();
     }
 
     #[test]
     fn corrupt_node_file_is_an_error_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path()).unwrap();
+        let id = data.start("host", None).unwrap().id.to_hex();
         let node = dir.path().join(NODE_FILE);
         for (body, want) in [
             ("{\"node_id\": ", "invalid JSON"),
             (r#"{"node_id": "xyz", "generation": 1, "name": "a"}"#, "node_id must be 32 hex digits"),
-            (r#"{"node_id": "00112233445566778899aabbccddeeff", "generation": 1, "name": ""}"#, "name is empty"),
-            (
-                r#"{"node_id": "00112233445566778899aabbccddeeff", "generation": 18446744073709551615, "name": "a"}"#,
-                "cannot be raised",
-            ),
+            (&format!(r#"{{"node_id": "{id}", "generation": 1, "name": ""}}"#), "name is empty"),
+            (&format!(r#"{{"node_id": "{id}", "generation": 18446744073709551615, "name": "a"}}"#), "cannot be raised"),
         ] {
             fs::write(&node, body).unwrap();
             let e = data.start("host", None).unwrap_err().to_string();
@@ -358,7 +375,7 @@ mod tests {
         let mut names: Vec<_> =
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
-        assert_eq!(names, ["key", NODE_FILE, SERVICES_FILE]);
+        assert_eq!(names, [IDENTITY_FILE, "key", NODE_FILE, SERVICES_FILE]);
     }
 
     #[cfg(unix)]
