@@ -130,3 +130,37 @@ fn a_seed_that_starts_later_is_retried() {
     // Backoff is capped at 30 s; the first retries come within a few seconds.
     wait_for("bravo to find the late seed", Duration::from_secs(20), || (a.alive_members().len() == 2).then_some(()));
 }
+
+#[test]
+fn a_sigkilled_agent_leaves_every_answer_and_shows_failed() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, mut b, c) = three(root.path());
+    let (status, _) = b.put("/v1/agent/service/register", r#"{"Name":"fragile","Port":7}"#);
+    assert_eq!(status, 200);
+    for x in [&a, &c] {
+        wait_for("fragile everywhere", WAIT, || {
+            dns::udp(x.dns, "fragile.service.gossip.", RecordType::SRV).filter(|r| r.srv.len() == 1)
+        });
+    }
+    let killed = std::time::Instant::now();
+    b.kill();
+    for x in [&a, &c] {
+        wait_for("fragile to leave after bravo died", Duration::from_secs(30), || {
+            dns::udp(x.dns, "fragile.service.gossip.", RecordType::SRV).filter(|r| r.rcode == ResponseCode::NXDomain)
+        });
+        wait_for("bravo shown failed (Status 4)", Duration::from_secs(10), || {
+            let m = x.get("/v1/agent/members").ok()?;
+            let bravo = m.as_array()?.iter().find(|m| m["Name"] == "bravo")?.clone();
+            (bravo["Status"] == 4).then_some(())
+        });
+    }
+    eprintln!("SIGKILL to removal on both survivors: {:?}", killed.elapsed());
+    // Restarted, it is alive again everywhere and serves again.
+    b.restart();
+    for x in [&a, &c] {
+        wait_for("bravo back", Duration::from_secs(30), || (x.alive_members().len() == 3).then_some(()));
+        wait_for("fragile back", WAIT, || {
+            dns::udp(x.dns, "fragile.service.gossip.", RecordType::SRV).filter(|r| r.srv.len() == 1)
+        });
+    }
+}

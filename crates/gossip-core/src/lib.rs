@@ -18,7 +18,9 @@ pub mod state;
 pub mod types;
 pub mod wire;
 
-pub use gossip::{CommandError, Config, Event, Gossip, MAX_ENTRY, Stats, Transmit, check_instance, services_of};
+pub use gossip::{
+    CommandError, Config, Event, Gossip, Liveness, MAX_ENTRY, Stats, Transmit, check_instance, services_of,
+};
 pub use message::NodeStatus;
 pub use state::NodeState;
 pub use types::{Health, NodeId, NodeInfo, ServiceInstance};

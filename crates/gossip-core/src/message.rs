@@ -23,6 +23,14 @@ pub const KIND_RECONCILE: u8 = 1;
 pub const KIND_DELTA: u8 = 2;
 /// Message kind byte: a request for deltas.
 pub const KIND_REQUEST: u8 = 3;
+/// Message kind byte: a liveness probe.
+pub const KIND_PING: u8 = 4;
+/// Message kind byte: the answer to a probe (direct or relayed).
+pub const KIND_ACK: u8 = 5;
+/// Message kind byte: a request to probe a node on the sender's behalf.
+pub const KIND_PING_REQ: u8 = 6;
+/// Message kind byte: a suspicion rumor.
+pub const KIND_SUSPECT: u8 = 7;
 
 /// A bound of a key range: a node id, or past the largest id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -210,15 +218,59 @@ pub enum Message {
         /// What is wanted.
         wants: Vec<Want>,
     },
+    /// "Are you there?": answered with an [`Message::Ack`] carrying the same nonce.
+    Ping {
+        /// Sender's node id.
+        sender: NodeId,
+        /// Echoed in the answer.
+        nonce: u64,
+    },
+    /// `target` answered the probe `nonce` (sent by the target itself, or relayed by a node
+    /// that probed it on the receiver's behalf).
+    Ack {
+        /// Sender's node id.
+        sender: NodeId,
+        /// The probe's nonce.
+        nonce: u64,
+        /// The node that answered.
+        target: NodeId,
+    },
+    /// "Probe `target` for me and relay its answer."
+    PingReq {
+        /// Sender's node id.
+        sender: NodeId,
+        /// Nonce to put in the relayed [`Message::Ack`].
+        nonce: u64,
+        /// Node to probe.
+        target: NodeId,
+    },
+    /// "`target` did not answer probes as of its state `(generation, version)`." Forwarded as a
+    /// rumor while `ttl` lasts; refuted by any newer state of the target.
+    Suspect {
+        /// Sender's node id.
+        sender: NodeId,
+        /// Hops left.
+        ttl: u8,
+        /// The suspected node.
+        target: NodeId,
+        /// Its generation as the accuser held it.
+        generation: u64,
+        /// Its version as the accuser held it.
+        version: u64,
+    },
 }
 
 impl Message {
     /// The node that sent the message.
     pub fn sender(&self) -> NodeId {
         match self {
-            Message::Reconcile { sender, .. } | Message::Delta { sender, .. } | Message::Request { sender, .. } => {
-                *sender
-            }
+            Message::Reconcile { sender, .. }
+            | Message::Delta { sender, .. }
+            | Message::Request { sender, .. }
+            | Message::Ping { sender, .. }
+            | Message::Ack { sender, .. }
+            | Message::PingReq { sender, .. }
+            | Message::Suspect { sender, .. } => *sender,
         }
     }
 
@@ -251,6 +303,31 @@ impl Message {
                 for want in wants {
                     encode_want(&mut w, want);
                 }
+            }
+            Message::Ping { sender, nonce } => {
+                w.u8(KIND_PING);
+                w.node_id(sender);
+                w.u64_fixed(*nonce);
+            }
+            Message::Ack { sender, nonce, target } => {
+                w.u8(KIND_ACK);
+                w.node_id(sender);
+                w.u64_fixed(*nonce);
+                w.node_id(target);
+            }
+            Message::PingReq { sender, nonce, target } => {
+                w.u8(KIND_PING_REQ);
+                w.node_id(sender);
+                w.u64_fixed(*nonce);
+                w.node_id(target);
+            }
+            Message::Suspect { sender, ttl, target, generation, version } => {
+                w.u8(KIND_SUSPECT);
+                w.node_id(sender);
+                w.u8(*ttl);
+                w.node_id(target);
+                w.varint(*generation);
+                w.varint(*version);
             }
         }
         w.buf
@@ -300,6 +377,16 @@ impl Message {
                 }
                 Message::Request { sender, wants }
             }
+            KIND_PING => Message::Ping { sender, nonce: r.u64_fixed()? },
+            KIND_ACK => Message::Ack { sender, nonce: r.u64_fixed()?, target: r.node_id()? },
+            KIND_PING_REQ => Message::PingReq { sender, nonce: r.u64_fixed()?, target: r.node_id()? },
+            KIND_SUSPECT => Message::Suspect {
+                sender,
+                ttl: r.u8()?,
+                target: r.node_id()?,
+                generation: r.varint()?,
+                version: r.varint()?,
+            },
             tag => {
                 return Err(DecodeError::BadTag { what: "message kind", tag });
             }

@@ -148,6 +148,9 @@ fn members(api: &Api, format: Format) -> anyhow::Result<String> {
             let addr = text(&m["Addr"]);
             let addr = if addr.contains(':') { format!("[{addr}]") } else { addr };
             let mut status = member_status(&m["Status"]);
+            if m["Tags"]["suspect"] == "true" {
+                status = "suspect".into();
+            }
             if let Some(reason) = m["Tags"]["banned"].as_str() {
                 status = format!("{status}, banned: {reason}");
             }
@@ -155,7 +158,12 @@ fn members(api: &Api, format: Format) -> anyhow::Result<String> {
         })
         .collect();
     rows.sort();
-    Ok(format_table(&["NAME", "ADDRESS", "STATUS"], &rows))
+    let mut out = format_table(&["NAME", "ADDRESS", "STATUS"], &rows);
+    let metrics = api.get("/v1/agent/metrics").unwrap_or(Value::Null);
+    if metrics["Catalog"]["SelfPreservation"] == true {
+        out.push_str("\nSELF-PRESERVATION ENGAGED: too many peers seem to fail at once; this agent suspects its own\nnetwork, declares no node dead and keeps serving the last known instances.\n");
+    }
+    Ok(out)
 }
 
 /// `gossipd keys`: Consul's operator keyring API (`/v1/operator/keyring`).

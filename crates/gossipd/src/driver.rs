@@ -160,6 +160,17 @@ impl Driver {
                 Event::Equivocation { owner, key, version } => {
                     tracing::warn!(node = %owner, %key, version, "node signed two records under one version")
                 }
+                Event::MemberSuspect(id) => tracing::info!(node = %id, "member suspected (missed its probes)"),
+                Event::MemberFailed(id) => tracing::warn!(node = %id, "member failed: removed from answers"),
+                Event::SelfPreservation { engaged: true, failing, cluster } => tracing::error!(
+                    failing,
+                    cluster,
+                    "SELF-PRESERVATION ENGAGED: too many peers seem to fail at once; suspecting our own network, \
+                     no node is declared dead and the last known instances keep being served"
+                ),
+                Event::SelfPreservation { engaged: false, .. } => {
+                    tracing::warn!("self-preservation released: peers answer again, normal eviction resumes")
+                }
                 Event::KeyringChanged { stamp, keys } => {
                     let fps: Vec<String> = keys.iter().map(crate::keys::fingerprint).collect();
                     tracing::info!(stamp, keys = ?fps, "cluster keyring changed");

@@ -138,11 +138,12 @@ async fn agent_services(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
-/// Serf/Consul member status codes.
-fn status_code(s: NodeStatus) -> u8 {
-    match s {
-        NodeStatus::Alive => 1,
-        NodeStatus::Left => 3,
+/// Serf/Consul member status codes: 1 alive (suspects too, as Serf), 3 left, 4 failed.
+fn status_code(m: &Member) -> u8 {
+    match (m.status, m.liveness) {
+        (NodeStatus::Left, _) => 3,
+        (NodeStatus::Alive, gossip_core::Liveness::Dead) => 4,
+        (NodeStatus::Alive, _) => 1,
     }
 }
 
@@ -151,12 +152,15 @@ fn member_json(m: &Member) -> Value {
     if let Some(reason) = &m.banned {
         tags["banned"] = Value::String(reason.clone());
     }
+    if m.liveness == gossip_core::Liveness::Suspect {
+        tags["suspect"] = Value::String("true".into());
+    }
     json!({
         "Name": m.name,
         "Addr": m.addr.ip().to_string(),
         "Port": m.addr.port(),
         "Tags": tags,
-        "Status": status_code(m.status),
+        "Status": status_code(m),
         "ProtocolMin": 1, "ProtocolMax": 1, "ProtocolCur": 1,
         "DelegateMin": 0, "DelegateMax": 0, "DelegateCur": 0,
     })
@@ -164,7 +168,12 @@ fn member_json(m: &Member) -> Value {
 
 async fn members(State(api): State<Arc<Api>>) -> Response {
     let c = api.handle.catalog.load_full();
-    axum::Json(Value::Array(c.members.iter().map(member_json).collect())).into_response()
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "X-Gossipd-Self-Preservation",
+        HeaderValue::from_static(if c.self_preservation { "true" } else { "false" }),
+    );
+    (headers, axum::Json(Value::Array(c.members.iter().map(member_json).collect()))).into_response()
 }
 
 async fn catalog_services(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -238,7 +247,7 @@ async fn catalog_nodes(State(api): State<Arc<Api>>, Query(q): Query<HashMap<Stri
     let out: Vec<Value> = c
         .members
         .iter()
-        .filter(|m| m.status == NodeStatus::Alive)
+        .filter(|m| status_code(m) == 1)
         .map(|m| {
             json!({
                 "ID": uuid(&m.id), "Node": m.name, "Address": m.addr.ip().to_string(),
@@ -363,7 +372,10 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         "Catalog": {
             "Index": c.index,
             "Members": c.members.len(),
-            "AliveMembers": c.members.iter().filter(|m| m.status == NodeStatus::Alive).count(),
+            "AliveMembers": c.members.iter().filter(|m| status_code(m) == 1).count(),
+            "SuspectMembers": c.members.iter().filter(|m| m.liveness == gossip_core::Liveness::Suspect).count(),
+            "FailedMembers": c.members.iter().filter(|m| status_code(m) == 4).count(),
+            "SelfPreservation": c.self_preservation,
             "Services": c.services.len(),
             "Instances": instances,
         },

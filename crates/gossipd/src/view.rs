@@ -17,8 +17,10 @@ pub struct Member {
     pub addr: std::net::SocketAddr,
     /// Generation (incarnation).
     pub generation: u64,
-    /// Alive or left.
+    /// Alive or left (as the node itself says).
     pub status: NodeStatus,
+    /// Alive, suspect or dead (as this agent's failure detector sees it).
+    pub liveness: gossip_core::Liveness,
     /// Why this agent banned the node, if it did.
     pub banned: Option<String>,
 }
@@ -45,6 +47,8 @@ pub struct Catalog {
     pub members: Vec<Member>,
     /// Instances of live nodes, by service name (exact case as registered), sorted by node then id.
     pub services: BTreeMap<String, Vec<CatalogInstance>>,
+    /// True while self-preservation holds deaths back.
+    pub self_preservation: bool,
 }
 
 /// Builds the API catalog and the DNS snapshot from the table.
@@ -56,7 +60,9 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
     let mut dns_nodes = Vec::new();
     for n in g.nodes() {
         let status = n.status();
+        let liveness = g.liveness(&n.info.id);
         members.push(Member {
+            liveness,
             id: n.info.id,
             name: n.info.name.clone(),
             addr: n.info.addr,
@@ -64,7 +70,8 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
             status,
             banned: bans.iter().find(|(i, _)| *i == n.info.identity).map(|(_, b)| b.reason.clone()),
         });
-        let alive = status == NodeStatus::Alive;
+        // Suspects are still served (they may only be slow); dead and left nodes are not.
+        let alive = status == NodeStatus::Alive && liveness != gossip_core::Liveness::Dead;
         dns_nodes.push(dns_front::snapshot::Node { name: n.info.name.clone(), address: n.info.addr.ip(), alive });
         if !alive {
             continue;
@@ -101,5 +108,5 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
         list.sort_by(|a, b| a.node.cmp(&b.node).then(a.service.id.cmp(&b.service.id)));
     }
     let snapshot = dns_front::snapshot::Snapshot::build(index, dns_instances, dns_nodes);
-    (Catalog { index, members, services }, snapshot)
+    (Catalog { index, members, services, self_preservation: g.self_preservation() }, snapshot)
 }

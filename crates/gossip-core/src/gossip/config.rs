@@ -29,6 +29,21 @@ pub struct Config {
     pub max_push_per_message: usize,
     /// Seed of the node's random number generator (peer choice, jitter).
     pub rng_seed: u64,
+    /// How long an exchange (probe) may go unanswered before indirect probes.
+    pub probe_timeout: Duration,
+    /// Peers asked to probe an unanswering partner.
+    pub indirect_probes: usize,
+    /// Shortest suspicion before a node is declared dead.
+    pub suspicion_min: Duration,
+    /// Suspicion timeout = max(`suspicion_min`, mult × log10(N) × gossip interval).
+    pub suspicion_mult: f64,
+    /// Share of the cluster suspect or recently dead above which the agent suspects its own
+    /// network and stops declaring deaths.
+    pub self_preservation_share: f64,
+    /// Window in which deaths count towards self-preservation.
+    pub self_preservation_window: Duration,
+    /// Probability per round of probing a dead node instead (to notice its return).
+    pub dead_probe_probability: f64,
     /// Stamp of the keyring the node starts with (0 for one given on the command line; the
     /// stored stamp for one adopted or changed earlier).
     pub keyring_stamp: u64,
@@ -47,6 +62,13 @@ impl Default for Config {
             seed_probability: 0.05,
             max_push_per_message: 64,
             rng_seed: 0,
+            probe_timeout: Duration::from_millis(500),
+            indirect_probes: 3,
+            suspicion_min: Duration::from_secs(2),
+            suspicion_mult: 2.0,
+            self_preservation_share: 0.4,
+            self_preservation_window: Duration::from_secs(30),
+            dead_probe_probability: 0.1,
             keyring_stamp: 0,
         }
     }
@@ -71,6 +93,20 @@ pub enum Event {
     MemberJoined(NodeInfo),
     /// A node announced it left.
     MemberLeft(NodeInfo),
+    /// A node missed its probes and is suspected.
+    MemberSuspect(NodeId),
+    /// A suspected node did not refute in time: dead, out of answers.
+    MemberFailed(NodeId),
+    /// Self-preservation engaged (too many nodes seem to fail at once: deaths are held back) or
+    /// released.
+    SelfPreservation {
+        /// True when engaged.
+        engaged: bool,
+        /// Nodes suspect or recently dead.
+        failing: usize,
+        /// Size of the cluster it was measured against.
+        cluster: usize,
+    },
     /// An authenticated peer sent malformed or forged data and was banned.
     Banned {
         /// Who.

@@ -46,10 +46,17 @@ impl Gossip {
             self.seed_backoff = self.cfg.seed_backoff_min;
             self.next_seed_try = self.next_seed_try.min(now + self.cfg.seed_backoff_min);
         }
+        self.heard_from(now, from, identity.node_id());
         match msg {
             Message::Reconcile { initial, ranges, .. } => self.on_reconcile(now, from, identity, initial, &ranges),
             Message::Delta { sender, delta } => self.on_delta(now, from, sender, identity, delta),
             Message::Request { wants, .. } => self.on_request(now, from, identity, &wants),
+            Message::Ping { nonce, .. } => self.on_ping(now, from, nonce),
+            Message::Ack { nonce, target, .. } => self.on_ack(now, nonce, target),
+            Message::PingReq { nonce, target, .. } => self.on_ping_req(now, from, nonce, target),
+            Message::Suspect { sender, ttl, target, generation, version } => {
+                self.on_suspect(now, sender, ttl, target, generation, version)
+            }
         }
     }
 
@@ -147,6 +154,7 @@ impl Gossip {
             Applied::Changed { new_node, status_changed } => {
                 self.stats.deltas_applied += 1;
                 self.events.push_back(Event::CatalogChanged);
+                self.state_advanced(&owner);
                 if delta.entries.iter().any(|e| e.key == crate::message::KEYRING_KEY) {
                     self.consider_keyring(&owner);
                 }
@@ -169,6 +177,7 @@ impl Gossip {
         let Some(node) = self.table.get(id) else { return };
         let info = node.info.clone();
         match node.status() {
+            NodeStatus::Alive if self.liveness(id) == super::Liveness::Dead => {}
             NodeStatus::Alive => {
                 if self.peers.insert(*id) {
                     self.seed_backoff = self.cfg.seed_backoff_min;
@@ -176,6 +185,7 @@ impl Gossip {
                 }
             }
             NodeStatus::Left => {
+                self.suspicions.remove(id);
                 if self.peers.remove(id) {
                     self.active.retain(|a| a != id);
                     self.events.push_back(Event::MemberLeft(info));

@@ -11,6 +11,7 @@
 
 mod config;
 mod exchange;
+mod liveness;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::{CommandError, Config, Event, Stats, Transmit};
+pub use liveness::Liveness;
 
 use crate::message::{self, Entry, KEY_KEY, Message, NodeStatus, STATUS_KEY, Value};
 use crate::peers::PeerSet;
@@ -49,6 +51,11 @@ pub struct Gossip {
     seed_backoff: std::time::Duration,
     published_binding: Option<Binding>,
     keyring_stamp: u64,
+    suspicions: std::collections::BTreeMap<NodeId, liveness::Suspicion>,
+    probes: Vec<liveness::Probe>,
+    relays: Vec<liveness::Relay>,
+    recent_deaths: Vec<Instant>,
+    self_preservation: bool,
     left: bool,
     stats: Stats,
 }
@@ -87,6 +94,11 @@ impl Gossip {
             events: VecDeque::new(),
             published_binding: None,
             keyring_stamp: 0,
+            suspicions: Default::default(),
+            probes: Vec::new(),
+            relays: Vec::new(),
+            recent_deaths: Vec::new(),
+            self_preservation: false,
             left: false,
             stats: Stats::default(),
         };
@@ -227,6 +239,9 @@ impl Gossip {
         if self.peers.is_empty() && !self.cfg.seeds.is_empty() {
             t = t.min(self.next_seed_try);
         }
+        if let Some(l) = self.liveness_deadline() {
+            t = t.min(l);
+        }
         Some(secure.map_or(t, |s| s.min(t)))
     }
 
@@ -362,6 +377,7 @@ impl Gossip {
             return;
         }
         self.publish_binding();
+        self.liveness_timeout(now);
         if now >= self.next_round {
             let jitter = 0.9 + 0.2 * self.rng.unit();
             self.next_round = now + self.cfg.gossip_interval.mul_f64(jitter);
@@ -408,10 +424,17 @@ impl Gossip {
             let seed = self.cfg.seeds[self.rng.index(self.cfg.seeds.len())];
             self.stats.rounds += 1;
             self.open_exchange(now, seed, None);
+        } else if let Some(id) = self.dead_to_probe() {
+            if let Some(addr) = self.table.get(&id).map(|n| n.info.addr) {
+                self.stats.rounds += 1;
+                let hint = self.binding_of(&id);
+                self.open_exchange(now, addr, hint);
+            }
         } else if let Some(id) = self.active_partner() {
             if let Some(addr) = self.table.get(&id).map(|n| n.info.addr) {
                 self.stats.rounds += 1;
                 let hint = self.binding_of(&id);
+                self.start_probe(now, id);
                 self.open_exchange(now, addr, hint);
             }
         }

@@ -508,8 +508,10 @@ impl SecureLayer {
     /// `MAX_ATTEMPTS` and starts over with a new handshake if traffic is waiting.
     fn retransmit_fins(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         let retry = self.cfg.handshake_retry;
-        let due: Vec<u32> =
+        let mut due: Vec<u32> =
             self.fin_retx.iter().filter(|(_, (_, _, t, _))| now >= *t + retry).map(|(i, _)| *i).collect();
+        // Hash maps iterate in a per-process random order: sort, so runs replay exactly.
+        due.sort_unstable();
         for idx in due {
             let Some((pkt, dst, _, attempts)) = self.fin_retx.remove(&idx) else { continue };
             if attempts >= MAX_ATTEMPTS {
@@ -534,8 +536,9 @@ impl SecureLayer {
         if self.previous.as_ref().is_some_and(|p| p.binding.not_after < wall) {
             self.previous = None; // wiped: its binding expired
         }
-        let due: Vec<u32> =
+        let mut due: Vec<u32> =
             self.pending.iter().filter(|(_, p)| now >= p.retry_at(self.cfg.handshake_retry)).map(|(i, _)| *i).collect();
+        due.sort_unstable();
         for idx in due {
             let Some(p) = self.pending.remove(&idx) else { continue };
             let (dst, attempts, was_ik, initiator) = (p.peer(), p.attempts(), p.is_ik(), p.is_initiator());

@@ -1,0 +1,279 @@
+//! Failure detection (SWIM-style, on the traffic anti-entropy already sends) and
+//! self-preservation.
+//!
+//! - **Probing.** Each anti-entropy exchange with an active-view partner is a probe: its answer
+//!   is the ack. No answer within `probe_timeout`: a direct `Ping` and `PingReq`s through
+//!   `indirect_probes` other peers. Still nothing by three times `probe_timeout`: the partner is
+//!   **suspect**. Any authenticated message from a node clears its pending probes.
+//! - **Suspicion** spreads as a rumor naming the state version the accuser held. A replica that
+//!   holds a newer state of the suspect ignores it; the suspect itself refutes by writing a fresh
+//!   signed status entry, which spreads and clears the suspicion everywhere. An unrefuted
+//!   suspicion becomes **dead** after the suspicion timeout: the node leaves peers and answers.
+//! - **Dead nodes** are still probed now and then; one that answers is alive again here, and is
+//!   told it was suspected so that it refutes everywhere (healed partitions, reboots).
+//! - **Self-preservation** (Eureka's guard): when more than `self_preservation_share` of the
+//!   cluster is suspect or died within the window, the agent suspects its own network: it stops
+//!   declaring deaths (suspects keep being served) until the share falls back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{Event, Gossip};
+use crate::message::{Message, NodeStatus, STATUS_KEY, Value};
+use crate::types::NodeId;
+
+/// How a replica sees a node's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Answering (or not yet doubted).
+    Alive,
+    /// Missed its probes; still served until the suspicion times out.
+    Suspect,
+    /// Suspicion timed out: out of peers and answers.
+    Dead,
+}
+
+/// A doubt about a node.
+#[derive(Debug, Clone)]
+pub(super) struct Suspicion {
+    since: Instant,
+    generation: u64,
+    version: u64,
+    dead: bool,
+}
+
+/// A probe in flight.
+#[derive(Debug, Clone)]
+pub(super) struct Probe {
+    target: NodeId,
+    nonce: u64,
+    started: Instant,
+    indirect: bool,
+}
+
+/// A probe made on another node's behalf.
+#[derive(Debug, Clone)]
+pub(super) struct Relay {
+    nonce_out: u64,
+    requester: SocketAddr,
+    nonce_in: u64,
+    target: NodeId,
+    started: Instant,
+}
+
+const MAX_RELAYS: usize = 64;
+
+impl Gossip {
+    /// The liveness of a node as this replica sees it.
+    pub fn liveness(&self, id: &NodeId) -> Liveness {
+        match self.suspicions.get(id) {
+            None => Liveness::Alive,
+            Some(s) if s.dead => Liveness::Dead,
+            Some(_) => Liveness::Suspect,
+        }
+    }
+
+    /// True while self-preservation holds deaths back.
+    pub fn self_preservation(&self) -> bool {
+        self.self_preservation
+    }
+
+    fn suspicion_timeout(&self) -> Duration {
+        let n = (self.peers.len() + 1) as f64;
+        let scaled = self.cfg.gossip_interval.mul_f64(self.cfg.suspicion_mult * n.log10().max(1.0));
+        scaled.max(self.cfg.suspicion_min)
+    }
+
+    /// Registers the probe that an exchange opened with `target` is.
+    pub(super) fn start_probe(&mut self, now: Instant, target: NodeId) {
+        if self.probes.iter().any(|p| p.target == target) || self.liveness(&target) == Liveness::Dead {
+            return;
+        }
+        let nonce = self.rng.next_u64();
+        self.probes.push(Probe { target, nonce, started: now, indirect: false });
+    }
+
+    /// An authenticated message arrived from `id`: it is alive.
+    pub(super) fn heard_from(&mut self, now: Instant, from: SocketAddr, id: NodeId) {
+        self.probes.retain(|p| p.target != id);
+        if let Some(s) = self.suspicions.remove(&id) {
+            let was_dead = s.dead;
+            if was_dead {
+                self.update_membership(&id);
+                self.events.push_back(Event::CatalogChanged);
+            }
+            // Tell it, so that it refutes for everyone else.
+            let msg = Message::Suspect {
+                sender: self.local.id,
+                ttl: 0,
+                target: id,
+                generation: s.generation,
+                version: s.version,
+            };
+            self.send(now, from, &msg);
+        }
+    }
+
+    /// The owner's state of `id` moved past a suspected version: the suspicion is refuted.
+    pub(super) fn state_advanced(&mut self, id: &NodeId) {
+        let Some(s) = self.suspicions.get(id) else { return };
+        let Some(n) = self.table.get(id) else { return };
+        if (n.info.generation, n.max_version) > (s.generation, s.version) {
+            let was_dead = s.dead;
+            self.suspicions.remove(id);
+            if was_dead {
+                self.update_membership(id);
+                self.events.push_back(Event::CatalogChanged);
+            }
+        }
+    }
+
+    pub(super) fn on_ping(&mut self, now: Instant, from: SocketAddr, nonce: u64) {
+        let me = self.local.id;
+        self.send(now, from, &Message::Ack { sender: me, nonce, target: me });
+    }
+
+    pub(super) fn on_ping_req(&mut self, now: Instant, from: SocketAddr, nonce: u64, target: NodeId) {
+        if target == self.local.id {
+            return self.on_ping(now, from, nonce);
+        }
+        if self.relays.len() >= MAX_RELAYS || self.table.get(&target).is_none() {
+            return;
+        }
+        let nonce_out = self.rng.next_u64();
+        self.relays.push(Relay { nonce_out, requester: from, nonce_in: nonce, target, started: now });
+        self.send_to_node(now, &target, &Message::Ping { sender: self.local.id, nonce: nonce_out });
+    }
+
+    pub(super) fn on_ack(&mut self, now: Instant, nonce: u64, target: NodeId) {
+        self.probes.retain(|p| !(p.target == target && p.nonce == nonce));
+        if let Some(i) = self.relays.iter().position(|r| r.nonce_out == nonce && r.target == target) {
+            let r = self.relays.swap_remove(i);
+            self.send(now, r.requester, &Message::Ack { sender: self.local.id, nonce: r.nonce_in, target });
+        }
+    }
+
+    pub(super) fn on_suspect(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        ttl: u8,
+        target: NodeId,
+        generation: u64,
+        version: u64,
+    ) {
+        if target == self.local.id {
+            // Refute: a fresh signed status entry supersedes the suspected version everywhere.
+            if generation == self.local.generation && version >= self.own_version() {
+                self.write_local(now, STATUS_KEY, Value::Status(NodeStatus::Alive));
+            }
+            return;
+        }
+        let Some(n) = self.table.get(&target) else { return };
+        if (n.info.generation, n.max_version) > (generation, version) || self.suspicions.contains_key(&target) {
+            return;
+        }
+        if n.status() != NodeStatus::Alive {
+            return;
+        }
+        self.suspicions.insert(target, Suspicion { since: now, generation, version, dead: false });
+        self.events.push_back(Event::MemberSuspect(target));
+        if ttl > 0 {
+            let msg = Message::Suspect { sender: self.local.id, ttl: ttl - 1, target, generation, version };
+            for t in self.peers.choose_k(&mut self.rng, self.cfg.fanout, &[sender, target]) {
+                self.send_to_node(now, &t, &msg);
+            }
+        }
+    }
+
+    fn suspect(&mut self, now: Instant, target: NodeId) {
+        let Some(n) = self.table.get(&target) else { return };
+        let (generation, version) = (n.info.generation, n.max_version);
+        let ttl = self.rumor_ttl();
+        let me = self.local.id;
+        self.on_suspect(now, me, ttl, target, generation, version);
+    }
+
+    /// Advances probes, suspicions and relays; returns the earliest deadline left.
+    pub(super) fn liveness_timeout(&mut self, now: Instant) {
+        let t = self.cfg.probe_timeout;
+        let mut due_indirect = Vec::new();
+        let mut due_suspect = Vec::new();
+        for p in &mut self.probes {
+            if !p.indirect && now >= p.started + t {
+                p.indirect = true;
+                due_indirect.push((p.target, p.nonce));
+            } else if now >= p.started + t * 3 {
+                due_suspect.push(p.target);
+            }
+        }
+        self.probes.retain(|p| !due_suspect.contains(&p.target));
+        for (target, nonce) in due_indirect {
+            let me = self.local.id;
+            self.send_to_node(now, &target, &Message::Ping { sender: me, nonce });
+            for helper in self.peers.choose_k(&mut self.rng, self.cfg.indirect_probes, &[target]) {
+                self.send_to_node(now, &helper, &Message::PingReq { sender: me, nonce, target });
+            }
+        }
+        for target in due_suspect {
+            self.suspect(now, target);
+        }
+        self.relays.retain(|r| now < r.started + t * 3);
+
+        // Deaths, unless too much of the cluster seems to be failing at once.
+        let timeout = self.suspicion_timeout();
+        let window = self.cfg.self_preservation_window;
+        self.recent_deaths.retain(|d| now < *d + window);
+        let ripe: Vec<NodeId> =
+            self.suspicions.iter().filter(|(_, s)| !s.dead && now >= s.since + timeout).map(|(id, _)| *id).collect();
+        let suspects = self.suspicions.values().filter(|s| !s.dead).count();
+        let failing = suspects + self.recent_deaths.len();
+        let cluster = self.peers.len() + self.recent_deaths.len();
+        let share = if cluster == 0 { 0.0 } else { failing as f64 / cluster as f64 };
+        let preserve = cluster >= 3 && share > self.cfg.self_preservation_share;
+        if preserve != self.self_preservation
+            && (preserve || suspects == 0 || share < self.cfg.self_preservation_share / 2.0)
+        {
+            self.self_preservation = preserve;
+            self.events.push_back(Event::SelfPreservation { engaged: preserve, failing, cluster });
+        }
+        if self.self_preservation {
+            return;
+        }
+        for id in ripe {
+            if let Some(s) = self.suspicions.get_mut(&id) {
+                s.dead = true;
+            }
+            self.recent_deaths.push(now);
+            self.peers.remove(&id);
+            self.active.retain(|a| *a != id);
+            self.probes.retain(|p| p.target != id);
+            self.events.push_back(Event::MemberFailed(id));
+            self.events.push_back(Event::CatalogChanged);
+        }
+    }
+
+    /// The earliest liveness deadline.
+    pub(super) fn liveness_deadline(&self) -> Option<Instant> {
+        let t = self.cfg.probe_timeout;
+        let probe = self.probes.iter().map(|p| if p.indirect { p.started + t * 3 } else { p.started + t }).min();
+        // While self-preservation holds deaths back, ripe suspicions are looked at again each
+        // round, not at their (past) deadline: that would wake the driver in a loop.
+        let timeout = self.suspicion_timeout();
+        let suspicion = if self.self_preservation {
+            None
+        } else {
+            self.suspicions.values().filter(|s| !s.dead).map(|s| s.since + timeout).min()
+        };
+        [probe, suspicion].into_iter().flatten().min()
+    }
+
+    /// A dead node to probe this round, now and then.
+    pub(super) fn dead_to_probe(&mut self) -> Option<NodeId> {
+        let dead: Vec<NodeId> = self.suspicions.iter().filter(|(_, s)| s.dead).map(|(id, _)| *id).collect();
+        if dead.is_empty() || self.rng.unit() >= self.cfg.dead_probe_probability {
+            return None;
+        }
+        Some(dead[self.rng.index(dead.len())])
+    }
+}

@@ -1,0 +1,201 @@
+//! Failure detection and self-preservation in virtual time: a killed node is removed everywhere,
+//! 10% loss produces no false death, a node that comes back is alive again, and a mass
+//! disappearance engages self-preservation instead of evicting the cluster.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use gossip_core::secure::SecureConfig;
+use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
+use gossip_core::{Config, Event, Gossip, Liveness, rng::Rng};
+
+const WALL: u64 = 1_790_000_000_000_000_000;
+
+type InFlight = Reverse<(Instant, u64, usize, SocketAddr, Vec<u8>)>;
+
+struct Net {
+    now: Instant,
+    nodes: Vec<Gossip>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    inflight: BinaryHeap<InFlight>,
+    seq: u64,
+    loss: f64,
+    rng: Rng,
+    down: Vec<bool>,
+    failed_events: Vec<(usize, gossip_core::NodeId, Instant)>,
+    preservation: Vec<(usize, bool)>,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8), 7946))
+}
+
+impl Net {
+    fn new(n: usize, seed: u64, loss: f64) -> Net {
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let mut rng = Rng::from_seed(seed);
+        let mut nodes: Vec<Gossip> = Vec::new();
+        let mut by_addr = BTreeMap::new();
+        for i in 0..n {
+            let cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), ..Config::default() };
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&(seed * 10_000 + i as u64).to_be_bytes());
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&rng.fork().to_be_bytes());
+            let sec = SecureConfig::new(Identity::from_secret(id), Keyring::new(ClusterKey::new([1; 32])), WALL, s);
+            nodes.push(Gossip::new(cfg, sec, format!("n{i}"), addr(i), 1, start));
+            by_addr.insert(addr(i), i);
+        }
+        // Start converged: every node learns every other's signed state.
+        let (first, rest) = nodes.split_at_mut(1);
+        for g in rest.iter() {
+            first[0].learn_owner_from(g);
+        }
+        for g in rest.iter_mut() {
+            g.warm_start_from(&first[0]);
+        }
+        Net {
+            now: start,
+            nodes,
+            by_addr,
+            inflight: BinaryHeap::new(),
+            seq: 0,
+            loss,
+            rng,
+            down: vec![false; n],
+            failed_events: vec![],
+            preservation: vec![],
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].poll_transmit() {
+            if self.rng.unit() < self.loss {
+                continue;
+            }
+            if let Some(&dst) = self.by_addr.get(&t.dst) {
+                self.seq += 1;
+                self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, addr(i), t.payload)));
+            }
+        }
+        while let Some(e) = self.nodes[i].poll_event() {
+            match e {
+                Event::MemberFailed(id) => self.failed_events.push((i, id, self.now)),
+                Event::SelfPreservation { engaged, .. } => self.preservation.push((i, engaged)),
+                _ => {}
+            }
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let deadline = self.now + d;
+        loop {
+            let next_timer = (0..self.nodes.len())
+                .filter(|&i| !self.down[i])
+                .filter_map(|i| self.nodes[i].poll_timeout().map(|t| (t, i)))
+                .min();
+            let next_packet = self.inflight.peek().map(|Reverse((t, ..))| *t);
+            let t = match (next_timer, next_packet) {
+                (Some((a, _)), Some(b)) => a.min(b),
+                (Some((a, _)), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if t > deadline {
+                break;
+            }
+            self.now = self.now.max(t);
+            if next_packet == Some(t) {
+                let Reverse((_, _, dst, from, bytes)) = self.inflight.pop().unwrap();
+                if !self.down[dst] {
+                    self.nodes[dst].handle_datagram(self.now, from, &bytes);
+                    self.flush(dst);
+                }
+            } else if let Some((_, i)) = next_timer {
+                self.nodes[i].handle_timeout(self.now);
+                self.flush(i);
+            }
+        }
+        self.now = deadline;
+    }
+
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| !self.down[i])
+    }
+}
+
+#[test]
+fn a_killed_node_is_declared_dead_by_every_other_node() {
+    let mut net = Net::new(30, 1, 0.0);
+    net.run_for(Duration::from_secs(10));
+    let victim = 7;
+    let victim_id = net.nodes[victim].local().id;
+    net.down[victim] = true;
+    let killed_at = net.now;
+    net.run_for(Duration::from_secs(30));
+    let mut times = Vec::new();
+    for i in net.live() {
+        assert_eq!(net.nodes[i].liveness(&victim_id), Liveness::Dead, "node {i} still counts the victim");
+        let t = net.failed_events.iter().find(|(n, id, _)| *n == i && *id == victim_id).unwrap().2;
+        times.push((t - killed_at).as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    println!("removal after kill (N=30): median {:.2} s, all {:.2} s", times[times.len() / 2], times[times.len() - 1]);
+    assert!(*times.last().unwrap() < 15.0);
+}
+
+#[test]
+fn ten_percent_loss_causes_no_false_death() {
+    let mut net = Net::new(30, 2, 0.10);
+    net.run_for(Duration::from_secs(300));
+    assert!(net.failed_events.is_empty(), "false deaths: {:?}", net.failed_events.len());
+    for i in 0..30 {
+        assert_eq!(net.nodes[i].live_peers(), 29, "node {i}");
+    }
+}
+
+#[test]
+fn a_node_that_comes_back_is_alive_again_everywhere() {
+    let mut net = Net::new(12, 3, 0.0);
+    net.run_for(Duration::from_secs(5));
+    let id = net.nodes[4].local().id;
+    net.down[4] = true;
+    net.run_for(Duration::from_secs(20));
+    assert!(net.live().all(|i| net.nodes[i].liveness(&id) == Liveness::Dead));
+    net.down[4] = false;
+    net.run_for(Duration::from_secs(60));
+    for i in 0..12 {
+        if i != 4 {
+            assert_eq!(net.nodes[i].liveness(&id), Liveness::Alive, "node {i} still thinks 4 is dead");
+            assert_eq!(net.nodes[i].live_peers(), 11);
+        }
+    }
+}
+
+#[test]
+fn self_preservation_engages_when_most_peers_vanish_and_releases_when_they_return() {
+    let mut net = Net::new(10, 4, 0.0);
+    net.run_for(Duration::from_secs(5));
+    // 6 of 10 vanish at once (the survivors' own network looks broken).
+    for i in 4..10 {
+        net.down[i] = true;
+    }
+    net.run_for(Duration::from_secs(30));
+    for i in 0..4 {
+        assert!(net.nodes[i].self_preservation(), "node {i} should have engaged self-preservation");
+        let dead = (4..10).filter(|&j| net.nodes[i].liveness(&net.nodes[j].local().id) == Liveness::Dead).count();
+        assert!(dead < 6, "node {i} evicted all {dead} vanished peers");
+    }
+    for i in 4..10 {
+        net.down[i] = false;
+    }
+    net.run_for(Duration::from_secs(60));
+    for i in 0..10 {
+        assert!(!net.nodes[i].self_preservation(), "node {i} should have released self-preservation");
+        assert_eq!(net.nodes[i].live_peers(), 9, "node {i}");
+    }
+    assert!(net.preservation.iter().any(|(_, e)| *e) && net.preservation.iter().any(|(_, e)| !*e));
+}
