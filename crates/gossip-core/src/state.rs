@@ -216,7 +216,11 @@ impl Table {
                 }
             }
         }
-        node.max_version = node.max_version.max(d.to_version);
+        // The high-water mark comes from signed entries only, never from the delta's (unsigned)
+        // bounds: the owner's newest version is always the version of a live entry it holds,
+        // so a replica holding that entry holds everything newer than what it had.
+        let newest_signed = d.entries.iter().map(|e| e.version).max().unwrap_or(0);
+        node.max_version = node.max_version.max(newest_signed);
         let status_changed = fresh || node.status() != status_before;
         let after = node.summary();
         self.set_summary_hash(before, Some(after));

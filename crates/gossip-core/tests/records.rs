@@ -214,3 +214,23 @@ fn spoofed_source_garbage_does_not_ban_the_honest_node() {
     honest.send(now, addr(3), None, &reconcile_from(&honest_id), &mut out);
     assert!(!pump(now, &mut victim, &mut honest, addr(5), out).is_empty());
 }
+
+#[test]
+fn an_inflated_version_bound_cannot_freeze_an_owner() {
+    // A member relays the owner's genuine node info with no entries and to_version = u64::MAX:
+    // the unsigned bound must not become the replica's high-water mark.
+    let owner = Identity::from_secret([1; 32]);
+    let mut t = Table::new();
+    let first = Entry::signed(&owner, 1, "svc/web", 1, svc(80));
+    assert!(matches!(t.apply(&owner_delta(&owner, vec![first])), Applied::Changed { .. }));
+    let mut inflated = owner_delta(&owner, vec![]);
+    inflated.from_version = 0;
+    inflated.to_version = u64::MAX;
+    let _ = t.apply(&inflated);
+    assert_eq!(t.get(&owner.node_id()).unwrap().max_version, 1);
+    // The owner's next real change still applies.
+    let mut next = owner_delta(&owner, vec![Entry::signed(&owner, 1, "svc/web", 2, svc(81))]);
+    next.from_version = 1;
+    assert!(matches!(t.apply(&next), Applied::Changed { .. }));
+    assert_eq!(t.get(&owner.node_id()).unwrap().max_version, 2);
+}
