@@ -387,3 +387,21 @@ fn a_restarted_peer_is_reached_again_with_a_new_handshake() {
     }
     assert!(p.got_b.iter().any(|r| r.payload == b"after"), "got {:?}", p.got_b.len());
 }
+
+#[test]
+fn a_pinned_seed_must_prove_the_pinned_identity() {
+    let now = t0();
+    // a pins address 2 to an identity b does not hold: the handshake completes cryptographically
+    // but no session is installed, and nothing is delivered.
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a.pin(addr(2), Identity::from_secret([99; 32]).public());
+    p.a_sends(b"secret", false);
+    assert!(p.got_b.is_empty());
+    assert_eq!(p.a.stats().pin_mismatches, 1);
+    // Pinned to b's real identity, the same exchange works.
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a.pin(addr(2), Identity::from_secret([2; 32]).public());
+    p.a_sends(b"secret", false);
+    assert_eq!(p.got_b.len(), 1);
+    assert_eq!(p.a.stats().pin_mismatches, 0);
+}

@@ -19,6 +19,8 @@ pub struct Config {
     pub active_rotation: f64,
     /// Seed addresses to join through.
     pub seeds: Vec<SocketAddr>,
+    /// Seeds pinned to an identity: a seed at such an address must prove it.
+    pub pinned_seeds: Vec<(SocketAddr, crate::secure::keys::IdentityPub)>,
     /// First retry delay while no peer is known; doubles up to `seed_backoff_max`.
     pub seed_backoff_min: Duration,
     /// Longest retry delay while no peer is known.
@@ -57,6 +59,7 @@ impl Default for Config {
             active_view: 8,
             active_rotation: 0.125,
             seeds: Vec::new(),
+            pinned_seeds: Vec::new(),
             seed_backoff_min: Duration::from_millis(500),
             seed_backoff_max: Duration::from_secs(30),
             seed_probability: 0.05,

@@ -74,7 +74,10 @@ impl Gossip {
         cfg.seeds.retain(|s| *s != addr);
         let mut rng = Rng::from_seed(cfg.rng_seed);
         let local = NodeInfo::signed(&secure.identity, name, addr, generation);
-        let secure = SecureLayer::new(secure, now);
+        let mut secure = SecureLayer::new(secure, now);
+        for (a, id) in &cfg.pinned_seeds {
+            secure.pin(*a, *id);
+        }
         let mut table = Table::new();
         table.insert_local(local.clone());
         table.write_local(secure.identity_key(), STATUS_KEY, Value::Status(NodeStatus::Alive));

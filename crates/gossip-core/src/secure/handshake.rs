@@ -291,8 +291,9 @@ impl SecureLayer {
         packet::seal_macs(&mut pkt, key.mac1_key(), None);
         let Ok(transport) = hs.into_stateless_transport_mode() else { return };
         let their_idx = u32_at(data, 1);
-        self.install(now, my_idx, from, binding, transport, their_idx, false, &key);
-        out.push(Outgoing { dst: from, bytes: pkt });
+        if self.install(now, my_idx, from, binding, transport, their_idx, false, &key) {
+            out.push(Outgoing { dst: from, bytes: pkt });
+        }
     }
 
     pub(super) fn on_ik_resp(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
@@ -320,8 +321,9 @@ impl SecureLayer {
             self.pending_by_addr.remove(&peer);
         }
         self.ik_failures.remove(&peer);
-        self.install(now, idx, from, binding, transport, u32_at(data, 1), true, &key);
-        self.flush_queue(now, from, idx, out);
+        if self.install(now, idx, from, binding, transport, u32_at(data, 1), true, &key) {
+            self.flush_queue(now, from, idx, out);
+        }
     }
 
     pub(super) fn on_xx_init(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
@@ -396,9 +398,10 @@ impl SecureLayer {
         }
         // Unconfirmed until the responder's keepalive proves it processed the final message;
         // queued payloads wait, and the final message is retransmitted meanwhile.
-        self.install(now, idx, from, binding, transport, their_idx, false, &key);
-        self.fin_retx.insert(idx, (pkt.clone(), from, now, 1));
-        out.push(Outgoing { dst: from, bytes: pkt });
+        if self.install(now, idx, from, binding, transport, their_idx, false, &key) {
+            self.fin_retx.insert(idx, (pkt.clone(), from, now, 1));
+            out.push(Outgoing { dst: from, bytes: pkt });
+        }
     }
 
     pub(super) fn on_xx_fin(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
@@ -423,12 +426,14 @@ impl SecureLayer {
         // The final message proves the initiator holds the session keys: confirmed at once,
         // and a keepalive (an empty transport message, smaller than the final message) tells
         // the initiator so.
-        self.install(now, idx, from, binding, transport, their_idx, true, &key);
-        self.encrypt(now, idx, &[], out);
-        self.flush_queue(now, from, idx, out);
+        if self.install(now, idx, from, binding, transport, their_idx, true, &key) {
+            self.encrypt(now, idx, &[], out);
+            self.flush_queue(now, from, idx, out);
+        }
     }
 
     /// Installs an established session; a confirmed one becomes the way to reach `peer`.
+    /// Refused (false) when `peer` is pinned to another identity.
     #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
@@ -440,7 +445,11 @@ impl SecureLayer {
         their_idx: u32,
         confirmed: bool,
         key: &ClusterKey,
-    ) {
+    ) -> bool {
+        if self.pins.get(&peer).is_some_and(|pin| *pin != binding.identity) {
+            self.stats.pin_mismatches += 1;
+            return false;
+        }
         let session = Session {
             peer,
             identity: binding.identity,
@@ -462,5 +471,6 @@ impl SecureLayer {
             }
         }
         self.stats.handshakes_completed += 1;
+        true
     }
 }

@@ -111,6 +111,8 @@ pub struct SecureStats {
     pub cookies_sent: u64,
     /// Packets from banned identities.
     pub banned_drops: u64,
+    /// Handshakes refused because the peer's identity was not the one pinned for its address.
+    pub pin_mismatches: u64,
     /// Bans issued.
     pub bans: u64,
     /// Static key rotations.
@@ -178,6 +180,8 @@ pub struct SecureLayer {
     last_timestamp: HashMap<IdentityPub, u64>,
     /// XX final messages awaiting the responder's keepalive: (packet, peer, sent at, attempts).
     fin_retx: HashMap<u32, (Vec<u8>, SocketAddr, Instant, u32)>,
+    /// Identities required of the peers at these addresses (pinned seeds).
+    pins: HashMap<SocketAddr, IdentityPub>,
     jar: CookieJar,
     limiter: RateLimiter,
     bans: BanList,
@@ -234,6 +238,7 @@ impl SecureLayer {
             ik_failures: HashMap::new(),
             last_timestamp: HashMap::new(),
             fin_retx: HashMap::new(),
+            pins: HashMap::new(),
             jar,
             limiter,
             bans: BanList::default(),
@@ -287,6 +292,12 @@ impl SecureLayer {
             self.close(i);
         }
         self.cfg.keyring = keyring;
+    }
+
+    /// Requires the peer at `addr` to prove `identity` (a pinned seed): a handshake with that
+    /// address that proves another identity is refused, whoever initiated it.
+    pub fn pin(&mut self, addr: SocketAddr, identity: IdentityPub) {
+        self.pins.insert(addr, identity);
     }
 
     /// Identities banned now, with why and until when.
