@@ -136,3 +136,35 @@ fn an_agent_needs_a_cluster_key_and_keeps_secrets_private() {
         assert_eq!(mode, 0o600, "{f} must be private");
     }
 }
+
+#[test]
+fn a_pinned_seed_must_prove_its_identity() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let addrs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.data_dir.join("addrs.json")).unwrap()).unwrap();
+    let identity = addrs["identity"].as_str().unwrap().to_string();
+    // Pinned to another identity: the seed (who holds the right cluster key) is not trusted.
+    let wrong = keygen();
+    let b = Agent::start(
+        root.path(),
+        Options {
+            name: "bravo".into(),
+            extra: vec!["--seed".into(), format!("{}#{wrong}", a.gossip)],
+            ..Default::default()
+        },
+    );
+    wait_for("bravo to refuse the impostor", WAIT, || (b.metric("Secure", "PinMismatches") >= 1).then_some(()));
+    assert_eq!(b.alive_members(), vec!["bravo"]);
+    // Pinned to the seed's real identity: it joins.
+    let c = Agent::start(
+        root.path(),
+        Options {
+            name: "charlie".into(),
+            extra: vec!["--seed".into(), format!("{}#{identity}", a.gossip)],
+            ..Default::default()
+        },
+    );
+    wait_for("charlie to join its pinned seed", WAIT, || (c.alive_members().len() == 2).then_some(()));
+    assert_eq!(c.metric("Secure", "PinMismatches"), 0);
+}

@@ -126,7 +126,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         None => bound,
     };
-    let seeds = args.resolve_seeds()?;
+    let pinned = args.resolve_seeds()?;
+    let seeds: Vec<SocketAddr> = pinned.iter().map(|(a, _)| *a).collect();
+    let pinned_seeds: Vec<(SocketAddr, gossip_core::secure::keys::IdentityPub)> =
+        pinned.iter().filter_map(|(a, p)| p.map(|k| (*a, gossip_core::secure::keys::IdentityPub(k)))).collect();
     let (dns_udp, dns_tcp) = bind_dns(args.dns).await?;
     let dns_addr = dns_udp.local_addr()?;
     let http_listener =
@@ -158,6 +161,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = Config {
         gossip_interval: Duration::from_millis(args.gossip_interval_ms),
         seeds,
+        pinned_seeds,
         rng_seed: random_seed(),
         keyring_stamp: ring.stamp,
         ..Config::default()
@@ -173,6 +177,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     let addrs = serde_json::json!({
         "node": node.name, "id": node.id.to_hex(), "generation": node.generation,
+        "identity": crate::keys::encode_key(&node.identity.public().0),
         "gossip": advertise.to_string(), "dns": dns_addr.to_string(), "http": http_addr.to_string(),
     });
     data.write_atomic(ADDRS_FILE, addrs.to_string().as_bytes())?;

@@ -98,7 +98,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_advertise)]
     pub advertise: Option<SocketAddr>,
     /// A seed agent to join through, IP:PORT or HOST:PORT; repeat or separate with commas.
-    /// Host names are resolved once at start.
+    /// Host names are resolved once at start. `ADDR#IDENTITY` pins the seed to its identity
+    /// key (base64, as `gossipd members --format json` shows in `Tags.identity`).
     #[arg(long = "seed", value_name = "ADDR", value_delimiter = ',')]
     pub seeds: Vec<HostPort>,
     /// DNS address (UDP and TCP).
@@ -140,14 +141,14 @@ impl AgentArgs {
         self.bind.unwrap_or_else(|| default.parse().expect("valid default address"))
     }
 
-    /// Resolves every `--seed` (host names through the system resolver; blocking). A seed that
-    /// does not resolve is an error naming it.
-    pub fn resolve_seeds(&self) -> anyhow::Result<Vec<SocketAddr>> {
-        let mut out = Vec::new();
+    /// Resolves every `--seed` (host names through the system resolver; blocking), with the
+    /// identity each is pinned to, if any. A seed that does not resolve is an error naming it.
+    pub fn resolve_seeds(&self) -> anyhow::Result<Vec<(SocketAddr, Option<[u8; 32]>)>> {
+        let mut out: Vec<(SocketAddr, Option<[u8; 32]>)> = Vec::new();
         for seed in &self.seeds {
             for addr in seed.resolve()? {
-                if !out.contains(&addr) {
-                    out.push(addr);
+                if !out.iter().any(|(a, _)| *a == addr) {
+                    out.push((addr, seed.pin));
                 }
             }
         }
@@ -204,13 +205,16 @@ pub enum ServicesCommand {
     },
 }
 
-/// `HOST:PORT` or `IP:PORT` (IPv6 in brackets), resolved later.
+/// `HOST:PORT` or `IP:PORT` (IPv6 in brackets), resolved later, optionally pinned to the
+/// seed's identity: `ADDR#IDENTITY` (the base64 identity key `gossipd members` shows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort {
     /// Host name or IP literal (without brackets).
     pub host: String,
     /// Port.
     pub port: u16,
+    /// The identity the seed must prove, if pinned.
+    pub pin: Option<[u8; 32]>,
 }
 
 impl HostPort {
@@ -241,8 +245,14 @@ impl FromStr for HostPort {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        if let Some((addr, key)) = s.split_once('#') {
+            let pin = crate::keys::decode_key(key).map_err(|e| format!("{s:?}: the pinned identity {e}"))?;
+            let mut hp: HostPort = addr.parse()?;
+            hp.pin = Some(pin);
+            return Ok(hp);
+        }
         if let Ok(addr) = s.parse::<SocketAddr>() {
-            return Ok(HostPort { host: addr.ip().to_string(), port: addr.port() });
+            return Ok(HostPort { host: addr.ip().to_string(), port: addr.port(), pin: None });
         }
         let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} must be HOST:PORT or IP:PORT"))?;
         let port = port.parse().map_err(|_| format!("{s:?}: port must be an integer in 0..=65535"))?;
@@ -252,7 +262,7 @@ impl FromStr for HostPort {
         if !valid_host {
             return Err(format!("{s:?}: host must be a host name or an IP (IPv6 in brackets)"));
         }
-        Ok(HostPort { host: host.to_string(), port })
+        Ok(HostPort { host: host.to_string(), port, pin: None })
     }
 }
 
@@ -392,9 +402,19 @@ mod tests {
         assert_eq!(a.seeds[2].to_string(), "[::1]:7003");
         assert_eq!(a.domain, "consul");
         assert_eq!(a.gossip_interval_ms, 200);
-        let seeds = a.resolve_seeds().unwrap();
+        let seeds: Vec<SocketAddr> = a.resolve_seeds().unwrap().into_iter().map(|(s, _)| s).collect();
         assert!(seeds.contains(&"127.0.0.1:7001".parse().unwrap()));
         assert!(seeds.contains(&"[::1]:7003".parse().unwrap()));
+    }
+
+    #[test]
+    fn seeds_may_be_pinned_to_an_identity() {
+        let key = crate::keys::encode_key(&[5; 32]);
+        let hp: HostPort = format!("127.0.0.1:7001#{key}").parse().unwrap();
+        assert_eq!(hp.pin, Some([5; 32]));
+        assert_eq!(hp.port, 7001);
+        let e = "127.0.0.1:7001#nope".parse::<HostPort>().unwrap_err();
+        assert!(e.contains("pinned identity"), "{e}");
     }
 
     #[test]

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use gossip_core::{CommandError, Event, Gossip};
+use gossip_core::{CommandError, Event, Gossip, Health, NodeId};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::persist::DataDir;
 use crate::service_def::ServiceDef;
 use crate::view::{self, Catalog};
+
+use crate::checks;
 
 /// A request to the driver from the HTTP API.
 #[derive(Debug)]
@@ -28,6 +30,87 @@ pub enum Command {
     Keyring(oneshot::Sender<(u64, Vec<[u8; 32]>)>),
     /// Changes the cluster keyring; answers the new keyring or why not.
     ChangeKeyring(KeyringOp, oneshot::Sender<Result<Vec<[u8; 32]>, String>>),
+    /// A check runner's result.
+    CheckResult(checks::CheckResult),
+    /// `PUT /v1/agent/check/{pass,warn,fail}/:id`: sets a TTL check's status (and resets its TTL).
+    UpdateTtl {
+        /// The check.
+        check_id: String,
+        /// Its new status.
+        status: Health,
+        /// Its new output (Consul's `note`).
+        note: String,
+        /// The answer.
+        reply: oneshot::Sender<TtlUpdate>,
+    },
+}
+
+/// The answer to [`Command::UpdateTtl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlUpdate {
+    /// Done.
+    Updated,
+    /// No such check on this agent.
+    Unknown,
+    /// The check is not a TTL check.
+    NotTtl,
+}
+
+/// One local check as the API shows it.
+#[derive(Debug, Clone)]
+pub struct CheckView {
+    /// Check id.
+    pub id: String,
+    /// Check name.
+    pub name: String,
+    /// Current status.
+    pub status: Health,
+    /// Notes from the definition.
+    pub notes: String,
+    /// Output of the last run (or the last TTL note).
+    pub output: String,
+    /// Owning service id.
+    pub service_id: String,
+    /// Owning service name.
+    pub service_name: String,
+}
+
+/// The local checks, swapped in whenever one changes.
+#[derive(Debug, Clone)]
+pub struct LocalChecks {
+    /// This node's name.
+    pub node: String,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Checks by id.
+    pub checks: BTreeMap<String, CheckView>,
+}
+
+impl LocalChecks {
+    /// The checks of local service `service_id`, in id order.
+    pub fn of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a CheckView> + 'a {
+        self.checks.values().filter(move |c| c.service_id == service_id)
+    }
+}
+
+/// A check the driver runs; its task is aborted when this is dropped.
+#[derive(Debug)]
+struct Running {
+    def: checks::CheckDef,
+    service_id: String,
+    service_name: String,
+    status: Health,
+    output: String,
+    run: u64,
+    task: tokio::task::JoinHandle<()>,
+    ttl_reset: watch::Sender<()>,
+    critical_since: Option<Instant>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A keyring change, as `serf keys` / Consul's operator keyring API.
@@ -50,6 +133,9 @@ pub enum RegisterError {
     /// It could not be persisted; it was rolled back.
     #[error("could not persist the registration: {0}")]
     Persist(String),
+    /// A check id is taken by another service.
+    #[error("{0}")]
+    Check(String),
 }
 
 /// What the rest of the agent sees of the driver.
@@ -63,6 +149,8 @@ pub struct Handle {
     pub index: watch::Receiver<u64>,
     /// Gossip and secure-layer counters, refreshed with each loop turn.
     pub stats: Arc<ArcSwap<(gossip_core::Stats, gossip_core::secure::SecureStats)>>,
+    /// The local checks.
+    pub checks: Arc<ArcSwap<LocalChecks>>,
 }
 
 /// The driver task's state.
@@ -77,6 +165,15 @@ pub struct Driver {
     index_tx: watch::Sender<u64>,
     stats: Arc<ArcSwap<(gossip_core::Stats, gossip_core::secure::SecureStats)>>,
     index: u64,
+    /// Its own command sender, handed to check tasks.
+    tx: mpsc::Sender<Command>,
+    /// Running checks by check id.
+    running: BTreeMap<String, Running>,
+    /// Last run number handed out.
+    runs: u64,
+    /// The health each local service was last registered with.
+    health: BTreeMap<String, Health>,
+    local_checks: Arc<ArcSwap<LocalChecks>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -98,9 +195,37 @@ impl Driver {
         let (index_tx, index_rx) = watch::channel(0);
         let catalog = Arc::new(ArcSwap::from_pointee(Catalog::default()));
         let stats = Arc::new(ArcSwap::from_pointee(Default::default()));
-        let handle = Handle { commands: tx, catalog: catalog.clone(), index: index_rx, stats: stats.clone() };
-        let local = local.into_iter().map(|d| (d.id.clone(), d)).collect();
-        let mut d = Driver { gossip, socket, data, local, commands: rx, catalog, dns, index_tx, stats, index: 0 };
+        let local_checks = Arc::new(ArcSwap::from_pointee(LocalChecks {
+            node: gossip.local().name.clone(),
+            node_id: gossip.local().id,
+            checks: BTreeMap::new(),
+        }));
+        let handle = Handle {
+            commands: tx.clone(),
+            catalog: catalog.clone(),
+            index: index_rx,
+            stats: stats.clone(),
+            checks: local_checks.clone(),
+        };
+        let local: BTreeMap<String, ServiceDef> = local.into_iter().map(|d| (d.id.clone(), d)).collect();
+        let health = local.values().map(|d| (d.id.clone(), d.to_instance().health)).collect();
+        let mut d = Driver {
+            gossip,
+            socket,
+            data,
+            local,
+            commands: rx,
+            catalog,
+            dns,
+            index_tx,
+            stats,
+            index: 0,
+            tx,
+            running: BTreeMap::new(),
+            runs: 0,
+            health,
+            local_checks,
+        };
         d.publish();
         (d, handle)
     }
@@ -117,6 +242,11 @@ impl Driver {
     /// Runs until `shutdown` resolves, then announces the leave, flushes and returns.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        let defs: Vec<ServiceDef> = self.local.values().cloned().collect();
+        for def in &defs {
+            self.start_checks(def);
+        }
+        self.publish_checks();
         let mut buf = vec![0u8; 2048];
         loop {
             let deadline = self.gossip.poll_timeout().map(tokio::time::Instant::from_std);
@@ -137,6 +267,7 @@ impl Driver {
             }
             self.after_input().await;
         }
+        self.running.clear();
         tracing::info!("leaving the cluster");
         self.gossip.leave(Instant::now());
         self.after_input().await;
@@ -209,6 +340,125 @@ impl Driver {
                 let result = self.change_keyring(now, op);
                 let _ = reply.send(result);
             }
+            Command::CheckResult(r) => {
+                if self.running.get(&r.check_id).is_some_and(|c| c.run == r.run) {
+                    self.check_status(now, &r.check_id, r.outcome.status, r.outcome.output);
+                }
+            }
+            Command::UpdateTtl { check_id, status, note, reply } => {
+                let answer = match self.running.get(&check_id) {
+                    None => TtlUpdate::Unknown,
+                    Some(c) if !matches!(c.def.kind, checks::Kind::Ttl(_)) => TtlUpdate::NotTtl,
+                    Some(c) => {
+                        c.ttl_reset.send_replace(());
+                        self.check_status(now, &check_id, status, note);
+                        TtlUpdate::Updated
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Starts the checks of `def` (stopping any it had).
+    fn start_checks(&mut self, def: &ServiceDef) {
+        self.stop_checks(&def.id);
+        for c in checks::of(def) {
+            self.runs += 1;
+            let (ttl_reset, reset_rx) = watch::channel(());
+            let task = tokio::spawn(checks::run(c.clone(), self.runs, self.tx.clone(), reset_rx));
+            let output = match c.kind {
+                checks::Kind::Ttl(_) => String::new(),
+                _ => "not run yet".to_string(),
+            };
+            self.running.insert(
+                c.id.clone(),
+                Running {
+                    status: c.initial,
+                    critical_since: (c.initial == Health::Critical).then(Instant::now),
+                    def: c,
+                    service_id: def.id.clone(),
+                    service_name: def.name.clone(),
+                    output,
+                    run: self.runs,
+                    task,
+                    ttl_reset,
+                },
+            );
+        }
+    }
+
+    fn stop_checks(&mut self, service_id: &str) {
+        self.running.retain(|_, c| c.service_id != service_id);
+    }
+
+    /// Swaps in the API's view of the checks.
+    fn publish_checks(&self) {
+        let checks = self
+            .running
+            .iter()
+            .map(|(id, c)| {
+                let view = CheckView {
+                    id: id.clone(),
+                    name: c.def.name.clone(),
+                    status: c.status,
+                    notes: c.def.notes.clone(),
+                    output: c.output.clone(),
+                    service_id: c.service_id.clone(),
+                    service_name: c.service_name.clone(),
+                };
+                (id.clone(), view)
+            })
+            .collect();
+        let local = self.gossip.local();
+        self.local_checks.store(Arc::new(LocalChecks { node: local.name.clone(), node_id: local.id, checks }));
+    }
+
+    /// Records a check's status; re-registers its service when the aggregate changes, and
+    /// deregisters it when it has been critical longer than `DeregisterCriticalServiceAfter`.
+    fn check_status(&mut self, now: Instant, check_id: &str, status: Health, output: String) {
+        let Some(c) = self.running.get_mut(check_id) else { return };
+        let changed = c.status != status || c.output != output;
+        if c.status != status {
+            tracing::info!(check = check_id, service = %c.service_id, from = checks::status_str(c.status),
+                to = checks::status_str(status), output = %output, "check status changed");
+        }
+        c.status = status;
+        c.output = output;
+        if status == Health::Critical {
+            c.critical_since.get_or_insert(now);
+        } else {
+            c.critical_since = None;
+        }
+        let sid = c.service_id.clone();
+        let expired = match (c.def.deregister_after, c.critical_since) {
+            (Some(after), Some(since)) => now.duration_since(since) >= after,
+            _ => false,
+        };
+        if expired {
+            tracing::warn!(check = check_id, service = %sid,
+                "check critical for longer than DeregisterCriticalServiceAfter: deregistering the service");
+            if let Err(e) = self.deregister(now, &sid) {
+                tracing::error!(service = %sid, error = %e, "cannot deregister the critical service");
+            }
+            return;
+        }
+        if changed {
+            self.publish_checks();
+        }
+        let health = checks::aggregate(self.running.values().filter(|c| c.service_id == sid).map(|c| c.status));
+        if self.health.get(&sid) == Some(&health) {
+            return;
+        }
+        let Some(def) = self.local.get(&sid) else { return };
+        let mut inst = def.to_instance();
+        inst.health = health;
+        match self.gossip.register(now, inst) {
+            Ok(()) => {
+                tracing::info!(service = %sid, health = checks::status_str(health), "service health changed");
+                self.health.insert(sid, health);
+            }
+            Err(e) => tracing::error!(service = %sid, error = %e, "cannot spread the new health"),
         }
     }
 
@@ -246,6 +496,14 @@ impl Driver {
 
     /// Persists first, then applies: a crash after the acknowledgement loses nothing.
     fn register(&mut self, now: Instant, def: ServiceDef) -> Result<(), RegisterError> {
+        for c in checks::of(&def) {
+            if let Some(other) = self.running.get(&c.id).filter(|o| o.service_id != def.id) {
+                return Err(RegisterError::Check(format!(
+                    "check ID {:?} is already used by service {:?}",
+                    c.id, other.service_id
+                )));
+            }
+        }
         let previous = self.local.insert(def.id.clone(), def.clone());
         let rollback = |this: &mut Self| match &previous {
             Some(p) => {
@@ -263,7 +521,11 @@ impl Driver {
             rollback(self);
             return Err(e);
         }
-        self.gossip.register(now, def.to_instance())?;
+        let inst = def.to_instance();
+        self.gossip.register(now, inst.clone())?;
+        self.health.insert(def.id.clone(), inst.health);
+        self.start_checks(&def);
+        self.publish_checks();
         tracing::info!(id = %def.id, name = %def.name, "service registered");
         Ok(())
     }
@@ -275,6 +537,9 @@ impl Driver {
             return Err(e);
         }
         self.gossip.deregister(now, id)?;
+        self.health.remove(id);
+        self.stop_checks(id);
+        self.publish_checks();
         tracing::info!(id, "service deregistered");
         Ok(true)
     }

@@ -17,7 +17,7 @@ use axum::routing::{get, put};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::driver::{Command, Handle};
+use crate::driver::{CheckView, Command, Handle, TtlUpdate};
 use crate::service_def;
 use crate::view::{Catalog, CatalogInstance, Member};
 use gossip_core::{Health, NodeId, NodeStatus};
@@ -39,6 +39,10 @@ pub fn router(api: Api) -> Router {
         .route("/v1/agent/service/deregister/{id}", put(deregister))
         .route("/v1/agent/services", get(agent_services))
         .route("/v1/agent/members", get(members))
+        .route("/v1/agent/checks", get(agent_checks))
+        .route("/v1/agent/check/pass/{id}", put(check_pass))
+        .route("/v1/agent/check/warn/{id}", put(check_warn))
+        .route("/v1/agent/check/fail/{id}", put(check_fail))
         .route("/v1/catalog/services", get(catalog_services))
         .route("/v1/catalog/service/{name}", get(catalog_service))
         .route("/v1/catalog/nodes", get(catalog_nodes))
@@ -148,7 +152,10 @@ fn status_code(m: &Member) -> u8 {
 }
 
 fn member_json(m: &Member) -> Value {
-    let mut tags = json!({ "id": uuid(&m.id), "generation": m.generation.to_string(), "dc": DATACENTER });
+    let mut tags = json!({
+        "id": uuid(&m.id), "generation": m.generation.to_string(), "dc": DATACENTER,
+        "identity": crate::keys::encode_key(&m.identity),
+    });
     if let Some(reason) = &m.banned {
         tags["banned"] = Value::String(reason.clone());
     }
@@ -259,11 +266,82 @@ async fn catalog_nodes(State(api): State<Arc<Api>>, Query(q): Query<HashMap<Stri
 }
 
 fn health_str(h: Health) -> &'static str {
-    match h {
-        Health::Passing => "passing",
-        Health::Warning => "warning",
-        Health::Critical => "critical",
+    crate::checks::status_str(h)
+}
+
+/// Consul's `HealthCheck` shape.
+fn check_json(node: &str, c: &CheckView) -> Value {
+    json!({
+        "Node": node, "CheckID": c.id, "Name": c.name, "Status": health_str(c.status),
+        "Notes": c.notes, "Output": c.output, "ServiceID": c.service_id, "ServiceName": c.service_name,
+    })
+}
+
+/// `GET /v1/agent/checks`: this agent's checks by id.
+async fn agent_checks(State(api): State<Arc<Api>>) -> Response {
+    let local = api.handle.checks.load_full();
+    let map: serde_json::Map<String, Value> =
+        local.checks.iter().map(|(id, c)| (id.clone(), check_json(&local.node, c))).collect();
+    axum::Json(Value::Object(map)).into_response()
+}
+
+async fn check_update(api: &Api, check_id: String, status: Health, q: &HashMap<String, String>) -> Response {
+    let note = q.get("note").cloned().unwrap_or_default();
+    let id = check_id.clone();
+    match ask(api, |reply| Command::UpdateTtl { check_id, status, note, reply }).await {
+        Ok(TtlUpdate::Updated) => StatusCode::OK.into_response(),
+        Ok(TtlUpdate::Unknown) => text(StatusCode::NOT_FOUND, format!("Unknown check ID {id:?}")),
+        Ok(TtlUpdate::NotTtl) => text(StatusCode::BAD_REQUEST, format!("CheckID {id:?} does not have associated TTL")),
+        Err(r) => r,
     }
+}
+
+async fn check_pass(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    check_update(&api, id, Health::Passing, &q).await
+}
+
+async fn check_warn(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    check_update(&api, id, Health::Warning, &q).await
+}
+
+async fn check_fail(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    check_update(&api, id, Health::Critical, &q).await
+}
+
+/// The checks of one instance: the node's, then the service's. Local services show their real
+/// checks; of a remote instance only the aggregate travels, shown as the `service:<id>` check.
+fn instance_checks(i: &CatalogInstance, local: &crate::driver::LocalChecks) -> Vec<Value> {
+    let mut out = vec![json!({
+        "Node": i.node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
+        "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "",
+    })];
+    let real: Vec<Value> = if i.node_id == local.node_id {
+        local.of_service(&i.service.id).map(|c| check_json(&i.node, c)).collect()
+    } else {
+        Vec::new()
+    };
+    if real.is_empty() {
+        out.push(json!({
+            "Node": i.node, "CheckID": format!("service:{}", i.service.id),
+            "Name": format!("Service '{}' health", i.service.name), "Status": health_str(i.service.health),
+            "Notes": "", "Output": "", "ServiceID": i.service.id, "ServiceName": i.service.name,
+        }));
+    } else {
+        out.extend(real);
+    }
+    out
 }
 
 async fn health_service(
@@ -276,6 +354,7 @@ async fn health_service(
         Err(r) => return r,
     };
     let passing_only = q.contains_key("passing");
+    let local = api.handle.checks.load_full();
     let list = c.services.get(&name).map(Vec::as_slice).unwrap_or(&[]);
     let out: Vec<Value> = filter_tag(list, &q)
         .filter(|i| !passing_only || i.service.health == Health::Passing)
@@ -287,11 +366,7 @@ async fn health_service(
                     "Address": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
                     "Port": i.service.port, "Meta": i.service.meta, "Weights": weights(i),
                 },
-                "Checks": [
-                    { "Node": i.node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing", "ServiceID": "", "ServiceName": "" },
-                    { "Node": i.node, "CheckID": format!("service:{}", i.service.id), "Name": format!("Service '{}' health", i.service.name),
-                      "Status": health_str(i.service.health), "ServiceID": i.service.id, "ServiceName": i.service.name },
-                ],
+                "Checks": instance_checks(i, &local),
             })
         })
         .collect();
@@ -368,6 +443,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             "DroppedUnauthenticated": sec.dropped_unauthenticated, "DecryptFailures": sec.decrypt_failures,
             "Replays": sec.replays, "RateLimited": sec.rate_limited, "CookiesSent": sec.cookies_sent,
             "BannedDrops": sec.banned_drops, "Bans": sec.bans, "KeyRotations": sec.rotations,
+            "PinMismatches": sec.pin_mismatches,
         },
         "Catalog": {
             "Index": c.index,

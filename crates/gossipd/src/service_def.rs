@@ -25,7 +25,8 @@
 //! - `Port` and `Weights` accept an integer or a string of digits (Consul's config files are
 //!   weakly typed); anything else is an error.
 //! - Lengths are counted in bytes (as Consul and DNS do).
-//! - `Check` and `Checks` are kept as raw JSON objects (`Check` first) until health checks land.
+//! - `Check` and `Checks` are kept as raw JSON objects (`Check` first), validated by
+//!   [`crate::checks`] (errors read `Checks[0].Interval: ...`, numbered together, `Check` first).
 //! - Every validation error names the field path and the reason, e.g.
 //!   `services[1].Port: must be an integer in 0..=65535, got "abc"`. Duplicate IDs inside one
 //!   input, or across the files of a config directory, are errors.
@@ -40,7 +41,7 @@ use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use gossip_core::types::{Health, ServiceInstance};
+use gossip_core::types::ServiceInstance;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -113,8 +114,8 @@ fn serialize_address<S: Serializer>(addr: &Option<IpAddr>, s: S) -> Result<S::Ok
 }
 
 impl ServiceDef {
-    /// The instance that travels by gossip. Health starts `Passing`; the agent's checks decide
-    /// it afterwards.
+    /// The instance that travels by gossip, with the health its checks start with (passing
+    /// without checks); the agent's check runners decide it afterwards.
     pub fn to_instance(&self) -> ServiceInstance {
         ServiceInstance {
             id: self.id.clone(),
@@ -125,7 +126,7 @@ impl ServiceDef {
             meta: self.meta.clone(),
             weight_passing: self.weights.passing,
             weight_warning: self.weights.warning,
-            health: Health::Passing,
+            health: crate::checks::initial_health(self),
         }
     }
 
@@ -296,12 +297,12 @@ fn parse_json(bytes: &[u8]) -> Result<Value, DefError> {
     serde_json::from_slice(bytes).map_err(DefError::Json)
 }
 
-fn invalid(path: &str, reason: impl Into<String>) -> DefError {
+pub(crate) fn invalid(path: &str, reason: impl Into<String>) -> DefError {
     DefError::Invalid { path: path.to_string(), reason: reason.into() }
 }
 
 /// `Weights` under `services[1]` is `services[1].Weights`; at the top level it is `Weights`.
-fn join(prefix: &str, field: &str) -> String {
+pub(crate) fn join(prefix: &str, field: &str) -> String {
     if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") }
 }
 
@@ -311,7 +312,7 @@ fn normalize(key: &str) -> String {
 }
 
 /// Describes a value for an error message: scalars as (truncated) JSON, containers by kind.
-fn got(v: &Value) -> String {
+pub(crate) fn got(v: &Value) -> String {
     match v {
         Value::Object(_) => "an object".to_string(),
         Value::Array(_) => "an array".to_string(),
@@ -489,11 +490,12 @@ fn service_from_value(value: &Value, prefix: &str) -> Result<ServiceDef, DefErro
             checks.push(item.clone());
         }
     }
+    crate::checks::parse_checks(&id, &name, &checks, prefix)?;
     Ok(ServiceDef { id, name, address, port, tags, meta, weights, checks })
 }
 
 /// Sorts an object's keys into known fields (nulls dropped), warning about unknown ones.
-fn collect_fields<'a, F: Ord + Copy>(
+pub(crate) fn collect_fields<'a, F: Ord + Copy>(
     obj: &'a Map<String, Value>,
     prefix: &str,
     lookup: impl Fn(&str) -> Option<F>,
@@ -704,7 +706,7 @@ mod tests {
         assert_eq!(def.weights, Weights::default());
         let inst = def.to_instance();
         assert_eq!((inst.weight_passing, inst.weight_warning), (1, 1));
-        assert_eq!(inst.health, Health::Passing);
+        assert_eq!(inst.health, gossip_core::Health::Passing);
     }
 
     #[test]
@@ -718,7 +720,7 @@ mod tests {
     fn serialize_round_trips_in_consul_shape() {
         let def = parse_register_body(
             br#"{"ID": "web-1", "Name": "web", "Address": "10.0.0.5", "Port": 80,
-                "Tags": ["a"], "Meta": {"k": "v"}, "Checks": [{"HTTP": "http://x/"}]}"#,
+                "Tags": ["a"], "Meta": {"k": "v"}, "Checks": [{"HTTP": "http://x/", "Interval": "10s"}]}"#,
         )
         .unwrap();
         let json = serde_json::to_value(&def).unwrap();

@@ -11,6 +11,8 @@ use gossip_core::{Gossip, Health, NodeId, NodeStatus, services_of};
 pub struct Member {
     /// Node id.
     pub id: NodeId,
+    /// Identity public key.
+    pub identity: [u8; 32],
     /// Node name.
     pub name: String,
     /// Gossip address.
@@ -63,6 +65,7 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
         let liveness = g.liveness(&n.info.id);
         members.push(Member {
             liveness,
+            identity: n.info.identity.0,
             id: n.info.id,
             name: n.info.name.clone(),
             addr: n.info.addr,
