@@ -28,8 +28,12 @@ def put(http, path, body):
 def start(root, name, seed, interval_ms):
     d = os.path.join(root, name)
     os.makedirs(d, exist_ok=True)
+    key = os.path.join(root, "cluster.key")
+    if not os.path.exists(key):
+        with open(key, "w") as f:
+            f.write(subprocess.check_output([BIN, "keygen"], text=True))
     args = [BIN, "agent", "--node", name, "--bind", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0",
-            "--data-dir", d, "--gossip-interval-ms", str(interval_ms), "--log-level", "warn"]
+            "--data-dir", d, "--cluster-key-file", key, "--gossip-interval-ms", str(interval_ms), "--log-level", "warn"]
     if seed:
         args += ["--seed", seed]
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "log"), "w"))
