@@ -190,7 +190,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let dns_cfg = dns_front::ResolverConfig { domain: args.domain.clone(), ..Default::default() };
+    let dns_cfg = dns_front::ResolverConfig {
+        domain: args.domain.clone(),
+        only_passing: !args.dns_allow_warning,
+        ..Default::default()
+    };
     let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg);
     let dns_task = tokio::spawn(dns.run(dns_udp, dns_tcp, stopped(stop_rx.clone())));
     let app = http::router(Api { handle });

@@ -114,6 +114,10 @@ pub struct AgentArgs {
     /// Directory of service definition files (*.json) loaded at start.
     #[arg(long, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
+    /// Answer instances whose checks warn too (by default DNS answers only passing ones, as
+    /// Consul's `only_passing`).
+    #[arg(long)]
+    pub dns_allow_warning: bool,
     /// DNS domain served.
     #[arg(long, value_name = "DOMAIN", default_value = "gossip", value_parser = parse_domain)]
     pub domain: String,
