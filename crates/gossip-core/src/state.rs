@@ -269,6 +269,13 @@ impl Table {
         self.nodes.insert(state.info.id, Arc::clone(state));
     }
 
+    /// Forgets an owner entirely (garbage collection of a departed node).
+    pub fn remove(&mut self, id: &NodeId) -> Option<Arc<NodeState>> {
+        let removed = self.nodes.remove(id)?;
+        self.set_summary_hash(Some(removed.summary()), None);
+        Some(removed)
+    }
+
     /// The shared state of one owner.
     pub fn get_shared(&self, id: &NodeId) -> Option<&Arc<NodeState>> {
         self.nodes.get(id)

@@ -199,3 +199,89 @@ fn self_preservation_engages_when_most_peers_vanish_and_releases_when_they_retur
     }
     assert!(net.preservation.iter().any(|(_, e)| *e) && net.preservation.iter().any(|(_, e)| !*e));
 }
+
+fn with_grace(n: usize, seed: u64, grace: Duration) -> Net {
+    let mut net = Net::new(n, seed, 0.0);
+    // Rebuild with a short GC grace (the default is a day).
+    let mut rng = Rng::from_seed(seed + 1000);
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    let mut nodes: Vec<Gossip> = Vec::new();
+    for i in 0..n {
+        let cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), gc_grace: grace, ..Config::default() };
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&(seed * 10_000 + i as u64).to_be_bytes());
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&rng.fork().to_be_bytes());
+        let sec = SecureConfig::new(Identity::from_secret(id), Keyring::new(ClusterKey::new([1; 32])), WALL, s);
+        nodes.push(Gossip::new(cfg, sec, format!("n{i}"), addr(i), 1, start));
+    }
+    let (first, rest) = nodes.split_at_mut(1);
+    for g in rest.iter() {
+        first[0].learn_owner_from(g);
+    }
+    for g in rest.iter_mut() {
+        g.warm_start_from(&first[0]);
+    }
+    net.nodes = nodes;
+    net.now = start;
+    net
+}
+
+fn knows(net: &Net, i: usize, service: &str) -> bool {
+    net.nodes[i].nodes().any(|n| gossip_core::services_of(n).any(|s| s.name == service))
+}
+
+fn svc(name: &str) -> gossip_core::ServiceInstance {
+    gossip_core::ServiceInstance { id: name.into(), name: name.into(), port: 1, ..Default::default() }
+}
+
+#[test]
+fn a_left_node_is_collected_everywhere_and_never_resurrected() {
+    let mut net = with_grace(10, 5, Duration::from_secs(20));
+    net.run_for(Duration::from_secs(5));
+    let gone = net.nodes[3].local().id;
+    let now = net.now;
+    net.nodes[3].leave(now);
+    net.flush(3);
+    net.down[3] = true;
+    net.run_for(Duration::from_secs(30));
+    for i in net.live().collect::<Vec<_>>() {
+        assert!(net.nodes[i].node(&gone).is_none(), "node {i} still holds the left node after the grace");
+    }
+    net.run_for(Duration::from_secs(60));
+    for i in net.live().collect::<Vec<_>>() {
+        assert!(net.nodes[i].node(&gone).is_none(), "node {i} resurrected the collected node");
+    }
+}
+
+#[test]
+fn a_deleted_entry_never_comes_back_after_gc_even_to_a_node_that_missed_it() {
+    let mut net = with_grace(8, 6, Duration::from_secs(30));
+    net.run_for(Duration::from_secs(5));
+    let now = net.now;
+    net.nodes[2].register(now, svc("doomed")).unwrap();
+    net.nodes[2].register(now, svc("kept")).unwrap();
+    net.flush(2);
+    net.run_for(Duration::from_secs(5));
+    assert!((0..8).all(|i| knows(&net, i, "doomed")));
+    // Node 5 is cut off for longer than the grace period and misses the deletion.
+    net.down[5] = true;
+    let now = net.now;
+    assert!(net.nodes[2].deregister(now, "doomed").unwrap());
+    net.flush(2);
+    let generation = net.nodes[2].local().generation;
+    net.run_for(Duration::from_secs(60));
+    assert!(net.nodes[2].local().generation > generation, "the owner re-incarnated to collect its tombstone");
+    let owner = net.nodes[2].node(&net.nodes[2].local().id).unwrap();
+    assert!(!owner.entries.values().any(|e| matches!(e.value, gossip_core::message::Value::Tombstone)));
+    // Node 5 returns holding the deleted entry: a full resync, not a resurrection.
+    assert!(knows(&net, 5, "doomed"));
+    net.down[5] = false;
+    net.run_for(Duration::from_secs(60));
+    for i in 0..8 {
+        assert!(!knows(&net, i, "doomed"), "node {i} holds the deleted entry");
+        assert!(knows(&net, i, "kept"), "node {i} lost a live entry");
+        assert_eq!(net.nodes[i].live_peers(), 7, "node {i}");
+    }
+}

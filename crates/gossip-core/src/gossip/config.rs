@@ -46,6 +46,10 @@ pub struct Config {
     pub self_preservation_window: Duration,
     /// Probability per round of probing a dead node instead (to notice its return).
     pub dead_probe_probability: f64,
+    /// Garbage collection grace: a left or dead node's state is dropped this long after it
+    /// departed, and an owner whose oldest tombstone is this old re-incarnates (a new
+    /// generation holding only its live entries) so that replicas resync without it.
+    pub gc_grace: Duration,
     /// Stamp of the keyring the node starts with (0 for one given on the command line; the
     /// stored stamp for one adopted or changed earlier).
     pub keyring_stamp: u64,
@@ -72,6 +76,7 @@ impl Default for Config {
             self_preservation_share: 0.4,
             self_preservation_window: Duration::from_secs(30),
             dead_probe_probability: 0.1,
+            gc_grace: Duration::from_secs(24 * 3600),
             keyring_stamp: 0,
         }
     }
@@ -119,6 +124,10 @@ pub enum Event {
         /// For how long.
         period: Duration,
     },
+    /// This node re-incarnated under a new generation (tombstone collection): persist it.
+    GenerationChanged(u64),
+    /// A departed node's state was collected.
+    MemberForgotten(NodeId),
     /// The cluster keyring changed (an operator's change, here or adopted from a peer): persist
     /// it. Keys primary first.
     KeyringChanged {

@@ -22,6 +22,7 @@ impl Gossip {
     /// layer and dropped; an authenticated peer that sends what does not decode, breaks a rule
     /// or relays a forged record is banned. Never panics.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.last_now = self.last_now.max(now);
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let mut out = Vec::new();
@@ -92,7 +93,8 @@ impl Gossip {
             self.send(now, from, &m);
         }
         let me = self.local.id;
-        let wants: Vec<Want> = out.wants.into_iter().filter(|w| w.id != me).collect();
+        let wants: Vec<Want> =
+            out.wants.into_iter().filter(|w| w.id != me && !self.forgotten.contains_key(&w.id)).collect();
         for m in chunk::pack_wants(me, wants, MAX_PAYLOAD) {
             self.send(now, from, &m);
         }
@@ -132,7 +134,7 @@ impl Gossip {
         delta: Delta,
     ) {
         let owner = delta.node.id;
-        if owner == self.local.id {
+        if owner == self.local.id || self.forgotten(&owner, delta.node.generation) {
             return;
         }
         match self.table.apply(&delta) {
@@ -179,6 +181,7 @@ impl Gossip {
         match node.status() {
             NodeStatus::Alive if self.liveness(id) == super::Liveness::Dead => {}
             NodeStatus::Alive => {
+                self.returned(id);
                 if self.peers.insert(*id) {
                     self.seed_backoff = self.cfg.seed_backoff_min;
                     self.events.push_back(Event::MemberJoined(info));
@@ -186,6 +189,7 @@ impl Gossip {
             }
             NodeStatus::Left => {
                 self.suspicions.remove(id);
+                self.departed(self.last_now, *id);
                 if self.peers.remove(id) {
                     self.active.retain(|a| a != id);
                     self.events.push_back(Event::MemberLeft(info));

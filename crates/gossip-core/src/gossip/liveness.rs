@@ -96,6 +96,9 @@ impl Gossip {
     /// An authenticated message arrived from `id`: it is alive.
     pub(super) fn heard_from(&mut self, now: Instant, from: SocketAddr, id: NodeId) {
         self.probes.retain(|p| p.target != id);
+        // The node itself speaks: whatever was collected of it, it exists (a long partition
+        // healed); its state is relearned through the ordinary exchange.
+        self.forgotten.remove(&id);
         if let Some(s) = self.suspicions.remove(&id) {
             let was_dead = s.dead;
             if was_dead {
@@ -245,6 +248,7 @@ impl Gossip {
                 s.dead = true;
             }
             self.recent_deaths.push(now);
+            self.departed(now, id);
             self.peers.remove(&id);
             self.active.retain(|a| *a != id);
             self.probes.retain(|p| p.target != id);

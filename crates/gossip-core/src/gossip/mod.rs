@@ -11,6 +11,7 @@
 
 mod config;
 mod exchange;
+mod gc;
 mod liveness;
 
 use std::collections::VecDeque;
@@ -56,6 +57,11 @@ pub struct Gossip {
     relays: Vec<liveness::Relay>,
     recent_deaths: Vec<Instant>,
     self_preservation: bool,
+    departed_at: std::collections::BTreeMap<NodeId, Instant>,
+    forgotten: std::collections::BTreeMap<NodeId, (u64, Instant)>,
+    oldest_tombstone: Option<Instant>,
+    /// The latest `now` any input carried.
+    last_now: Instant,
     left: bool,
     stats: Stats,
 }
@@ -102,6 +108,10 @@ impl Gossip {
             relays: Vec::new(),
             recent_deaths: Vec::new(),
             self_preservation: false,
+            departed_at: Default::default(),
+            forgotten: Default::default(),
+            oldest_tombstone: None,
+            last_now: now,
             left: false,
             stats: Stats::default(),
         };
@@ -274,6 +284,7 @@ impl Gossip {
             .is_some_and(|e| matches!(e.value, Value::Service(_)));
         if present {
             self.write_local(now, &key, Value::Tombstone);
+            self.oldest_tombstone.get_or_insert(now);
         }
         Ok(present)
     }
@@ -308,7 +319,7 @@ impl Gossip {
 
     /// Writes the current static-key binding as the `@key` entry when it changed (at start and
     /// after each rotation), so that peers can open 1-RTT IK handshakes.
-    fn publish_binding(&mut self) {
+    pub(super) fn publish_binding(&mut self) {
         let b = self.secure.binding();
         if self.published_binding != Some(b) {
             self.published_binding = Some(b);
@@ -373,6 +384,7 @@ impl Gossip {
     /// Advances timers: anti-entropy rounds, seed retries, and the secure layer's handshake
     /// retries and key rotation.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         let mut out = Vec::new();
         self.secure.handle_timeout(now, &mut out);
         self.emit(out);
@@ -381,6 +393,7 @@ impl Gossip {
         }
         self.publish_binding();
         self.liveness_timeout(now);
+        self.collect_garbage(now);
         if now >= self.next_round {
             let jitter = 0.9 + 0.2 * self.rng.unit();
             self.next_round = now + self.cfg.gossip_interval.mul_f64(jitter);
