@@ -26,6 +26,7 @@ struct Net {
     down: Vec<bool>,
     failed_events: Vec<(usize, gossip_core::NodeId, Instant)>,
     preservation: Vec<(usize, bool)>,
+    duplicates: Vec<(usize, String, gossip_core::NodeId, gossip_core::NodeId)>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -68,6 +69,7 @@ impl Net {
             down: vec![false; n],
             failed_events: vec![],
             preservation: vec![],
+            duplicates: vec![],
         }
     }
 
@@ -85,6 +87,7 @@ impl Net {
             match e {
                 Event::MemberFailed(id) => self.failed_events.push((i, id, self.now)),
                 Event::SelfPreservation { engaged, .. } => self.preservation.push((i, engaged)),
+                Event::DuplicateName { name, holder, newcomer } => self.duplicates.push((i, name, holder, newcomer)),
                 _ => {}
             }
         }
@@ -284,4 +287,34 @@ fn a_deleted_entry_never_comes_back_after_gc_even_to_a_node_that_missed_it() {
         assert!(knows(&net, i, "kept"), "node {i} lost a live entry");
         assert_eq!(net.nodes[i].live_peers(), 7, "node {i}");
     }
+}
+
+#[test]
+fn a_duplicate_name_with_another_identity_is_refused_and_reported() {
+    let mut net = Net::new(6, 7, 0.0);
+    net.run_for(Duration::from_secs(3));
+    let holder = net.nodes[2].local().id;
+    // An impostor (another identity) starts with node 2's name and joins through node 0.
+    let now = net.now;
+    let cfg = Config { seeds: vec![addr(0)], rng_seed: 5, ..Config::default() };
+    let sec =
+        SecureConfig::new(Identity::from_secret([200; 32]), Keyring::new(ClusterKey::new([1; 32])), WALL, [9; 32]);
+    net.nodes.push(Gossip::new(cfg, sec, "n2".into(), addr(6), 1, now));
+    net.by_addr.insert(addr(6), 6);
+    net.down.push(false);
+    net.run_for(Duration::from_secs(10));
+    let impostor = net.nodes[6].local().id;
+    for i in 0..6 {
+        assert!(net.nodes[i].node(&impostor).is_none(), "node {i} applied the impostor");
+    }
+    // The seed refused it and said so; the impostor learned that its name is taken.
+    assert!(net.duplicates.iter().any(|(i, name, h, n)| *i == 0 && name == "n2" && *h == holder && *n == impostor));
+    assert!(net.duplicates.iter().any(|(i, name, _, _)| *i == 6 && name == "n2"));
+    // Once the holder has left, the name is free again.
+    let now = net.now;
+    net.nodes[2].leave(now);
+    net.flush(2);
+    net.down[2] = true;
+    net.run_for(Duration::from_secs(10));
+    assert!(net.nodes[0].node(&impostor).is_some(), "the name is free once its holder left");
 }

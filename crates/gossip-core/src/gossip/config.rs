@@ -124,6 +124,17 @@ pub enum Event {
         /// For how long.
         period: Duration,
     },
+    /// A node claimed a name that a different live identity holds: it was refused (its state is
+    /// not applied, so it is in no answer). If `newcomer` is this node, another node holds our
+    /// name.
+    DuplicateName {
+        /// The contested name.
+        name: String,
+        /// The live node holding it.
+        holder: NodeId,
+        /// The refused node.
+        newcomer: NodeId,
+    },
     /// This node re-incarnated under a new generation (tombstone collection): persist it.
     GenerationChanged(u64),
     /// A departed node's state was collected.

@@ -137,6 +137,19 @@ impl Gossip {
         if owner == self.local.id || self.forgotten(&owner, delta.node.generation) {
             return;
         }
+        if self.table.get(&owner).is_none() {
+            if let Some(holder) = self.live_holder_of(&delta.node.name, &owner) {
+                if delta.node.verify() && !self.reported_duplicates.contains(&owner) {
+                    self.reported_duplicates.push(owner);
+                    self.events.push_back(Event::DuplicateName {
+                        name: delta.node.name.clone(),
+                        holder,
+                        newcomer: owner,
+                    });
+                }
+                return;
+            }
+        }
         match self.table.apply(&delta) {
             Applied::Stale => {}
             Applied::Gap(want) => {
@@ -173,6 +186,22 @@ impl Gossip {
                 }
             }
         }
+    }
+
+    /// The live node (this one included) other than `except` that holds `name`, if any.
+    fn live_holder_of(&self, name: &str, except: &NodeId) -> Option<NodeId> {
+        if self.local.name == name && self.local.id != *except {
+            return Some(self.local.id);
+        }
+        self.table
+            .iter()
+            .find(|n| {
+                n.info.name == name
+                    && n.info.id != *except
+                    && n.status() == NodeStatus::Alive
+                    && self.liveness(&n.info.id) != super::Liveness::Dead
+            })
+            .map(|n| n.info.id)
     }
 
     pub(super) fn update_membership(&mut self, id: &NodeId) {

@@ -62,6 +62,8 @@ pub struct Gossip {
     oldest_tombstone: Option<Instant>,
     /// The latest `now` any input carried.
     last_now: Instant,
+    /// Newcomers already reported for a duplicate name (bounded).
+    reported_duplicates: Vec<NodeId>,
     left: bool,
     stats: Stats,
 }
@@ -112,6 +114,7 @@ impl Gossip {
             forgotten: Default::default(),
             oldest_tombstone: None,
             last_now: now,
+            reported_duplicates: Vec::new(),
             left: false,
             stats: Stats::default(),
         };
