@@ -1,6 +1,6 @@
 //! `gossipd agent`: binds the sockets, restores the node from its data directory, starts the
 //! gossip driver, the DNS server and the HTTP API, and runs until SIGINT/SIGTERM, when it
-//! announces its leave, flushes and exits 0.
+//! announces its leave, flushes and exits 0. SIGHUP re-reads `--config-dir`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,10 +13,10 @@ use gossip_core::secure::SecureConfig;
 use gossip_core::secure::keys::{ClusterKey, Keyring};
 use gossip_core::{Config, Gossip};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cli::{AgentArgs, default_node_name};
-use crate::driver::Driver;
+use crate::driver::{Command, Driver};
 use crate::http::{self, Api};
 use crate::persist::DataDir;
 use crate::service_def::{self, ServiceDef, Weights};
@@ -85,14 +85,21 @@ async fn termination() {
 }
 
 /// The local services to serve at start: what the API registered before (persisted), then the
-/// config directory's definitions (which win on the same ID), then the dev self-registration.
-fn initial_services(args: &AgentArgs, data: &DataDir, http_port: u16) -> anyhow::Result<Vec<ServiceDef>> {
+/// config directory's definitions (which win on the same ID), then the dev self-registration;
+/// with the ids that came from the config directory.
+fn initial_services(
+    args: &AgentArgs,
+    data: &DataDir,
+    http_port: u16,
+) -> anyhow::Result<(Vec<ServiceDef>, Vec<String>)> {
     let mut by_id = std::collections::BTreeMap::new();
     for d in data.load_services().context("cannot load the stored registrations")? {
         by_id.insert(d.id.clone(), d);
     }
+    let mut config_ids = Vec::new();
     if let Some(dir) = &args.config_dir {
         for d in service_def::load_config_dir(dir)? {
+            config_ids.push(d.id.clone());
             by_id.insert(d.id.clone(), d);
         }
     }
@@ -108,7 +115,51 @@ fn initial_services(args: &AgentArgs, data: &DataDir, http_port: u16) -> anyhow:
             checks: Vec::new(),
         });
     }
-    Ok(by_id.into_values().collect())
+    Ok((by_id.into_values().collect(), config_ids))
+}
+
+/// On each SIGHUP until `stop`: re-reads the config directory and hands it to the driver. A
+/// directory that does not load (bad file, duplicate id) is logged and changes nothing.
+async fn reload_on_hup(
+    mut hup: tokio::signal::unix::Signal,
+    dir: Option<PathBuf>,
+    commands: mpsc::Sender<Command>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = hup.recv() => if r.is_none() { return },
+            () = &mut stop => return,
+        }
+        let Some(dir) = dir.clone() else {
+            tracing::warn!("SIGHUP: no --config-dir, nothing to reload");
+            continue;
+        };
+        tracing::info!(dir = %dir.display(), "SIGHUP: reloading service definitions");
+        let loaded = tokio::task::spawn_blocking(move || service_def::load_config_dir(&dir)).await;
+        let defs = match loaded {
+            Ok(Ok(defs)) => defs,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reload failed: keeping the running services as they are");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed: keeping the running services as they are");
+                continue;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        if commands.send(Command::ReloadConfig(defs, tx)).await.is_err() {
+            return;
+        }
+        let Ok(report) = rx.await else { return };
+        for e in &report.errors {
+            tracing::error!(error = %e, "reload: change refused");
+        }
+        tracing::info!(registered = ?report.registered, deregistered = ?report.deregistered,
+            unchanged = report.unchanged, errors = report.errors.len(), "reload done");
+    }
 }
 
 /// Runs the agent until SIGINT/SIGTERM.
@@ -136,7 +187,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         TcpListener::bind(args.http).await.with_context(|| format!("cannot bind the HTTP API on {}", args.http))?;
     let http_addr = http_listener.local_addr()?;
 
-    let services = initial_services(&args, &data, http_addr.port())?;
+    let (services, config_ids) = initial_services(&args, &data, http_addr.port())?;
     data.save_services(&services).context("cannot store the registrations")?;
 
     let flag_key = crate::keys::flag_key(args.cluster_key_file.as_deref())?;
@@ -162,6 +213,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         gossip_interval: Duration::from_millis(args.gossip_interval_ms),
         seeds,
         pinned_seeds,
+        gc_grace: args.gc_grace,
         rng_seed: random_seed(),
         keyring_stamp: ring.stamp,
         ..Config::default()
@@ -173,7 +225,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let dns_snapshot = Arc::new(ArcSwap::from_pointee(dns_front::Snapshot::default()));
-    let (driver, handle) = Driver::new(gossip, socket, data.clone(), services, dns_snapshot.clone());
+    let (mut driver, handle) = Driver::new(gossip, socket, data.clone(), services, dns_snapshot.clone());
+    driver.set_config_ids(config_ids);
+    // Listen before addrs.json announces the agent: SIGHUP's default action would kill it.
+    let hup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?;
 
     let addrs = serde_json::json!({
         "node": node.name, "id": node.id.to_hex(), "generation": node.generation,
@@ -196,8 +252,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg);
+    let dns_stats = dns.stats();
     let dns_task = tokio::spawn(dns.run(dns_udp, dns_tcp, stopped(stop_rx.clone())));
-    let app = http::router(Api { handle });
+    let reload_task =
+        tokio::spawn(reload_on_hup(hup, args.config_dir.clone(), handle.commands.clone(), stopped(stop_rx.clone())));
+    let app = http::router(Api { handle, dns_stats: Some(dns_stats) });
     let http_task =
         tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
     let driver_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));
@@ -206,6 +265,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     driver_task.await.context("gossip driver")??;
+    let _ = reload_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), dns_task).await {
         tracing::warn!(error = %e, "DNS server");

@@ -114,6 +114,10 @@ pub struct AgentArgs {
     /// Directory of service definition files (*.json) loaded at start.
     #[arg(long, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
+    /// How long a left or dead node's state, and a deleted service's tombstone, are kept
+    /// before they are collected (e.g. 24h, 90m).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub gc_grace: std::time::Duration,
     /// Answer instances whose checks warn too (by default DNS answers only passing ones, as
     /// Consul's `only_passing`).
     #[arg(long)]

@@ -2,7 +2,7 @@
 //! the clock and commands, sends what it asks, and republishes views when the table changes.
 //! One timer, reset to `poll_timeout()` after every input (as quinn's driver).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,6 +24,10 @@ pub enum Command {
     Register(ServiceDef, oneshot::Sender<Result<(), RegisterError>>),
     /// Deregister a local service; answers whether it existed.
     Deregister(String, oneshot::Sender<Result<bool, RegisterError>>),
+    /// SIGHUP: the `--config-dir` definitions as just re-read. New and changed ones are
+    /// registered, those that came from the directory before but are gone are deregistered;
+    /// services registered through the API are left alone.
+    ReloadConfig(Vec<ServiceDef>, oneshot::Sender<ReloadReport>),
     /// The local services as registered.
     LocalServices(oneshot::Sender<Vec<ServiceDef>>),
     /// The cluster keyring (primary first), with its stamp.
@@ -54,6 +58,19 @@ pub enum TtlUpdate {
     Unknown,
     /// The check is not a TTL check.
     NotTtl,
+}
+
+/// What a [`Command::ReloadConfig`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Ids registered (new or changed).
+    pub registered: Vec<String>,
+    /// Ids deregistered (their definition is gone from the directory).
+    pub deregistered: Vec<String>,
+    /// Definitions found unchanged (left running as they were).
+    pub unchanged: usize,
+    /// Changes refused, one line each (the rest was applied).
+    pub errors: Vec<String>,
 }
 
 /// One local check as the API shows it.
@@ -174,6 +191,8 @@ pub struct Driver {
     /// The health each local service was last registered with.
     health: BTreeMap<String, Health>,
     local_checks: Arc<ArcSwap<LocalChecks>>,
+    /// Ids of the local services that came from `--config-dir` (a reload may remove them).
+    config_ids: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -225,9 +244,15 @@ impl Driver {
             runs: 0,
             health,
             local_checks,
+            config_ids: BTreeSet::new(),
         };
         d.publish();
         (d, handle)
+    }
+
+    /// Marks which of the local services came from `--config-dir`.
+    pub fn set_config_ids(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.config_ids = ids.into_iter().filter(|id| self.local.contains_key(id)).collect();
     }
 
     /// Rebuilds and swaps in the views.
@@ -302,6 +327,34 @@ impl Driver {
                 Event::SelfPreservation { engaged: false, .. } => {
                     tracing::warn!("self-preservation released: peers answer again, normal eviction resumes")
                 }
+                Event::GenerationChanged(generation) => {
+                    tracing::info!(generation, "re-incarnated to collect tombstones");
+                    let local = self.gossip.local();
+                    let record = crate::persist::NodeRecord {
+                        identity: self.gossip.secure().identity_key().clone(),
+                        id: local.id,
+                        name: local.name.clone(),
+                        generation: *generation,
+                    };
+                    if let Err(e) = self.data.save_generation(&record, *generation) {
+                        tracing::error!(error = %e, "cannot persist the new generation");
+                    }
+                }
+                Event::MemberForgotten(id) => tracing::info!(node = %id, "departed member collected"),
+                Event::DuplicateName { name, holder, newcomer } if *holder == self.gossip.local().id => {
+                    tracing::error!(
+                        %name,
+                        other = %newcomer,
+                        "another live node ({newcomer}) uses our node name {name}: each side refuses the other; \
+                         give one of them another --node"
+                    )
+                }
+                Event::DuplicateName { name, holder, newcomer } => tracing::error!(
+                    %name,
+                    %holder,
+                    %newcomer,
+                    "refused node {newcomer}: its name {name} belongs to live node {holder}"
+                ),
                 Event::KeyringChanged { stamp, keys } => {
                     let fps: Vec<String> = keys.iter().map(crate::keys::fingerprint).collect();
                     tracing::info!(stamp, keys = ?fps, "cluster keyring changed");
@@ -323,12 +376,19 @@ impl Driver {
         let now = Instant::now();
         match cmd {
             Command::Register(def, reply) => {
+                // Registered through the API: a reload no longer owns it.
+                self.config_ids.remove(&def.id);
                 let result = self.register(now, def);
                 let _ = reply.send(result);
             }
             Command::Deregister(id, reply) => {
+                self.config_ids.remove(&id);
                 let result = self.deregister(now, &id);
                 let _ = reply.send(result);
+            }
+            Command::ReloadConfig(defs, reply) => {
+                let report = self.reload_config(now, defs);
+                let _ = reply.send(report);
             }
             Command::LocalServices(reply) => {
                 let _ = reply.send(self.local.values().cloned().collect());
@@ -528,6 +588,42 @@ impl Driver {
         self.publish_checks();
         tracing::info!(id = %def.id, name = %def.name, "service registered");
         Ok(())
+    }
+
+    /// Applies a re-read config directory through the normal register/deregister path (so
+    /// persistence and checks follow). Unchanged definitions keep their checks running.
+    fn reload_config(&mut self, now: Instant, defs: Vec<ServiceDef>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let new_ids: BTreeSet<String> = defs.iter().map(|d| d.id.clone()).collect();
+        // Removals first: they may free check ids the new definitions reuse.
+        let gone: Vec<String> = self.config_ids.difference(&new_ids).cloned().collect();
+        for id in gone {
+            match self.deregister(now, &id) {
+                Ok(existed) => {
+                    self.config_ids.remove(&id);
+                    if existed {
+                        report.deregistered.push(id);
+                    }
+                }
+                Err(e) => report.errors.push(format!("cannot deregister {id:?}: {e}")),
+            }
+        }
+        for def in defs {
+            let id = def.id.clone();
+            if self.local.get(&id) == Some(&def) {
+                self.config_ids.insert(id);
+                report.unchanged += 1;
+                continue;
+            }
+            match self.register(now, def) {
+                Ok(()) => {
+                    self.config_ids.insert(id.clone());
+                    report.registered.push(id);
+                }
+                Err(e) => report.errors.push(format!("cannot register {id:?}: {e}")),
+            }
+        }
+        report
     }
 
     fn deregister(&mut self, now: Instant, id: &str) -> Result<bool, RegisterError> {

@@ -30,6 +30,8 @@ pub const DATACENTER: &str = "gossip";
 pub struct Api {
     /// The driver.
     pub handle: Handle,
+    /// The DNS server's response counters (`None`: not exported).
+    pub dns_stats: Option<Arc<dns_front::DnsStats>>,
 }
 
 /// The API's routes.
@@ -48,6 +50,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/catalog/nodes", get(catalog_nodes))
         .route("/v1/health/service/{name}", get(health_service))
         .route("/v1/agent/metrics", get(metrics))
+        .route("/metrics", get(prometheus))
         .route("/v1/operator/keyring", get(keyring_list).post(keyring_install).put(keyring_use).delete(keyring_remove))
         .with_state(Arc::new(api))
 }
@@ -424,8 +427,24 @@ async fn keyring_remove(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     keyring_change(&api, &body, crate::driver::KeyringOp::Remove).await
 }
 
-/// Gossip counters as JSON (Prometheus format comes with the observability work).
-async fn metrics(State(api): State<Arc<Api>>) -> Response {
+/// `GET /metrics`: the Prometheus text exposition.
+async fn prometheus(State(api): State<Arc<Api>>) -> Response {
+    let (s, sec) = &*api.handle.stats.load_full();
+    let c = api.handle.catalog.load_full();
+    let dns = api.dns_stats.as_ref().map(|d| d.counts());
+    let body = crate::metrics::render(&crate::metrics::Inputs { gossip: s, secure: sec, catalog: &c, dns });
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// Gossip counters as JSON; `?format=prometheus` answers the Prometheus text instead.
+async fn metrics(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    match q.get("format").map(String::as_str) {
+        None | Some("json") => {}
+        Some("prometheus") => return prometheus(State(api)).await,
+        Some(other) => {
+            return text(StatusCode::BAD_REQUEST, format!("Invalid format {other:?}: use prometheus or json"));
+        }
+    }
     let (s, sec) = &*api.handle.stats.load_full();
     let c = api.handle.catalog.load_full();
     let instances: usize = c.services.values().map(Vec::len).sum();

@@ -7,6 +7,7 @@ mod client;
 mod driver;
 mod http;
 mod keys;
+mod metrics;
 mod persist;
 mod service_def;
 mod view;

@@ -203,6 +203,13 @@ impl DataDir {
         }
     }
 
+    /// Records a generation raised at run time (the node re-incarnated to collect tombstones),
+    /// so that the next start goes above it.
+    pub fn save_generation(&self, record: &NodeRecord, generation: u64) -> Result<(), PersistError> {
+        let file = NodeFile { node_id: record.id.to_hex(), generation, name: record.name.clone() };
+        self.write_atomic(NODE_FILE, &to_json(&file))
+    }
+
     /// Replaces the persisted services.
     pub fn save_services(&self, services: &[ServiceDef]) -> Result<(), PersistError> {
         self.write_atomic(SERVICES_FILE, &to_json(&services))

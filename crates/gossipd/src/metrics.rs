@@ -1,0 +1,250 @@
+//! Prometheus text exposition (format 0.0.4), written by hand: `GET /metrics` and
+//! `GET /v1/agent/metrics?format=prometheus`. Every metric is prefixed `gossipd_`.
+//!
+//! No DNS latency histogram: `dns_front::DnsStats` counts responses by code only.
+
+use std::fmt::Write;
+
+use gossip_core::secure::SecureStats;
+use gossip_core::{Liveness, NodeStatus, Stats};
+
+use crate::view::Catalog;
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Everything one scrape reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// Gossip counters.
+    pub gossip: &'a Stats,
+    /// Secure-layer counters.
+    pub secure: &'a SecureStats,
+    /// The current catalog.
+    pub catalog: &'a Catalog,
+    /// DNS response counters, when the DNS server is running.
+    pub dns: Option<dns_front::DnsCounts>,
+}
+
+/// A member's state as the metrics name it (the same split as the API's status codes, with
+/// suspects apart).
+fn member_state(status: NodeStatus, liveness: Liveness) -> &'static str {
+    match (status, liveness) {
+        (NodeStatus::Left, _) => "left",
+        (NodeStatus::Alive, Liveness::Dead) => "failed",
+        (NodeStatus::Alive, Liveness::Suspect) => "suspect",
+        (NodeStatus::Alive, Liveness::Alive) => "alive",
+    }
+}
+
+struct Writer {
+    out: String,
+}
+
+impl Writer {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP gossipd_{name} {help}");
+        let _ = writeln!(self.out, "# TYPE gossipd_{name} {kind}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.header(name, kind, help);
+        let _ = writeln!(self.out, "gossipd_{name} {value}");
+    }
+
+    fn labelled(&mut self, name: &str, kind: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+        self.header(name, kind, help);
+        for (l, v) in values {
+            // Label values here are fixed identifiers: nothing to escape.
+            let _ = writeln!(self.out, "gossipd_{name}{{{label}=\"{l}\"}} {v}");
+        }
+    }
+}
+
+/// Renders one scrape.
+pub fn render(i: &Inputs<'_>) -> String {
+    let mut w = Writer { out: String::with_capacity(4096) };
+    let c = i.catalog;
+
+    let mut states = [("alive", 0u64), ("suspect", 0), ("failed", 0), ("left", 0)];
+    for m in &c.members {
+        let s = member_state(m.status, m.liveness);
+        if let Some(e) = states.iter_mut().find(|(n, _)| *n == s) {
+            e.1 += 1;
+        }
+    }
+    w.labelled("members", "gauge", "Known cluster members by state, as this agent sees them.", "state", &states);
+    w.one("catalog_services", "gauge", "Distinct service names in the catalog.", c.services.len() as u64);
+    let instances: usize = c.services.values().map(Vec::len).sum();
+    w.one("catalog_instances", "gauge", "Service instances in the catalog (live nodes only).", instances as u64);
+    w.one("catalog_index", "gauge", "Catalog index (raised at each rebuild).", c.index);
+    w.one(
+        "self_preservation",
+        "gauge",
+        "1 while self-preservation holds failure declarations back, else 0.",
+        u64::from(c.self_preservation),
+    );
+
+    let g = i.gossip;
+    let counters: [(&str, &str, u64); 10] = [
+        ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
+        ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
+        ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
+        ("gossip_bytes_in_total", "Gossip bytes received.", g.bytes_in),
+        ("gossip_bytes_out_total", "Gossip bytes sent.", g.bytes_out),
+        ("gossip_deltas_applied_total", "Records applied from peers.", g.deltas_applied),
+        ("gossip_rumors_forwarded_total", "Rumors forwarded to peers.", g.rumors_forwarded),
+        ("gossip_dropped_decode_total", "Datagrams dropped: undecodable.", g.dropped_decode),
+        ("gossip_dropped_malformed_total", "Datagrams dropped: malformed content.", g.dropped_malformed),
+        ("gossip_forged_records_total", "Records dropped: bad owner signature.", g.forged_records),
+    ];
+    for (name, help, v) in counters {
+        w.one(name, "counter", help, v);
+    }
+
+    let s = i.secure;
+    let counters: [(&str, &str, u64); 11] = [
+        ("secure_handshakes_initiated_total", "Noise handshakes initiated.", s.handshakes_initiated),
+        ("secure_handshakes_completed_total", "Noise handshakes completed.", s.handshakes_completed),
+        (
+            "secure_dropped_unauthenticated_total",
+            "Datagrams dropped: not authenticated by the cluster key.",
+            s.dropped_unauthenticated,
+        ),
+        ("secure_decrypt_failures_total", "Datagrams that failed to decrypt.", s.decrypt_failures),
+        ("secure_replays_total", "Replayed datagrams dropped.", s.replays),
+        ("secure_rate_limited_total", "Handshakes refused by the rate limit.", s.rate_limited),
+        ("secure_cookies_sent_total", "Cookie challenges sent under load.", s.cookies_sent),
+        ("secure_banned_drops_total", "Datagrams dropped from banned peers.", s.banned_drops),
+        ("secure_bans_total", "Peers banned.", s.bans),
+        ("secure_key_rotations_total", "Static key rotations.", s.rotations),
+        ("secure_pin_mismatches_total", "Seeds that failed to prove their pinned identity.", s.pin_mismatches),
+    ];
+    for (name, help, v) in counters {
+        w.one(name, "counter", help, v);
+    }
+
+    if let Some(d) = i.dns {
+        w.labelled(
+            "dns_responses_total",
+            "counter",
+            "DNS responses sent, by response code.",
+            "rcode",
+            &[
+                ("noerror", d.noerror),
+                ("nxdomain", d.nxdomain),
+                ("refused", d.refused),
+                ("formerr", d.formerr),
+                ("servfail", d.servfail),
+                ("notimp", d.notimp),
+                ("badvers", d.badvers),
+            ],
+        );
+        w.one("dns_truncated_total", "counter", "UDP DNS responses sent truncated (TC bit).", d.truncated);
+    }
+    w.out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::view::Member;
+
+    fn member(name: &str, status: NodeStatus, liveness: Liveness) -> Member {
+        Member {
+            id: gossip_core::NodeId([name.len() as u8; 16]),
+            identity: [0; 32],
+            name: name.into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            generation: 1,
+            status,
+            liveness,
+            banned: None,
+        }
+    }
+
+    /// A parser-ish check of the exposition format; returns the samples by series.
+    fn parse(text: &str) -> BTreeMap<String, f64> {
+        let mut helped = BTreeSet::new();
+        let mut typed = BTreeMap::new();
+        let mut samples = BTreeMap::new();
+        assert!(text.ends_with('\n'), "ends with a newline");
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("HELP name text");
+                assert!(!help.is_empty());
+                assert!(helped.insert(name.to_string()), "HELP twice for {name}");
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line}");
+                assert!(typed.insert(name.to_string(), kind.to_string()).is_none(), "TYPE twice for {name}");
+                continue;
+            }
+            assert!(!line.starts_with('#'), "stray comment {line:?}");
+            let (series, value) = line.rsplit_once(' ').expect("name value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            let name = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels {line:?}"));
+                    for pair in labels.split(',') {
+                        let (k, v) = pair.split_once('=').expect("label=value");
+                        assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line:?}");
+                        assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'), "{line:?}");
+                    }
+                    name
+                }
+                None => series,
+            };
+            assert!(name.starts_with("gossipd_"), "{line:?}");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line:?}");
+            assert!(typed.contains_key(name) && helped.contains(name), "{name} sampled before HELP/TYPE");
+            if typed[name] == "counter" {
+                assert!(name.ends_with("_total"), "counter {name} should end in _total");
+            }
+            assert!(samples.insert(series.to_string(), value).is_none(), "{series} twice");
+        }
+        assert_eq!(helped, typed.keys().cloned().collect::<BTreeSet<_>>(), "every metric has HELP and TYPE");
+        samples
+    }
+
+    #[test]
+    fn renders_valid_exposition() {
+        let catalog = Catalog {
+            index: 7,
+            members: vec![
+                member("a", NodeStatus::Alive, Liveness::Alive),
+                member("bb", NodeStatus::Alive, Liveness::Alive),
+                member("ccc", NodeStatus::Alive, Liveness::Suspect),
+                member("dddd", NodeStatus::Alive, Liveness::Dead),
+                member("eeeee", NodeStatus::Left, Liveness::Alive),
+            ],
+            services: BTreeMap::new(),
+            self_preservation: true,
+        };
+        let gossip = Stats { datagrams_in: 12, bytes_out: 3400, ..Default::default() };
+        let secure = SecureStats { handshakes_completed: 2, ..Default::default() };
+        let dns = dns_front::DnsCounts { noerror: 5, nxdomain: 1, ..Default::default() };
+        let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: Some(dns) });
+        let s = parse(&text);
+        assert_eq!(s["gossipd_members{state=\"alive\"}"], 2.0);
+        assert_eq!(s["gossipd_members{state=\"suspect\"}"], 1.0);
+        assert_eq!(s["gossipd_members{state=\"failed\"}"], 1.0);
+        assert_eq!(s["gossipd_members{state=\"left\"}"], 1.0);
+        assert_eq!(s["gossipd_self_preservation"], 1.0);
+        assert_eq!(s["gossipd_catalog_services"], 0.0);
+        assert_eq!(s["gossipd_gossip_datagrams_in_total"], 12.0);
+        assert_eq!(s["gossipd_gossip_bytes_out_total"], 3400.0);
+        assert_eq!(s["gossipd_secure_handshakes_completed_total"], 2.0);
+        assert_eq!(s["gossipd_dns_responses_total{rcode=\"noerror\"}"], 5.0);
+        assert_eq!(s["gossipd_dns_responses_total{rcode=\"nxdomain\"}"], 1.0);
+
+        // Without DNS the DNS families are absent, and the rest still parses.
+        let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: None });
+        let s = parse(&text);
+        assert!(!s.keys().any(|k| k.starts_with("gossipd_dns_")));
+    }
+}

@@ -1,0 +1,134 @@
+//! Operations on real agents: the Prometheus exposition at `/metrics` after a cluster formed
+//! and answered DNS, and SIGHUP reloading `--config-dir` without a restart.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use integration::agent::{Agent, Options};
+use integration::{dns, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn get_text(agent: &Agent, path: &str) -> Option<(String, String)> {
+    let mut resp = ureq::get(&format!("http://{}{}", agent.http, path)).call().ok()?;
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    Some((ct, resp.body_mut().read_to_string().ok()?))
+}
+
+/// Samples by series (`name` or `name{labels}`); comments skipped.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            (series.to_string(), value.parse().unwrap_or_else(|_| panic!("bad value {l:?}")))
+        })
+        .collect()
+}
+
+fn scrape(agent: &Agent) -> BTreeMap<String, f64> {
+    let (ct, text) = get_text(agent, "/metrics").expect("GET /metrics");
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "content type {ct:?}");
+    samples(&text)
+}
+
+#[test]
+fn prometheus_metrics_after_a_cluster_forms() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let b = Agent::start(root.path(), Options { name: "bravo".into(), seeds: vec![a.gossip], ..Default::default() });
+    let c = Agent::start(root.path(), Options { name: "charlie".into(), seeds: vec![a.gossip], ..Default::default() });
+    let (status, body) = b.put("/v1/agent/service/register", r#"{"ID":"web-1","Name":"web","Port":8080}"#);
+    assert_eq!(status, 200, "{body}");
+    wait_for("web on alpha's DNS", WAIT, || {
+        dns::udp(a.dns, "web.service.gossip.", RecordType::SRV)
+            .filter(|r| r.rcode == ResponseCode::NoError && r.srv.len() == 1)
+    });
+    let _ = dns::udp(a.dns, "nope.service.gossip.", RecordType::SRV).expect("NXDOMAIN reply");
+
+    let m = wait_for("3 alive members in alpha's metrics", WAIT, || {
+        let m = scrape(&a);
+        (m.get("gossipd_members{state=\"alive\"}") == Some(&3.0)).then_some(m)
+    });
+    for series in [
+        "gossipd_gossip_datagrams_in_total",
+        "gossipd_gossip_datagrams_out_total",
+        "gossipd_gossip_bytes_in_total",
+        "gossipd_secure_handshakes_completed_total",
+        "gossipd_dns_responses_total{rcode=\"noerror\"}",
+        "gossipd_dns_responses_total{rcode=\"nxdomain\"}",
+        "gossipd_catalog_services",
+        "gossipd_catalog_instances",
+    ] {
+        assert!(m.get(series).is_some_and(|v| *v > 0.0), "{series} should be > 0: {m:?}");
+    }
+    assert_eq!(m.get("gossipd_members{state=\"failed\"}"), Some(&0.0));
+    assert_eq!(m.get("gossipd_self_preservation"), Some(&0.0));
+
+    // The same text under the agent path with ?format=prometheus; the JSON is kept without it.
+    let (ct, text) = get_text(&c, "/v1/agent/metrics?format=prometheus").expect("prometheus format");
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    assert!(samples(&text).contains_key("gossipd_gossip_rounds_total"));
+    assert!(c.get("/v1/agent/metrics").expect("JSON metrics")["Gossip"]["Rounds"].is_u64());
+}
+
+fn write_service(dir: &std::path::Path, file: &str, id: &str, name: &str, port: u16) {
+    let body = format!(r#"{{"service": {{"id": "{id}", "name": "{name}", "port": {port}}}}}"#);
+    std::fs::write(dir.join(file), body).unwrap();
+}
+
+fn hup(agent: &Agent) {
+    let pid = agent.child.as_ref().expect("running").id().to_string();
+    let status = Command::new("kill").arg("-HUP").arg(&pid).status().expect("kill -HUP");
+    assert!(status.success());
+}
+
+fn answers(agent: &Agent, name: &str) -> bool {
+    dns::udp(agent.dns, name, RecordType::SRV).is_some_and(|r| r.rcode == ResponseCode::NoError && r.srv.len() == 1)
+}
+
+fn nxdomain(agent: &Agent, name: &str) -> bool {
+    dns::udp(agent.dns, name, RecordType::SRV).is_some_and(|r| r.rcode == ResponseCode::NXDomain)
+}
+
+#[test]
+fn sighup_reloads_the_config_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("conf.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    write_service(&conf, "old.json", "old-1", "old", 1111);
+    let mut a = Agent::start(
+        root.path(),
+        Options { name: "alpha".into(), config_dir: Some(conf.clone()), ..Default::default() },
+    );
+    wait_for("old served", WAIT, || answers(&a, "old.service.gossip.").then_some(()));
+    let (status, body) = a.put("/v1/agent/service/register", r#"{"ID":"api-1","Name":"viaapi","Port":2222}"#);
+    assert_eq!(status, 200, "{body}");
+
+    // A broken directory changes nothing and the agent survives.
+    std::fs::write(conf.join("broken.json"), "{ not json").unwrap();
+    hup(&a);
+    wait_for("the failed reload in the log", WAIT, || a.log().contains("reload failed").then_some(()));
+    assert!(answers(&a, "old.service.gossip."), "old must stay after a failed reload");
+    std::fs::remove_file(conf.join("broken.json")).unwrap();
+
+    write_service(&conf, "new.json", "new-1", "new", 3333);
+    std::fs::remove_file(conf.join("old.json")).unwrap();
+    hup(&a);
+    wait_for("new served", WAIT, || answers(&a, "new.service.gossip.").then_some(()));
+    wait_for("old gone", WAIT, || nxdomain(&a, "old.service.gossip.").then_some(()));
+    assert!(answers(&a, "viaapi.service.gossip."), "API registrations survive a reload");
+    let services = a.get("/v1/agent/services").unwrap();
+    let ids: Vec<&String> = services.as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["api-1", "new-1"], "{services}");
+    assert!(a.child.as_mut().unwrap().try_wait().unwrap().is_none(), "still running after SIGHUP");
+
+    // The reload was persisted: a restart serves the same set.
+    a.restart();
+    wait_for("new served after restart", WAIT, || answers(&a, "new.service.gossip.").then_some(()));
+    assert!(nxdomain(&a, "old.service.gossip."));
+    assert!(answers(&a, "viaapi.service.gossip."));
+}
