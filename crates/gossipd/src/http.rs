@@ -42,9 +42,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/agent/services", get(agent_services))
         .route("/v1/agent/members", get(members))
         .route("/v1/agent/checks", get(agent_checks))
-        .route("/v1/agent/check/pass/{id}", put(check_pass))
-        .route("/v1/agent/check/warn/{id}", put(check_warn))
-        .route("/v1/agent/check/fail/{id}", put(check_fail))
+        .route("/v1/agent/check/{verb}/{id}", put(check_verb))
         .route("/v1/catalog/services", get(catalog_services))
         .route("/v1/catalog/service/{name}", get(catalog_service))
         .route("/v1/catalog/nodes", get(catalog_nodes))
@@ -299,28 +297,19 @@ async fn check_update(api: &Api, check_id: String, status: Health, q: &HashMap<S
     }
 }
 
-async fn check_pass(
+/// `PUT /v1/agent/check/{pass,warn,fail}/:id`.
+async fn check_verb(
     State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
+    Path((verb, id)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    check_update(&api, id, Health::Passing, &q).await
-}
-
-async fn check_warn(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    check_update(&api, id, Health::Warning, &q).await
-}
-
-async fn check_fail(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    check_update(&api, id, Health::Critical, &q).await
+    let health = match verb.as_str() {
+        "pass" => Health::Passing,
+        "warn" => Health::Warning,
+        "fail" => Health::Critical,
+        _ => return text(StatusCode::NOT_FOUND, format!("no such check verb {verb:?}: use pass, warn or fail")),
+    };
+    check_update(&api, id, health, &q).await
 }
 
 /// The checks of one instance: the node's, then the service's. Local services show their real
