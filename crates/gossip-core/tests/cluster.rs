@@ -2,117 +2,13 @@
 //! datagrams through an in-memory network (1 ms latency, optional loss), stepping to whichever
 //! event is due next.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+mod common;
 
-use gossip_core::secure::SecureConfig;
-use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
-use gossip_core::{Config, Gossip, ServiceInstance, rng::Rng};
+use std::time::Duration;
 
-/// Unix time at the start of every test run, in nanoseconds (any fixed value will do).
-const WALL: u64 = 1_790_000_000_000_000_000;
-
-fn secure(identity_seed: u64, rng_seed: u64) -> SecureConfig {
-    let mut id = [0u8; 32];
-    id[..8].copy_from_slice(&identity_seed.to_be_bytes());
-    let mut seed = [0u8; 32];
-    seed[..8].copy_from_slice(&rng_seed.to_be_bytes());
-    SecureConfig::new(Identity::from_secret(id), Keyring::new(ClusterKey::new([42; 32])), WALL, seed)
-}
-
-/// A datagram in flight: delivery time, sequence, destination index, source, bytes.
-type InFlight = Reverse<(Instant, u64, usize, SocketAddr, Vec<u8>)>;
-
-struct Net {
-    start: Instant,
-    now: Instant,
-    nodes: Vec<Gossip>,
-    by_addr: BTreeMap<SocketAddr, usize>,
-    inflight: BinaryHeap<InFlight>,
-    seq: u64,
-    loss: f64,
-    rng: Rng,
-    down: Vec<bool>,
-}
-
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8), 7946))
-}
-
-impl Net {
-    fn new(n: usize, seed: u64, loss: f64) -> Net {
-        // The only clock read: an arbitrary origin for virtual time.
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
-        let mut rng = Rng::from_seed(seed);
-        let mut nodes = Vec::new();
-        let mut by_addr = BTreeMap::new();
-        for i in 0..n {
-            let cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), ..Config::default() };
-            let sec = secure(seed * 1000 + i as u64, rng.fork());
-            nodes.push(Gossip::new(cfg, sec, format!("node-{i}"), addr(i), 1, start));
-            by_addr.insert(addr(i), i);
-        }
-        Net { start, now: start, nodes, by_addr, inflight: BinaryHeap::new(), seq: 0, loss, rng, down: vec![false; n] }
-    }
-
-    fn flush(&mut self, i: usize) {
-        while let Some(t) = self.nodes[i].poll_transmit() {
-            assert!(t.payload.len() <= 1200, "datagram of {} bytes", t.payload.len());
-            if self.rng.unit() < self.loss {
-                continue;
-            }
-            if let Some(&dst) = self.by_addr.get(&t.dst) {
-                self.seq += 1;
-                self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, addr(i), t.payload)));
-            }
-        }
-        while self.nodes[i].poll_event().is_some() {}
-    }
-
-    fn run_until(&mut self, deadline: Instant) {
-        loop {
-            let next_timer = (0..self.nodes.len())
-                .filter(|&i| !self.down[i])
-                .filter_map(|i| self.nodes[i].poll_timeout().map(|t| (t, i)))
-                .min();
-            let next_packet = self.inflight.peek().map(|Reverse((t, ..))| *t);
-            let t = match (next_timer, next_packet) {
-                (Some((a, _)), Some(b)) => a.min(b),
-                (Some((a, _)), None) => a,
-                (None, Some(b)) => b,
-                (None, None) => break,
-            };
-            if t > deadline {
-                break;
-            }
-            self.now = self.now.max(t);
-            if next_packet == Some(t) {
-                let Reverse((_, _, dst, from, bytes)) = self.inflight.pop().unwrap();
-                if !self.down[dst] {
-                    self.nodes[dst].handle_datagram(self.now, from, &bytes);
-                    self.flush(dst);
-                }
-            } else if let Some((_, i)) = next_timer {
-                self.nodes[i].handle_timeout(self.now);
-                self.flush(i);
-            }
-        }
-        self.now = deadline;
-    }
-
-    fn converged(&self) -> bool {
-        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| !self.down[i]).collect();
-        let fp = self.nodes[live[0]].root_fingerprint();
-        live.iter().all(|&i| self.nodes[i].root_fingerprint() == fp)
-    }
-
-    fn knows_service(&self, i: usize, name: &str) -> bool {
-        self.nodes[i].nodes().any(|n| gossip_core::services_of(n).any(|s| s.name == name))
-    }
-}
+use common::{Net, addr};
+use gossip_core::secure::keys::{ClusterKey, Keyring};
+use gossip_core::{Config, Gossip, ServiceInstance};
 
 fn svc(id: &str, name: &str) -> ServiceInstance {
     ServiceInstance {
@@ -127,7 +23,7 @@ fn svc(id: &str, name: &str) -> ServiceInstance {
 
 #[test]
 fn nodes_join_through_one_seed_and_converge() {
-    let mut net = Net::new(30, 1, 0.0);
+    let mut net = Net::cold(30, 1, 0.0);
     let t = net.start + Duration::from_secs(20);
     net.run_until(t);
     assert!(net.converged(), "30 nodes did not converge in 20 s");
@@ -139,7 +35,7 @@ fn nodes_join_through_one_seed_and_converge() {
 
 #[test]
 fn a_registration_spreads_by_rumor_within_a_fraction_of_a_round() {
-    let mut net = Net::new(30, 2, 0.0);
+    let mut net = Net::cold(30, 2, 0.0);
     net.run_until(net.start + Duration::from_secs(20));
     assert!(net.converged());
     let now = net.now;
@@ -156,7 +52,7 @@ fn a_registration_spreads_by_rumor_within_a_fraction_of_a_round() {
 
 #[test]
 fn deregistration_and_leave_spread() {
-    let mut net = Net::new(10, 3, 0.0);
+    let mut net = Net::cold(10, 3, 0.0);
     net.run_until(net.start + Duration::from_secs(15));
     let now = net.now;
     net.nodes[3].register(now, svc("db", "db")).unwrap();
@@ -179,7 +75,7 @@ fn deregistration_and_leave_spread() {
 
 #[test]
 fn converges_under_loss() {
-    let mut net = Net::new(20, 4, 0.2);
+    let mut net = Net::cold(20, 4, 0.2);
     net.run_until(net.start + Duration::from_secs(30));
     let now = net.now;
     for i in 0..20 {
@@ -202,7 +98,7 @@ fn converges_under_loss() {
 
 #[test]
 fn large_catalog_is_split_into_datagrams_and_converges() {
-    let mut net = Net::new(5, 5, 0.0);
+    let mut net = Net::cold(5, 5, 0.0);
     net.run_until(net.start + Duration::from_secs(10));
     let now = net.now;
     for k in 0..300 {
@@ -221,7 +117,7 @@ fn large_catalog_is_split_into_datagrams_and_converges() {
 
 #[test]
 fn restart_with_higher_generation_supersedes() {
-    let mut net = Net::new(5, 6, 0.0);
+    let mut net = Net::cold(5, 6, 0.0);
     net.run_until(net.start + Duration::from_secs(10));
     let now = net.now;
     net.nodes[2].register(now, svc("old", "old")).unwrap();
@@ -232,8 +128,7 @@ fn restart_with_higher_generation_supersedes() {
     let generation = net.nodes[2].local().generation + 1;
     let cfg = Config { seeds: vec![addr(0)], rng_seed: 99, ..Config::default() };
     let now = net.now;
-    let mut sec = secure(6 * 1000 + 2, 12345);
-    sec.wall_clock_at_start = WALL + now.duration_since(net.start).as_nanos() as u64;
+    let sec = net.secure_now(net.identity_seed(2), 12345);
     net.nodes[2] = Gossip::new(cfg, sec, "node-2".into(), addr(2), generation, now);
     net.nodes[2].register(now, svc("new", "new")).unwrap();
     net.flush(2);
@@ -244,7 +139,7 @@ fn restart_with_higher_generation_supersedes() {
 
 #[test]
 fn idle_cost_is_small() {
-    let mut net = Net::new(30, 7, 0.0);
+    let mut net = Net::cold(30, 7, 0.0);
     net.run_until(net.start + Duration::from_secs(20));
     let before: u64 = net.nodes.iter().map(|g| g.stats().bytes_out).sum();
     let now = net.now;
@@ -259,7 +154,7 @@ fn idle_cost_is_small() {
 
 #[test]
 fn a_keyring_change_spreads_and_the_old_key_then_stops_working() {
-    let mut net = Net::new(6, 8, 0.0);
+    let mut net = Net::cold(6, 8, 0.0);
     net.run_until(net.start + Duration::from_secs(15));
     assert!(net.converged());
     let (old, new) = ([42u8; 32], [43u8; 32]);
@@ -290,12 +185,9 @@ fn a_keyring_change_spreads_and_the_old_key_then_stops_working() {
     // A node that only knows the old key gets nothing back from anyone.
     let now = net.now;
     let cfg = Config { seeds: vec![addr(0)], rng_seed: 1, ..Config::default() };
-    let mut sec = secure(77, 77);
+    let mut sec = net.secure_now(77, 77);
     sec.keyring = Keyring::new(ClusterKey::new(old));
-    sec.wall_clock_at_start = WALL + now.duration_since(net.start).as_nanos() as u64;
-    net.nodes.push(Gossip::new(cfg, sec, "stale".into(), addr(6), 1, now));
-    net.by_addr.insert(addr(6), 6);
-    net.down.push(false);
+    net.add(Gossip::new(cfg, sec, "stale".into(), addr(6), 1, now));
     net.run_until(now + Duration::from_secs(10));
     assert_eq!(net.nodes[6].live_peers(), 0, "the old key must no longer admit anyone");
     assert_eq!(net.nodes[6].stats().datagrams_in, 0, "zero reply bytes to the old key");

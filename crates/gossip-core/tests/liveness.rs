@@ -2,137 +2,25 @@
 //! 10% loss produces no false death, a node that comes back is alive again, and a mass
 //! disappearance engages self-preservation instead of evicting the cluster.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use gossip_core::secure::SecureConfig;
-use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
-use gossip_core::{Config, Event, Gossip, Liveness, rng::Rng};
+use common::{Net, addr};
+use gossip_core::{Config, Event, Gossip, Liveness, NodeId};
 
-const WALL: u64 = 1_790_000_000_000_000_000;
-
-type InFlight = Reverse<(Instant, u64, usize, SocketAddr, Vec<u8>)>;
-
-struct Net {
-    now: Instant,
-    nodes: Vec<Gossip>,
-    by_addr: BTreeMap<SocketAddr, usize>,
-    inflight: BinaryHeap<InFlight>,
-    seq: u64,
-    loss: f64,
-    rng: Rng,
-    down: Vec<bool>,
-    failed_events: Vec<(usize, gossip_core::NodeId, Instant)>,
-    preservation: Vec<(usize, bool)>,
-    duplicates: Vec<(usize, String, gossip_core::NodeId, gossip_core::NodeId)>,
+/// When node `i` declared `id` failed, if it did.
+fn failed_at(net: &Net, i: usize, id: NodeId) -> Option<Instant> {
+    net.events.iter().find(|(n, e, _)| *n == i && *e == Event::MemberFailed(id)).map(|(_, _, t)| *t)
 }
 
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8), 7946))
-}
-
-impl Net {
-    fn new(n: usize, seed: u64, loss: f64) -> Net {
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
-        let mut rng = Rng::from_seed(seed);
-        let mut nodes: Vec<Gossip> = Vec::new();
-        let mut by_addr = BTreeMap::new();
-        for i in 0..n {
-            let cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), ..Config::default() };
-            let mut id = [0u8; 32];
-            id[..8].copy_from_slice(&(seed * 10_000 + i as u64).to_be_bytes());
-            let mut s = [0u8; 32];
-            s[..8].copy_from_slice(&rng.fork().to_be_bytes());
-            let sec = SecureConfig::new(Identity::from_secret(id), Keyring::new(ClusterKey::new([1; 32])), WALL, s);
-            nodes.push(Gossip::new(cfg, sec, format!("n{i}"), addr(i), 1, start));
-            by_addr.insert(addr(i), i);
-        }
-        // Start converged: every node learns every other's signed state.
-        let (first, rest) = nodes.split_at_mut(1);
-        for g in rest.iter() {
-            first[0].learn_owner_from(g);
-        }
-        for g in rest.iter_mut() {
-            g.warm_start_from(&first[0]);
-        }
-        Net {
-            now: start,
-            nodes,
-            by_addr,
-            inflight: BinaryHeap::new(),
-            seq: 0,
-            loss,
-            rng,
-            down: vec![false; n],
-            failed_events: vec![],
-            preservation: vec![],
-            duplicates: vec![],
-        }
-    }
-
-    fn flush(&mut self, i: usize) {
-        while let Some(t) = self.nodes[i].poll_transmit() {
-            if self.rng.unit() < self.loss {
-                continue;
-            }
-            if let Some(&dst) = self.by_addr.get(&t.dst) {
-                self.seq += 1;
-                self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, addr(i), t.payload)));
-            }
-        }
-        while let Some(e) = self.nodes[i].poll_event() {
-            match e {
-                Event::MemberFailed(id) => self.failed_events.push((i, id, self.now)),
-                Event::SelfPreservation { engaged, .. } => self.preservation.push((i, engaged)),
-                Event::DuplicateName { name, holder, newcomer } => self.duplicates.push((i, name, holder, newcomer)),
-                _ => {}
-            }
-        }
-    }
-
-    fn run_for(&mut self, d: Duration) {
-        let deadline = self.now + d;
-        loop {
-            let next_timer = (0..self.nodes.len())
-                .filter(|&i| !self.down[i])
-                .filter_map(|i| self.nodes[i].poll_timeout().map(|t| (t, i)))
-                .min();
-            let next_packet = self.inflight.peek().map(|Reverse((t, ..))| *t);
-            let t = match (next_timer, next_packet) {
-                (Some((a, _)), Some(b)) => a.min(b),
-                (Some((a, _)), None) => a,
-                (None, Some(b)) => b,
-                (None, None) => break,
-            };
-            if t > deadline {
-                break;
-            }
-            self.now = self.now.max(t);
-            if next_packet == Some(t) {
-                let Reverse((_, _, dst, from, bytes)) = self.inflight.pop().unwrap();
-                if !self.down[dst] {
-                    self.nodes[dst].handle_datagram(self.now, from, &bytes);
-                    self.flush(dst);
-                }
-            } else if let Some((_, i)) = next_timer {
-                self.nodes[i].handle_timeout(self.now);
-                self.flush(i);
-            }
-        }
-        self.now = deadline;
-    }
-
-    fn live(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|&i| !self.down[i])
-    }
+fn warm(n: usize, seed: u64, loss: f64) -> Net {
+    Net::warm(n, seed, loss, |_| {})
 }
 
 #[test]
 fn a_killed_node_is_declared_dead_by_every_other_node() {
-    let mut net = Net::new(30, 1, 0.0);
+    let mut net = warm(30, 1, 0.0);
     net.run_for(Duration::from_secs(10));
     let victim = 7;
     let victim_id = net.nodes[victim].local().id;
@@ -142,7 +30,7 @@ fn a_killed_node_is_declared_dead_by_every_other_node() {
     let mut times = Vec::new();
     for i in net.live() {
         assert_eq!(net.nodes[i].liveness(&victim_id), Liveness::Dead, "node {i} still counts the victim");
-        let t = net.failed_events.iter().find(|(n, id, _)| *n == i && *id == victim_id).unwrap().2;
+        let t = failed_at(&net, i, victim_id).expect("a MemberFailed event");
         times.push((t - killed_at).as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
@@ -152,9 +40,10 @@ fn a_killed_node_is_declared_dead_by_every_other_node() {
 
 #[test]
 fn ten_percent_loss_causes_no_false_death() {
-    let mut net = Net::new(30, 2, 0.10);
+    let mut net = warm(30, 2, 0.10);
     net.run_for(Duration::from_secs(300));
-    assert!(net.failed_events.is_empty(), "false deaths: {:?}", net.failed_events.len());
+    let false_deaths = net.events.iter().filter(|(_, e, _)| matches!(e, Event::MemberFailed(_))).count();
+    assert_eq!(false_deaths, 0, "false deaths at 10% loss");
     for i in 0..30 {
         assert_eq!(net.nodes[i].live_peers(), 29, "node {i}");
     }
@@ -162,12 +51,12 @@ fn ten_percent_loss_causes_no_false_death() {
 
 #[test]
 fn a_node_that_comes_back_is_alive_again_everywhere() {
-    let mut net = Net::new(12, 3, 0.0);
+    let mut net = warm(12, 3, 0.0);
     net.run_for(Duration::from_secs(5));
     let id = net.nodes[4].local().id;
     net.down[4] = true;
     net.run_for(Duration::from_secs(20));
-    assert!(net.live().all(|i| net.nodes[i].liveness(&id) == Liveness::Dead));
+    assert!(net.live().iter().all(|&i| net.nodes[i].liveness(&id) == Liveness::Dead));
     net.down[4] = false;
     net.run_for(Duration::from_secs(60));
     for i in 0..12 {
@@ -180,7 +69,7 @@ fn a_node_that_comes_back_is_alive_again_everywhere() {
 
 #[test]
 fn self_preservation_engages_when_most_peers_vanish_and_releases_when_they_return() {
-    let mut net = Net::new(10, 4, 0.0);
+    let mut net = warm(10, 4, 0.0);
     net.run_for(Duration::from_secs(5));
     // 6 of 10 vanish at once (the survivors' own network looks broken).
     for i in 4..10 {
@@ -200,35 +89,14 @@ fn self_preservation_engages_when_most_peers_vanish_and_releases_when_they_retur
         assert!(!net.nodes[i].self_preservation(), "node {i} should have released self-preservation");
         assert_eq!(net.nodes[i].live_peers(), 9, "node {i}");
     }
-    assert!(net.preservation.iter().any(|(_, e)| *e) && net.preservation.iter().any(|(_, e)| !*e));
+    let engaged = |want: bool| {
+        net.events.iter().any(|(_, e, _)| matches!(e, Event::SelfPreservation { engaged, .. } if *engaged == want))
+    };
+    assert!(engaged(true) && engaged(false));
 }
 
 fn with_grace(n: usize, seed: u64, grace: Duration) -> Net {
-    let mut net = Net::new(n, seed, 0.0);
-    // Rebuild with a short GC grace (the default is a day).
-    let mut rng = Rng::from_seed(seed + 1000);
-    #[allow(clippy::disallowed_methods)]
-    let start = Instant::now();
-    let mut nodes: Vec<Gossip> = Vec::new();
-    for i in 0..n {
-        let cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), gc_grace: grace, ..Config::default() };
-        let mut id = [0u8; 32];
-        id[..8].copy_from_slice(&(seed * 10_000 + i as u64).to_be_bytes());
-        let mut s = [0u8; 32];
-        s[..8].copy_from_slice(&rng.fork().to_be_bytes());
-        let sec = SecureConfig::new(Identity::from_secret(id), Keyring::new(ClusterKey::new([1; 32])), WALL, s);
-        nodes.push(Gossip::new(cfg, sec, format!("n{i}"), addr(i), 1, start));
-    }
-    let (first, rest) = nodes.split_at_mut(1);
-    for g in rest.iter() {
-        first[0].learn_owner_from(g);
-    }
-    for g in rest.iter_mut() {
-        g.warm_start_from(&first[0]);
-    }
-    net.nodes = nodes;
-    net.now = start;
-    net
+    Net::warm(n, seed, 0.0, |c| c.gc_grace = grace)
 }
 
 fn knows(net: &Net, i: usize, service: &str) -> bool {
@@ -249,11 +117,11 @@ fn a_left_node_is_collected_everywhere_and_never_resurrected() {
     net.flush(3);
     net.down[3] = true;
     net.run_for(Duration::from_secs(30));
-    for i in net.live().collect::<Vec<_>>() {
+    for i in net.live() {
         assert!(net.nodes[i].node(&gone).is_none(), "node {i} still holds the left node after the grace");
     }
     net.run_for(Duration::from_secs(60));
-    for i in net.live().collect::<Vec<_>>() {
+    for i in net.live() {
         assert!(net.nodes[i].node(&gone).is_none(), "node {i} resurrected the collected node");
     }
 }
@@ -291,25 +159,27 @@ fn a_deleted_entry_never_comes_back_after_gc_even_to_a_node_that_missed_it() {
 
 #[test]
 fn a_duplicate_name_with_another_identity_is_refused_and_reported() {
-    let mut net = Net::new(6, 7, 0.0);
+    let mut net = warm(6, 7, 0.0);
     net.run_for(Duration::from_secs(3));
     let holder = net.nodes[2].local().id;
     // An impostor (another identity) starts with node 2's name and joins through node 0.
     let now = net.now;
     let cfg = Config { seeds: vec![addr(0)], rng_seed: 5, ..Config::default() };
-    let sec =
-        SecureConfig::new(Identity::from_secret([200; 32]), Keyring::new(ClusterKey::new([1; 32])), WALL, [9; 32]);
-    net.nodes.push(Gossip::new(cfg, sec, "n2".into(), addr(6), 1, now));
-    net.by_addr.insert(addr(6), 6);
-    net.down.push(false);
+    let sec = net.secure_now(999_999, 9);
+    net.add(Gossip::new(cfg, sec, "node-2".into(), addr(6), 1, now));
     net.run_for(Duration::from_secs(10));
     let impostor = net.nodes[6].local().id;
     for i in 0..6 {
         assert!(net.nodes[i].node(&impostor).is_none(), "node {i} applied the impostor");
     }
     // The seed refused it and said so; the impostor learned that its name is taken.
-    assert!(net.duplicates.iter().any(|(i, name, h, n)| *i == 0 && name == "n2" && *h == holder && *n == impostor));
-    assert!(net.duplicates.iter().any(|(i, name, _, _)| *i == 6 && name == "n2"));
+    let reported = |at: usize| {
+        net.events.iter().any(|(i, e, _)| {
+            *i == at && matches!(e, Event::DuplicateName { name, holder: h, newcomer: n } if name == "node-2" && (at != 0 || (*h == holder && *n == impostor)))
+        })
+    };
+    assert!(reported(0), "the seed refused the impostor and said so");
+    assert!(reported(6), "the impostor learned that its name is taken");
     // Once the holder has left, the name is free again.
     let now = net.now;
     net.nodes[2].leave(now);
