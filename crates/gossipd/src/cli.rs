@@ -136,6 +136,9 @@ pub struct AgentArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub gossip_interval_ms: u64,
+    /// Log format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Log filter (tracing-subscriber syntax, e.g. `info` or `gossipd=debug`); RUST_LOG
     /// overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -173,6 +176,15 @@ pub struct ClientArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// Format of the agent's logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Output format of the client subcommands.

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Agent(args) => {
-            init_tracing(&args.log_level)?;
+            init_tracing(&args.log_level, args.log_format)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -44,14 +44,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(agent::run(args))
         }
         command => {
-            init_tracing("warn")?;
+            init_tracing("warn", cli::LogFormat::Text)?;
             client::run(command)
         }
     }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` when set, else by `default`.
-fn init_tracing(default: &str) -> anyhow::Result<()> {
+fn init_tracing(default: &str, format: cli::LogFormat) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.trim().is_empty() => {
             EnvFilter::try_new(&env).map_err(|e| anyhow::anyhow!("invalid RUST_LOG {env:?}: {e}"))?
@@ -60,9 +60,10 @@ fn init_tracing(default: &str) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(format!("hickory_server=warn,{default}"))
             .map_err(|e| anyhow::anyhow!("invalid --log-level {default:?}: {e}"))?,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        cli::LogFormat::Text => builder.try_init(),
+        cli::LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
