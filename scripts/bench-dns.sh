@@ -155,7 +155,7 @@ for port in map(int, sys.argv[1:]):
         sys.exit(f"server on port {port} does not answer 10 A records")
 PY
 
-echo "# DNS: $("$BIN" --version 2>/dev/null | head -1 || echo '?') (commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')), $(dnsmasq --version | head -1 | cut -d' ' -f1-3), $(unbound -V | head -1)"
+echo "# DNS: $("$BIN" --version 2>/dev/null | head -1 || echo '?') (binary built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'); tree now at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')), $(dnsmasq --version | head -1 | cut -d' ' -f1-3), $(unbound -V | head -1)"
 echo "# $(nproc) CPUs; servers pinned to CPU 0, dnsperf to CPU 1; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# data: web.service.gossip, 10 instances (A) + 10 SRV with target A records; queries: A and SRV alternating"
 echo "# throughput: dnsperf -e -l $SECONDS_RUN -c 10 -q 100 (UDP); latency: dnsperf -e -Q $RATE -l 5 -v"

@@ -335,7 +335,8 @@ def describe():
     rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True)
     g = subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.strip()
     s = subprocess.run([SERF, "version"], capture_output=True, text=True).stdout.splitlines()[0]
-    return f"{g} (commit {rev.stdout.strip() or '?'}); serf {s}"
+    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(BIN)))
+    return f"{g} (binary built {built}; tree now at {rev.stdout.strip() or '?'}); serf {s}"
 
 
 class Cluster:
