@@ -22,6 +22,20 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Runs `gossipd agent` on loopback port 0 with `data_dir`, `extra` arguments and no cluster key
+/// in the environment, expecting it to refuse to start: returns its stderr (panics if it ran).
+pub fn start_expecting_failure(data_dir: &Path, extra: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(binary())
+        .args(["agent", "--bind", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("GOSSIPD_CLUSTER_KEY")
+        .output()
+        .expect("run gossipd");
+    assert!(!out.status.success(), "the agent was expected to refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Options for starting an agent.
 #[derive(Debug, Clone, Default)]
 pub struct Options {

@@ -102,14 +102,9 @@ fn config_dir_definitions_are_served_and_a_bad_file_is_named() {
     drop(a);
 
     std::fs::write(conf.join("zz-bad.json"), r#"{"service": {"name": "x", "port": 70000}}"#).unwrap();
-    let out = std::process::Command::new(integration::agent::binary())
-        .args(["agent", "--bind", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
-        .arg(root.path().join("bad"))
-        .arg("--config-dir")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = integration::agent::start_expecting_failure(
+        &root.path().join("bad"),
+        &["--config-dir".as_ref(), conf.as_os_str()],
+    );
     assert!(err.contains("zz-bad.json") && err.contains("Port"), "{err}");
 }

@@ -208,14 +208,9 @@ fn malformed_check_definitions_are_refused_naming_the_field() {
     let conf = root.path().join("conf");
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::write(conf.join("web.json"), r#"{"service": {"name": "web", "check": {"tcp": "x:1"}}}"#).unwrap();
-    let out = std::process::Command::new(integration::agent::binary())
-        .args(["agent", "--bind", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
-        .arg(root.path().join("bad"))
-        .arg("--config-dir")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = integration::agent::start_expecting_failure(
+        &root.path().join("bad"),
+        &["--config-dir".as_ref(), conf.as_os_str()],
+    );
     assert!(err.contains("web.json") && err.contains("service.Checks[0].Interval: required for TCP checks"), "{err}");
 }

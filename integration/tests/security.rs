@@ -119,14 +119,7 @@ fn keyring_rotation_across_a_running_cluster() {
 #[test]
 fn an_agent_needs_a_cluster_key_and_keeps_secrets_private() {
     let root = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["agent", "--bind", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
-        .arg(root.path().join("nokey"))
-        .env_remove("GOSSIPD_CLUSTER_KEY")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = integration::agent::start_expecting_failure(&root.path().join("nokey"), &[]);
     assert!(err.contains("cluster key is required") && err.contains("keygen"), "{err}");
 
     let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
