@@ -188,11 +188,13 @@ impl Ctx<'_> {
         let weighted = instances.into_iter().map(|i| (i.weight, i)).collect();
         let mut answers = Vec::new();
         let mut additional: Vec<Record> = Vec::new();
+        // One glue record per distinct (target, address), in answer order; a set keeps this
+        // linear (a `contains` scan made large services quadratic).
+        let mut glued: std::collections::HashSet<(String, IpAddr)> = std::collections::HashSet::new();
         for inst in order::rfc2782_order(weighted, rng) {
             let target = self.srv_target(inst);
-            let glue = self.addr_record(&target, inst.address);
-            if !additional.contains(&glue) {
-                additional.push(glue);
+            if glued.insert((target.clone(), inst.address)) {
+                additional.push(self.addr_record(&target, inst.address));
             }
             answers.push(Record::Srv {
                 name: self.q.name().to_owned(),
