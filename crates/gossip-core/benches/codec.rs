@@ -79,8 +79,14 @@ fn reconcile_fingerprints() -> Message {
 }
 
 fn reconcile_items() -> Message {
-    let mut items: Vec<Summary> =
-        (0..48).map(|n| Summary { id: id(n), generation: 1_795_223_000 + n, version: 5 + n % 7 }).collect();
+    let mut items: Vec<Summary> = (0..48)
+        .map(|n| Summary {
+            id: id(n),
+            generation: 1_795_223_000 + n,
+            version: 5 + n % 7,
+            digest: n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        })
+        .collect();
     items.sort_by_key(|s| s.id);
     let ranges = vec![Range { lo: NodeId::MIN, hi: Bound::Inf, body: RangeBody::Items(items) }];
     Message::Reconcile { sender: id(3), initial: true, ranges }

@@ -10,6 +10,7 @@ pub mod chunk;
 pub mod gossip;
 pub mod message;
 pub mod peers;
+pub mod proof;
 pub mod reconcile;
 pub mod rng;
 pub mod secure;

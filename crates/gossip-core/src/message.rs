@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use crate::proof::{Accusation, Claim};
 use crate::secure::keys::{Binding, Identity, IdentityPub};
 use crate::types::{Health, NodeId, NodeInfo, ServiceInstance};
 use crate::wire::{DecodeError, Reader, Writer};
@@ -85,6 +86,10 @@ pub struct Summary {
     pub generation: u64,
     /// Highest version of the owner's entries held.
     pub version: u64,
+    /// XOR of the held entries' hashes ([`crate::state::entry_hash`]): two replicas at one
+    /// version that hold different entries (a relay dropped some, or the owner equivocated)
+    /// differ here, so reconciliation finds them.
+    pub digest: u64,
 }
 
 /// A node's own status, carried as the entry [`STATUS_KEY`].
@@ -125,6 +130,8 @@ pub enum Value {
         /// The keys, primary first (1..=[`MAX_KEYRING`]).
         keys: Vec<[u8; 32]>,
     },
+    /// An accusation against another node (key [`crate::proof::ACCUSE_PREFIX`] + its id).
+    Accusation(Accusation),
 }
 
 /// A versioned entry, signed by its owner.
@@ -148,21 +155,41 @@ impl Entry {
         e
     }
 
-    /// What the owner signs: a domain tag, the owner's id and generation, then the entry's
-    /// encoding without the signature.
+    /// What the owner signs ([`claim_bytes`]): its id and generation, the key, the version and
+    /// a digest of the value, so that two claims under one version make a compact proof.
     pub fn signed_bytes(&self, owner: &NodeId, generation: u64) -> Vec<u8> {
+        claim_bytes(owner, generation, &self.key, self.version, &self.value_digest())
+    }
+
+    /// BLAKE2s-256 of the value's encoding.
+    pub fn value_digest(&self) -> [u8; 32] {
         let mut w = Writer::new();
-        w.bytes(b"gossipd entry v1");
-        w.node_id(owner);
-        w.u64_fixed(generation);
-        encode_entry_body(&mut w, self);
-        w.buf
+        encode_value(&mut w, &self.value);
+        crate::proof::value_digest(&w.buf)
+    }
+
+    /// The signed claim this entry is (for a proof of misbehaviour).
+    pub fn claim(&self) -> Claim {
+        Claim { key: self.key.clone(), version: self.version, digest: self.value_digest(), sig: self.sig }
     }
 
     /// True if the owner's identity signed this entry for this generation.
     pub fn verify(&self, owner: &NodeInfo) -> bool {
         owner.identity.verify(&self.signed_bytes(&owner.id, owner.generation), &self.sig)
     }
+}
+
+/// The bytes an owner signs for one entry: `"gossipd entry v2"`, owner id (16 B), generation
+/// (u64 BE), key (string), version (varint), value digest (32 B).
+pub fn claim_bytes(owner: &NodeId, generation: u64, key: &str, version: u64, digest: &[u8; 32]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(b"gossipd entry v2");
+    w.node_id(owner);
+    w.u64_fixed(generation);
+    w.string(key);
+    w.varint(version);
+    w.bytes(digest);
+    w.buf
 }
 
 /// A contiguous slice of one owner's history: every entry whose version lies in
@@ -450,6 +477,7 @@ fn encode_range(w: &mut Writer, r: &Range) {
                 w.node_id(&s.id);
                 w.varint(s.generation);
                 w.varint(s.version);
+                w.u64_fixed(s.digest);
             }
         }
     }
@@ -465,10 +493,15 @@ fn decode_range(r: &mut Reader<'_>) -> Result<Range, DecodeError> {
     let body = match r.u8()? {
         0 => RangeBody::Fingerprint { count: r.varint()?, fp: r.u64_fixed()? },
         1 => {
-            let n = r.count(18)?;
+            let n = r.count(26)?;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
-                items.push(Summary { id: r.node_id()?, generation: r.varint()?, version: r.varint()? });
+                items.push(Summary {
+                    id: r.node_id()?,
+                    generation: r.varint()?,
+                    version: r.varint()?,
+                    digest: r.u64_fixed()?,
+                });
             }
             RangeBody::Items(items)
         }
@@ -544,7 +577,11 @@ fn encode_entry(w: &mut Writer, e: &Entry) {
 fn encode_entry_body(w: &mut Writer, e: &Entry) {
     w.string(&e.key);
     w.varint(e.version);
-    match &e.value {
+    encode_value(w, &e.value);
+}
+
+fn encode_value(w: &mut Writer, value: &Value) {
+    match value {
         Value::Tombstone => w.u8(0),
         Value::Status(s) => {
             w.u8(1);
@@ -568,6 +605,10 @@ fn encode_entry_body(w: &mut Writer, e: &Entry) {
             for k in keys {
                 w.bytes(k);
             }
+        }
+        Value::Accusation(a) => {
+            w.u8(5);
+            a.encode(w);
         }
     }
 }
@@ -600,6 +641,7 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
             }
             Value::Keyring { stamp, keys }
         }
+        5 => Value::Accusation(Accusation::decode(r)?),
         tag => {
             return Err(DecodeError::BadTag { what: "entry value", tag });
         }

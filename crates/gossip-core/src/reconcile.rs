@@ -1,7 +1,10 @@
 //! Range-based set reconciliation of node summaries (after Meyer's range-based set
 //! reconciliation, as in negentropy).
 //!
-//! The set reconciled is `{(id, generation, max_version)}` over every known node. A range
+//! The set reconciled is `{(id, generation, max_version, digest)}` over every known node,
+//! where `digest` is the XOR of the hashes of the entries held: replicas at one version that
+//! hold different entries (a relay dropped some; the owner equivocated) exchange that owner's
+//! whole state, and the difference is repaired or proven. A range
 //! `[lo, hi)` is described either by its count and XOR fingerprint, or, when small, by its
 //! items. A receiver compares each range with its own table:
 //! - same fingerprint: nothing to say;
@@ -112,6 +115,11 @@ fn settle(table: &Table, r: &Range, theirs: &[Summary], out: &mut Outcome) {
                     out.wants.push(Want { id: t.id, generation: m.generation, version: m.version });
                 } else if newer((m.generation, m.version), (t.generation, t.version)) {
                     out.push.push(Want { id: t.id, generation: t.generation, version: t.version });
+                } else if m.digest != t.digest {
+                    // Same version, different entries: exchange the whole state both ways; the
+                    // receivers repair what they lack and prove an equivocation if there is one.
+                    out.push.push(Want { id: t.id, generation: t.generation, version: 0 });
+                    out.wants.push(Want { id: t.id, generation: m.generation, version: 0 });
                 }
             }
         }

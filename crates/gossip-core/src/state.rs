@@ -13,6 +13,7 @@ use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
 use crate::message::{Bound, Delta, Entry, NodeStatus, STATUS_KEY, Summary, Value, Want};
+use crate::proof::Proof;
 use crate::secure::keys::Identity;
 use crate::types::{NodeId, NodeInfo};
 
@@ -25,6 +26,8 @@ pub struct NodeState {
     pub max_version: u64,
     /// Entries by key.
     pub entries: BTreeMap<String, Entry>,
+    /// XOR of [`entry_hash`] over `entries`, kept up to date by every insertion.
+    pub digest: u64,
 }
 
 impl NodeState {
@@ -38,17 +41,34 @@ impl NodeState {
 
     /// The version summary.
     pub fn summary(&self) -> Summary {
-        Summary { id: self.info.id, generation: self.info.generation, version: self.max_version }
+        Summary { id: self.info.id, generation: self.info.generation, version: self.max_version, digest: self.digest }
+    }
+
+    /// Inserts or replaces an entry, keeping the digest.
+    fn put(&mut self, e: Entry) {
+        self.digest ^= entry_hash(&e);
+        if let Some(old) = self.entries.insert(e.key.clone(), e) {
+            self.digest ^= entry_hash(&old);
+        }
     }
 }
 
+/// Hash of one entry for the owner digest: SipHash-1-3 with a zero key over its signature
+/// (an Ed25519 signature is unique to the signed claim).
+pub fn entry_hash(e: &Entry) -> u64 {
+    let mut h = SipHasher13::new_with_keys(0, 0);
+    h.write(&e.sig);
+    h.finish()
+}
+
 /// Hash of one summary, the unit XORed into fingerprints: SipHash-1-3 with a zero key over
-/// `id (16 B) || generation (u64 BE) || version (u64 BE)`.
+/// `id (16 B) || generation (u64 BE) || version (u64 BE) || digest (u64 BE)`.
 pub fn item_hash(s: &Summary) -> u64 {
     let mut h = SipHasher13::new_with_keys(0, 0);
     h.write(&s.id.0);
     h.write(&s.generation.to_be_bytes());
     h.write(&s.version.to_be_bytes());
+    h.write(&s.digest.to_be_bytes());
     h.finish()
 }
 
@@ -75,12 +95,15 @@ pub enum Applied {
     /// was applied; the peer that relayed it is to blame.
     Forged,
     /// The owner signed two different entries under one version: proof of misbehaviour. The
-    /// rest of the delta was applied.
+    /// rest of the delta was applied; of the two entries the replica keeps the one with the
+    /// smaller signature, so that every replica ends up with the same one.
     Equivocation {
         /// The key concerned.
         key: String,
         /// The version signed twice.
         version: u64,
+        /// The proof.
+        proof: Box<Proof>,
     },
 }
 
@@ -149,7 +172,7 @@ impl Table {
 
     /// Inserts the local node (owner) with no entries.
     pub fn insert_local(&mut self, info: NodeInfo) {
-        let state = NodeState { info, max_version: 0, entries: BTreeMap::new() };
+        let state = NodeState { info, max_version: 0, entries: BTreeMap::new(), digest: 0 };
         let before = self.nodes.get(&state.info.id).map(|n| n.summary());
         self.set_summary_hash(before, Some(state.summary()));
         self.nodes.insert(state.info.id, Arc::new(state));
@@ -162,13 +185,18 @@ impl Table {
         let before = node.summary();
         node.max_version += 1;
         let version = node.max_version;
-        node.entries.insert(key.to_owned(), Entry::signed(identity, node.info.generation, key, version, value));
+        node.put(Entry::signed(identity, node.info.generation, key, version, value));
         let after = node.summary();
         self.set_summary_hash(Some(before), Some(after));
         Some(version)
     }
 
     /// Applies a delta received from the network. Never called for the local node.
+    ///
+    /// A delta at or below the held version is not news, but it is still compared entry by
+    /// entry (no cryptography unless something differs): reconciliation sends one when two
+    /// replicas at one version hold different entries, and this is where the difference is
+    /// repaired (a missing entry) or proven (a second entry under a held version).
     pub fn apply(&mut self, d: &Delta) -> Applied {
         let id = d.node.id;
         let held = self.nodes.get(&id).map(|n| (n.info.generation, n.max_version));
@@ -176,7 +204,7 @@ impl Table {
             Some((g, _)) if d.node.generation < g => return Applied::Stale,
             Some((g, v)) if d.node.generation == g => {
                 if d.to_version <= v {
-                    return Applied::Stale;
+                    return self.repair(d);
                 }
                 if d.from_version > v {
                     return Applied::Gap(Want { id, generation: g, version: v });
@@ -197,25 +225,14 @@ impl Table {
         let fresh = held.is_none_or(|(g, _)| d.node.generation > g);
         let before = self.nodes.get(&id).map(|n| n.summary());
         if fresh {
-            let state = NodeState { info: d.node.clone(), max_version: 0, entries: BTreeMap::new() };
+            let state = NodeState { info: d.node.clone(), max_version: 0, entries: BTreeMap::new(), digest: 0 };
             self.nodes.insert(id, Arc::new(state));
         }
         let Some(node) = self.nodes.get_mut(&id).map(Arc::make_mut) else {
             return Applied::Stale;
         };
         let status_before = node.status();
-        let mut equivocation = None;
-        for e in &d.entries {
-            match node.entries.get(&e.key) {
-                Some(old) if old.version == e.version && (old.value != e.value || old.sig != e.sig) => {
-                    equivocation = Some((e.key.clone(), e.version));
-                }
-                Some(old) if old.version >= e.version => {}
-                _ => {
-                    node.entries.insert(e.key.clone(), e.clone());
-                }
-            }
-        }
+        let equivocation = merge(node, &d.entries);
         // The high-water mark comes from signed entries only, never from the delta's (unsigned)
         // bounds: the owner's newest version is always the version of a live entry it holds,
         // so a replica holding that entry holds everything newer than what it had.
@@ -224,10 +241,39 @@ impl Table {
         let status_changed = fresh || node.status() != status_before;
         let after = node.summary();
         self.set_summary_hash(before, Some(after));
-        if let Some((key, version)) = equivocation {
-            return Applied::Equivocation { key, version };
+        if let Some((key, version, proof)) = equivocation {
+            return Applied::Equivocation { key, version, proof };
         }
         Applied::Changed { new_node: fresh, status_changed }
+    }
+
+    /// A delta within the held version of the held generation: applies the entries the replica
+    /// lacks (held older or not at all) and detects a second entry under a held version.
+    fn repair(&mut self, d: &Delta) -> Applied {
+        let Some(node) = self.nodes.get(&d.node.id) else { return Applied::Stale };
+        let differs = |e: &Entry| match node.entries.get(&e.key) {
+            Some(old) => old.version < e.version || (old.version == e.version && old.sig != e.sig),
+            None => true,
+        };
+        let news: Vec<Entry> = d.entries.iter().filter(|e| differs(e)).cloned().collect();
+        if news.is_empty() {
+            return Applied::Stale;
+        }
+        // The node info must be the one held (same generation): verify against it.
+        if !d.node.verify() || d.node.identity != node.info.identity || !news.iter().all(|e| e.verify(&node.info)) {
+            return Applied::Forged;
+        }
+        let before = node.summary();
+        let status_before = node.status();
+        let Some(node) = self.nodes.get_mut(&d.node.id).map(Arc::make_mut) else { return Applied::Stale };
+        let equivocation = merge(node, &news);
+        let status_changed = node.status() != status_before;
+        let after = node.summary();
+        self.set_summary_hash(Some(before), Some(after));
+        if let Some((key, version, proof)) = equivocation {
+            return Applied::Equivocation { key, version, proof };
+        }
+        Applied::Changed { new_node: false, status_changed }
     }
 
     /// The deltas that bring a replica holding `(have_generation, have_version)` of `id` up to
@@ -258,6 +304,34 @@ impl Table {
         entries.sort_by_key(|e| e.version);
         crate::chunk::split_delta(&node.info, from, node.max_version, &entries, ttl, budget)
     }
+}
+
+/// Merges verified entries into an owner's state: newer versions replace older ones; a
+/// different entry under a held version is proof of misbehaviour, and the one with the smaller
+/// signature is kept (every replica picks the same). Returns the first proof found.
+fn merge(node: &mut NodeState, entries: &[Entry]) -> Option<(String, u64, Box<Proof>)> {
+    let mut equivocation = None;
+    for e in entries {
+        match node.entries.get(&e.key) {
+            Some(old) if old.version == e.version && old.sig != e.sig => {
+                if equivocation.is_none() {
+                    let proof = Proof {
+                        identity: node.info.identity,
+                        generation: node.info.generation,
+                        first: old.claim(),
+                        second: e.claim(),
+                    };
+                    equivocation = Some((e.key.clone(), e.version, Box::new(proof)));
+                }
+                if e.sig < old.sig {
+                    node.put(e.clone());
+                }
+            }
+            Some(old) if old.version >= e.version => {}
+            _ => node.put(e.clone()),
+        }
+    }
+    equivocation
 }
 
 impl Table {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use gossip_core::message::{Bound, Delta, Entry, Message, NodeStatus, Range, RangeBody, Summary, Value, Want};
+use gossip_core::proof::{Accusation, Charge, Claim, Proof};
 use gossip_core::secure::keys::{Binding, IdentityPub};
 use gossip_core::session::MAX_PAYLOAD;
 use gossip_core::{Health, NodeId, NodeInfo, ServiceInstance};
@@ -52,7 +53,26 @@ fn value() -> impl Strategy<Value = Value> {
         (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u64>(), any::<u64>(), sig()).prop_map(|(i, s, a, b, sig)| {
             Value::Binding(Binding { identity: IdentityPub(i), static_pub: s, not_before: a, not_after: b, sig })
         }),
+        (1..=16usize, any::<u64>())
+            .prop_map(|(n, stamp)| Value::Keyring { stamp, keys: (0..n).map(|i| [i as u8; 32]).collect() }),
+        (node_id(), "[ -~]{0,40}")
+            .prop_map(|(accused, r)| Value::Accusation(Accusation { accused, charge: Charge::Misbehaved(r) })),
+        (node_id(), any::<[u8; 32]>(), any::<u64>(), claim(), claim()).prop_map(
+            |(accused, i, generation, first, second)| {
+                let proof = Proof { identity: IdentityPub(i), generation, first, second };
+                Value::Accusation(Accusation { accused, charge: Charge::Equivocation(Box::new(proof)) })
+            }
+        ),
     ]
+}
+
+fn claim() -> impl Strategy<Value = Claim> {
+    ("[a-z/@]{0,40}", any::<u64>(), any::<[u8; 32]>(), sig()).prop_map(|(key, version, digest, sig)| Claim {
+        key,
+        version,
+        digest,
+        sig,
+    })
 }
 
 fn delta() -> impl Strategy<Value = Delta> {
@@ -79,7 +99,12 @@ fn delta() -> impl Strategy<Value = Delta> {
 }
 
 fn summary() -> impl Strategy<Value = Summary> {
-    (node_id(), any::<u64>(), any::<u64>()).prop_map(|(id, generation, version)| Summary { id, generation, version })
+    (node_id(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, generation, version, digest)| Summary {
+        id,
+        generation,
+        version,
+        digest,
+    })
 }
 
 fn range() -> impl Strategy<Value = Range> {
@@ -162,8 +187,9 @@ fn huge_declared_counts_do_not_allocate() {
 
 #[test]
 fn largest_messages_fit_the_payload_budget() {
-    let items: Vec<Summary> =
-        (0..16u8).map(|i| Summary { id: NodeId([i; 16]), generation: u64::MAX, version: u64::MAX }).collect();
+    let items: Vec<Summary> = (0..16u8)
+        .map(|i| Summary { id: NodeId([i; 16]), generation: u64::MAX, version: u64::MAX, digest: u64::MAX })
+        .collect();
     let range = Range { lo: NodeId::MIN, hi: Bound::Inf, body: RangeBody::Items(items) };
     let packed = gossip_core::chunk::pack_ranges(NodeId::MIN, vec![range; 10], MAX_PAYLOAD);
     assert!(packed.len() > 1);

@@ -76,7 +76,79 @@ fn two_records_under_one_version_are_proof_of_misbehaviour() {
     let b = Entry::signed(&owner, 1, "svc/web", 1, svc(81));
     let mut d = owner_delta(&owner, vec![b]);
     d.to_version = 2; // claims news, so the replica looks at it
-    assert_eq!(t.apply(&d), Applied::Equivocation { key: "svc/web".into(), version: 1 });
+    let Applied::Equivocation { key, version, proof } = t.apply(&d) else { panic!("equivocation not detected") };
+    assert_eq!((key.as_str(), version), ("svc/web", 1));
+    assert!(proof.verify(&owner.node_id()), "the proof convinces anyone holding only the proof");
+    assert!(!proof.verify(&Identity::from_secret([2; 32]).node_id()), "it proves nothing against another node");
+    // Every replica keeps the same one of the two (the smaller signature), whatever the order.
+    let kept = t.get(&owner.node_id()).unwrap().entries["svc/web"].sig;
+    assert_eq!(kept, proof.first.sig.min(proof.second.sig));
+}
+
+#[test]
+fn a_proof_is_refused_unless_both_claims_verify_and_differ() {
+    use gossip_core::proof::Proof;
+    let owner = Identity::from_secret([1; 32]);
+    let id = owner.node_id();
+    let a = Entry::signed(&owner, 1, "svc/web", 3, svc(80));
+    let b = Entry::signed(&owner, 1, "svc/api", 3, svc(80));
+    let proof =
+        |x: &Entry, y: &Entry| Proof { identity: owner.public(), generation: 1, first: x.claim(), second: y.claim() };
+    assert!(proof(&a, &b).verify(&id), "two keys under one version is equivocation too");
+    assert!(!proof(&a, &a).verify(&id), "one claim twice proves nothing");
+    let later = Entry::signed(&owner, 1, "svc/web", 4, svc(81));
+    assert!(!proof(&a, &later).verify(&id), "different versions are ordinary history");
+    let mut tampered = proof(&a, &b);
+    tampered.second.digest[0] ^= 1;
+    assert!(!tampered.verify(&id), "a claim must carry the owner's signature");
+    let mut other_gen = proof(&a, &b);
+    other_gen.generation = 2;
+    assert!(!other_gen.verify(&id), "claims are bound to their generation");
+    let forger = Identity::from_secret([7; 32]);
+    let forged = Entry::signed(&forger, 1, "svc/api", 3, svc(80));
+    assert!(!proof(&a, &forged).verify(&id), "a claim signed by someone else proves nothing");
+}
+
+#[test]
+fn replicas_at_one_version_holding_different_entries_are_repaired() {
+    // A relay dropped an entry from the delta it passed on: the replica reached the owner's
+    // version without it. Summaries carry a digest of the entries held, so reconciliation tells
+    // the two replicas apart, and the whole state sent in answer fills the gap.
+    use gossip_core::reconcile;
+    let owner = Identity::from_secret([1; 32]);
+    let e1 = Entry::signed(&owner, 1, "svc/a", 1, svc(80));
+    let e2 = Entry::signed(&owner, 1, "svc/b", 2, svc(81));
+    let e3 = Entry::signed(&owner, 1, "svc/c", 3, svc(82));
+    let mut full = Table::new();
+    assert!(matches!(full.apply(&owner_delta(&owner, vec![e1.clone(), e2, e3.clone()])), Applied::Changed { .. }));
+    let mut short = Table::new();
+    assert!(matches!(short.apply(&owner_delta(&owner, vec![e1, e3])), Applied::Changed { .. }));
+    let (f, s) = (full.get(&owner.node_id()).unwrap().summary(), short.get(&owner.node_id()).unwrap().summary());
+    assert_eq!((f.generation, f.version), (s.generation, s.version));
+    assert_ne!(
+        full.fingerprint(&gossip_core::NodeId::MIN, &gossip_core::message::Bound::Inf),
+        short.fingerprint(&gossip_core::NodeId::MIN, &gossip_core::message::Bound::Inf)
+    );
+
+    // `short` receives `full`'s items: it pushes its whole state and asks for the whole state.
+    let items = gossip_core::message::Range {
+        lo: gossip_core::NodeId::MIN,
+        hi: gossip_core::message::Bound::Inf,
+        body: gossip_core::message::RangeBody::Items(vec![f]),
+    };
+    let out = reconcile::process(&short, &[items]);
+    assert_eq!(out.wants.len(), 1);
+    assert_eq!(out.wants[0].version, 0, "the whole state is asked for");
+    assert_eq!(out.push.len(), 1);
+    let w = out.wants[0];
+    for d in full.deltas_for(&w.id, w.generation, w.version, 0, 1136) {
+        let _ = short.apply(&d);
+    }
+    assert_eq!(short.get(&owner.node_id()).unwrap().summary(), f, "repaired: same entries, same digest");
+    // A second pass is quiet: nothing differs.
+    for d in full.deltas_for(&w.id, w.generation, 0, 0, 1136) {
+        assert_eq!(short.apply(&d), Applied::Stale);
+    }
 }
 
 #[test]

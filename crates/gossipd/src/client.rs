@@ -151,6 +151,9 @@ fn members(api: &Api, format: Format) -> anyhow::Result<String> {
             if m["Tags"]["suspect"] == "true" {
                 status = "suspect".into();
             }
+            if let Some(reason) = m["Tags"]["excluded"].as_str() {
+                status = format!("excluded by the cluster: {reason}");
+            }
             if let Some(reason) = m["Tags"]["banned"].as_str() {
                 status = format!("{status}, banned: {reason}");
             }

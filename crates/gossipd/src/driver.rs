@@ -316,6 +316,16 @@ impl Driver {
                 Event::Equivocation { owner, key, version } => {
                     tracing::warn!(node = %owner, %key, version, "node signed two records under one version")
                 }
+                Event::Excluded { node, accusers, members, reason } => tracing::error!(
+                    %node,
+                    accusers,
+                    members,
+                    %reason,
+                    "node EXCLUDED: a majority of live members accuses it; out of answers, its messages dropped"
+                ),
+                Event::Readmitted(node) => {
+                    tracing::warn!(%node, "node readmitted: its accusers are no longer a majority")
+                }
                 Event::MemberSuspect(id) => tracing::info!(node = %id, "member suspected (missed its probes)"),
                 Event::MemberFailed(id) => tracing::warn!(node = %id, "member failed: removed from answers"),
                 Event::SelfPreservation { engaged: true, failing, cluster } => tracing::error!(

@@ -147,7 +147,7 @@ async fn agent_services(State(api): State<Arc<Api>>) -> Response {
 fn status_code(m: &Member) -> u8 {
     match (m.status, m.liveness) {
         (NodeStatus::Left, _) => 3,
-        (NodeStatus::Alive, gossip_core::Liveness::Dead) => 4,
+        (NodeStatus::Alive, gossip_core::Liveness::Dead | gossip_core::Liveness::Excluded) => 4,
         (NodeStatus::Alive, _) => 1,
     }
 }
@@ -159,6 +159,9 @@ fn member_json(m: &Member) -> Value {
     });
     if let Some(reason) = &m.banned {
         tags["banned"] = Value::String(reason.clone());
+    }
+    if let Some(reason) = &m.excluded {
+        tags["excluded"] = Value::String(reason.clone());
     }
     if m.liveness == gossip_core::Liveness::Suspect {
         tags["suspect"] = Value::String("true".into());

@@ -34,6 +34,7 @@ fn member_state(status: NodeStatus, liveness: Liveness) -> &'static str {
         (NodeStatus::Alive, Liveness::Dead) => "failed",
         (NodeStatus::Alive, Liveness::Suspect) => "suspect",
         (NodeStatus::Alive, Liveness::Alive) => "alive",
+        (NodeStatus::Alive, Liveness::Excluded) => "excluded",
     }
 }
 
@@ -86,7 +87,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
 
     let g = i.gossip;
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 13] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -97,6 +98,9 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("gossip_dropped_decode_total", "Datagrams dropped: undecodable.", g.dropped_decode),
         ("gossip_dropped_malformed_total", "Datagrams dropped: malformed content.", g.dropped_malformed),
         ("gossip_forged_records_total", "Records dropped: bad owner signature.", g.forged_records),
+        ("gossip_equivocations_total", "Owners caught signing two records under one version.", g.equivocations),
+        ("gossip_accusations_written_total", "Accusations this agent wrote.", g.accusations_written),
+        ("gossip_dropped_excluded_total", "Messages dropped: sender excluded by the cluster.", g.dropped_excluded),
     ];
     for (name, help, v) in counters {
         w.one(name, "counter", help, v);
@@ -162,6 +166,7 @@ mod tests {
             status,
             liveness,
             banned: None,
+            excluded: None,
         }
     }
 

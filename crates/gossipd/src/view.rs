@@ -25,6 +25,8 @@ pub struct Member {
     pub liveness: gossip_core::Liveness,
     /// Why this agent banned the node, if it did.
     pub banned: Option<String>,
+    /// Why the cluster excluded the node (a majority of members accuse it), if it did.
+    pub excluded: Option<String>,
 }
 
 /// One service instance with its node.
@@ -72,9 +74,10 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
             generation: n.info.generation,
             status,
             banned: bans.iter().find(|(i, _)| *i == n.info.identity).map(|(_, b)| b.reason.clone()),
+            excluded: g.exclusions().find(|(id, _)| **id == n.info.id).map(|(_, r)| r.clone()),
         });
-        // Suspects are still served (they may only be slow); dead and left nodes are not.
-        let alive = status == NodeStatus::Alive && liveness != gossip_core::Liveness::Dead;
+        // Suspects are still served (they may only be slow); dead, excluded and left nodes are not.
+        let alive = status == NodeStatus::Alive && liveness.serves();
         dns_nodes.push(dns_front::snapshot::Node { name: n.info.name.clone(), address: n.info.addr.ip(), alive });
         if !alive {
             continue;

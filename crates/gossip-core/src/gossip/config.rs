@@ -156,6 +156,20 @@ pub enum Event {
         /// The version signed twice.
         version: u64,
     },
+    /// A majority of live members accuses `node`: it is excluded (out of peers and answers,
+    /// its messages dropped). If `node` is this node, the cluster excludes us.
+    Excluded {
+        /// The excluded node.
+        node: NodeId,
+        /// How many live members accuse it.
+        accusers: usize,
+        /// Live members counted (the accused not included).
+        members: usize,
+        /// The charge.
+        reason: String,
+    },
+    /// An excluded node's accusers no longer form a majority: it is readmitted.
+    Readmitted(NodeId),
 }
 
 /// Counters, for metrics and tests.
@@ -181,6 +195,14 @@ pub struct Stats {
     pub rumors_forwarded: u64,
     /// Deltas refused because a signature did not verify.
     pub forged_records: u64,
+    /// Owners caught signing two different entries under one version (each time).
+    pub equivocations: u64,
+    /// Accusations this node wrote (its own detections, endorsed proofs and bans).
+    pub accusations_written: u64,
+    /// Accusation entries found not credible (a proof that does not verify), at each review.
+    pub accusations_refused: u64,
+    /// Authenticated messages dropped because their sender is excluded.
+    pub dropped_excluded: u64,
 }
 
 /// Why a local command was refused. Nothing changed when an error is returned.

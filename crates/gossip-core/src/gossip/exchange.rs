@@ -37,6 +37,10 @@ impl Gossip {
                 return;
             }
         };
+        if self.is_excluded(&identity.node_id()) {
+            self.stats.dropped_excluded += 1;
+            return;
+        }
         if msg.sender() != identity.node_id() {
             self.stats.dropped_malformed += 1;
             self.ban(now, identity, "message sender is not the session's identity".into());
@@ -63,7 +67,9 @@ impl Gossip {
 
     fn ban(&mut self, now: Instant, identity: crate::secure::keys::IdentityPub, reason: String) {
         let period = self.secure.ban(now, identity, &reason);
+        self.accuse_banned(now, identity, &reason);
         self.events.push_back(Event::Banned { identity, reason, period });
+        self.review_exclusions_if(false);
     }
 
     fn on_reconcile(
@@ -162,9 +168,13 @@ impl Gossip {
                 self.stats.dropped_malformed += 1;
                 self.ban(now, identity, format!("relayed a record of {owner} whose signature does not verify"));
             }
-            Applied::Equivocation { key, version } => {
+            Applied::Equivocation { key, version, proof } => {
+                self.stats.equivocations += 1;
                 self.events.push_back(Event::CatalogChanged);
                 self.events.push_back(Event::Equivocation { owner, key, version });
+                self.note_accusations(&owner);
+                self.accuse(now, owner, crate::proof::Charge::Equivocation(proof));
+                self.review_exclusions_if(false);
             }
             Applied::Changed { new_node, status_changed } => {
                 self.stats.deltas_applied += 1;
@@ -176,6 +186,8 @@ impl Gossip {
                 if new_node || status_changed {
                     self.update_membership(&owner);
                 }
+                self.note_accusations(&owner);
+                self.review_exclusions_if(false);
                 if delta.ttl > 0 {
                     let targets = self.peers.choose_k(&mut self.rng, self.cfg.fanout, &[sender, owner]);
                     let fwd = Delta { ttl: delta.ttl - 1, ..delta };
@@ -199,7 +211,7 @@ impl Gossip {
                 n.info.name == name
                     && n.info.id != *except
                     && n.status() == NodeStatus::Alive
-                    && self.liveness(&n.info.id) != super::Liveness::Dead
+                    && self.liveness(&n.info.id).serves()
             })
             .map(|n| n.info.id)
     }
@@ -208,7 +220,7 @@ impl Gossip {
         let Some(node) = self.table.get(id) else { return };
         let info = node.info.clone();
         match node.status() {
-            NodeStatus::Alive if self.liveness(id) == super::Liveness::Dead => {}
+            NodeStatus::Alive if !self.liveness(id).serves() => {}
             NodeStatus::Alive => {
                 self.returned(id);
                 if self.peers.insert(*id) {

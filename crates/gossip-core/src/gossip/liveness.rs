@@ -31,6 +31,16 @@ pub enum Liveness {
     Suspect,
     /// Suspicion timed out: out of peers and answers.
     Dead,
+    /// Excluded by a majority of accusations (see `accuse.rs`): out of peers and answers, and
+    /// what it sends is dropped.
+    Excluded,
+}
+
+impl Liveness {
+    /// True if the node's services are answered.
+    pub fn serves(self) -> bool {
+        matches!(self, Liveness::Alive | Liveness::Suspect)
+    }
 }
 
 /// A doubt about a node.
@@ -45,7 +55,7 @@ pub(super) struct Suspicion {
 /// A probe in flight.
 #[derive(Debug, Clone)]
 pub(super) struct Probe {
-    target: NodeId,
+    pub(super) target: NodeId,
     nonce: u64,
     started: Instant,
     indirect: bool,
@@ -66,6 +76,14 @@ const MAX_RELAYS: usize = 64;
 impl Gossip {
     /// The liveness of a node as this replica sees it.
     pub fn liveness(&self, id: &NodeId) -> Liveness {
+        if self.is_excluded(id) {
+            return Liveness::Excluded;
+        }
+        self.suspicion_state(id)
+    }
+
+    /// Liveness from probes and suspicions alone.
+    pub(super) fn suspicion_state(&self, id: &NodeId) -> Liveness {
         match self.suspicions.get(id) {
             None => Liveness::Alive,
             Some(s) if s.dead => Liveness::Dead,
@@ -86,7 +104,7 @@ impl Gossip {
 
     /// Registers the probe that an exchange opened with `target` is.
     pub(super) fn start_probe(&mut self, now: Instant, target: NodeId) {
-        if self.probes.iter().any(|p| p.target == target) || self.liveness(&target) == Liveness::Dead {
+        if self.probes.iter().any(|p| p.target == target) || !self.liveness(&target).serves() {
             return;
         }
         let nonce = self.rng.next_u64();

@@ -9,6 +9,7 @@
 //! Every datagram goes through the [`SecureLayer`]: Noise sessions admitted by the cluster key.
 //! Every record is signed by its owner's identity and verified before it is applied.
 
+mod accuse;
 mod config;
 mod exchange;
 mod gc;
@@ -64,6 +65,7 @@ pub struct Gossip {
     last_now: Instant,
     /// Newcomers already reported for a duplicate name (bounded).
     reported_duplicates: Vec<NodeId>,
+    accusations: accuse::Accusations,
     left: bool,
     stats: Stats,
 }
@@ -115,6 +117,7 @@ impl Gossip {
             oldest_tombstone: None,
             last_now: now,
             reported_duplicates: Vec::new(),
+            accusations: Default::default(),
             left: false,
             stats: Stats::default(),
         };
@@ -398,6 +401,8 @@ impl Gossip {
         self.liveness_timeout(now);
         self.collect_garbage(now);
         if now >= self.next_round {
+            self.withdraw_expired_accusations(now);
+            self.review_exclusions_if(true);
             let jitter = 0.9 + 0.2 * self.rng.unit();
             self.next_round = now + self.cfg.gossip_interval.mul_f64(jitter);
             self.round(now);
