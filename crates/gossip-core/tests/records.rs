@@ -276,7 +276,7 @@ fn spoofed_source_garbage_does_not_ban_the_honest_node() {
     for i in 0..2000u32 {
         let len = 1 + (i as usize * 7) % 1200;
         let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        bytes[0] = 0x11 + (i % 8) as u8;
+        bytes[0] = 0x21 + (i % 8) as u8;
         victim.handle_datagram(now, addr(5), &bytes);
     }
     assert!(victim.poll_transmit().is_none(), "garbage is never answered");

@@ -6,20 +6,20 @@
 use super::mac::{self, MAC_LEN};
 
 /// IK initiation: `type ‖ sender_idx ‖ noise(e, s, {timestamp ‖ binding}) ‖ mac1 ‖ mac2`.
-pub const IK_INIT: u8 = 0x11;
+pub const IK_INIT: u8 = 0x21;
 /// IK response: `type ‖ sender_idx ‖ receiver_idx ‖ noise(e, {}) ‖ mac1 ‖ mac2`.
-pub const IK_RESP: u8 = 0x12;
+pub const IK_RESP: u8 = 0x22;
 /// XX initiation: `type ‖ sender_idx ‖ noise(e) ‖ zero padding ‖ mac1 ‖ mac2`, padded so that it is
 /// never smaller than the response it draws.
-pub const XX_INIT: u8 = 0x13;
+pub const XX_INIT: u8 = 0x23;
 /// XX response: `type ‖ sender_idx ‖ receiver_idx ‖ noise(e, s, {binding}) ‖ mac1 ‖ mac2`.
-pub const XX_RESP: u8 = 0x14;
+pub const XX_RESP: u8 = 0x24;
 /// XX final: `type ‖ receiver_idx ‖ noise(s, {binding}) ‖ mac1 ‖ mac2`.
-pub const XX_FIN: u8 = 0x15;
+pub const XX_FIN: u8 = 0x25;
 /// Cookie reply: `type ‖ receiver_idx ‖ nonce (12) ‖ ChaCha20-Poly1305(cookie (16))`.
-pub const COOKIE: u8 = 0x16;
+pub const COOKIE: u8 = 0x26;
 /// Transport: `type ‖ receiver_idx ‖ counter (u64 BE) ‖ ChaCha20-Poly1305(payload)`.
-pub const TRANSPORT: u8 = 0x17;
+pub const TRANSPORT: u8 = 0x27;
 
 /// Noise pattern of the 1-RTT handshake (the responder's static key is known).
 pub const IK_PATTERN: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
