@@ -161,3 +161,72 @@ fn a_pinned_seed_must_prove_its_identity() {
     wait_for("charlie to join its pinned seed", WAIT, || (c.alive_members().len() == 2).then_some(()));
     assert_eq!(c.metric("Secure", "PinMismatches"), 0);
 }
+
+/// Copies the files of a data directory (a "disk image") into a new one.
+fn copy_data_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if e.file_type().unwrap().is_file() && name != "agent.log" && name != "addrs.json" {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_identity_started_twice_is_proven_and_excluded_by_the_cluster() {
+    // A data directory restored twice (a cloned VM): two processes sign two different histories
+    // with one identity in one generation. The honest agents find two entries signed under one
+    // version, gossip the proof, and exclude the identity by majority: it leaves their answers
+    // and `gossipd members` says why.
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let seeds = vec![a.gossip];
+    let b = Agent::start(root.path(), Options { name: "bravo".into(), seeds: seeds.clone(), ..Default::default() });
+    let c = Agent::start(root.path(), Options { name: "charlie".into(), seeds: seeds.clone(), ..Default::default() });
+    for x in [&a, &b, &c] {
+        wait_for("3 members", WAIT, || (x.alive_members().len() == 3).then_some(()));
+    }
+
+    let mut image = Agent::start(root.path(), Options { name: "twin".into(), ..Default::default() });
+    image.kill();
+    // Both copies raise the generation from the same record: put it ahead of the clock so that
+    // the clock floor does not separate them by a second.
+    let node_json = image.data_dir.join("node.json");
+    let mut node: serde_json::Value = serde_json::from_slice(&std::fs::read(&node_json).unwrap()).unwrap();
+    node["generation"] = serde_json::json!(node["generation"].as_u64().unwrap() + 1_000_000);
+    std::fs::write(&node_json, serde_json::to_vec(&node).unwrap()).unwrap();
+    let copy = root.path().join("twin-copy");
+    copy_data_dir(&image.data_dir, &copy);
+    let opts = Options { name: "twin".into(), seeds: seeds.clone(), ..Default::default() };
+    let t1 = Agent::start_in(image.data_dir.clone(), opts.clone());
+    let t2 = Agent::start_in(copy, opts);
+    assert_eq!(t1.generation, t2.generation, "the copies run in one generation");
+
+    let excluded = |x: &Agent| -> Option<String> {
+        let members = x.get("/v1/agent/members").ok()?;
+        let twin = members.as_array()?.iter().find(|m| m["Name"] == "twin")?.clone();
+        (twin["Status"] == 4).then(|| twin["Tags"]["excluded"].as_str().map(str::to_owned)).flatten()
+    };
+    for x in [&a, &b, &c] {
+        let reason = wait_for("the twin to be excluded", Duration::from_secs(60), || excluded(x));
+        assert!(reason.contains("proof"), "{}: excluded for {reason:?}", x.opts.name);
+        assert!(x.metric("Gossip", "AccusationsWritten") >= 1, "{} did not accuse", x.opts.name);
+    }
+    let out = std::process::Command::new(binary())
+        .args(["members", "--http", &a.http.to_string()])
+        .output()
+        .expect("run gossipd members");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("excluded by the cluster"), "members output:\n{text}");
+    // The honest agents keep each other.
+    for x in [&a, &b, &c] {
+        assert_eq!(x.alive_members(), vec!["alpha", "bravo", "charlie"], "{}", x.opts.name);
+    }
+    // What the twins send is dropped after authentication.
+    wait_for("the twins' messages to be dropped", WAIT, || {
+        ([&a, &b, &c].iter().map(|x| x.metric("Gossip", "DroppedExcluded")).sum::<u64>() > 0).then_some(())
+    });
+    drop((t1, t2));
+}

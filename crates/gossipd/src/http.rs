@@ -447,7 +447,8 @@ async fn metrics(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, St
             "DroppedDecode": s.dropped_decode,
             "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
             "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
-            "ForgedRecords": s.forged_records,
+            "ForgedRecords": s.forged_records, "Equivocations": s.equivocations,
+            "AccusationsWritten": s.accusations_written, "DroppedExcluded": s.dropped_excluded,
         },
         "Secure": {
             "HandshakesInitiated": sec.handshakes_initiated, "HandshakesCompleted": sec.handshakes_completed,
@@ -462,6 +463,7 @@ async fn metrics(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, St
             "AliveMembers": c.members.iter().filter(|m| status_code(m) == 1).count(),
             "SuspectMembers": c.members.iter().filter(|m| m.liveness == gossip_core::Liveness::Suspect).count(),
             "FailedMembers": c.members.iter().filter(|m| status_code(m) == 4).count(),
+            "ExcludedMembers": c.members.iter().filter(|m| m.excluded.is_some()).count(),
             "SelfPreservation": c.self_preservation,
             "Services": c.services.len(),
             "Instances": instances,
