@@ -9,8 +9,8 @@
 //!   static key. IK initiations carry a timestamp; one not newer than the last seen from that
 //!   identity is a replay and is refused.
 //! - **Transport**: explicit 64-bit counters and a sliding replay window updated only after a
-//!   packet authenticates; sessions are replaced after `rekey_after` and refused after
-//!   `reject_after` or `max_messages`.
+//!   packet authenticates; sessions are replaced after `rekey_after` or half of
+//!   `max_messages`, and refused after `reject_after` or `max_messages`.
 //! - **Static keys rotate** every `rotation` plus jitter; the previous key is still accepted
 //!   until its binding expires, then wiped.
 //!
@@ -356,9 +356,15 @@ impl SecureLayer {
     ) {
         let usable = self.by_addr.get(&dst).copied().filter(|i| self.session_usable(now, *i));
         if let Some(idx) = usable {
-            let age = self.sessions.get(&idx).map_or(Duration::ZERO, |s| now.saturating_duration_since(s.established));
+            let (age, sent) = self
+                .sessions
+                .get(&idx)
+                .map_or((Duration::ZERO, 0), |s| (now.saturating_duration_since(s.established), s.send_counter));
             self.encrypt(now, idx, payload, out);
-            if age >= self.cfg.rekey_after && !self.pending_by_addr.contains_key(&dst) {
+            // Rekey after a bounded time or half the message budget, whichever comes first, so
+            // the new session is up long before the old one is refused.
+            let worn = age >= self.cfg.rekey_after || sent >= self.cfg.max_messages / 2;
+            if worn && !self.pending_by_addr.contains_key(&dst) {
                 self.initiate(now, dst, peer, out);
             }
             return;
