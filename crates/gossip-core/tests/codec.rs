@@ -197,3 +197,24 @@ fn largest_messages_fit_the_payload_budget() {
         assert!(m.encode().len() <= MAX_PAYLOAD);
     }
 }
+
+#[test]
+fn the_largest_accusation_fits_one_entry() {
+    let claim = |c: char| Claim {
+        key: std::iter::repeat_n(c, gossip_core::message::MAX_KEY).collect(),
+        version: u64::MAX,
+        digest: [0xff; 32],
+        sig: [0xff; 64],
+    };
+    let proof =
+        Proof { identity: IdentityPub([0xff; 32]), generation: u64::MAX, first: claim('a'), second: claim('b') };
+    let accused = NodeId([0xff; 16]);
+    let charges =
+        [Charge::Equivocation(Box::new(proof)), Charge::Misbehaved("x".repeat(gossip_core::proof::MAX_REASON))];
+    for charge in charges {
+        let value = Value::Accusation(Accusation { accused, charge });
+        let e = Entry { key: Accusation::key(&accused), version: u64::MAX, value, sig: [0xff; 64] };
+        let len = gossip_core::message::entry_len(&e);
+        assert!(len <= gossip_core::MAX_ENTRY, "an accusation entry of {len} bytes");
+    }
+}
