@@ -43,12 +43,13 @@ pub(super) struct Accusations {
 
 /// The accusation entries an owner holds: `(entry signature, accusation)`.
 fn accusations_of(node: &crate::state::NodeState) -> impl Iterator<Item = (&[u8; 64], &Accusation)> {
-    node.entries.range(ACCUSE_PREFIX.to_owned()..).take_while(|(k, _)| k.starts_with(ACCUSE_PREFIX)).filter_map(
-        |(_, e)| match &e.value {
+    node.entries
+        .range::<str, _>((std::ops::Bound::Included(ACCUSE_PREFIX), std::ops::Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(ACCUSE_PREFIX))
+        .filter_map(|(_, e)| match &e.value {
             Value::Accusation(a) => Some((&e.sig, a)),
             _ => None,
-        },
-    )
+        })
 }
 
 impl Gossip {
