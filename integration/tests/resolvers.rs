@@ -91,7 +91,7 @@ fn unbound_stub_zone_resolves_through_the_cluster() {
         assert!(out.status.success(), "unbound-checkconf: {}", String::from_utf8_lossy(&out.stdout));
     }
     let log = std::fs::File::create(dir.join("unbound.log")).unwrap();
-    let _unbound = Running(
+    let mut unbound = Running(
         Command::new(unbound)
             .arg("-d")
             .arg("-c")
@@ -107,6 +107,9 @@ fn unbound_stub_zone_resolves_through_the_cluster() {
 
     // A: both instances, from two other agents, through unbound.
     let answer = wait_for("unbound to answer both instances of web", WAIT, || {
+        if let Ok(Some(status)) = unbound.0.try_wait() {
+            panic!("unbound exited with {status}:\n{}", unbound_log());
+        }
         let out = dig(&dig_bin, server, &["web.service.gossip", "A", "+short"]);
         let mut addrs: Vec<&str> = out.lines().map(str::trim).collect();
         addrs.sort_unstable();
