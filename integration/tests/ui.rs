@@ -1,6 +1,7 @@
 //! The status page at `/ui`, rendered by a real headless Chromium against a 3-agent cluster:
 //! the DOM after the page's scripts ran shows every member, every service and instance with
-//! its health, user-supplied text stays text, and a screenshot is a real picture.
+//! its health, user-supplied text stays text, a screenshot is a real picture, and members that
+//! die or leave are shown so.
 //! `GOSSIPD_UI_SCREENSHOT=docs/ui.png` copies the screenshot there (how the README's is made).
 
 use std::path::Path;
@@ -100,7 +101,7 @@ fn attr_of<'a>(dom: &'a str, marker: &str, attr: &str) -> Option<&'a str> {
 fn ui_page_renders_members_services_and_health_in_chromium() {
     let Some(chrome) = peers::require("chromium") else { return };
     let root = tempfile::tempdir().unwrap();
-    let (a, b, c) = three(root.path());
+    let (a, mut b, mut c) = three(root.path());
     register(&a, r#"{"ID":"web-1","Name":"web","Address":"127.0.0.10","Port":8080,"Tags":["v1","primary"]}"#);
     register(
         &b,
@@ -127,12 +128,7 @@ fn ui_page_renders_members_services_and_health_in_chromium() {
     let url = format!("http://{}/ui", a.http);
     let tmp = root.path().join("chromium");
     std::fs::create_dir_all(&tmp).unwrap();
-    let mut cmd = chromium(&chrome, &tmp);
-    cmd.arg("--dump-dom").arg(&url);
-    let (status, dom) = peers::run_with_timeout(cmd, &tmp.join("dom.html"), Duration::from_secs(120));
-    let stderr = || std::fs::read_to_string(tmp.join("dom.err")).unwrap_or_default();
-    assert!(status.success(), "chromium --dump-dom: {status}\n{}", stderr());
-    assert!(dom.contains("data-service"), "the page's script did not render:\n{dom}\n{}", stderr());
+    let dom = dump_dom(&chrome, &tmp, &url);
 
     // Every member, alive, and the agent that serves the page.
     for name in ["alpha", "bravo", "charlie"] {
@@ -173,4 +169,39 @@ fn ui_page_renders_members_services_and_health_in_chromium() {
     if let Some(dest) = std::env::var_os("GOSSIPD_UI_SCREENSHOT") {
         std::fs::write(&dest, &bytes).expect("copy the screenshot");
     }
+
+    // Charlie dies, then bravo leaves: the page shows them failed and left, and their
+    // instances are gone (only live nodes' instances are in the catalog).
+    c.kill();
+    wait_for("alpha to see charlie failed", Duration::from_secs(30), || {
+        (member_status(&a, "charlie") == 4).then_some(())
+    });
+    let status = b.terminate();
+    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+    wait_for("alpha to see bravo left", WAIT, || (member_status(&a, "bravo") == 3).then_some(()));
+    let dom = dump_dom(&chrome, &tmp, &url);
+    assert_eq!(attr_of(&dom, "data-member=\"alpha\"", "data-state"), Some("alive"), "{dom}");
+    assert_eq!(attr_of(&dom, "data-member=\"bravo\"", "data-state"), Some("left"), "{dom}");
+    assert_eq!(attr_of(&dom, "data-member=\"charlie\"", "data-state"), Some("failed"), "{dom}");
+    assert_eq!(attr_of(&dom, "data-instance=\"web-1\"", "data-health"), Some("passing"), "{dom}");
+    for gone in ["data-instance=\"web-2\"", "data-service=\"db\"", "data-service=\"api\""] {
+        assert!(!dom.contains(gone), "{gone} is still shown:\n{dom}");
+    }
+}
+
+/// Serf status code of member `name` as `agent` sees it (0 when unknown).
+fn member_status(agent: &Agent, name: &str) -> u64 {
+    let members = agent.get("/v1/agent/members").unwrap_or(Value::Null);
+    members.as_array().into_iter().flatten().find(|m| m["Name"] == name).and_then(|m| m["Status"].as_u64()).unwrap_or(0)
+}
+
+/// The page's DOM after its scripts ran (5 s of virtual time).
+fn dump_dom(chrome: &Path, tmp: &Path, url: &str) -> String {
+    let mut cmd = chromium(chrome, tmp);
+    cmd.arg("--dump-dom").arg(url);
+    let (status, dom) = peers::run_with_timeout(cmd, &tmp.join("dom.html"), Duration::from_secs(120));
+    let stderr = || std::fs::read_to_string(tmp.join("dom.err")).unwrap_or_default();
+    assert!(status.success(), "chromium --dump-dom: {status}\n{}", stderr());
+    assert!(dom.contains("data-member"), "the page's script did not render:\n{dom}\n{}", stderr());
+    dom
 }
