@@ -56,6 +56,9 @@ pub struct Options {
     pub cluster_key_file: Option<PathBuf>,
     /// Extra arguments.
     pub extra: Vec<String>,
+    /// Run the agent inside this network namespace (`ip netns exec NS gossipd ...`). The test
+    /// process cannot reach its DNS or HTTP API: talk to it from inside the namespace.
+    pub netns: Option<String>,
 }
 
 /// A fixed test key (base64 of 32 bytes) for the default cluster key file.
@@ -83,7 +86,15 @@ pub struct Agent {
 fn spawn(opts: &Options, data_dir: &Path) -> Child {
     let _ = std::fs::remove_file(data_dir.join("addrs.json"));
     let any = "127.0.0.1:0".parse::<SocketAddr>().expect("addr");
-    let mut cmd = Command::new(binary());
+    let mut cmd = match &opts.netns {
+        // `ip netns exec` execs the program in place: the child's pid is the agent's.
+        Some(ns) => {
+            let mut c = Command::new(crate::peers::find("ip").expect("ip (iproute2) for --netns agents"));
+            c.args(["netns", "exec", ns]).arg(binary());
+            c
+        }
+        None => Command::new(binary()),
+    };
     cmd.arg("agent")
         .arg("--node")
         .arg(&opts.name)
@@ -151,7 +162,9 @@ impl Agent {
             data_dir,
             child: Some(child),
         };
-        wait_for("the HTTP API", Duration::from_secs(10), || agent.get("/v1/agent/members").ok());
+        if agent.opts.netns.is_none() {
+            wait_for("the HTTP API", Duration::from_secs(10), || agent.get("/v1/agent/members").ok());
+        }
         agent
     }
 

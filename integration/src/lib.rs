@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: starts real `gossipd` processes on loopback with
 //! ephemeral ports, talks to their HTTP API with a real HTTP client and to their DNS servers
-//! with real DNS messages over UDP and TCP, and finds real peers (`dig`, `dnsmasq`).
+//! with real DNS messages over UDP and TCP, and finds real peers (`dig`, `dnsmasq`, `unbound`, `chromium`); some tests run an agent
+//! inside a network namespace of their own ([`netns`]).
 //!
 //! The `gossipd` binary is taken from `$GOSSIPD_BIN`, else from the target directory these
 //! tests were built into (`cargo build -p gossipd` first; `scripts/test` does).
@@ -8,6 +9,7 @@
 
 pub mod agent;
 pub mod dns;
+pub mod netns;
 pub mod peers;
 
 use std::time::{Duration, Instant};

@@ -5,19 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use integration::agent::{Agent, Options};
-use integration::{peers, wait_for};
-
-fn dig(dig: &std::path::Path, server: std::net::SocketAddr, args: &[&str]) -> String {
-    let out = Command::new(dig)
-        .arg(format!("@{}", server.ip()))
-        .arg("-p")
-        .arg(server.port().to_string())
-        .args(["+time=2", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("run dig");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use integration::peers::{self, dig};
+use integration::wait_for;
 
 #[test]
 fn dig_gets_srv_with_additional_and_nxdomain() {
@@ -50,10 +39,7 @@ fn dnsmasq_forwards_the_gossip_domain() {
         a.put("/v1/agent/service/register", r#"{"ID":"web-1","Name":"web","Address":"127.0.0.9","Port":80}"#);
     assert_eq!(status, 200);
 
-    let port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
+    let port = peers::free_udp_port();
     let mut child = Command::new(dnsmasq)
         .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
         .arg(format!("--port={port}"))

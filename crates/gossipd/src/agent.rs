@@ -256,7 +256,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dns_task = tokio::spawn(dns.run(dns_udp, dns_tcp, stopped(stop_rx.clone())));
     let reload_task =
         tokio::spawn(reload_on_hup(hup, args.config_dir.clone(), handle.commands.clone(), stopped(stop_rx.clone())));
-    let app = http::router(Api { handle, dns_stats: Some(dns_stats) });
+    let app = http::router(Api { handle, dns_stats: Some(dns_stats), domain: args.domain.clone() });
     let http_task =
         tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
     let driver_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));

@@ -32,6 +32,8 @@ pub struct Api {
     pub handle: Handle,
     /// The DNS server's response counters (`None`: not exported).
     pub dns_stats: Option<Arc<dns_front::DnsStats>>,
+    /// The DNS domain (`gossip`), shown by the status page.
+    pub domain: String,
 }
 
 /// The API's routes.
@@ -49,6 +51,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/health/service/{name}", get(health_service))
         .route("/v1/agent/metrics", get(metrics))
         .route("/metrics", get(prometheus))
+        .route("/ui", get(crate::ui::page))
+        .route("/ui/", get(crate::ui::page))
         .route("/v1/operator/keyring", get(keyring_list).post(keyring_install).put(keyring_use).delete(keyring_remove))
         .with_state(Arc::new(api))
 }

@@ -10,6 +10,7 @@ mod keys;
 mod metrics;
 mod persist;
 mod service_def;
+mod ui;
 mod view;
 
 use std::process::ExitCode;
