@@ -437,7 +437,23 @@ async fn metrics(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, St
     let (s, sec) = &*api.handle.stats.load_full();
     let c = api.handle.catalog.load_full();
     let instances: usize = c.services.values().map(Vec::len).sum();
+    let dns = api.dns_stats.as_ref().map(|d| {
+        let d = d.counts();
+        let by_type: serde_json::Map<String, Value> =
+            dns_front::COUNTED_QTYPES.iter().zip(d.by_qtype).map(|(t, n)| (t.to_ascii_uppercase(), json!(n))).collect();
+        json!({
+            "Responses": {
+                "NOERROR": d.noerror, "NXDOMAIN": d.nxdomain, "REFUSED": d.refused, "FORMERR": d.formerr,
+                "SERVFAIL": d.servfail, "NOTIMP": d.notimp, "BADVERS": d.badvers,
+            },
+            "Queries": by_type,
+            "Truncated": d.truncated,
+            "LatencyCount": d.latency.count,
+            "LatencySumSeconds": d.latency.sum_nanos as f64 / 1e9,
+        })
+    });
     axum::Json(json!({
+        "DNS": dns,
         "Gossip": {
             "DatagramsIn": s.datagrams_in, "DatagramsOut": s.datagrams_out,
             "BytesIn": s.bytes_in, "BytesOut": s.bytes_out,
