@@ -1,4 +1,4 @@
-//! Real third-party programs used as peers (`dig`, `dnsmasq`). Under `CI=true` a missing peer
+//! Real third-party programs used as peers (`dig`, `dnsmasq`, Python clients). Under `CI=true` a missing peer
 //! fails the test (`.ci/run` installs them); elsewhere the test says it skipped.
 
 use std::path::PathBuf;
@@ -18,6 +18,30 @@ pub fn require(prog: &str) -> Option<PathBuf> {
         }
         None => {
             eprintln!("SKIPPED: {prog} is not installed (apt-get install it, or run .ci/run)");
+            None
+        }
+    }
+}
+
+/// A `python3` that can import `module` (installed from PyPI as `package`); panics under CI when
+/// there is none, else prints a skip notice and returns None.
+pub fn require_python_module(module: &str, package: &str) -> Option<PathBuf> {
+    let python = find("python3");
+    let importable = python.as_ref().is_some_and(|p| {
+        std::process::Command::new(p)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    match python {
+        Some(p) if importable => Some(p),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("python3 with the {module} module is required under CI=true (.ci/run installs {package})")
+        }
+        _ => {
+            eprintln!("SKIPPED: python3 cannot import {module} (pip install {package}, or run .ci/run)");
             None
         }
     }
