@@ -129,6 +129,21 @@ def main():
     assert missing is None, missing
     assert b.catalog.datacenters() == [DATACENTER]
 
+    step("agent.check.ttl_warn, health.state and health.checks")
+    assert a.agent.check.ttl_warn("service:web-1", notes="slow") is True
+    warning = eventually(
+        "web warning on bravo", lambda: [ch for ch in b.health.state("warning")[1] if ch["ServiceID"] == "web-1"]
+    )
+    assert warning[0]["CheckID"] == "service:web-1" and warning[0]["Node"] == "alpha", warning
+    _, web_checks = b.health.checks("web")
+    assert [ch["Status"] for ch in web_checks] == ["warning"], web_checks
+    _, local_checks = a.health.checks("web")
+    assert [(ch["CheckID"], ch["Output"]) for ch in local_checks] == [("service:web-1", "slow")], local_checks
+    _, node_checks = b.health.node("alpha")
+    assert {ch["CheckID"] for ch in node_checks} == {"serfHealth", "service:web-1"}, node_checks
+    _, passing = b.health.state("passing")
+    assert sum(ch["CheckID"] == "serfHealth" for ch in passing) == 3, passing
+
     step("agent.check.ttl_fail: web leaves passing answers everywhere")
     assert a.agent.check.ttl_fail("service:web-1", notes="down") is True
     eventually("web not passing on charlie", lambda: c.health.service("web", passing=True)[1] == [])

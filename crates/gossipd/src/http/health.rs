@@ -111,3 +111,24 @@ pub async fn node(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Para
     out.extend(c.services.values().flatten().filter(|i| i.node_id == m.id).flat_map(|i| service_checks(i, &local)));
     json_with_index(&c, Value::Array(out))
 }
+
+/// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`): every check in that
+/// state, `serfHealth` of each alive node included (always passing). 400 for another state.
+pub async fn state(State(api): State<Arc<Api>>, Path(wanted): Path<String>, q: Params) -> Response {
+    if !["any", "passing", "warning", "critical"].contains(&wanted.as_str()) {
+        return super::text(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("Invalid check state {wanted:?}: use any, passing, warning or critical"),
+        );
+    }
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let local = api.handle.checks.load_full();
+    let alive = c.members.iter().filter(|m| status_code(m) == 1).map(|m| serf_health(&m.name));
+    let services = c.services.values().flatten().flat_map(|i| service_checks(i, &local));
+    let out: Vec<Value> =
+        alive.chain(services).filter(|ch| wanted == "any" || ch["Status"].as_str() == Some(wanted.as_str())).collect();
+    json_with_index(&c, Value::Array(out))
+}
