@@ -54,6 +54,10 @@ pub struct Options {
     /// Cluster key file; default: `cluster.key` in the test's root directory (one key per test,
     /// created on first use).
     pub cluster_key_file: Option<PathBuf>,
+    /// A `--config` file that sets everything: when given, the agent is started with only
+    /// `--config FILE` and `extra` (the file must set `data_dir` to the agent's data directory,
+    /// `ROOT/NAME`, and a cluster key file), and the other options are ignored.
+    pub config_file: Option<PathBuf>,
     /// Extra arguments.
     pub extra: Vec<String>,
     /// Run the agent inside this network namespace (`ip netns exec NS gossipd ...`). The test
@@ -95,6 +99,12 @@ fn spawn(opts: &Options, data_dir: &Path) -> Child {
         }
         None => Command::new(binary()),
     };
+    if let Some(file) = &opts.config_file {
+        cmd.arg("agent").arg("--config").arg(file).args(&opts.extra).env_remove("GOSSIPD_CLUSTER_KEY");
+        let log = std::fs::File::create(data_dir.join("agent.log")).expect("log file");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        return cmd.spawn().expect("spawn gossipd");
+    }
     cmd.arg("agent")
         .arg("--node")
         .arg(&opts.name)

@@ -1,6 +1,6 @@
-//! Real third-party programs used as peers (`dig`, `dnsmasq`, `unbound`, `chromium`, `ip`).
-//! Under `CI=true` a missing peer fails the test (`.ci/run` installs them); elsewhere the test
-//! says it skipped.
+//! Real third-party programs used as peers (`dig`, `dnsmasq`, `unbound`, `chromium`, `ip`, Python
+//! clients). Under `CI=true` a missing peer fails the test (`.ci/run` installs them); elsewhere
+//! the test says it skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -91,5 +91,29 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A `python3` that can import `module` (installed from PyPI as `package`); panics under CI when
+/// there is none, else prints a skip notice and returns None.
+pub fn require_python_module(module: &str, package: &str) -> Option<PathBuf> {
+    let python = find("python3");
+    let importable = python.as_ref().is_some_and(|p| {
+        std::process::Command::new(p)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    match python {
+        Some(p) if importable => Some(p),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("python3 with the {module} module is required under CI=true (.ci/run installs {package})")
+        }
+        _ => {
+            eprintln!("SKIPPED: python3 cannot import {module} (pip install {package}, or run .ci/run)");
+            None
+        }
     }
 }

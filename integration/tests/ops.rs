@@ -29,6 +29,11 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// DNS responses sent, all codes.
+fn answered(m: &BTreeMap<String, f64>) -> f64 {
+    m.iter().filter(|(k, _)| k.starts_with("gossipd_dns_responses_total{")).map(|(_, v)| v).sum()
+}
+
 fn scrape(agent: &Agent) -> BTreeMap<String, f64> {
     let (ct, text) = get_text(agent, "/metrics").expect("GET /metrics");
     assert!(ct.starts_with("text/plain; version=0.0.4"), "content type {ct:?}");
@@ -48,23 +53,75 @@ fn prometheus_metrics_after_a_cluster_forms() {
             .filter(|r| r.rcode == ResponseCode::NoError && r.srv.len() == 1)
     });
     let _ = dns::udp(a.dns, "nope.service.gossip.", RecordType::SRV).expect("NXDOMAIN reply");
+    let _ = dns::udp(a.dns, "web.service.gossip.", RecordType::A).expect("A reply");
+    let _ = dns::tcp(a.dns, "web.service.gossip.", RecordType::AAAA).expect("AAAA reply over TCP");
+    let _ = dns::udp(a.dns, "example.com.", RecordType::A).expect("REFUSED reply");
+    // An outsider's junk: dropped before any cryptography, and counted.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..3u8 {
+        junk.send_to(&[n; 64], a.gossip).unwrap();
+    }
 
-    let m = wait_for("3 alive members in alpha's metrics", WAIT, || {
+    let m = wait_for("3 alive members and the junk counted in alpha's metrics", WAIT, || {
         let m = scrape(&a);
-        (m.get("gossipd_members{state=\"alive\"}") == Some(&3.0)).then_some(m)
+        let junk_seen = m.get("gossipd_secure_dropped_unauthenticated_total").is_some_and(|v| *v >= 3.0);
+        // A response is counted before it is sent, its latency just after.
+        let timed = m.get("gossipd_dns_query_duration_seconds_count") == Some(&answered(&m));
+        (m.get("gossipd_members{state=\"alive\"}") == Some(&3.0) && junk_seen && timed).then_some(m)
     });
+    // Every family the operations guide lists, with a value that shows it is wired up.
     for series in [
+        "gossipd_members{state=\"alive\"}",
+        "gossipd_catalog_services",
+        "gossipd_catalog_instances",
+        "gossipd_catalog_index",
+        "gossipd_gossip_rounds_total",
         "gossipd_gossip_datagrams_in_total",
         "gossipd_gossip_datagrams_out_total",
         "gossipd_gossip_bytes_in_total",
+        "gossipd_gossip_bytes_out_total",
         "gossipd_secure_handshakes_completed_total",
+        "gossipd_secure_dropped_unauthenticated_total",
         "gossipd_dns_responses_total{rcode=\"noerror\"}",
         "gossipd_dns_responses_total{rcode=\"nxdomain\"}",
-        "gossipd_catalog_services",
-        "gossipd_catalog_instances",
+        "gossipd_dns_responses_total{rcode=\"refused\"}",
+        "gossipd_dns_queries_total{type=\"srv\"}",
+        "gossipd_dns_queries_total{type=\"a\"}",
+        "gossipd_dns_queries_total{type=\"aaaa\"}",
+        "gossipd_dns_query_duration_seconds_count",
+        "gossipd_dns_query_duration_seconds_sum",
+        "gossipd_dns_query_duration_seconds_bucket{le=\"+Inf\"}",
     ] {
         assert!(m.get(series).is_some_and(|v| *v > 0.0), "{series} should be > 0: {m:?}");
     }
+    // alpha is the seed: the others initiate.
+    let joined = scrape(&b);
+    assert!(joined.get("gossipd_secure_handshakes_initiated_total").is_some_and(|v| *v > 0.0), "{joined:?}");
+    // Counters that an honest cluster legitimately leaves at zero (provoking them takes a
+    // member that sends what does not decrypt): present, and zero here.
+    for series in [
+        "gossipd_secure_decrypt_failures_total",
+        "gossipd_secure_bans_total",
+        "gossipd_secure_banned_drops_total",
+        "gossipd_gossip_forged_records_total",
+    ] {
+        assert_eq!(m.get(series), Some(&0.0), "{series} should be present and 0");
+    }
+    // The latency histogram: cumulative buckets ending at +Inf = _count, which counts every
+    // query answered (5 above, and any retries of the wait for web).
+    let buckets: Vec<(String, f64)> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("gossipd_dns_query_duration_seconds_bucket{"))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert!(buckets.len() >= 2, "{buckets:?}");
+    let count = m["gossipd_dns_query_duration_seconds_count"];
+    assert!(count >= 5.0, "{count}");
+    assert_eq!(m["gossipd_dns_query_duration_seconds_bucket{le=\"+Inf\"}"], count);
+    assert!(buckets.iter().all(|(_, v)| *v <= count), "{buckets:?}");
+    assert_eq!(answered(&m), count, "one latency observation per response");
+    let (_, text) = get_text(&a, "/metrics").unwrap();
+    assert!(text.contains("# TYPE gossipd_dns_query_duration_seconds histogram\n"), "{text}");
     assert_eq!(m.get("gossipd_members{state=\"failed\"}"), Some(&0.0));
     assert_eq!(m.get("gossipd_self_preservation"), Some(&0.0));
 

@@ -24,7 +24,7 @@ pub mod stats;
 pub use resolve::{Answer, QType, Question, Rcode, Record, resolve};
 pub use server::{DnsServer, MAX_UDP_PAYLOAD};
 pub use snapshot::{Health, Instance, Node, ResolverConfig, Snapshot};
-pub use stats::{CountedRcode, DnsCounts, DnsStats};
+pub use stats::{COUNTED_QTYPES, CountedRcode, DnsCounts, DnsStats, LATENCY_BUCKETS, LatencyHistogram};
 
 /// Errors of the DNS front end.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,9 @@
 //! * Serves UDP and TCP on sockets the caller bound, until the shutdown future resolves.
 //! * Each query reads the current snapshot with one `ArcSwap::load` (no lock), calls the pure
 //!   [`resolve()`] with a fresh per-query seed, and writes the answer.
+//! * Every response is counted by code, every query with one question by type, and the time
+//!   from the handler's start to the response handed to the socket goes into the latency
+//!   histogram ([`DnsStats`]), all lock-free.
 //! * The query ID and question are echoed; AA is set on every answer in our domain.
 //! * EDNS (RFC 6891): when the query carries an OPT record the response carries one too, with
 //!   version 0 and a payload size of `min(client's, MAX_UDP_PAYLOAD)` (never below 512). An
@@ -26,7 +29,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hickory_server::Server;
@@ -139,7 +142,12 @@ impl RequestHandler for Handler {
         'life1: 'async_trait,
         Self: 'async_trait,
     {
-        Box::pin(self.handle(request, response_handle))
+        Box::pin(async move {
+            let start = Instant::now();
+            let info = self.handle(request, response_handle).await;
+            self.stats.record_latency(start.elapsed());
+            info
+        })
     }
 }
 
@@ -165,11 +173,13 @@ impl Handler {
             return self.send(handle, fail(ResponseCode::FormErr)).await;
         };
         if info.query.query_class() != DNSClass::IN {
+            self.stats.record_qtype(QType::from_u16(info.query.query_type().into()));
             return self.send(handle, fail(ResponseCode::Refused)).await;
         }
 
         let qname = info.query.original().name();
         let question = Question::new(&qname.to_ascii(), QType::from_u16(info.query.query_type().into()));
+        self.stats.record_qtype(question.qtype);
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let answer = resolve(&question, &self.snapshot.load(), &self.cfg, self.seed ^ n);
 

@@ -1,9 +1,38 @@
-//! Query counters, shared between the server and whoever exports metrics.
+//! Query counters and the query latency histogram, shared between the server and whoever
+//! exports metrics.
 //!
 //! Contract: counting is lock-free (relaxed atomics) and never fails; [`DnsStats::counts`]
-//! reads a consistent-enough copy for export (counters are independent, not a snapshot).
+//! reads a consistent-enough copy for export (counters are independent, not a snapshot: a
+//! histogram read while queries run may have a `count` one or two off its buckets' total).
+//!
+//! The latency histogram has fixed buckets ([`LATENCY_BUCKETS`], upper bounds in seconds, as
+//! Prometheus wants them); each observation increments one bucket, the count and the sum (in
+//! nanoseconds, so that it stays an integer).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::QType;
+
+/// Upper bounds (seconds, inclusive) of the latency histogram's buckets; one more bucket,
+/// `+Inf`, takes the rest. From 25 µs (a cached answer) to 100 ms (a stalled writer).
+pub const LATENCY_BUCKETS: [f64; 12] =
+    [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1];
+
+/// Query types the server counts separately (everything else is `other`).
+pub const COUNTED_QTYPES: [&str; 7] = ["a", "aaaa", "srv", "soa", "ns", "any", "other"];
+
+fn qtype_index(q: QType) -> usize {
+    match q {
+        QType::A => 0,
+        QType::Aaaa => 1,
+        QType::Srv => 2,
+        QType::Soa => 3,
+        QType::Ns => 4,
+        QType::Any => 5,
+        QType::Other(_) => 6,
+    }
+}
 
 /// Response codes the server counts separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,7 +58,39 @@ pub enum CountedRcode {
 #[derive(Debug, Default)]
 pub struct DnsStats {
     by_rcode: [AtomicU64; 7],
+    by_qtype: [AtomicU64; COUNTED_QTYPES.len()],
     truncated: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+    latency_count: AtomicU64,
+}
+
+/// A plain copy of the latency histogram, for export.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative): `buckets[i]` counts latencies above
+    /// `LATENCY_BUCKETS[i - 1]` and at most `LATENCY_BUCKETS[i]`; the last one, the rest.
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of all observations, in nanoseconds.
+    pub sum_nanos: u64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Cumulative counts paired with their upper bound (`None` for `+Inf`), as Prometheus
+    /// exports `_bucket{le=...}`.
+    pub fn cumulative(&self) -> Vec<(Option<f64>, u64)> {
+        let mut total = 0;
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                total += n;
+                (LATENCY_BUCKETS.get(i).copied(), total)
+            })
+            .collect()
+    }
 }
 
 /// A plain copy of [`DnsStats`], for export.
@@ -51,6 +112,10 @@ pub struct DnsCounts {
     pub badvers: u64,
     /// UDP responses sent with the TC bit (client should retry over TCP).
     pub truncated: u64,
+    /// Queries with exactly one question, by its type, in the order of [`COUNTED_QTYPES`].
+    pub by_qtype: [u64; COUNTED_QTYPES.len()],
+    /// Time to handle each query, from the request to the response handed to the socket.
+    pub latency: LatencyHistogram,
 }
 
 impl DnsStats {
@@ -66,6 +131,25 @@ impl DnsStats {
         self.truncated.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one query of type `qtype`.
+    pub fn record_qtype(&self, qtype: QType) {
+        if let Some(counter) = self.by_qtype.get(qtype_index(qtype)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records how long one query took to handle.
+    pub fn record_latency(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(counter) = self.latency.get(bucket) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads all counters.
     pub fn counts(&self) -> DnsCounts {
         let get = |r: CountedRcode| self.by_rcode.get(r as usize).map_or(0, |c| c.load(Ordering::Relaxed));
@@ -78,6 +162,12 @@ impl DnsStats {
             notimp: get(CountedRcode::NotImp),
             badvers: get(CountedRcode::BadVers),
             truncated: self.truncated.load(Ordering::Relaxed),
+            by_qtype: std::array::from_fn(|i| self.by_qtype[i].load(Ordering::Relaxed)),
+            latency: LatencyHistogram {
+                buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+                sum_nanos: self.latency_sum_nanos.load(Ordering::Relaxed),
+                count: self.latency_count.load(Ordering::Relaxed),
+            },
         }
     }
 }
@@ -95,5 +185,35 @@ mod tests {
         s.record_truncated();
         let c = s.counts();
         assert_eq!((c.noerror, c.badvers, c.truncated, c.nxdomain), (2, 1, 1, 0));
+    }
+
+    #[test]
+    fn counts_query_types() {
+        let s = DnsStats::default();
+        for q in [QType::A, QType::Srv, QType::Srv, QType::Other(16), QType::Any] {
+            s.record_qtype(q);
+        }
+        assert_eq!(s.counts().by_qtype, [1, 0, 2, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_that_holds_it() {
+        let s = DnsStats::default();
+        s.record_latency(Duration::from_micros(10)); // <= 25 µs
+        s.record_latency(Duration::from_micros(25)); // bounds are inclusive
+        s.record_latency(Duration::from_micros(700)); // <= 1 ms
+        s.record_latency(Duration::from_secs(3)); // +Inf
+        let h = s.counts().latency;
+        assert_eq!(h.count, 4);
+        assert_eq!(h.sum_nanos, 10_000 + 25_000 + 700_000 + 3_000_000_000);
+        assert_eq!(h.buckets[0], 2);
+        assert_eq!(h.buckets[5], 1);
+        assert_eq!(h.buckets[LATENCY_BUCKETS.len()], 1);
+        let cum = h.cumulative();
+        assert_eq!(cum.len(), LATENCY_BUCKETS.len() + 1);
+        assert_eq!(cum[0], (Some(0.000_025), 2));
+        assert_eq!(cum[5], (Some(0.001), 3));
+        assert_eq!(cum[LATENCY_BUCKETS.len()], (None, 4), "+Inf holds every observation");
+        assert!(cum.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative counts never fall");
     }
 }

@@ -32,7 +32,7 @@ fn data_dir_path(args: &AgentArgs) -> anyhow::Result<PathBuf> {
     match (&args.data_dir, args.dev) {
         (Some(d), _) => Ok(d.clone()),
         (None, true) => Ok(std::env::temp_dir().join(format!("gossipd-dev-{}", std::process::id()))),
-        (None, false) => bail!("--data-dir is required (or use --dev)"),
+        (None, false) => bail!("--data-dir (or data_dir in the --config file) is required unless --dev"),
     }
 }
 

@@ -108,8 +108,13 @@ pub struct AgentArgs {
     /// HTTP API address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8500")]
     pub http: SocketAddr,
-    /// Data directory (identity, generation, registrations); required unless --dev.
-    #[arg(long, value_name = "DIR", required_unless_present = "dev")]
+    /// TOML file setting any of these flags (keys: the flag names with '_' for '-'); flags
+    /// given on the command line win over it.
+    #[arg(long, value_name = "FILE", env = "GOSSIPD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (identity, generation, registrations); required unless --dev (it may
+    /// come from --config).
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["dev", "config"])]
     pub data_dir: Option<PathBuf>,
     /// Directory of service definition files (*.json) loaded at start.
     #[arg(long, value_name = "DIR")]
@@ -290,7 +295,7 @@ fn is_dns_label(s: &str) -> bool {
     (1..=63).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn parse_node_name(s: &str) -> Result<String, String> {
+pub(crate) fn parse_node_name(s: &str) -> Result<String, String> {
     if is_dns_label(s) {
         Ok(s.to_string())
     } else {
@@ -300,7 +305,7 @@ fn parse_node_name(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = s.parse().map_err(|e| format!("{e} (want IP:PORT)"))?;
     if addr.ip().is_unspecified() {
         return Err(format!("cannot advertise the unspecified address {addr}"));
@@ -309,7 +314,7 @@ fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// A duration of at least a second: `90s`, `30m`, `4h`.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     match crate::http::parse_wait(s) {
         Some(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
         Some(_) => Err("must be at least 1s".into()),
@@ -318,7 +323,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Lower-cased, without a trailing dot; labels of [A-Za-z0-9-].
-fn parse_domain(s: &str) -> Result<String, String> {
+pub(crate) fn parse_domain(s: &str) -> Result<String, String> {
     let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
     if d.len() > 253 || d.is_empty() || !d.split('.').all(is_dns_label) {
         return Err("must be a DNS name of labels of 1-63 letters, digits or '-'".to_string());

@@ -4,6 +4,7 @@ mod agent;
 mod checks;
 mod cli;
 mod client;
+mod config_file;
 mod driver;
 mod http;
 mod keys;
@@ -16,14 +17,15 @@ mod view;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the anyhow chain joined by ": ".
@@ -34,9 +36,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent(args) => {
+        Command::Agent(mut args) => {
+            if let (Some(file), Some(sub)) = (args.config.clone(), matches.subcommand_matches("agent")) {
+                config_file::apply(&file, &mut args, sub)?;
+            }
             init_tracing(&args.log_level, args.log_format)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

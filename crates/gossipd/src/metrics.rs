@@ -1,7 +1,5 @@
 //! Prometheus text exposition (format 0.0.4), written by hand: `GET /metrics` and
 //! `GET /v1/agent/metrics?format=prometheus`. Every metric is prefixed `gossipd_`.
-//!
-//! No DNS latency histogram: `dns_front::DnsStats` counts responses by code only.
 
 use std::fmt::Write;
 
@@ -59,6 +57,18 @@ impl Writer {
             // Label values here are fixed identifiers: nothing to escape.
             let _ = writeln!(self.out, "gossipd_{name}{{{label}=\"{l}\"}} {v}");
         }
+    }
+
+    /// A Prometheus histogram: cumulative `_bucket{le=...}` (ending with `+Inf`), `_sum` in
+    /// seconds and `_count`.
+    fn histogram(&mut self, name: &str, help: &str, h: &dns_front::LatencyHistogram) {
+        self.header(name, "histogram", help);
+        for (le, n) in h.cumulative() {
+            let le = le.map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(self.out, "gossipd_{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(self.out, "gossipd_{name}_sum {}", h.sum_nanos as f64 / 1e9);
+        let _ = writeln!(self.out, "gossipd_{name}_count {}", h.count);
     }
 }
 
@@ -145,6 +155,14 @@ pub fn render(i: &Inputs<'_>) -> String {
             ],
         );
         w.one("dns_truncated_total", "counter", "UDP DNS responses sent truncated (TC bit).", d.truncated);
+        let by_type: Vec<(&str, u64)> =
+            dns_front::COUNTED_QTYPES.iter().copied().zip(d.by_qtype.iter().copied()).collect();
+        w.labelled("dns_queries_total", "counter", "DNS queries with one question, by type.", "type", &by_type);
+        w.histogram(
+            "dns_query_duration_seconds",
+            "Time to handle a DNS query, from the request to the response handed to the socket.",
+            &d.latency,
+        );
     }
     w.out
 }
@@ -206,7 +224,12 @@ mod tests {
             };
             assert!(name.starts_with("gossipd_"), "{line:?}");
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line:?}");
-            assert!(typed.contains_key(name) && helped.contains(name), "{name} sampled before HELP/TYPE");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|sfx| name.strip_suffix(sfx).filter(|f| typed.get(*f).is_some_and(|k| k == "histogram")))
+                .unwrap_or(name);
+            assert!(typed.contains_key(family) && helped.contains(family), "{name} sampled before HELP/TYPE");
+            let name = family;
             if typed[name] == "counter" {
                 assert!(name.ends_with("_total"), "counter {name} should end in _total");
             }
@@ -232,7 +255,12 @@ mod tests {
         };
         let gossip = Stats { datagrams_in: 12, bytes_out: 3400, ..Default::default() };
         let secure = SecureStats { handshakes_completed: 2, ..Default::default() };
-        let dns = dns_front::DnsCounts { noerror: 5, nxdomain: 1, ..Default::default() };
+        let stats = dns_front::DnsStats::default();
+        for us in [10, 40, 40, 900, 200_000] {
+            stats.record_latency(std::time::Duration::from_micros(us));
+        }
+        stats.record_qtype(dns_front::QType::Srv);
+        let dns = dns_front::DnsCounts { noerror: 5, nxdomain: 1, ..stats.counts() };
         let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: Some(dns) });
         let s = parse(&text);
         assert_eq!(s["gossipd_members{state=\"alive\"}"], 2.0);
@@ -246,6 +274,16 @@ mod tests {
         assert_eq!(s["gossipd_secure_handshakes_completed_total"], 2.0);
         assert_eq!(s["gossipd_dns_responses_total{rcode=\"noerror\"}"], 5.0);
         assert_eq!(s["gossipd_dns_responses_total{rcode=\"nxdomain\"}"], 1.0);
+        assert_eq!(s["gossipd_dns_queries_total{type=\"srv\"}"], 1.0);
+        assert_eq!(s["gossipd_dns_queries_total{type=\"a\"}"], 0.0);
+        let bucket = |le: &str| s[&format!("gossipd_dns_query_duration_seconds_bucket{{le=\"{le}\"}}")];
+        assert_eq!(bucket("0.000025"), 1.0);
+        assert_eq!(bucket("0.00005"), 3.0);
+        assert_eq!(bucket("0.001"), 4.0);
+        assert_eq!(bucket("0.1"), 4.0);
+        assert_eq!(bucket("+Inf"), 5.0);
+        assert_eq!(s["gossipd_dns_query_duration_seconds_count"], 5.0);
+        assert!((s["gossipd_dns_query_duration_seconds_sum"] - 0.20099).abs() < 1e-9);
 
         // Without DNS the DNS families are absent, and the rest still parses.
         let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: None });

@@ -1,0 +1,136 @@
+//! `/v1/agent/...`: this agent's services, checks and members, and itself.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gossip_core::Health;
+use serde_json::{Value, json};
+
+use super::{Api, DATACENTER, Params, ask, local_member, member_json, text, uuid};
+use crate::driver::{Command, TtlUpdate};
+use crate::service_def;
+
+/// `PUT /v1/agent/service/register`.
+pub async fn register(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    let def = match service_def::parse_register_body(&body) {
+        Ok(d) => d,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
+    };
+    match ask(&api, |tx| Command::Register(def, tx)).await {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
+        Err(r) => r,
+    }
+}
+
+/// `PUT /v1/agent/service/deregister/:id`.
+pub async fn deregister(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match ask(&api, |tx| Command::Deregister(id.clone(), tx)).await {
+        Ok(Ok(true)) => StatusCode::OK.into_response(),
+        Ok(Ok(false)) => text(StatusCode::NOT_FOUND, format!("Unknown service ID {id:?}")),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
+    }
+}
+
+/// Consul's `AgentService` shape, with the datacenter.
+fn agent_service(def: &service_def::ServiceDef) -> Value {
+    let mut v = def.to_agent_service();
+    v["Datacenter"] = Value::String(DATACENTER.into());
+    v
+}
+
+/// `GET /v1/agent/services`: this agent's services by id.
+pub async fn services(State(api): State<Arc<Api>>) -> Response {
+    match ask(&api, Command::LocalServices).await {
+        Ok(defs) => {
+            let map: serde_json::Map<String, Value> = defs.iter().map(|d| (d.id.clone(), agent_service(d))).collect();
+            axum::Json(Value::Object(map)).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// `GET /v1/agent/service/:id`: one of this agent's services; 404 if unknown.
+pub async fn service(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match ask(&api, Command::LocalServices).await {
+        Ok(defs) => match defs.iter().find(|d| d.id == id) {
+            Some(d) => axum::Json(agent_service(d)).into_response(),
+            None => text(StatusCode::NOT_FOUND, format!("unknown service ID: {id}")),
+        },
+        Err(r) => r,
+    }
+}
+
+/// `GET /v1/agent/members`: every known member, Serf's shape.
+pub async fn members(State(api): State<Arc<Api>>) -> Response {
+    let c = api.handle.catalog.load_full();
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        "X-Gossipd-Self-Preservation",
+        axum::http::HeaderValue::from_static(if c.self_preservation { "true" } else { "false" }),
+    );
+    (headers, axum::Json(Value::Array(c.members.iter().map(member_json).collect()))).into_response()
+}
+
+/// `GET /v1/agent/self`: the part of Consul's answer that describes this agent (`Config`,
+/// `Member`, `Meta`, `Stats`); no `DebugConfig`, `Coord` is null.
+pub async fn agent_self(State(api): State<Arc<Api>>) -> Response {
+    let c = api.handle.catalog.load_full();
+    let local = api.handle.checks.load_full();
+    let member = local_member(&c, &local);
+    let alive = c.members.iter().filter(|m| super::status_code(m) == 1).count();
+    axum::Json(json!({
+        "Config": {
+            "Datacenter": DATACENTER,
+            "PrimaryDatacenter": DATACENTER,
+            "NodeName": local.node,
+            "NodeID": uuid(&local.node_id),
+            "Server": false,
+            "Revision": "",
+            "Version": env!("CARGO_PKG_VERSION"),
+        },
+        "Member": member.map(member_json),
+        "Meta": {},
+        "Coord": null,
+        "Stats": {
+            "agent": { "gossipd": "true" },
+            "serf_lan": {
+                "members": c.members.len().to_string(),
+                "alive_members": alive.to_string(),
+                "self_preservation": c.self_preservation.to_string(),
+            },
+            "catalog": { "index": c.index.to_string(), "services": c.services.len().to_string() },
+        },
+    }))
+    .into_response()
+}
+
+/// `GET /v1/agent/checks`: this agent's checks by id.
+pub async fn checks(State(api): State<Arc<Api>>) -> Response {
+    let local = api.handle.checks.load_full();
+    let map: serde_json::Map<String, Value> =
+        local.checks.iter().map(|(id, c)| (id.clone(), super::health::check_json(&local.node, c))).collect();
+    axum::Json(Value::Object(map)).into_response()
+}
+
+/// `PUT /v1/agent/check/{pass,warn,fail}/:id` (`?note=` becomes the check's output).
+pub async fn check_verb(State(api): State<Arc<Api>>, Path((verb, id)): Path<(String, String)>, q: Params) -> Response {
+    let status = match verb.as_str() {
+        "pass" => Health::Passing,
+        "warn" => Health::Warning,
+        "fail" => Health::Critical,
+        _ => return text(StatusCode::NOT_FOUND, format!("no such check verb {verb:?}: use pass, warn or fail")),
+    };
+    let note = q.get("note").unwrap_or_default().to_string();
+    let check_id = id.clone();
+    match ask(&api, |reply| Command::UpdateTtl { check_id, status, note, reply }).await {
+        Ok(TtlUpdate::Updated) => StatusCode::OK.into_response(),
+        Ok(TtlUpdate::Unknown) => text(StatusCode::NOT_FOUND, format!("Unknown check ID {id:?}")),
+        Ok(TtlUpdate::NotTtl) => text(StatusCode::BAD_REQUEST, format!("CheckID {id:?} does not have associated TTL")),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,134 @@
+//! `/v1/health/...`: instances with their checks. A local service shows its real checks; of a
+//! remote instance only the aggregate status travels by gossip, shown as one `service:<id>`
+//! check. Every node has Consul's `serfHealth` check, passing while the node is alive (only
+//! alive nodes' instances are in the catalog).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use gossip_core::Health;
+use serde_json::{Value, json};
+
+use super::catalog::{filter_tags, weights};
+use super::{Api, DATACENTER, Params, blocking, json_with_index, status_code, uuid};
+use crate::driver::{CheckView, LocalChecks};
+use crate::view::CatalogInstance;
+
+/// Consul's `HealthCheck` shape.
+pub(super) fn check_json(node: &str, c: &CheckView) -> Value {
+    json!({
+        "Node": node, "CheckID": c.id, "Name": c.name, "Status": crate::checks::status_str(c.status),
+        "Notes": c.notes, "Output": c.output, "ServiceID": c.service_id, "ServiceName": c.service_name,
+        "Type": "", "Definition": {}, "CreateIndex": 0, "ModifyIndex": 0,
+    })
+}
+
+fn serf_health(node: &str) -> Value {
+    json!({
+        "Node": node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
+        "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "",
+        "Type": "", "Definition": {}, "CreateIndex": 0, "ModifyIndex": 0,
+    })
+}
+
+/// The service checks of one instance (without `serfHealth`).
+fn service_checks(i: &CatalogInstance, local: &LocalChecks) -> Vec<Value> {
+    let real: Vec<Value> = if i.node_id == local.node_id {
+        local.of_service(&i.service.id).map(|c| check_json(&i.node, c)).collect()
+    } else {
+        Vec::new()
+    };
+    if !real.is_empty() {
+        return real;
+    }
+    vec![json!({
+        "Node": i.node, "CheckID": format!("service:{}", i.service.id),
+        "Name": format!("Service '{}' health", i.service.name),
+        "Status": crate::checks::status_str(i.service.health),
+        "Notes": "", "Output": "", "ServiceID": i.service.id, "ServiceName": i.service.name,
+        "Type": "", "Definition": {}, "CreateIndex": 0, "ModifyIndex": 0,
+    })]
+}
+
+/// `GET /v1/health/service/:name` (`?passing`, `?tag=` repeatable).
+pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Params) -> Response {
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    // Consul: `passing` present (any value but "false"/"0") keeps passing instances only.
+    let passing_only = q.has("passing") && !matches!(q.get("passing"), Some("false" | "0"));
+    let local = api.handle.checks.load_full();
+    let list = c.services.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+    let out: Vec<Value> = filter_tags(list, &q)
+        .filter(|i| !passing_only || i.service.health == Health::Passing)
+        .map(|i| {
+            let mut checks = vec![serf_health(&i.node)];
+            checks.extend(service_checks(i, &local));
+            json!({
+                "Node": {
+                    "ID": uuid(&i.node_id), "Node": i.node, "Address": i.node_addr.to_string(),
+                    "Datacenter": DATACENTER, "TaggedAddresses": null, "Meta": {},
+                },
+                "Service": {
+                    "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,
+                    "Address": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
+                    "Port": i.service.port, "Meta": i.service.meta, "Weights": weights(i),
+                    "EnableTagOverride": false, "Datacenter": DATACENTER,
+                },
+                "Checks": checks,
+            })
+        })
+        .collect();
+    json_with_index(&c, Value::Array(out))
+}
+
+/// `GET /v1/health/checks/:name`: the checks of every instance of a service.
+pub async fn checks(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Params) -> Response {
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let local = api.handle.checks.load_full();
+    let list = c.services.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+    let out: Vec<Value> = list.iter().flat_map(|i| service_checks(i, &local)).collect();
+    json_with_index(&c, Value::Array(out))
+}
+
+/// `GET /v1/health/node/:node`: `serfHealth` and the checks of the node's services; an empty
+/// list for a node that is not alive or unknown.
+pub async fn node(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Params) -> Response {
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(m) = c.members.iter().find(|m| m.name == name && status_code(m) == 1) else {
+        return json_with_index(&c, json!([]));
+    };
+    let local = api.handle.checks.load_full();
+    let mut out = vec![serf_health(&m.name)];
+    out.extend(c.services.values().flatten().filter(|i| i.node_id == m.id).flat_map(|i| service_checks(i, &local)));
+    json_with_index(&c, Value::Array(out))
+}
+
+/// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`): every check in that
+/// state, `serfHealth` of each alive node included (always passing). 400 for another state.
+pub async fn state(State(api): State<Arc<Api>>, Path(wanted): Path<String>, q: Params) -> Response {
+    if !["any", "passing", "warning", "critical"].contains(&wanted.as_str()) {
+        return super::text(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("Invalid check state {wanted:?}: use any, passing, warning or critical"),
+        );
+    }
+    let c = match blocking(&api, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let local = api.handle.checks.load_full();
+    let alive = c.members.iter().filter(|m| status_code(m) == 1).map(|m| serf_health(&m.name));
+    let services = c.services.values().flatten().flat_map(|i| service_checks(i, &local));
+    let out: Vec<Value> =
+        alive.chain(services).filter(|ch| wanted == "any" || ch["Status"].as_str() == Some(wanted.as_str())).collect();
+    json_with_index(&c, Value::Array(out))
+}

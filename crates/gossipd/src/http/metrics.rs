@@ -1,0 +1,80 @@
+//! `GET /metrics` and `GET /v1/agent/metrics`: the Prometheus exposition ([`crate::metrics`]) and
+//! the same counters as JSON.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{Api, Params, status_code, text};
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn prometheus(State(api): State<Arc<Api>>) -> Response {
+    let (s, sec) = &*api.handle.stats.load_full();
+    let c = api.handle.catalog.load_full();
+    let dns = api.dns_stats.as_ref().map(|d| d.counts());
+    let body = crate::metrics::render(&crate::metrics::Inputs { gossip: s, secure: sec, catalog: &c, dns });
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// Gossip counters as JSON; `?format=prometheus` answers the Prometheus text instead.
+pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
+    match q.get("format") {
+        None | Some("json") => {}
+        Some("prometheus") => return prometheus(State(api)).await,
+        Some(other) => {
+            return text(StatusCode::BAD_REQUEST, format!("Invalid format {other:?}: use prometheus or json"));
+        }
+    }
+    let (s, sec) = &*api.handle.stats.load_full();
+    let c = api.handle.catalog.load_full();
+    let instances: usize = c.services.values().map(Vec::len).sum();
+    let dns = api.dns_stats.as_ref().map(|d| {
+        let d = d.counts();
+        let by_type: serde_json::Map<String, Value> =
+            dns_front::COUNTED_QTYPES.iter().zip(d.by_qtype).map(|(t, n)| (t.to_ascii_uppercase(), json!(n))).collect();
+        json!({
+            "Responses": {
+                "NOERROR": d.noerror, "NXDOMAIN": d.nxdomain, "REFUSED": d.refused, "FORMERR": d.formerr,
+                "SERVFAIL": d.servfail, "NOTIMP": d.notimp, "BADVERS": d.badvers,
+            },
+            "Queries": by_type,
+            "Truncated": d.truncated,
+            "LatencyCount": d.latency.count,
+            "LatencySumSeconds": d.latency.sum_nanos as f64 / 1e9,
+        })
+    });
+    axum::Json(json!({
+        "DNS": dns,
+        "Gossip": {
+            "DatagramsIn": s.datagrams_in, "DatagramsOut": s.datagrams_out,
+            "BytesIn": s.bytes_in, "BytesOut": s.bytes_out,
+            "DroppedDecode": s.dropped_decode,
+            "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
+            "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
+            "ForgedRecords": s.forged_records, "Equivocations": s.equivocations,
+            "AccusationsWritten": s.accusations_written, "DroppedExcluded": s.dropped_excluded,
+        },
+        "Secure": {
+            "HandshakesInitiated": sec.handshakes_initiated, "HandshakesCompleted": sec.handshakes_completed,
+            "DroppedUnauthenticated": sec.dropped_unauthenticated, "DecryptFailures": sec.decrypt_failures,
+            "Replays": sec.replays, "RateLimited": sec.rate_limited, "CookiesSent": sec.cookies_sent,
+            "BannedDrops": sec.banned_drops, "Bans": sec.bans, "KeyRotations": sec.rotations,
+            "PinMismatches": sec.pin_mismatches,
+        },
+        "Catalog": {
+            "Index": c.index,
+            "Members": c.members.len(),
+            "AliveMembers": c.members.iter().filter(|m| status_code(m) == 1).count(),
+            "SuspectMembers": c.members.iter().filter(|m| m.liveness == gossip_core::Liveness::Suspect).count(),
+            "FailedMembers": c.members.iter().filter(|m| status_code(m) == 4).count(),
+            "ExcludedMembers": c.members.iter().filter(|m| m.excluded.is_some()).count(),
+            "SelfPreservation": c.self_preservation,
+            "Services": c.services.len(),
+            "Instances": instances,
+        },
+    }))
+    .into_response()
+}
