@@ -1,6 +1,11 @@
 //! The tokio driver: owns the UDP socket and the [`Gossip`] state machine, feeds it datagrams,
 //! the clock and commands, sends what it asks, and republishes views when the table changes.
 //! One timer, reset to `poll_timeout()` after every input (as quinn's driver).
+//!
+//! Bursts are coalesced: commands already queued are handled in the same turn and their
+//! registration changes persisted with one write (group commit; each is acknowledged only
+//! after that write), and the views (catalog and DNS snapshot, O(catalog) to rebuild) are
+//! rebuilt at most once per [`PUBLISH_INTERVAL`], the first change after a quiet spell at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -193,6 +198,27 @@ pub struct Driver {
     local_checks: Arc<ArcSwap<LocalChecks>>,
     /// Ids of the local services that came from `--config-dir` (a reload may remove them).
     config_ids: BTreeSet<String>,
+    /// Registration changes of this turn, applied to `local` but not yet persisted.
+    staged: Vec<Staged>,
+    /// When the views were last rebuilt.
+    last_publish: Option<tokio::time::Instant>,
+    /// A rebuild held back by [`PUBLISH_INTERVAL`], due then.
+    publish_due: Option<tokio::time::Instant>,
+}
+
+/// Views are rebuilt at most this often: the first change after a quiet spell is published at
+/// once, later ones within the interval together at its end. A rebuild is O(catalog), so a
+/// burst of changes (bulk registration, a rumor wave) costs one rebuild per interval.
+const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Most queued commands handled in one turn (their registrations persisted together).
+const MAX_BATCH: usize = 256;
+
+/// A registration change applied to `local`, waiting for the turn's single persist.
+#[derive(Debug)]
+enum Staged {
+    Register { def: ServiceDef, previous: Option<ServiceDef>, reply: oneshot::Sender<Result<(), RegisterError>> },
+    Deregister { old: ServiceDef, reply: oneshot::Sender<Result<bool, RegisterError>> },
 }
 
 impl std::fmt::Debug for Driver {
@@ -245,6 +271,9 @@ impl Driver {
             health,
             local_checks,
             config_ids: BTreeSet::new(),
+            staged: Vec::new(),
+            last_publish: None,
+            publish_due: None,
         };
         d.publish();
         (d, handle)
@@ -255,8 +284,22 @@ impl Driver {
         self.config_ids = ids.into_iter().filter(|id| self.local.contains_key(id)).collect();
     }
 
+    /// Rebuilds the views now, or at the end of the current [`PUBLISH_INTERVAL`].
+    fn request_publish(&mut self) {
+        if self.publish_due.is_some() {
+            return; // a rebuild is already due; it will include this change
+        }
+        let now = tokio::time::Instant::now();
+        match self.last_publish {
+            Some(last) if now < last + PUBLISH_INTERVAL => self.publish_due = Some(last + PUBLISH_INTERVAL),
+            _ => self.publish(),
+        }
+    }
+
     /// Rebuilds and swaps in the views.
     fn publish(&mut self) {
+        self.publish_due = None;
+        self.last_publish = Some(tokio::time::Instant::now());
         self.index += 1;
         let (catalog, snapshot) = view::build(&self.gossip, self.index, Instant::now());
         self.catalog.store(Arc::new(catalog));
@@ -281,21 +324,44 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let publish_due = self.publish_due;
+            let publish = async {
+                match publish_due {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => self.gossip.handle_datagram(Instant::now(), from, &buf[..n]),
                     Err(e) => tracing::debug!(error = %e, "udp receive error"),
                 },
                 () = sleep => self.gossip.handle_timeout(Instant::now()),
-                Some(cmd) = self.commands.recv() => self.command(cmd),
+                () = publish => self.publish(),
+                Some(cmd) = self.commands.recv() => {
+                    self.command(cmd);
+                    // Group commit: what is already queued joins this turn, so a burst of
+                    // registrations is persisted once (each still answered only after that).
+                    for _ in 0..MAX_BATCH {
+                        match self.commands.try_recv() {
+                            Ok(cmd) => self.command(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(Instant::now());
+                }
                 () = &mut shutdown => break,
             }
             self.after_input().await;
         }
+        self.commit(Instant::now());
         self.running.clear();
         tracing::info!("leaving the cluster");
         self.gossip.leave(Instant::now());
         self.after_input().await;
+        if self.publish_due.is_some() {
+            self.publish();
+        }
         Ok(())
     }
 
@@ -367,7 +433,7 @@ impl Driver {
             changed = true;
         }
         if changed {
-            self.publish();
+            self.request_publish();
         }
         self.stats.store(Arc::new((self.gossip.stats().clone(), self.gossip.secure_stats().clone())));
     }
@@ -378,14 +444,20 @@ impl Driver {
             Command::Register(def, reply) => {
                 // Registered through the API: a reload no longer owns it.
                 self.config_ids.remove(&def.id);
-                let result = self.register(now, def);
-                let _ = reply.send(result);
+                self.stage_register(def, reply);
+                return;
             }
             Command::Deregister(id, reply) => {
                 self.config_ids.remove(&id);
-                let result = self.deregister(now, &id);
-                let _ = reply.send(result);
+                self.stage_deregister(&id, reply);
+                return;
             }
+            _ => {}
+        }
+        // Anything else sees the registrations queued before it done.
+        self.commit(now);
+        match cmd {
+            Command::Register(..) | Command::Deregister(..) => {}
             Command::ReloadConfig(defs, reply) => {
                 let report = self.reload_config(now, defs);
                 let _ = reply.send(report);
@@ -554,40 +626,103 @@ impl Driver {
         self.data.save_services(&defs).map_err(|e| RegisterError::Persist(e.to_string()))
     }
 
-    /// Persists first, then applies: a crash after the acknowledgement loses nothing.
-    fn register(&mut self, now: Instant, def: ServiceDef) -> Result<(), RegisterError> {
+    /// Applies `def` to `local` (checked, not yet persisted); answered by [`Self::commit`].
+    fn stage_register(&mut self, def: ServiceDef, reply: oneshot::Sender<Result<(), RegisterError>>) {
+        let staged_checks = self.staged.iter().filter_map(|s| match s {
+            Staged::Register { def: other, .. } if other.id != def.id => Some(other),
+            _ => None,
+        });
+        let staged_checks: Vec<(String, String)> =
+            staged_checks.flat_map(|o| checks::of(o).into_iter().map(|c| (c.id, o.id.clone()))).collect();
         for c in checks::of(&def) {
-            if let Some(other) = self.running.get(&c.id).filter(|o| o.service_id != def.id) {
-                return Err(RegisterError::Check(format!(
+            let running = self.running.get(&c.id).filter(|o| o.service_id != def.id).map(|o| o.service_id.clone());
+            let staged = staged_checks.iter().find(|(id, _)| *id == c.id).map(|(_, sid)| sid.clone());
+            if let Some(other) = running.or(staged) {
+                let _ = reply.send(Err(RegisterError::Check(format!(
                     "check ID {:?} is already used by service {:?}",
-                    c.id, other.service_id
-                )));
+                    c.id, other
+                ))));
+                return;
             }
+        }
+        if let Err(e) = gossip_core::check_instance(def.to_instance()) {
+            let _ = reply.send(Err(e.into()));
+            return;
         }
         let previous = self.local.insert(def.id.clone(), def.clone());
-        let rollback = |this: &mut Self| match &previous {
-            Some(p) => {
-                this.local.insert(p.id.clone(), p.clone());
-            }
+        self.staged.push(Staged::Register { def, previous, reply });
+    }
+
+    /// Removes `id` from `local` (not yet persisted); answered by [`Self::commit`].
+    fn stage_deregister(&mut self, id: &str, reply: oneshot::Sender<Result<bool, RegisterError>>) {
+        match self.local.remove(id) {
+            Some(old) => self.staged.push(Staged::Deregister { old, reply }),
             None => {
-                this.local.remove(&def.id);
+                let _ = reply.send(Ok(false));
             }
-        };
-        if let Err(e) = gossip_core::check_instance(def.to_instance()) {
-            rollback(self);
-            return Err(e.into());
         }
+    }
+
+    /// Persists the staged changes once, then applies them to the core and answers each:
+    /// persist first, then apply and acknowledge, so a crash after an acknowledgement loses
+    /// nothing. If persisting fails every staged change is rolled back and refused.
+    fn commit(&mut self, now: Instant) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
         if let Err(e) = self.persist() {
-            rollback(self);
-            return Err(e);
+            let reason = match e {
+                RegisterError::Persist(reason) => reason,
+                other => other.to_string(),
+            };
+            for change in staged.into_iter().rev() {
+                match change {
+                    Staged::Register { def, previous, reply } => {
+                        match previous {
+                            Some(p) => self.local.insert(p.id.clone(), p),
+                            None => self.local.remove(&def.id),
+                        };
+                        let _ = reply.send(Err(RegisterError::Persist(reason.clone())));
+                    }
+                    Staged::Deregister { old, reply } => {
+                        self.local.insert(old.id.clone(), old);
+                        let _ = reply.send(Err(RegisterError::Persist(reason.clone())));
+                    }
+                }
+            }
+            return;
         }
-        let inst = def.to_instance();
-        self.gossip.register(now, inst.clone())?;
-        self.health.insert(def.id.clone(), inst.health);
-        self.start_checks(&def);
+        for change in staged {
+            match change {
+                Staged::Register { def, reply, .. } => {
+                    let inst = def.to_instance();
+                    let result = self.gossip.register(now, inst.clone()).map_err(RegisterError::from);
+                    if result.is_ok() {
+                        self.health.insert(def.id.clone(), inst.health);
+                        self.start_checks(&def);
+                        tracing::info!(id = %def.id, name = %def.name, "service registered");
+                    }
+                    let _ = reply.send(result);
+                }
+                Staged::Deregister { old, reply } => {
+                    let result = self.gossip.deregister(now, &old.id).map(|_| true).map_err(RegisterError::from);
+                    self.health.remove(&old.id);
+                    self.stop_checks(&old.id);
+                    tracing::info!(id = %old.id, "service deregistered");
+                    let _ = reply.send(result);
+                }
+            }
+        }
         self.publish_checks();
-        tracing::info!(id = %def.id, name = %def.name, "service registered");
-        Ok(())
+    }
+
+    /// [`Self::stage_register`] and [`Self::commit`] at once.
+    fn register(&mut self, now: Instant, def: ServiceDef) -> Result<(), RegisterError> {
+        let (tx, mut rx) = oneshot::channel();
+        self.stage_register(def, tx);
+        self.commit(now);
+        rx.try_recv().unwrap_or_else(|_| Err(RegisterError::Persist("not committed".into())))
     }
 
     /// Applies a re-read config directory through the normal register/deregister path (so
@@ -626,17 +761,11 @@ impl Driver {
         report
     }
 
+    /// [`Self::stage_deregister`] and [`Self::commit`] at once.
     fn deregister(&mut self, now: Instant, id: &str) -> Result<bool, RegisterError> {
-        let Some(old) = self.local.remove(id) else { return Ok(false) };
-        if let Err(e) = self.persist() {
-            self.local.insert(old.id.clone(), old);
-            return Err(e);
-        }
-        self.gossip.deregister(now, id)?;
-        self.health.remove(id);
-        self.stop_checks(id);
-        self.publish_checks();
-        tracing::info!(id, "service deregistered");
-        Ok(true)
+        let (tx, mut rx) = oneshot::channel();
+        self.stage_deregister(id, tx);
+        self.commit(now);
+        rx.try_recv().unwrap_or_else(|_| Err(RegisterError::Persist("not committed".into())))
     }
 }
