@@ -3,9 +3,11 @@
 //!
 //! Contract:
 //!
-//! * Serves UDP and TCP on sockets the caller bound, until the shutdown future resolves. Both
-//!   loops are ours (hickory's `Server` is not used): UDP is one task with one receive buffer;
-//!   TCP reads length-prefixed queries, at most 256 connections, each
+//! * Serves UDP and TCP on sockets the caller bound, until the shutdown future resolves (the
+//!   UDP socket is closed when `run` returns). Both loops are ours (hickory's `Server` is not
+//!   used): UDP is one OS thread blocking on the socket (one `recvfrom` and one `sendto` per
+//!   query, no readiness polling; it wakes every 250 ms when idle to check for shutdown);
+//!   TCP is tokio tasks reading length-prefixed queries, at most 256 connections, each
 //!   closed after 5 s idle.
 //! * The full path: hickory decodes the query, the pure [`resolve()`]
 //!   answers it from the snapshot current at that moment (one `ArcSwap` load, no lock) with a
@@ -37,7 +39,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -70,6 +72,9 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most TCP connections served at once; further ones are closed on accept.
 const MAX_TCP_CONNECTIONS: usize = 256;
+
+/// How often the blocked UDP thread wakes to check for shutdown when no query comes.
+const UDP_POLL: Duration = Duration::from_millis(250);
 
 /// Largest UDP query read (anything longer is cut, and answered FORMERR or not at all).
 const UDP_RECV_BUFFER: usize = 4096;
@@ -120,20 +125,33 @@ impl DnsServer {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), DnsError> {
         let handler = Arc::new(self.handler);
-        let mut udp_task = AbortOnDrop(tokio::spawn(serve_udp(udp, Arc::clone(&handler), self.cache)));
+        let udp = udp.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s));
+        let udp = udp.map_err(|e| DnsError::Serve(format!("udp: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (udp_done, mut udp_stopped) = tokio::sync::oneshot::channel();
+        let (h, limits, flag) = (Arc::clone(&handler), self.cache, Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("dns-udp".into())
+            .spawn(move || {
+                let _ = udp_done.send(serve_udp(&udp, &h, limits, &flag));
+            })
+            .map_err(|e| DnsError::Serve(format!("udp thread: {e}")))?;
         let mut tcp_task = AbortOnDrop(tokio::spawn(serve_tcp(tcp, handler)));
         tokio::pin!(shutdown);
-        let stopped = |what: &str, res: Result<io::Error, tokio::task::JoinError>| {
-            DnsError::Serve(match res {
-                Ok(error) => format!("{what}: {error}"),
-                Err(error) => format!("{what}: {error}"),
-            })
-        };
-        tokio::select! {
-            res = &mut udp_task.0 => Err(stopped("udp", res)),
-            res = &mut tcp_task.0 => Err(stopped("tcp", res)),
+        let result = tokio::select! {
+            res = &mut udp_stopped => {
+                Err(DnsError::Serve(format!("udp: {}", res.ok().flatten().map_or("stopped".into(), |e| e.to_string()))))
+            }
+            res = &mut tcp_task.0 => Err(DnsError::Serve(match res {
+                Ok(error) => format!("tcp: {error}"),
+                Err(error) => format!("tcp: {error}"),
+            })),
             () = &mut shutdown => Ok(()),
-        }
+        };
+        // The UDP thread notices within UDP_POLL and closes the socket before we return.
+        stop.store(true, Ordering::Relaxed);
+        let _ = udp_stopped.await;
+        result
     }
 }
 
@@ -160,19 +178,29 @@ fn transient(error: &io::Error) -> bool {
     )
 }
 
-/// The UDP loop: one task, one receive buffer, one answer buffer, one cache. The common query
-/// shape ([`parse_query`]) is answered from the cache; everything else, and every miss, takes
-/// the full path ([`Handler::answer`]). Returns only on a socket error that is not transient.
-async fn serve_udp(socket: UdpSocket, handler: Arc<Handler>, limits: CacheLimits) -> io::Error {
+/// The UDP loop: one OS thread of its own, blocking on the socket (no readiness polling, so a
+/// query costs one `recvfrom` and one `sendto`), one receive buffer, one answer buffer, one
+/// cache. The common query shape ([`parse_query`]) is answered from the cache; everything else,
+/// and every miss, takes the full path ([`Handler::answer`]). Returns `None` once `stop` is set
+/// (seen within [`UDP_POLL`]), or the first socket error that is not transient.
+fn serve_udp(
+    socket: &std::net::UdpSocket,
+    handler: &Handler,
+    limits: CacheLimits,
+    stop: &AtomicBool,
+) -> Option<io::Error> {
+    if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
+        return Some(error);
+    }
     let mut buf = vec![0u8; UDP_RECV_BUFFER];
     let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
     let mut cache = AnswerCache::new(limits);
     let mut picks = Rng::new(handler.seed.rotate_left(17) ^ 0x6A09_E667_F3BC_C908);
-    loop {
-        let (len, src) = match socket.recv_from(&mut buf).await {
+    while !stop.load(Ordering::Relaxed) {
+        let (len, src) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
-            Err(error) if transient(&error) => continue,
-            Err(error) => return error,
+            Err(error) if transient(&error) || error.kind() == io::ErrorKind::TimedOut => continue,
+            Err(error) => return Some(error),
         };
         if src.port() == 0 {
             continue; // nowhere to answer
@@ -204,12 +232,13 @@ async fn serve_udp(socket: UdpSocket, handler: Arc<Handler>, limits: CacheLimits
             },
         };
         if sent
-            && let Err(error) = socket.send_to(&out, src).await
+            && let Err(error) = socket.send_to(&out, src)
             && !transient(&error)
         {
             debug!(%error, %src, "failed to send DNS response");
         }
     }
+    None
 }
 
 /// Accepts TCP connections (at most [`MAX_TCP_CONNECTIONS`] at once) until aborted.
