@@ -108,3 +108,40 @@ fn config_dir_definitions_are_served_and_a_bad_file_is_named() {
     );
     assert!(err.contains("zz-bad.json") && err.contains("Port"), "{err}");
 }
+
+#[test]
+fn concurrent_registrations_are_committed_together_and_all_survive_a_crash() {
+    // Many clients at once: the driver persists each turn's queued registrations together
+    // (group commit). Every acknowledged one must be served, listed and still there after
+    // SIGKILL; deregistrations mixed into the burst too.
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let a = &a;
+            s.spawn(move || {
+                for i in 0..25 {
+                    let body = format!(r#"{{"ID":"bulk-{t}-{i}","Name":"bulk","Port":{}}}"#, 10_000 + t * 100 + i);
+                    let (status, reply) = a.put("/v1/agent/service/register", &body);
+                    assert_eq!(status, 200, "{reply}");
+                    if i % 5 == 4 {
+                        let (status, _) = a.put(&format!("/v1/agent/service/deregister/bulk-{t}-{i}"), "");
+                        assert_eq!(status, 200);
+                    }
+                }
+            });
+        }
+    });
+    let expected = 8 * 20;
+    let services = a.get("/v1/agent/services").unwrap();
+    assert_eq!(services.as_object().map(|m| m.len()), Some(expected), "listed at once");
+    wait_for("all bulk instances in DNS", WAIT, || {
+        dns::tcp(a.dns, "bulk.service.gossip.", RecordType::SRV).filter(|r| r.srv.len() == expected)
+    });
+    a.restart();
+    let services = a.get("/v1/agent/services").unwrap();
+    assert_eq!(services.as_object().map(|m| m.len()), Some(expected), "all survive SIGKILL");
+    assert!(services.get("bulk-3-4").is_none(), "deregistrations survive too");
+    let r = dns::tcp(a.dns, "bulk.service.gossip.", RecordType::SRV).expect("reply");
+    assert_eq!(r.srv.len(), expected);
+}

@@ -10,9 +10,14 @@
 //! * [`order`] holds the seeded shuffle and RFC 2782 weighted ordering;
 //! * [`server`] is the only file that knows hickory: it reads the current snapshot from an
 //!   [`arc_swap::ArcSwap`] (no lock on the query path), calls the resolver, handles EDNS and
-//!   truncation, and serves UDP and TCP on sockets the caller bound.
+//!   truncation (with hickory decoding the query and encoding the answer), and serves UDP and
+//!   TCP on sockets the caller bound;
+//! * [`wire`] reads the common query shape straight from the datagram and [`cache`] keeps the
+//!   encoded answers of the current snapshot, so that a repeated UDP question costs a lookup
+//!   and a copy, not a resolution and an encoding.
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod name;
 pub mod order;
 pub mod records;
@@ -20,6 +25,7 @@ pub mod resolve;
 pub mod server;
 pub mod snapshot;
 pub mod stats;
+pub mod wire;
 
 pub use resolve::{Answer, QType, Question, Rcode, Record, resolve};
 pub use server::{DnsServer, MAX_UDP_PAYLOAD};

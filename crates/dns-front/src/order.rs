@@ -45,38 +45,136 @@ pub fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
 /// first, a number `r` is drawn uniformly in `0..=sum(weights)`, and the first entry whose
 /// running weight sum is `>= r` is taken next. A weight-0 entry is therefore picked only when
 /// `r == 0`, so such entries end up last-ish but are not starved entirely. Entries are shuffled
-/// first so that ties (and all-zero weights) are in random order. O(n²), fine for the few
-/// hundred records a DNS answer can hold.
+/// first so that ties (and all-zero weights) are in random order.
+///
+/// O(n log n): the running sums live in a Fenwick tree over the initial arrangement (a taken
+/// entry's weight becomes 0, which leaves the sums of the others as the RFC's list with the
+/// entry removed), so each pick is a prefix-sum search instead of a rescan. The picks are
+/// exactly those of the plain O(n²) algorithm for the same seed ([`rfc2782_order_naive`]
+/// in the tests).
 pub fn rfc2782_order<T>(items: Vec<(u16, T)>, rng: &mut Rng) -> Vec<T> {
     let mut pool = items;
     shuffle(&mut pool, rng);
     // Stable partition: weight 0 first, the shuffled order is otherwise kept.
     let (mut zeros, rest): (Vec<_>, Vec<_>) = pool.into_iter().partition(|(w, _)| *w == 0);
     zeros.extend(rest);
-    let mut pool = zeros;
-    let mut out = Vec::with_capacity(pool.len());
-    while !pool.is_empty() {
-        let total: u64 = pool.iter().map(|(w, _)| u64::from(*w)).sum();
-        let r = rng.below(total + 1);
-        let mut running = 0u64;
-        let mut pick = pool.len() - 1;
-        for (i, (w, _)) in pool.iter().enumerate() {
-            running += u64::from(*w);
-            if running >= r {
-                pick = i;
-                break;
-            }
+    let n = zeros.len();
+    let weights: Vec<u64> = zeros.iter().map(|(w, _)| u64::from(*w)).collect();
+    let mut slots: Vec<Option<T>> = zeros.into_iter().map(|(_, item)| Some(item)).collect();
+    let mut tree = Fenwick::new(&weights);
+    let mut total: u64 = weights.iter().sum();
+    let mut first = 0; // every entry before `first` is taken
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        while slots.get(first).is_some_and(Option::is_none) {
+            first += 1;
         }
-        // `remove` keeps the zero-first arrangement of the rest of the pool.
-        let (_, item) = pool.remove(pick);
-        out.push(item);
+        let r = rng.below(total + 1);
+        // r == 0 takes the first remaining entry (its running sum, >= 0, is the first >= r);
+        // otherwise the first position whose prefix sum reaches r, necessarily a remaining
+        // entry of positive weight.
+        let pick = if r == 0 { first } else { tree.lower_bound(r).unwrap_or(first) };
+        if let Some(item) = slots.get_mut(pick).and_then(Option::take) {
+            let w = weights[pick];
+            tree.sub(pick, w);
+            total -= w;
+            out.push(item);
+        }
     }
     out
+}
+
+/// A Fenwick (binary indexed) tree of non-negative weights: prefix sums and their search in
+/// O(log n).
+struct Fenwick {
+    tree: Vec<u64>,
+}
+
+impl Fenwick {
+    fn new(weights: &[u64]) -> Self {
+        let mut tree = vec![0u64; weights.len() + 1];
+        tree[1..].copy_from_slice(weights);
+        for j in 1..tree.len() {
+            let parent = j + (j & j.wrapping_neg());
+            if parent < tree.len() {
+                tree[parent] += tree[j];
+            }
+        }
+        Fenwick { tree }
+    }
+
+    /// Subtracts `w` from the weight at `i` (0-based).
+    fn sub(&mut self, i: usize, w: u64) {
+        let mut j = i + 1;
+        while let Some(node) = self.tree.get_mut(j) {
+            *node -= w;
+            j += j & j.wrapping_neg();
+        }
+    }
+
+    /// The smallest 0-based index whose prefix sum (inclusive) is `>= target` (`target >= 1`).
+    fn lower_bound(&self, target: u64) -> Option<usize> {
+        let n = self.tree.len() - 1;
+        let mut pos = 0;
+        let mut rem = target;
+        let mut step = n.checked_ilog2().map_or(0, |b| 1usize << b);
+        while step > 0 {
+            let next = pos + step;
+            if next <= n && self.tree[next] < rem {
+                pos = next;
+                rem -= self.tree[next];
+            }
+            step >>= 1;
+        }
+        (pos < n).then_some(pos)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The RFC's algorithm as written (O(n²)): the reference for [`rfc2782_order`].
+    fn rfc2782_order_naive<T>(items: Vec<(u16, T)>, rng: &mut Rng) -> Vec<T> {
+        let mut pool = items;
+        shuffle(&mut pool, rng);
+        let (mut zeros, rest): (Vec<_>, Vec<_>) = pool.into_iter().partition(|(w, _)| *w == 0);
+        zeros.extend(rest);
+        let mut pool = zeros;
+        let mut out = Vec::with_capacity(pool.len());
+        while !pool.is_empty() {
+            let total: u64 = pool.iter().map(|(w, _)| u64::from(*w)).sum();
+            let r = rng.below(total + 1);
+            let mut running = 0u64;
+            let mut pick = pool.len() - 1;
+            for (i, (w, _)) in pool.iter().enumerate() {
+                running += u64::from(*w);
+                if running >= r {
+                    pick = i;
+                    break;
+                }
+            }
+            let (_, item) = pool.remove(pick);
+            out.push(item);
+        }
+        out
+    }
+
+    #[test]
+    fn fast_weighted_order_is_the_naive_one() {
+        let mut draws = Rng::new(2026);
+        for case in 0..2000u64 {
+            let n = draws.below(40) as usize;
+            let max_weight = [1, 2, 10, 65535][case as usize % 4];
+            let items: Vec<(u16, usize)> = (0..n).map(|i| (draws.below(max_weight + 1) as u16, i)).collect();
+            let seed = draws.next_u64();
+            assert_eq!(
+                rfc2782_order(items.clone(), &mut Rng::new(seed)),
+                rfc2782_order_naive(items, &mut Rng::new(seed)),
+                "case {case} seed {seed}"
+            );
+        }
+    }
 
     #[test]
     fn rng_is_deterministic() {

@@ -1,12 +1,23 @@
-//! The hickory adapter: the only file of the crate that names a hickory type.
+//! The server: sockets, the UDP fast path, and the hickory adapter (the only file of the
+//! crate that names a hickory type).
 //!
 //! Contract:
 //!
-//! * Serves UDP and TCP on sockets the caller bound, until the shutdown future resolves.
-//! * Each query reads the current snapshot with one `ArcSwap::load` (no lock), calls the pure
-//!   [`resolve()`] with a fresh per-query seed, and writes the answer.
+//! * Serves UDP and TCP on sockets the caller bound, until the shutdown future resolves (the
+//!   UDP socket is closed when `run` returns). Both loops are ours (hickory's `Server` is not
+//!   used): UDP is one OS thread blocking on the socket (one `recvfrom` and one `sendto` per
+//!   query, no readiness polling; it wakes every 250 ms when idle to check for shutdown);
+//!   TCP is tokio tasks reading length-prefixed queries, at most 256 connections, each
+//!   closed after 5 s idle.
+//! * The full path: hickory decodes the query, the pure [`resolve()`]
+//!   answers it from the snapshot current at that moment (one `ArcSwap` load, no lock) with a
+//!   fresh per-query seed, and hickory encodes the response.
+//! * The UDP fast path: a query of the common shape ([`crate::wire::parse_query`]) is looked
+//!   up in the [`AnswerCache`] of the current snapshot; a hit is the cached bytes with the ID,
+//!   RD/CD flags and question case patched; a miss takes the full path and is stored. Anything
+//!   else (odd header, EDNS options, other opcodes) takes the full path, uncached.
 //! * Every response is counted by code, every query with one question by type, and the time
-//!   from the handler's start to the response handed to the socket goes into the latency
+//!   from the query's arrival to the response handed to the socket goes into the latency
 //!   histogram ([`DnsStats`]), all lock-free.
 //! * The query ID and question are echoed; AA is set on every answer in our domain.
 //! * EDNS (RFC 6891): when the query carries an OPT record the response carries one too, with
@@ -17,45 +28,59 @@
 //!   answer records as fit, no authority or additional records, the OPT record if the query
 //!   had one, and TC=1, so the client retries over TCP; records are never dropped silently.
 //!   Over TCP nothing is truncated (short of DNS's 64 KiB message limit).
-//! * Not exactly one question → FORMERR; opcode other than QUERY → NOTIMP; class other than IN
-//!   → REFUSED; a record that hickory cannot encode (e.g. a node name hickory rejects) →
-//!   SERVFAIL, logged. Nothing in a request can make the server panic.
+//! * Not exactly one question → FORMERR; a query hickory cannot decode → FORMERR if its header
+//!   reads, else no answer; opcode other than QUERY → NOTIMP; class other than IN → REFUSED;
+//!   a record that hickory cannot encode (e.g. a node name hickory rejects) → SERVFAIL,
+//!   logged. Messages that are responses are never answered. Nothing in a request can make
+//!   the server panic.
 //!
-//! hickory-server's handler API changes between minor versions; the crate pins `~0.26.3` and
-//! every change it needs stays here.
+//! hickory's API changes between minor versions; the crate pins `~0.26.3` and every change it
+//! needs stays here.
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hickory_server::Server;
-use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::ProtoError;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record as HRecord};
-use hickory_server::proto::serialize::binary::BinEncoder;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
-use tokio::net::{TcpListener, UdpSocket};
-use tracing::warn;
+use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::server::Request;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::timeout;
+use tracing::{debug, warn};
 
 use crate::DnsError;
+use crate::cache::{AnswerCache, CacheLimits, Outcome};
+use crate::order::Rng;
 use crate::resolve::{Answer, QType, Question, Rcode, Record, resolve};
 use crate::snapshot::{ResolverConfig, Snapshot};
 use crate::stats::{CountedRcode, DnsStats};
+use crate::wire::parse_query;
 
-/// Largest UDP payload we advertise or fill (the DNS flag day 2020 value, which avoids IP
-/// fragmentation on common paths).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub use crate::wire::MAX_UDP_PAYLOAD;
 
 /// A TCP connection idle this long is closed.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most TCP connections served at once; further ones are closed on accept.
+const MAX_TCP_CONNECTIONS: usize = 256;
+
+/// How often the blocked UDP thread wakes to check for shutdown when no query comes.
+const UDP_POLL: Duration = Duration::from_millis(250);
+
+/// Largest UDP query read (anything longer is cut, and answered FORMERR or not at all).
+const UDP_RECV_BUFFER: usize = 4096;
 
 /// Size of the OPT record we add (root name, type, class, ttl, empty rdata).
 const OPT_LEN: usize = 11;
@@ -64,6 +89,7 @@ const OPT_LEN: usize = 11;
 #[derive(Debug)]
 pub struct DnsServer {
     handler: Handler,
+    cache: CacheLimits,
 }
 
 impl DnsServer {
@@ -71,12 +97,18 @@ impl DnsServer {
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, cfg: ResolverConfig) -> Self {
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
         let handler = Handler { snapshot, cfg, stats: Arc::default(), seed, queries: AtomicU64::new(0) };
-        DnsServer { handler }
+        DnsServer { handler, cache: CacheLimits::default() }
     }
 
     /// Replaces the random base seed (per-query seeds derive from it), for reproducible tests.
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.handler.seed = seed;
+        self
+    }
+
+    /// Replaces the bounds of the UDP answer cache ([`crate::cache`]); zero entries disables it.
+    pub fn with_cache_limits(mut self, limits: CacheLimits) -> Self {
+        self.cache = limits;
         self
     }
 
@@ -95,25 +127,171 @@ impl DnsServer {
         tcp: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), DnsError> {
-        let mut server = Server::new(self.handler);
-        server.register_socket(udp);
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, 32);
-        let stopped_early = {
-            let done = server.block_until_done();
-            tokio::pin!(done, shutdown);
-            tokio::select! {
-                res = &mut done => Some(res),
-                () = &mut shutdown => None,
+        let handler = Arc::new(self.handler);
+        let udp = udp.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s));
+        let udp = udp.map_err(|e| DnsError::Serve(format!("udp: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (udp_done, mut udp_stopped) = tokio::sync::oneshot::channel();
+        let (h, limits, flag) = (Arc::clone(&handler), self.cache, Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("dns-udp".into())
+            .spawn(move || {
+                let _ = udp_done.send(serve_udp(&udp, &h, limits, &flag));
+            })
+            .map_err(|e| DnsError::Serve(format!("udp thread: {e}")))?;
+        let mut tcp_task = AbortOnDrop(tokio::spawn(serve_tcp(tcp, handler)));
+        tokio::pin!(shutdown);
+        let result = tokio::select! {
+            res = &mut udp_stopped => {
+                Err(DnsError::Serve(format!("udp: {}", res.ok().flatten().map_or("stopped".into(), |e| e.to_string()))))
             }
-        };
-        let graceful = server.shutdown_gracefully().await;
-        match stopped_early {
-            Some(res) => Err(DnsError::Serve(match res {
-                Err(e) => e.to_string(),
-                Ok(()) => "all serving tasks ended".to_owned(),
+            res = &mut tcp_task.0 => Err(DnsError::Serve(match res {
+                Ok(error) => format!("tcp: {error}"),
+                Err(error) => format!("tcp: {error}"),
             })),
-            None => graceful.map_err(|e| DnsError::Serve(e.to_string())),
+            () = &mut shutdown => Ok(()),
+        };
+        // The UDP thread notices within UDP_POLL and closes the socket before we return.
+        stop.store(true, Ordering::Relaxed);
+        let _ = udp_stopped.await;
+        result
+    }
+}
+
+/// Aborts the task when dropped, so that a returning `run` leaves nothing behind.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Errors of a socket call that concern one peer or one datagram, not the socket.
+fn transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+/// The UDP loop: one OS thread of its own, blocking on the socket (no readiness polling, so a
+/// query costs one `recvfrom` and one `sendto`), one receive buffer, one answer buffer, one
+/// cache. The common query shape ([`parse_query`]) is answered from the cache; everything else,
+/// and every miss, takes the full path ([`Handler::answer`]). Returns `None` once `stop` is set
+/// (seen within [`UDP_POLL`]), or the first socket error that is not transient.
+fn serve_udp(
+    socket: &std::net::UdpSocket,
+    handler: &Handler,
+    limits: CacheLimits,
+    stop: &AtomicBool,
+) -> Option<io::Error> {
+    if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
+        return Some(error);
+    }
+    let mut buf = vec![0u8; UDP_RECV_BUFFER];
+    let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
+    let mut cache = AnswerCache::new(limits);
+    let mut picks = Rng::new(handler.seed.rotate_left(17) ^ 0x6A09_E667_F3BC_C908);
+    while !stop.load(Ordering::Relaxed) {
+        let (len, src) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(error) if transient(&error) || error.kind() == io::ErrorKind::TimedOut => continue,
+            Err(error) => return Some(error),
+        };
+        if src.port() == 0 {
+            continue; // nowhere to answer
         }
+        let start = Instant::now();
+        let query = &buf[..len];
+        let snapshot = handler.snapshot.load_full();
+        let fast = parse_query(query).filter(|_| limits.entries > 0);
+        let sent = match fast {
+            Some(q) => {
+                let full = |canonical: &[u8]| handler.answer(canonical, src, Protocol::Udp, &snapshot);
+                match cache.answer(query, &q, &snapshot, picks.next_u64(), &mut out, full) {
+                    Outcome::Hit { rcode, truncated } => {
+                        handler.stats.record_qtype(QType::from_u16(q.qtype));
+                        handler.stats.record(rcode);
+                        if truncated {
+                            handler.stats.record_truncated();
+                        }
+                        true
+                    }
+                    Outcome::Miss => true,
+                    Outcome::NoAnswer => false,
+                }
+            }
+            None => match handler.answer(query, src, Protocol::Udp, &snapshot) {
+                Some(answer) => {
+                    out = answer;
+                    true
+                }
+                None => false,
+            },
+        };
+        if sent {
+            if let Err(error) = socket.send_to(&out, src)
+                && !transient(&error)
+            {
+                debug!(%error, %src, "failed to send DNS response");
+            }
+            handler.stats.record_latency(start.elapsed());
+        }
+    }
+    None
+}
+
+/// Accepts TCP connections (at most [`MAX_TCP_CONNECTIONS`] at once) until aborted.
+async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>) -> io::Error {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, src)) if connections.len() < MAX_TCP_CONNECTIONS => {
+                    connections.spawn(serve_tcp_connection(stream, src, Arc::clone(&handler)));
+                }
+                Ok(_) => debug!("too many DNS TCP connections; closing a new one"),
+                Err(error) => {
+                    // Out of descriptors and the like: the listener itself is fine; back off.
+                    warn!(%error, "DNS TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// One TCP connection: length-prefixed queries answered in order, closed when idle for
+/// [`TCP_IDLE_TIMEOUT`], on a zero length, or on any error.
+async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: Arc<Handler>) {
+    let mut len = [0u8; 2];
+    loop {
+        if !matches!(timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await, Ok(Ok(_))) {
+            return;
+        }
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if query.is_empty() || !matches!(timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut query)).await, Ok(Ok(_))) {
+            return;
+        }
+        let start = Instant::now();
+        let snapshot = handler.snapshot.load_full();
+        let Some(answer) = handler.answer(&query, src, Protocol::Tcp, &snapshot) else { continue };
+        let Ok(n) = u16::try_from(answer.len()) else { continue };
+        let mut framed = Vec::with_capacity(answer.len() + 2);
+        framed.extend_from_slice(&n.to_be_bytes());
+        framed.extend_from_slice(&answer);
+        if !matches!(timeout(TCP_IDLE_TIMEOUT, stream.write_all(&framed)).await, Ok(Ok(()))) {
+            return;
+        }
+        handler.stats.record_latency(start.elapsed());
     }
 }
 
@@ -127,32 +305,32 @@ struct Handler {
     queries: AtomicU64,
 }
 
-// `RequestHandler` is declared with `#[async_trait]`; this is its expansion, written out so the
-// crate does not depend on the `async-trait` macro.
-impl RequestHandler for Handler {
-    fn handle_request<'life0, 'life1, 'async_trait, R, T>(
-        &'life0 self,
-        request: &'life1 Request,
-        response_handle: R,
-    ) -> Pin<Box<dyn Future<Output = ResponseInfo> + Send + 'async_trait>>
-    where
-        R: 'async_trait + ResponseHandler,
-        T: 'async_trait + Time,
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let start = Instant::now();
-            let info = self.handle(request, response_handle).await;
-            self.stats.record_latency(start.elapsed());
-            info
-        })
-    }
-}
-
 impl Handler {
-    async fn handle<R: ResponseHandler>(&self, request: &Request, handle: R) -> ResponseInfo {
+    /// The full path: decodes `raw` with hickory, resolves it against `snapshot` and encodes
+    /// the answer (counted in the stats). `None` when nothing should be sent: fewer than 12
+    /// bytes, or a message that is itself a response (no reflection).
+    fn answer(&self, raw: &[u8], src: SocketAddr, protocol: Protocol, snapshot: &Snapshot) -> Option<Vec<u8>> {
+        let request = match Request::from_bytes(raw.to_vec(), src, protocol) {
+            Ok(request) => request,
+            Err(_) => {
+                // As hickory's own server: FORMERR with no question if the header reads.
+                let header = Header::read(&mut BinDecoder::new(raw)).ok()?;
+                if header.metadata.message_type == MessageType::Response {
+                    return None;
+                }
+                let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+                let response =
+                    MessageResponseBuilder::new(&queries, None).error_msg(&header.metadata, ResponseCode::FormErr);
+                return Some(self.emit(response, 512));
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return None;
+        }
+        Some(self.handle(&request, snapshot))
+    }
+
+    fn handle(&self, request: &Request, snapshot: &Snapshot) -> Vec<u8> {
         let resp_edns = request.edns.as_ref().map(|req| {
             let mut edns = Edns::new();
             edns.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
@@ -160,34 +338,38 @@ impl Handler {
             edns
         });
         let edns = resp_edns.as_ref();
+        let limit = match request.protocol() {
+            Protocol::Udp => usize::from(edns.map_or(512, Edns::max_payload)),
+            _ => usize::from(u16::MAX),
+        };
         let builder = || MessageResponseBuilder::new(&request.queries, edns);
         let fail = |code| builder().error_msg(&request.metadata, code);
 
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return self.send(handle, fail(ResponseCode::BADVERS)).await;
+            return self.emit(fail(ResponseCode::BADVERS), limit);
         }
         if request.metadata.op_code != OpCode::Query {
-            return self.send(handle, fail(ResponseCode::NotImp)).await;
+            return self.emit(fail(ResponseCode::NotImp), limit);
         }
         let Ok(info) = request.request_info() else {
-            return self.send(handle, fail(ResponseCode::FormErr)).await;
+            return self.emit(fail(ResponseCode::FormErr), limit);
         };
         if info.query.query_class() != DNSClass::IN {
             self.stats.record_qtype(QType::from_u16(info.query.query_type().into()));
-            return self.send(handle, fail(ResponseCode::Refused)).await;
+            return self.emit(fail(ResponseCode::Refused), limit);
         }
 
         let qname = info.query.original().name();
         let question = Question::new(&qname.to_ascii(), QType::from_u16(info.query.query_type().into()));
         self.stats.record_qtype(question.qtype);
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
-        let answer = resolve(&question, &self.snapshot.load(), &self.cfg, self.seed ^ n);
+        let answer = resolve(&question, snapshot, &self.cfg, self.seed ^ n);
 
         let (answers, authority, additional) = match convert(&answer, &question, qname) {
             Ok(sections) => sections,
             Err(error) => {
                 warn!(%error, name = question.name(), "cannot encode answer");
-                return self.send(handle, fail(ResponseCode::ServFail)).await;
+                return self.emit(fail(ResponseCode::ServFail), limit);
             }
         };
 
@@ -199,10 +381,6 @@ impl Handler {
             Rcode::Refused => ResponseCode::Refused,
         };
 
-        let limit = match request.protocol() {
-            Protocol::Udp => usize::from(edns.map_or(512, Edns::max_payload)),
-            _ => usize::from(u16::MAX),
-        };
         let upper_bound = 12
             + request.queries.as_bytes().len()
             + edns.map_or(0, |_| OPT_LEN)
@@ -213,7 +391,7 @@ impl Handler {
                 .sum::<usize>();
         let full = || builder().build(metadata, &answers, &authority, [], &additional);
         if upper_bound <= limit || trial_encode(full(), limit).0 {
-            return self.send(handle, full()).await;
+            return self.emit(full(), limit);
         }
 
         // Too big for this UDP client: as many whole answers as fit next to the OPT record,
@@ -224,12 +402,13 @@ impl Handler {
         metadata.truncation = true;
         self.stats.record_truncated();
         let truncated = builder().build(metadata, &answers[..kept], [], [], []);
-        self.send(handle, truncated).await
+        self.emit(truncated, limit)
     }
 
-    async fn send<'a, R: ResponseHandler>(
+    /// Encodes `response` into at most `limit` bytes and counts it; an encoding error gives a
+    /// bare SERVFAIL header, as hickory's own server sends.
+    fn emit<'a>(
         &self,
-        mut handle: R,
         response: MessageResponse<
             '_,
             'a,
@@ -238,18 +417,26 @@ impl Handler {
             impl Iterator<Item = &'a HRecord> + Send + 'a,
             impl Iterator<Item = &'a HRecord> + Send + 'a,
         >,
-    ) -> ResponseInfo {
+        limit: usize,
+    ) -> Vec<u8> {
         let metadata = *response.metadata();
-        self.stats.record(counted(metadata.response_code));
-        match handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => {
-                warn!(%error, id = metadata.id, "failed to send DNS response");
-                let mut metadata = metadata;
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
+        if let Err(error) = response.destructive_emit(&mut encoder) {
+            warn!(%error, id = metadata.id, "cannot encode DNS response");
+            let mut failed = Metadata::new(metadata.id, MessageType::Response, OpCode::Query);
+            failed.response_code = ResponseCode::ServFail;
+            bytes.clear();
+            let header = Header { metadata: failed, counts: HeaderCounts::default() };
+            if header.emit(&mut BinEncoder::new(&mut bytes)).is_err() {
+                bytes.clear();
             }
+            self.stats.record(CountedRcode::ServFail);
+            return bytes;
         }
+        self.stats.record(counted(metadata.response_code));
+        bytes
     }
 }
 
@@ -328,3 +515,6 @@ fn to_hickory(record: &Record, question: &Question, qname: &Name) -> Result<HRec
         }
     })
 }
+
+#[cfg(test)]
+mod tests;

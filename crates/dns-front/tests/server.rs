@@ -247,3 +247,28 @@ async fn swapped_snapshot_is_served_and_shutdown_is_clean() {
     let res = timeout(WAIT, &mut f.task).await.expect("stops in time").expect("task joined");
     assert!(res.is_ok(), "{res:?}");
 }
+
+#[tokio::test]
+async fn repeated_queries_follow_snapshot_swaps_and_echo_case() {
+    // The UDP fast path answers repeats from its cache: a swap must be seen at once, and a
+    // mixed-case repeat (0x20) must get its own case back in the question and owner names.
+    let f = start().await;
+    for id in 20..25 {
+        let (r, _) = udp(f.udp, &query(id, "web.service.gossip.", RecordType::A, Some(1232))).await;
+        assert_eq!((r.metadata.id, r.answers.len()), (id, 2));
+    }
+    let (r, _) = udp(f.udp, &query(25, "wEb.SeRvIcE.gOsSiP.", RecordType::A, Some(1232))).await;
+    assert_eq!(r.queries[0].name().to_ascii(), "wEb.SeRvIcE.gOsSiP.");
+    assert!(r.answers.iter().all(|a| a.name.to_ascii() == "wEb.SeRvIcE.gOsSiP."), "{:?}", r.answers);
+    let c = f.stats.counts();
+    assert_eq!(c.noerror, 6, "hits are counted like misses");
+
+    let mut fresh = snapshot(9);
+    fresh.services.remove("web");
+    f.snapshot.store(Arc::new(fresh));
+    let (r, _) = udp(f.udp, &query(26, "web.service.gossip.", RecordType::A, Some(1232))).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "the swap is seen at once");
+    let (r, _) = udp(f.udp, &query(27, "WEB.service.gossip.", RecordType::A, Some(1232))).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(r.queries[0].name().to_ascii(), "WEB.service.gossip.");
+}

@@ -1,6 +1,11 @@
 //! The tokio driver: owns the UDP socket and the [`Gossip`] state machine, feeds it datagrams,
 //! the clock and commands, sends what it asks, and republishes views when the table changes.
 //! One timer, reset to `poll_timeout()` after every input (as quinn's driver).
+//!
+//! Bursts are coalesced: commands already queued are handled in the same turn and their
+//! registration changes persisted with one write (group commit; each is acknowledged only
+//! after that write), and the views (catalog and DNS snapshot, O(catalog) to rebuild) are
+//! rebuilt at most once per [`PUBLISH_INTERVAL`], the first change after a quiet spell at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,6 +21,9 @@ use crate::service_def::ServiceDef;
 use crate::view::{self, Catalog};
 
 use crate::checks;
+
+mod registry;
+use registry::Staged;
 
 /// A request to the driver from the HTTP API.
 #[derive(Debug)]
@@ -47,6 +55,11 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<TtlUpdate>,
     },
+    /// A barrier: answered once every command queued before it is handled and its effect is
+    /// in the published views. The HTTP API sends it after each change, so that a client reads
+    /// its own writes from this agent at once (views are otherwise rebuilt at most once per
+    /// [`PUBLISH_INTERVAL`]).
+    Sync(oneshot::Sender<()>),
 }
 
 /// The answer to [`Command::UpdateTtl`].
@@ -193,7 +206,23 @@ pub struct Driver {
     local_checks: Arc<ArcSwap<LocalChecks>>,
     /// Ids of the local services that came from `--config-dir` (a reload may remove them).
     config_ids: BTreeSet<String>,
+    /// Registration changes of this turn, applied to `local` but not yet persisted.
+    staged: Vec<Staged>,
+    /// When the views were last rebuilt.
+    last_publish: Option<tokio::time::Instant>,
+    /// A rebuild held back by [`PUBLISH_INTERVAL`], due then.
+    publish_due: Option<tokio::time::Instant>,
+    /// [`Command::Sync`] barriers to answer at the end of this turn.
+    syncs: Vec<oneshot::Sender<()>>,
 }
+
+/// Views are rebuilt at most this often: the first change after a quiet spell is published at
+/// once, later ones within the interval together at its end. A rebuild is O(catalog), so a
+/// burst of changes (bulk registration, a rumor wave) costs one rebuild per interval.
+const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Most queued commands handled in one turn (their registrations persisted together).
+const MAX_BATCH: usize = 256;
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -245,6 +274,10 @@ impl Driver {
             health,
             local_checks,
             config_ids: BTreeSet::new(),
+            staged: Vec::new(),
+            last_publish: None,
+            publish_due: None,
+            syncs: Vec::new(),
         };
         d.publish();
         (d, handle)
@@ -255,8 +288,22 @@ impl Driver {
         self.config_ids = ids.into_iter().filter(|id| self.local.contains_key(id)).collect();
     }
 
+    /// Rebuilds the views now, or at the end of the current [`PUBLISH_INTERVAL`].
+    fn request_publish(&mut self) {
+        if self.publish_due.is_some() {
+            return; // a rebuild is already due; it will include this change
+        }
+        let now = tokio::time::Instant::now();
+        match self.last_publish {
+            Some(last) if now < last + PUBLISH_INTERVAL => self.publish_due = Some(last + PUBLISH_INTERVAL),
+            _ => self.publish(),
+        }
+    }
+
     /// Rebuilds and swaps in the views.
     fn publish(&mut self) {
+        self.publish_due = None;
+        self.last_publish = Some(tokio::time::Instant::now());
         self.index += 1;
         let (catalog, snapshot) = view::build(&self.gossip, self.index, Instant::now());
         self.catalog.store(Arc::new(catalog));
@@ -281,21 +328,52 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let publish_due = self.publish_due;
+            let publish = async {
+                match publish_due {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => self.gossip.handle_datagram(Instant::now(), from, &buf[..n]),
                     Err(e) => tracing::debug!(error = %e, "udp receive error"),
                 },
                 () = sleep => self.gossip.handle_timeout(Instant::now()),
-                Some(cmd) = self.commands.recv() => self.command(cmd),
+                () = publish => self.publish(),
+                Some(cmd) = self.commands.recv() => {
+                    self.command(cmd);
+                    // Group commit: what is already queued joins this turn, so a burst of
+                    // registrations is persisted once (each still answered only after that).
+                    for _ in 0..MAX_BATCH {
+                        match self.commands.try_recv() {
+                            Ok(cmd) => self.command(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(Instant::now());
+                }
                 () = &mut shutdown => break,
             }
             self.after_input().await;
+            if !self.syncs.is_empty() {
+                if self.publish_due.is_some() {
+                    self.publish();
+                }
+                for s in self.syncs.drain(..) {
+                    let _ = s.send(());
+                }
+            }
         }
+        self.commit(Instant::now());
         self.running.clear();
         tracing::info!("leaving the cluster");
         self.gossip.leave(Instant::now());
         self.after_input().await;
+        if self.publish_due.is_some() {
+            self.publish();
+        }
         Ok(())
     }
 
@@ -377,7 +455,7 @@ impl Driver {
             changed = true;
         }
         if changed {
-            self.publish();
+            self.request_publish();
         }
         self.stats.store(Arc::new((self.gossip.stats().clone(), self.gossip.secure_stats().clone())));
     }
@@ -388,18 +466,25 @@ impl Driver {
             Command::Register(def, reply) => {
                 // Registered through the API: a reload no longer owns it.
                 self.config_ids.remove(&def.id);
-                let result = self.register(now, def);
-                let _ = reply.send(result);
+                self.stage_register(def, reply);
+                return;
             }
             Command::Deregister(id, reply) => {
                 self.config_ids.remove(&id);
-                let result = self.deregister(now, &id);
-                let _ = reply.send(result);
+                self.stage_deregister(&id, reply);
+                return;
             }
+            _ => {}
+        }
+        // Anything else sees the registrations queued before it done.
+        self.commit(now);
+        match cmd {
+            Command::Register(..) | Command::Deregister(..) => {}
             Command::ReloadConfig(defs, reply) => {
                 let report = self.reload_config(now, defs);
                 let _ = reply.send(report);
             }
+            Command::Sync(reply) => self.syncs.push(reply),
             Command::LocalServices(reply) => {
                 let _ = reply.send(self.local.values().cloned().collect());
             }
@@ -557,96 +642,5 @@ impl Driver {
         }
         self.gossip.change_keyring(now, keys.clone()).map_err(|e| e.to_string())?;
         Ok(keys)
-    }
-
-    fn persist(&self) -> Result<(), RegisterError> {
-        let defs: Vec<ServiceDef> = self.local.values().cloned().collect();
-        self.data.save_services(&defs).map_err(|e| RegisterError::Persist(e.to_string()))
-    }
-
-    /// Persists first, then applies: a crash after the acknowledgement loses nothing.
-    fn register(&mut self, now: Instant, def: ServiceDef) -> Result<(), RegisterError> {
-        for c in checks::of(&def) {
-            if let Some(other) = self.running.get(&c.id).filter(|o| o.service_id != def.id) {
-                return Err(RegisterError::Check(format!(
-                    "check ID {:?} is already used by service {:?}",
-                    c.id, other.service_id
-                )));
-            }
-        }
-        let previous = self.local.insert(def.id.clone(), def.clone());
-        let rollback = |this: &mut Self| match &previous {
-            Some(p) => {
-                this.local.insert(p.id.clone(), p.clone());
-            }
-            None => {
-                this.local.remove(&def.id);
-            }
-        };
-        if let Err(e) = gossip_core::check_instance(def.to_instance()) {
-            rollback(self);
-            return Err(e.into());
-        }
-        if let Err(e) = self.persist() {
-            rollback(self);
-            return Err(e);
-        }
-        let inst = def.to_instance();
-        self.gossip.register(now, inst.clone())?;
-        self.health.insert(def.id.clone(), inst.health);
-        self.start_checks(&def);
-        self.publish_checks();
-        tracing::info!(id = %def.id, name = %def.name, "service registered");
-        Ok(())
-    }
-
-    /// Applies a re-read config directory through the normal register/deregister path (so
-    /// persistence and checks follow). Unchanged definitions keep their checks running.
-    fn reload_config(&mut self, now: Instant, defs: Vec<ServiceDef>) -> ReloadReport {
-        let mut report = ReloadReport::default();
-        let new_ids: BTreeSet<String> = defs.iter().map(|d| d.id.clone()).collect();
-        // Removals first: they may free check ids the new definitions reuse.
-        let gone: Vec<String> = self.config_ids.difference(&new_ids).cloned().collect();
-        for id in gone {
-            match self.deregister(now, &id) {
-                Ok(existed) => {
-                    self.config_ids.remove(&id);
-                    if existed {
-                        report.deregistered.push(id);
-                    }
-                }
-                Err(e) => report.errors.push(format!("cannot deregister {id:?}: {e}")),
-            }
-        }
-        for def in defs {
-            let id = def.id.clone();
-            if self.local.get(&id) == Some(&def) {
-                self.config_ids.insert(id);
-                report.unchanged += 1;
-                continue;
-            }
-            match self.register(now, def) {
-                Ok(()) => {
-                    self.config_ids.insert(id.clone());
-                    report.registered.push(id);
-                }
-                Err(e) => report.errors.push(format!("cannot register {id:?}: {e}")),
-            }
-        }
-        report
-    }
-
-    fn deregister(&mut self, now: Instant, id: &str) -> Result<bool, RegisterError> {
-        let Some(old) = self.local.remove(id) else { return Ok(false) };
-        if let Err(e) = self.persist() {
-            self.local.insert(old.id.clone(), old);
-            return Err(e);
-        }
-        self.gossip.deregister(now, id)?;
-        self.health.remove(id);
-        self.stop_checks(id);
-        self.publish_checks();
-        tracing::info!(id, "service deregistered");
-        Ok(true)
     }
 }

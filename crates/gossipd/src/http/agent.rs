@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use gossip_core::Health;
 use serde_json::{Value, json};
 
-use super::{Api, DATACENTER, Params, ask, local_member, member_json, text, uuid};
+use super::{Api, DATACENTER, Params, ask, change, local_member, member_json, text, uuid};
 use crate::driver::{Command, TtlUpdate};
 use crate::service_def;
 
@@ -19,7 +19,7 @@ pub async fn register(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         Ok(d) => d,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
     };
-    match ask(&api, |tx| Command::Register(def, tx)).await {
+    match change(&api, |tx| Command::Register(def, tx)).await {
         Ok(Ok(())) => StatusCode::OK.into_response(),
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
         Err(r) => r,
@@ -28,7 +28,7 @@ pub async fn register(State(api): State<Arc<Api>>, body: Bytes) -> Response {
 
 /// `PUT /v1/agent/service/deregister/:id`.
 pub async fn deregister(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match ask(&api, |tx| Command::Deregister(id.clone(), tx)).await {
+    match change(&api, |tx| Command::Deregister(id.clone(), tx)).await {
         Ok(Ok(true)) => StatusCode::OK.into_response(),
         Ok(Ok(false)) => text(StatusCode::NOT_FOUND, format!("Unknown service ID {id:?}")),
         Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -127,7 +127,7 @@ pub async fn check_verb(State(api): State<Arc<Api>>, Path((verb, id)): Path<(Str
     };
     let note = q.get("note").unwrap_or_default().to_string();
     let check_id = id.clone();
-    match ask(&api, |reply| Command::UpdateTtl { check_id, status, note, reply }).await {
+    match change(&api, |reply| Command::UpdateTtl { check_id, status, note, reply }).await {
         Ok(TtlUpdate::Updated) => StatusCode::OK.into_response(),
         Ok(TtlUpdate::Unknown) => text(StatusCode::NOT_FOUND, format!("Unknown check ID {id:?}")),
         Ok(TtlUpdate::NotTtl) => text(StatusCode::BAD_REQUEST, format!("CheckID {id:?} does not have associated TTL")),

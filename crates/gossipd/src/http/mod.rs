@@ -136,6 +136,14 @@ async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> 
     rx.await.map_err(|_| text(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"))
 }
 
+/// [`ask`] for a change: also waits until the change is in the published views, so that the
+/// client's next read on this agent sees it (read-your-writes).
+async fn change<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
+    let out = ask(api, make).await?;
+    ask(api, Command::Sync).await?;
+    Ok(out)
+}
+
 /// Parses a Consul duration (`10s`, `5m`, `250ms`, `1h`; a bare number is seconds).
 pub fn parse_wait(s: &str) -> Option<Duration> {
     let s = s.trim();

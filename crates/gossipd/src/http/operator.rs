@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Api, DATACENTER, ask, text};
+use super::{Api, DATACENTER, ask, change, text};
 use crate::driver::Command;
 
 /// `GET /v1/operator/keyring`: Consul's shape. Counts are this agent's view only (it does not
@@ -43,7 +43,7 @@ async fn keyring_change(api: &Api, body: &[u8], op: fn([u8; 32]) -> crate::drive
         },
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("want {{\"Key\": \"base64\"}}: {e}")),
     };
-    match ask(api, |tx| Command::ChangeKeyring(op(key), tx)).await {
+    match change(api, |tx| Command::ChangeKeyring(op(key), tx)).await {
         Ok(Ok(_)) => StatusCode::OK.into_response(),
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
         Err(r) => r,
