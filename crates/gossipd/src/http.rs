@@ -445,6 +445,8 @@ async fn metrics(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, St
             "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
             "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
             "ForgedRecords": s.forged_records,
+            "SuspicionsRaised": s.suspicions_raised, "Suspicions": s.suspicions,
+            "Deaths": s.deaths, "Refutations": s.refutations,
         },
         "Secure": {
             "HandshakesInitiated": sec.handshakes_initiated, "HandshakesCompleted": sec.handshakes_completed,

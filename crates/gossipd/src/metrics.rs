@@ -86,7 +86,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
 
     let g = i.gossip;
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 14] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -97,6 +97,14 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("gossip_dropped_decode_total", "Datagrams dropped: undecodable.", g.dropped_decode),
         ("gossip_dropped_malformed_total", "Datagrams dropped: malformed content.", g.dropped_malformed),
         ("gossip_forged_records_total", "Records dropped: bad owner signature.", g.forged_records),
+        (
+            "member_suspicions_raised_total",
+            "Suspicions this agent raised: a partner missed its direct and indirect probes.",
+            g.suspicions_raised,
+        ),
+        ("member_suspicions_total", "Times this agent marked a node suspect (own probes or rumor).", g.suspicions),
+        ("member_deaths_total", "Times this agent declared a node dead.", g.deaths),
+        ("member_refutations_total", "Suspicions of this agent that it refuted.", g.refutations),
     ];
     for (name, help, v) in counters {
         w.one(name, "counter", help, v);
