@@ -100,7 +100,7 @@ impl Drop for Netns {
     }
 }
 
-/// Agent `of`'s view of member `name`: its status code (1 alive, 3 left, 4 failed), if listed.
+/// `agent`'s view of member `name`: its status code (1 alive, 3 left, 4 failed), if listed.
 fn status_of(agent: &Agent, name: &str) -> Option<u64> {
     let members = agent.get("/v1/agent/members").ok()?;
     members.as_array()?.iter().find(|m| m["Name"] == name).and_then(|m| m["Status"].as_u64())
