@@ -63,6 +63,10 @@ pub struct Options {
     /// Run the agent inside this network namespace (`ip netns exec NS gossipd ...`). The test
     /// process cannot reach its DNS or HTTP API: talk to it from inside the namespace.
     pub netns: Option<String>,
+    /// A command prefix the agent runs under, e.g. `["ip", "netns", "exec", "NS"]`: the agent
+    /// then listens inside whatever network namespace the prefix enters, so the harness reaches
+    /// its HTTP API through the same prefix (`GET` only, with bash's `/dev/tcp`).
+    pub wrapper: Vec<String>,
 }
 
 /// A fixed test key (base64 of 32 bytes) for the default cluster key file.
@@ -90,14 +94,19 @@ pub struct Agent {
 fn spawn(opts: &Options, data_dir: &Path) -> Child {
     let _ = std::fs::remove_file(data_dir.join("addrs.json"));
     let any = "127.0.0.1:0".parse::<SocketAddr>().expect("addr");
-    let mut cmd = match &opts.netns {
+    let mut cmd = match (&opts.netns, opts.wrapper.split_first()) {
         // `ip netns exec` execs the program in place: the child's pid is the agent's.
-        Some(ns) => {
+        (Some(ns), _) => {
             let mut c = Command::new(crate::peers::find("ip").expect("ip (iproute2) for --netns agents"));
             c.args(["netns", "exec", ns]).arg(binary());
             c
         }
-        None => Command::new(binary()),
+        (None, Some((prog, args))) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(binary());
+            c
+        }
+        (None, None) => Command::new(binary()),
     };
     if let Some(file) = &opts.config_file {
         cmd.arg("agent").arg("--config").arg(file).args(&opts.extra).env_remove("GOSSIPD_CLUSTER_KEY");
@@ -210,12 +219,35 @@ impl Agent {
 
     /// GET returning JSON.
     pub fn get(&self, path: &str) -> Result<Value, String> {
+        if !self.opts.wrapper.is_empty() {
+            return self.get_wrapped(path);
+        }
         let mut resp = ureq::get(&self.url(path)).call().map_err(|e| e.to_string())?;
         resp.body_mut().read_json::<Value>().map_err(|e| e.to_string())
     }
 
+    /// GET through the agent's command prefix: one HTTP/1.0 request over bash's `/dev/tcp`,
+    /// run under the prefix so that it connects inside the agent's network namespace.
+    fn get_wrapped(&self, path: &str) -> Result<Value, String> {
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{} && printf 'GET %s HTTP/1.0\\r\\nHost: agent\\r\\n\\r\\n' \"$0\" >&3 && cat <&3",
+            self.http.ip(),
+            self.http.port(),
+        );
+        let (prog, args) = self.opts.wrapper.split_first().expect("a wrapper");
+        let out =
+            Command::new(prog).args(args).args(["bash", "-c", &script, path]).output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP response: {text:?}"))?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            return Err(format!("GET {path}: {}", head.lines().next().unwrap_or_default()));
+        }
+        serde_json::from_str(body).map_err(|e| e.to_string())
+    }
+
     /// PUT with a raw body; returns (status, body text). Non-2xx statuses are returned, not errors.
     pub fn put(&self, path: &str, body: &str) -> (u16, String) {
+        assert!(self.opts.wrapper.is_empty(), "PUT to an agent under a command prefix is not supported");
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let mut resp = agent.put(&self.url(path)).send(body).expect("PUT");
         let status = resp.status().as_u16();
@@ -242,6 +274,7 @@ impl Agent {
 
     /// Sends a JSON body with `method` (POST, PUT, DELETE); returns (status, body text).
     pub fn send(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        assert!(self.opts.wrapper.is_empty(), "{method} to an agent under a command prefix is not supported");
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let url = self.url(path);
         let resp = match method {

@@ -62,12 +62,14 @@ fn prometheus_metrics_after_a_cluster_forms() {
         junk.send_to(&[n; 64], a.gossip).unwrap();
     }
 
-    let m = wait_for("3 alive members and the junk counted in alpha's metrics", WAIT, || {
+    let m = wait_for("3 alive members, a round and the junk counted in alpha's metrics", WAIT, || {
         let m = scrape(&a);
         let junk_seen = m.get("gossipd_secure_dropped_unauthenticated_total").is_some_and(|v| *v >= 3.0);
         // A response is counted before it is sent, its latency just after.
         let timed = m.get("gossipd_dns_query_duration_seconds_count") == Some(&answered(&m));
-        (m.get("gossipd_members{state=\"alive\"}") == Some(&3.0) && junk_seen && timed).then_some(m)
+        // Joining is faster than a round (1 s, the first at a random point): wait for one.
+        let rounds = m.get("gossipd_gossip_rounds_total").is_some_and(|v| *v > 0.0);
+        (m.get("gossipd_members{state=\"alive\"}") == Some(&3.0) && junk_seen && timed && rounds).then_some(m)
     });
     // Every family the operations guide lists, with a value that shows it is wired up.
     for series in [

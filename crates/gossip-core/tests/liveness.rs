@@ -33,6 +33,9 @@ fn a_killed_node_is_declared_dead_by_every_other_node() {
         let t = failed_at(&net, i, victim_id).expect("a MemberFailed event");
         times.push((t - killed_at).as_secs_f64());
     }
+    for i in net.live() {
+        assert_eq!(net.nodes[i].stats().deaths, 1, "node {i} counted the one death");
+    }
     times.sort_by(f64::total_cmp);
     println!("removal after kill (N=30): median {:.2} s, all {:.2} s", times[times.len() / 2], times[times.len() - 1]);
     assert!(*times.last().unwrap() < 15.0);
@@ -44,7 +47,11 @@ fn ten_percent_loss_causes_no_false_death() {
     net.run_for(Duration::from_secs(300));
     let false_deaths = net.events.iter().filter(|(_, e, _)| matches!(e, Event::MemberFailed(_))).count();
     assert_eq!(false_deaths, 0, "false deaths at 10% loss");
+    let suspicions: u64 = net.nodes.iter().map(|n| n.stats().suspicions_raised).sum();
+    let refuted: u64 = net.nodes.iter().map(|n| n.stats().refutations).sum();
+    println!("10% loss, N=30, 300 s: {suspicions} suspicions raised, {refuted} refutations, 0 deaths");
     for i in 0..30 {
+        assert_eq!(net.nodes[i].stats().deaths, 0, "node {i}");
         assert_eq!(net.nodes[i].live_peers(), 29, "node {i}");
     }
 }

@@ -97,7 +97,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
 
     let g = i.gossip;
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 17] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -111,6 +111,14 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("gossip_equivocations_total", "Owners caught signing two records under one version.", g.equivocations),
         ("gossip_accusations_written_total", "Accusations this agent wrote.", g.accusations_written),
         ("gossip_dropped_excluded_total", "Messages dropped: sender excluded by the cluster.", g.dropped_excluded),
+        (
+            "member_suspicions_raised_total",
+            "Suspicions this agent raised: a partner missed its direct and indirect probes.",
+            g.suspicions_raised,
+        ),
+        ("member_suspicions_total", "Times this agent marked a node suspect (own probes or rumor).", g.suspicions),
+        ("member_deaths_total", "Times this agent declared a node dead.", g.deaths),
+        ("member_refutations_total", "Suspicions of this agent that it refuted.", g.refutations),
     ];
     for (name, help, v) in counters {
         w.one(name, "counter", help, v);

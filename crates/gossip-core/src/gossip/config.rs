@@ -203,6 +203,15 @@ pub struct Stats {
     pub accusations_refused: u64,
     /// Authenticated messages dropped because their sender is excluded.
     pub dropped_excluded: u64,
+    /// Suspicions this node raised itself: a partner missed its direct and indirect probes.
+    pub suspicions_raised: u64,
+    /// Times this replica marked a node suspect, whether its own probes failed or a
+    /// suspicion rumor arrived (each at most once per suspicion episode).
+    pub suspicions: u64,
+    /// Times this replica declared a node dead (an unrefuted suspicion timed out).
+    pub deaths: u64,
+    /// Suspicions of this node that it refuted with a fresh status entry.
+    pub refutations: u64,
 }
 
 /// Why a local command was refused. Nothing changed when an error is returned.

@@ -186,6 +186,7 @@ impl Gossip {
         if target == self.local.id {
             // Refute: a fresh signed status entry supersedes the suspected version everywhere.
             if generation == self.local.generation && version >= self.own_version() {
+                self.stats.refutations += 1;
                 self.write_local(now, STATUS_KEY, Value::Status(NodeStatus::Alive));
             }
             return;
@@ -198,6 +199,10 @@ impl Gossip {
             return;
         }
         self.suspicions.insert(target, Suspicion { since: now, generation, version, dead: false });
+        self.stats.suspicions += 1;
+        if sender == self.local.id {
+            self.stats.suspicions_raised += 1;
+        }
         self.events.push_back(Event::MemberSuspect(target));
         if ttl > 0 {
             let msg = Message::Suspect { sender: self.local.id, ttl: ttl - 1, target, generation, version };
@@ -266,6 +271,7 @@ impl Gossip {
                 s.dead = true;
             }
             self.recent_deaths.push(now);
+            self.stats.deaths += 1;
             self.departed(now, id);
             self.peers.remove(&id);
             self.active.retain(|a| *a != id);

@@ -56,6 +56,8 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
             "ForgedRecords": s.forged_records, "Equivocations": s.equivocations,
             "AccusationsWritten": s.accusations_written, "DroppedExcluded": s.dropped_excluded,
+            "SuspicionsRaised": s.suspicions_raised, "Suspicions": s.suspicions,
+            "Deaths": s.deaths, "Refutations": s.refutations,
         },
         "Secure": {
             "HandshakesInitiated": sec.handshakes_initiated, "HandshakesCompleted": sec.handshakes_completed,
