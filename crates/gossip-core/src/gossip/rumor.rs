@@ -108,7 +108,8 @@ impl Gossip {
             self.send_payload_to_node(now, t, &payload);
         }
         holders.extend(targets);
-        let left = if retransmit { self.retransmit_budget() } else { 0 };
+        // fanout 0 switches rumors off altogether (the simulator's anti-entropy-only runs).
+        let left = if retransmit && self.cfg.fanout > 0 { self.retransmit_budget() } else { 0 };
         if left == 0 || holders.len() >= self.peers.len() {
             return;
         }
@@ -151,7 +152,7 @@ impl Gossip {
                 self.stats.rumor_retransmits += 1;
                 self.send_payload_to_node(now, t, &q.payload);
             }
-            q.left = if targets.len() < k { 0 } else { q.left - targets.len() as u32 };
+            q.left = if targets.len() < k || k == 0 { 0 } else { q.left - targets.len() as u32 };
             for t in targets {
                 if q.holders.len() < MAX_HOLDERS {
                     q.holders.push(t);
