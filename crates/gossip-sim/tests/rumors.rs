@@ -61,3 +61,20 @@ fn with_10_percent_loss_rumors_alone_still_reach_all_of_100_nodes() {
     // retransmissions go to other peers meanwhile.
     every_change_reaches_all(seed_from_env(22), 100, 0.1, Duration::from_millis(1500));
 }
+
+#[test]
+fn retransmission_stops_once_the_budget_is_spent_so_an_idle_cluster_sends_no_rumors() {
+    let seed = seed_from_env(23);
+    let mut sim = Sim::new(SimConfig::new(seed, 30));
+    sim.run_for(Duration::from_secs(2));
+    let retransmits = |sim: &Sim| sim.stats().iter().map(|s| s.rumor_retransmits).sum::<u64>();
+    assert_eq!(retransmits(&sim), 0, "rumors retransmitted before any change; SIM_SEED={seed}");
+    sim.register(5, service("once", "rumor", 80)).expect("registers");
+    sim.run_for(Duration::from_secs(2));
+    let after_change = retransmits(&sim);
+    // 30 nodes, each owing 2 x ceil(log10(31)) = 4 retransmissions (fewer if it ran out of
+    // peers that might lack the change).
+    assert!(after_change > 0 && after_change <= 30 * 4, "{after_change} retransmissions; SIM_SEED={seed}");
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(retransmits(&sim), after_change, "retransmissions while idle; SIM_SEED={seed}");
+}
