@@ -444,6 +444,7 @@ async fn metrics(State(api): State<Arc<Api>>, Query(q): Query<HashMap<String, St
             "DroppedDecode": s.dropped_decode,
             "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
             "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
+            "RumorRetransmits": s.rumor_retransmits,
             "ForgedRecords": s.forged_records,
         },
         "Secure": {

@@ -177,9 +177,9 @@ impl Gossip {
                     self.update_membership(&owner);
                 }
                 if delta.ttl > 0 {
-                    self.stats.rumors_forwarded += 1;
                     let fwd = Delta { ttl: delta.ttl - 1, ..delta };
-                    self.spread(now, fwd, &[sender, owner], self.cfg.fanout, true);
+                    let pushed = self.spread(now, fwd, &[sender, owner], self.cfg.fanout, true);
+                    self.stats.rumors_forwarded += pushed as u64;
                 }
             }
         }

@@ -349,7 +349,7 @@ impl Gossip {
         let ttl = self.rumor_ttl();
         let deltas = self.table.deltas_for(&self.local.id, self.local.generation, from, ttl, MAX_PAYLOAD);
         for d in deltas {
-            self.spread(now, d, &[], k, retransmit);
+            let _ = self.spread(now, d, &[], k, retransmit);
         }
     }
 

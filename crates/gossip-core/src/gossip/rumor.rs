@@ -95,7 +95,8 @@ impl Gossip {
 
     /// Pushes `delta` (with the hops it has left) at once to `k` peers other than `known`
     /// (peers that hold it), then, if `retransmit`, queues it for the retransmission ticks.
-    pub(super) fn spread(&mut self, now: Instant, delta: Delta, known: &[NodeId], k: usize, retransmit: bool) {
+    /// Returns the number of peers it was pushed to.
+    pub(super) fn spread(&mut self, now: Instant, delta: Delta, known: &[NodeId], k: usize, retransmit: bool) -> usize {
         let (owner, generation, to_version) = (delta.node.id, delta.node.generation, delta.to_version);
         let payload = Message::Delta { sender: self.local.id, delta }.encode();
         let mut holders: Vec<NodeId> = known.to_vec();
@@ -104,6 +105,7 @@ impl Gossip {
         }
         let warm = self.secure.warm_peers(now);
         let targets = self.rumor_targets(&warm, k, &holders);
+        let pushed = targets.len();
         for t in &targets {
             self.send_payload_to_node(now, t, &payload);
         }
@@ -111,13 +113,14 @@ impl Gossip {
         // fanout 0 switches rumors off altogether (the simulator's anti-entropy-only runs).
         let left = if retransmit && self.cfg.fanout > 0 { self.retransmit_budget() } else { 0 };
         if left == 0 || holders.len() >= self.peers.len() {
-            return;
+            return pushed;
         }
         holders.truncate(MAX_HOLDERS);
         self.rumors.push(Queued { owner, generation, to_version, payload, left, holders });
         if self.rumors.next_tick.is_none() {
             self.rumors.next_tick = Some(now + self.cfg.rumor_interval);
         }
+        pushed
     }
 
     /// `from` sent us a rumor we already held: it holds it, so our retransmissions skip it.
