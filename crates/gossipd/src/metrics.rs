@@ -97,7 +97,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
 
     let g = i.gossip;
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 18] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -105,6 +105,7 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("gossip_bytes_out_total", "Gossip bytes sent.", g.bytes_out),
         ("gossip_deltas_applied_total", "Records applied from peers.", g.deltas_applied),
         ("gossip_rumors_forwarded_total", "Rumors forwarded to peers.", g.rumors_forwarded),
+        ("gossip_rumor_retransmits_total", "Rumor retransmissions on rumor ticks.", g.rumor_retransmits),
         ("gossip_dropped_decode_total", "Datagrams dropped: undecodable.", g.dropped_decode),
         ("gossip_dropped_malformed_total", "Datagrams dropped: malformed content.", g.dropped_malformed),
         ("gossip_forged_records_total", "Records dropped: bad owner signature.", g.forged_records),

@@ -13,6 +13,11 @@ pub struct Config {
     pub gossip_interval: Duration,
     /// Peers a fresh change is pushed to, and that each receiver forwards it to.
     pub fanout: usize,
+    /// Period of rumor retransmission ticks (only while rumors are queued).
+    pub rumor_interval: Duration,
+    /// Each rumor is retransmitted `retransmit_mult × ⌈log10(N + 1)⌉` times after its first
+    /// push (memberlist's `RetransmitMult`).
+    pub retransmit_mult: u32,
     /// Size of the active view: the peers anti-entropy rounds go to (sessions kept warm).
     pub active_view: usize,
     /// Probability per round of replacing one active peer with a random other peer.
@@ -60,6 +65,8 @@ impl Default for Config {
         Config {
             gossip_interval: Duration::from_secs(1),
             fanout: 4,
+            rumor_interval: Duration::from_millis(50),
+            retransmit_mult: 2,
             active_view: 8,
             active_rotation: 0.125,
             seeds: Vec::new(),
@@ -193,6 +200,8 @@ pub struct Stats {
     pub deltas_applied: u64,
     /// Rumor datagrams forwarded.
     pub rumors_forwarded: u64,
+    /// Rumor datagrams retransmitted on rumor ticks.
+    pub rumor_retransmits: u64,
     /// Deltas refused because a signature did not verify.
     pub forged_records: u64,
     /// Owners caught signing two different entries under one version (each time).

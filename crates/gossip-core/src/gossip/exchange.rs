@@ -157,7 +157,7 @@ impl Gossip {
             }
         }
         match self.table.apply(&delta) {
-            Applied::Stale => {}
+            Applied::Stale => self.rumor_heard(sender, &delta),
             Applied::Gap(want) => {
                 for m in chunk::pack_wants(self.local.id, vec![want], MAX_PAYLOAD) {
                     self.send(now, from, &m);
@@ -189,12 +189,9 @@ impl Gossip {
                 self.note_accusations(&owner);
                 self.review_exclusions_if(false);
                 if delta.ttl > 0 {
-                    let targets = self.peers.choose_k(&mut self.rng, self.cfg.fanout, &[sender, owner]);
                     let fwd = Delta { ttl: delta.ttl - 1, ..delta };
-                    for t in targets {
-                        self.stats.rumors_forwarded += 1;
-                        self.send_to_node(now, &t, &Message::Delta { sender: self.local.id, delta: fwd.clone() });
-                    }
+                    let pushed = self.spread(now, fwd, &[sender, owner], self.cfg.fanout, true);
+                    self.stats.rumors_forwarded += pushed as u64;
                 }
             }
         }

@@ -14,6 +14,7 @@ mod config;
 mod exchange;
 mod gc;
 mod liveness;
+mod rumor;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub struct Gossip {
     secure: SecureLayer,
     peers: PeerSet,
     active: Vec<NodeId>,
+    rumors: rumor::Rumors,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_round: Instant,
@@ -103,6 +105,7 @@ impl Gossip {
             secure,
             peers: PeerSet::default(),
             active: Vec::new(),
+            rumors: rumor::Rumors::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             published_binding: None,
@@ -261,6 +264,9 @@ impl Gossip {
         if let Some(l) = self.liveness_deadline() {
             t = t.min(l);
         }
+        if let Some(r) = self.rumors.next_tick() {
+            t = t.min(r);
+        }
         Some(secure.map_or(t, |s| s.min(t)))
     }
 
@@ -308,7 +314,7 @@ impl Gossip {
         }
         let before = self.own_version();
         self.table.write_local(self.secure.identity_key(), STATUS_KEY, Value::Status(NodeStatus::Left));
-        self.rumor(now, before, self.cfg.fanout * 2);
+        self.rumor(now, before, self.cfg.fanout * 2, false);
         self.left = true;
     }
 
@@ -320,7 +326,7 @@ impl Gossip {
         let before = self.own_version();
         self.table.write_local(self.secure.identity_key(), key, value);
         self.events.push_back(Event::CatalogChanged);
-        self.rumor(now, before, self.cfg.fanout);
+        self.rumor(now, before, self.cfg.fanout, true);
     }
 
     /// Writes the current static-key binding as the `@key` entry when it changed (at start and
@@ -340,15 +346,13 @@ impl Gossip {
         (2.0 * n.log2().ceil() + 2.0).clamp(2.0, 40.0) as u8
     }
 
-    /// Pushes the local entries newer than `from` to `k` random peers.
-    fn rumor(&mut self, now: Instant, from: u64, k: usize) {
+    /// Pushes the local entries newer than `from` as a rumor to `k` peers, and queues it for
+    /// retransmission if `retransmit` (see [`rumor`]).
+    fn rumor(&mut self, now: Instant, from: u64, k: usize, retransmit: bool) {
         let ttl = self.rumor_ttl();
         let deltas = self.table.deltas_for(&self.local.id, self.local.generation, from, ttl, MAX_PAYLOAD);
-        let targets = self.peers.choose_k(&mut self.rng, k, &[]);
-        for t in targets {
-            for d in &deltas {
-                self.send_to_node(now, &t, &Message::Delta { sender: self.local.id, delta: d.clone() });
-            }
+        for d in deltas {
+            let _ = self.spread(now, d, &[], k, retransmit);
         }
     }
 
@@ -400,6 +404,7 @@ impl Gossip {
         self.publish_binding();
         self.liveness_timeout(now);
         self.collect_garbage(now);
+        self.rumor_timeout(now);
         if now >= self.next_round {
             self.withdraw_expired_accusations(now);
             self.review_exclusions_if(true);

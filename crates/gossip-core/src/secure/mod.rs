@@ -326,6 +326,22 @@ impl SecureLayer {
         self.by_addr.get(addr).and_then(|i| self.sessions.get(i)).map(|s| s.identity)
     }
 
+    /// The node ids of the peers reachable now over an established, usable session (no
+    /// handshake needed), sorted: the cheap targets for rumors.
+    pub fn warm_peers(&self, now: Instant) -> Vec<crate::types::NodeId> {
+        let mut ids: Vec<crate::types::NodeId> = self
+            .by_addr
+            .values()
+            .filter(|i| self.session_usable(now, **i))
+            .filter_map(|i| self.sessions.get(i))
+            .map(|s| s.identity.node_id())
+            .collect();
+        // Hash maps iterate in a per-process random order: sort, so runs replay exactly.
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     pub(super) fn close(&mut self, idx: u32) {
         if let Some(s) = self.sessions.remove(&idx) {
             if self.by_addr.get(&s.peer) == Some(&idx) {

@@ -54,6 +54,7 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "DroppedDecode": s.dropped_decode,
             "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
             "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
+            "RumorRetransmits": s.rumor_retransmits,
             "ForgedRecords": s.forged_records, "Equivocations": s.equivocations,
             "AccusationsWritten": s.accusations_written, "DroppedExcluded": s.dropped_excluded,
             "SuspicionsRaised": s.suspicions_raised, "Suspicions": s.suspicions,
