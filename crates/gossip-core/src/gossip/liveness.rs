@@ -205,10 +205,7 @@ impl Gossip {
         }
         self.events.push_back(Event::MemberSuspect(target));
         if ttl > 0 {
-            let msg = Message::Suspect { sender: self.local.id, ttl: ttl - 1, target, generation, version };
-            for t in self.peers.choose_k(&mut self.rng, self.cfg.fanout, &[sender, target]) {
-                self.send_to_node(now, &t, &msg);
-            }
+            self.spread_suspicion(now, (target, generation, version), ttl - 1, &[sender, target]);
         }
     }
 

@@ -10,6 +10,10 @@
 //! was sent to, and the peers that sent it to us again). The queue is bounded in entries and
 //! bytes (the oldest is dropped) and empty, with no tick scheduled, when nothing changes: idle
 //! cost is unchanged.
+//!
+//! Suspicion rumors (`Suspect`) go through the same queue: a suspicion missed by a node would
+//! otherwise leave it answering with a dead node until it probed that node itself (minutes in a
+//! large cluster). A queued suspicion whose target has since refuted it is dropped.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -25,9 +29,20 @@ pub(super) const MAX_QUEUED_RUMOR_BYTES: usize = 128 * 1024;
 /// Most peers remembered per rumor as holding it.
 const MAX_HOLDERS: usize = 64;
 
+/// What a queued rumor is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Topic {
+    /// A delta of this owner's state.
+    Delta,
+    /// A suspicion of this node.
+    Suspect,
+}
+
 /// One rumor awaiting retransmission.
 #[derive(Debug)]
 struct Queued {
+    topic: Topic,
+    /// The delta's owner, or the suspected node.
     owner: NodeId,
     generation: u64,
     to_version: u64,
@@ -99,6 +114,32 @@ impl Gossip {
     pub(super) fn spread(&mut self, now: Instant, delta: Delta, known: &[NodeId], k: usize, retransmit: bool) -> usize {
         let (owner, generation, to_version) = (delta.node.id, delta.node.generation, delta.to_version);
         let payload = Message::Delta { sender: self.local.id, delta }.encode();
+        self.spread_payload(now, (Topic::Delta, owner, generation, to_version), payload, known, k, retransmit)
+    }
+
+    /// Pushes a suspicion of `target` (as of its state `(generation, version)`, with `ttl` hops
+    /// left) to `fanout` peers other than `known`, and queues it for retransmission.
+    pub(super) fn spread_suspicion(
+        &mut self,
+        now: Instant,
+        (target, generation, version): (NodeId, u64, u64),
+        ttl: u8,
+        known: &[NodeId],
+    ) {
+        let payload = Message::Suspect { sender: self.local.id, ttl, target, generation, version }.encode();
+        let k = self.cfg.fanout;
+        self.spread_payload(now, (Topic::Suspect, target, generation, version), payload, known, k, true);
+    }
+
+    fn spread_payload(
+        &mut self,
+        now: Instant,
+        (topic, owner, generation, to_version): (Topic, NodeId, u64, u64),
+        payload: Vec<u8>,
+        known: &[NodeId],
+        k: usize,
+        retransmit: bool,
+    ) -> usize {
         let mut holders: Vec<NodeId> = known.to_vec();
         if !holders.contains(&owner) {
             holders.push(owner);
@@ -116,7 +157,7 @@ impl Gossip {
             return pushed;
         }
         holders.truncate(MAX_HOLDERS);
-        self.rumors.push(Queued { owner, generation, to_version, payload, left, holders });
+        self.rumors.push(Queued { topic, owner, generation, to_version, payload, left, holders });
         if self.rumors.next_tick.is_none() {
             self.rumors.next_tick = Some(now + self.cfg.rumor_interval);
         }
@@ -127,7 +168,8 @@ impl Gossip {
     pub(super) fn rumor_heard(&mut self, from: NodeId, delta: &Delta) {
         let (owner, generation) = (delta.node.id, delta.node.generation);
         for q in self.rumors.queue.iter_mut() {
-            if q.owner == owner
+            if q.topic == Topic::Delta
+                && q.owner == owner
                 && q.generation == generation
                 && q.to_version <= delta.to_version
                 && !q.holders.contains(&from)
@@ -148,6 +190,14 @@ impl Gossip {
         }
         let warm = self.secure.warm_peers(now);
         let mut queue = std::mem::take(&mut self.rumors.queue);
+        // A suspicion refuted since (the target's state moved past it) is not worth repeating.
+        queue.retain(|q| {
+            q.topic != Topic::Suspect
+                || self
+                    .table
+                    .get(&q.owner)
+                    .is_some_and(|n| (n.info.generation, n.max_version) <= (q.generation, q.to_version))
+        });
         for q in queue.iter_mut() {
             let k = (self.cfg.fanout as u32).min(q.left) as usize;
             let targets = self.rumor_targets(&warm, k, &q.holders);
@@ -186,6 +236,7 @@ mod tests {
 
     fn queued(i: u8, len: usize) -> Queued {
         Queued {
+            topic: Topic::Delta,
             owner: NodeId([i; 16]),
             generation: 1,
             to_version: u64::from(i),
