@@ -243,38 +243,46 @@ impl Gossip {
         }
         self.relays.retain(|r| now < r.started + t * 3);
 
-        // Deaths, unless too much of the cluster seems to be failing at once.
-        let timeout = self.suspicion_timeout();
+        // Deaths, unless too much of the cluster seems to be failing at once. A death shrinks the
+        // cluster and with it the suspicion timeout, which can ripen more suspicions: repeat
+        // until none is ripe (each pass kills at least one, so this ends).
         let window = self.cfg.self_preservation_window;
         self.recent_deaths.retain(|d| now < *d + window);
-        let ripe: Vec<NodeId> =
-            self.suspicions.iter().filter(|(_, s)| !s.dead && now >= s.since + timeout).map(|(id, _)| *id).collect();
-        let suspects = self.suspicions.values().filter(|s| !s.dead).count();
-        let failing = suspects + self.recent_deaths.len();
-        let cluster = self.peers.len() + self.recent_deaths.len();
-        let share = if cluster == 0 { 0.0 } else { failing as f64 / cluster as f64 };
-        let preserve = cluster >= 3 && share > self.cfg.self_preservation_share;
-        if preserve != self.self_preservation
-            && (preserve || suspects == 0 || share < self.cfg.self_preservation_share / 2.0)
-        {
-            self.self_preservation = preserve;
-            self.events.push_back(Event::SelfPreservation { engaged: preserve, failing, cluster });
-        }
-        if self.self_preservation {
-            return;
-        }
-        for id in ripe {
-            if let Some(s) = self.suspicions.get_mut(&id) {
-                s.dead = true;
+        loop {
+            let timeout = self.suspicion_timeout();
+            let ripe: Vec<NodeId> = self
+                .suspicions
+                .iter()
+                .filter(|(_, s)| !s.dead && now >= s.since + timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            let suspects = self.suspicions.values().filter(|s| !s.dead).count();
+            let failing = suspects + self.recent_deaths.len();
+            let cluster = self.peers.len() + self.recent_deaths.len();
+            let share = if cluster == 0 { 0.0 } else { failing as f64 / cluster as f64 };
+            let preserve = cluster >= 3 && share > self.cfg.self_preservation_share;
+            if preserve != self.self_preservation
+                && (preserve || suspects == 0 || share < self.cfg.self_preservation_share / 2.0)
+            {
+                self.self_preservation = preserve;
+                self.events.push_back(Event::SelfPreservation { engaged: preserve, failing, cluster });
             }
-            self.recent_deaths.push(now);
-            self.stats.deaths += 1;
-            self.departed(now, id);
-            self.peers.remove(&id);
-            self.active.retain(|a| *a != id);
-            self.probes.retain(|p| p.target != id);
-            self.events.push_back(Event::MemberFailed(id));
-            self.events.push_back(Event::CatalogChanged);
+            if self.self_preservation || ripe.is_empty() {
+                return;
+            }
+            for id in ripe {
+                if let Some(s) = self.suspicions.get_mut(&id) {
+                    s.dead = true;
+                }
+                self.recent_deaths.push(now);
+                self.stats.deaths += 1;
+                self.departed(now, id);
+                self.peers.remove(&id);
+                self.active.retain(|a| *a != id);
+                self.probes.retain(|p| p.target != id);
+                self.events.push_back(Event::MemberFailed(id));
+                self.events.push_back(Event::CatalogChanged);
+            }
         }
     }
 
