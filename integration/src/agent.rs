@@ -153,6 +153,21 @@ fn spawn(opts: &Options, data_dir: &Path) -> Child {
 }
 
 impl Agent {
+    /// A 3-agent cluster under `root`: `alpha`, then `bravo` and `charlie` seeded with it;
+    /// returns once each sees all three alive.
+    pub fn three(root: &Path) -> (Agent, Agent, Agent) {
+        let a = Agent::start(root, Options { name: "alpha".into(), ..Default::default() });
+        let seeds = vec![a.gossip];
+        let b = Agent::start(root, Options { name: "bravo".into(), seeds: seeds.clone(), ..Default::default() });
+        let c = Agent::start(root, Options { name: "charlie".into(), seeds, ..Default::default() });
+        for x in [&a, &b, &c] {
+            wait_for("3 alive members everywhere", Duration::from_secs(20), || {
+                (x.alive_members().len() == 3).then_some(())
+            });
+        }
+        (a, b, c)
+    }
+
     /// Starts an agent with a fresh data directory under `root`.
     pub fn start(root: &Path, opts: Options) -> Agent {
         let data_dir = root.join(&opts.name);

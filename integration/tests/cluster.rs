@@ -11,21 +11,10 @@ use integration::{dns, wait_for};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn three(root: &std::path::Path) -> (Agent, Agent, Agent) {
-    let a = Agent::start(root, Options { name: "alpha".into(), ..Default::default() });
-    let seeds = vec![a.gossip];
-    let b = Agent::start(root, Options { name: "bravo".into(), seeds: seeds.clone(), ..Default::default() });
-    let c = Agent::start(root, Options { name: "charlie".into(), seeds, ..Default::default() });
-    for x in [&a, &b, &c] {
-        wait_for("3 alive members everywhere", WAIT, || (x.alive_members().len() == 3).then_some(()));
-    }
-    (a, b, c)
-}
-
 #[test]
 fn registration_on_one_agent_is_answered_by_another_agents_dns() {
     let root = tempfile::tempdir().unwrap();
-    let (a, b, c) = three(root.path());
+    let (a, b, c) = Agent::three(root.path());
     assert_eq!(a.alive_members(), vec!["alpha", "bravo", "charlie"]);
 
     let (status, body) = a.put(
@@ -84,7 +73,7 @@ fn registration_on_one_agent_is_answered_by_another_agents_dns() {
 #[test]
 fn graceful_leave_removes_services_at_once() {
     let root = tempfile::tempdir().unwrap();
-    let (a, mut b, c) = three(root.path());
+    let (a, mut b, c) = Agent::three(root.path());
     let (status, body) = b.put("/v1/agent/service/register", r#"{"Name":"cache","Port":6379}"#);
     assert_eq!(status, 200, "{body}");
     wait_for("cache on charlie", WAIT, || {
@@ -134,7 +123,7 @@ fn a_seed_that_starts_later_is_retried() {
 #[test]
 fn a_sigkilled_agent_leaves_every_answer_and_shows_failed() {
     let root = tempfile::tempdir().unwrap();
-    let (a, mut b, c) = three(root.path());
+    let (a, mut b, c) = Agent::three(root.path());
     let (status, _) = b.put("/v1/agent/service/register", r#"{"Name":"fragile","Port":7}"#);
     assert_eq!(status, 200);
     for x in [&a, &c] {

@@ -14,17 +14,6 @@ use integration::wait_for;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn three(root: &std::path::Path) -> (Agent, Agent, Agent) {
-    let a = Agent::start(root, Options { name: "alpha".into(), ..Default::default() });
-    let seeds = vec![a.gossip];
-    let b = Agent::start(root, Options { name: "bravo".into(), seeds: seeds.clone(), ..Default::default() });
-    let c = Agent::start(root, Options { name: "charlie".into(), seeds, ..Default::default() });
-    for x in [&a, &b, &c] {
-        wait_for("3 alive members everywhere", WAIT, || (x.alive_members().len() == 3).then_some(()));
-    }
-    (a, b, c)
-}
-
 /// The root zone's trust anchor (KSK-2017), as a validating deployment has it: with it, only
 /// `domain-insecure: "gossip"` keeps unbound from demanding signatures the agent cannot give.
 const ROOT_DS: &str = ". DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D";
@@ -68,7 +57,7 @@ fn unbound_stub_zone_resolves_through_the_cluster() {
     let Some(unbound) = peers::require("unbound") else { return };
     let Some(dig_bin) = peers::require("dig") else { return };
     let root = tempfile::tempdir().unwrap();
-    let (a, b, c) = three(root.path());
+    let (a, b, c) = Agent::three(root.path());
     let (status, body) = b.put(
         "/v1/agent/service/register",
         r#"{"ID":"web-1","Name":"web","Address":"127.0.0.10","Port":8080,"Tags":["v1"]}"#,

@@ -44,13 +44,8 @@ fn wrong_cluster_key_gets_zero_reply_bytes() {
 #[test]
 fn keyring_rotation_across_a_running_cluster() {
     let root = tempfile::tempdir().unwrap();
-    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let (a, b, c) = Agent::three(root.path());
     let seeds = vec![a.gossip];
-    let b = Agent::start(root.path(), Options { name: "bravo".into(), seeds: seeds.clone(), ..Default::default() });
-    let c = Agent::start(root.path(), Options { name: "charlie".into(), seeds: seeds.clone(), ..Default::default() });
-    for x in [&a, &b, &c] {
-        wait_for("3 members", WAIT, || (x.alive_members().len() == 3).then_some(()));
-    }
     let old = integration::agent::TEST_KEY.to_string();
     let new = keygen();
     let body = |k: &str| format!(r#"{{"Key":"{k}"}}"#);
@@ -181,13 +176,7 @@ fn an_identity_started_twice_is_proven_and_excluded_by_the_cluster() {
     // version, gossip the proof, and exclude the identity by majority: it leaves their answers
     // and `gossipd members` says why.
     let root = tempfile::tempdir().unwrap();
-    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
-    let seeds = vec![a.gossip];
-    let b = Agent::start(root.path(), Options { name: "bravo".into(), seeds: seeds.clone(), ..Default::default() });
-    let c = Agent::start(root.path(), Options { name: "charlie".into(), seeds: seeds.clone(), ..Default::default() });
-    for x in [&a, &b, &c] {
-        wait_for("3 members", WAIT, || (x.alive_members().len() == 3).then_some(()));
-    }
+    let (a, b, c) = Agent::three(root.path());
 
     let mut image = Agent::start(root.path(), Options { name: "twin".into(), ..Default::default() });
     image.kill();
@@ -199,7 +188,7 @@ fn an_identity_started_twice_is_proven_and_excluded_by_the_cluster() {
     std::fs::write(&node_json, serde_json::to_vec(&node).unwrap()).unwrap();
     let copy = root.path().join("twin-copy");
     copy_data_dir(&image.data_dir, &copy);
-    let opts = Options { name: "twin".into(), seeds: seeds.clone(), ..Default::default() };
+    let opts = Options { name: "twin".into(), seeds: vec![a.gossip], ..Default::default() };
     let t1 = Agent::start_in(image.data_dir.clone(), opts.clone());
     let t2 = Agent::start_in(copy, opts);
     assert_eq!(t1.generation, t2.generation, "the copies run in one generation");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use integration::agent::{Agent, Options};
+use integration::agent::Agent;
 use integration::peers;
 use integration::wait_for;
 use serde_json::Value;
@@ -17,17 +17,6 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// What a user could put in a tag, which the page must show as text.
 const PROBE_TAG: &str = "<b>not bold</b>";
-
-fn three(root: &Path) -> (Agent, Agent, Agent) {
-    let a = Agent::start(root, Options { name: "alpha".into(), ..Default::default() });
-    let seeds = vec![a.gossip];
-    let b = Agent::start(root, Options { name: "bravo".into(), seeds: seeds.clone(), ..Default::default() });
-    let c = Agent::start(root, Options { name: "charlie".into(), seeds, ..Default::default() });
-    for x in [&a, &b, &c] {
-        wait_for("3 alive members everywhere", WAIT, || (x.alive_members().len() == 3).then_some(()));
-    }
-    (a, b, c)
-}
 
 fn register(agent: &Agent, body: &str) {
     let (status, text) = agent.put("/v1/agent/service/register", body);
@@ -101,7 +90,7 @@ fn attr_of<'a>(dom: &'a str, marker: &str, attr: &str) -> Option<&'a str> {
 fn ui_page_renders_members_services_and_health_in_chromium() {
     let Some(chrome) = peers::require("chromium") else { return };
     let root = tempfile::tempdir().unwrap();
-    let (a, mut b, mut c) = three(root.path());
+    let (a, mut b, mut c) = Agent::three(root.path());
     register(&a, r#"{"ID":"web-1","Name":"web","Address":"127.0.0.10","Port":8080,"Tags":["v1","primary"]}"#);
     register(
         &b,

@@ -165,25 +165,33 @@ pub fn patch_into(template: &[u8], owners: &[u16], query: &[u8], q: &WireQuery, 
     }
 }
 
+/// A query as a stub resolver sends it (RD set, one question of class IN, an OPT record with
+/// `edns` as payload size and the DO bit as given, no options), for the crate's tests.
+#[cfg(test)]
+pub(crate) fn test_query(id: u16, name: &str, qtype: u16, edns: Option<u16>, dnssec_ok: bool) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    if let Some(size) = edns {
+        m.extend_from_slice(&[0, 0, 41]);
+        m.extend_from_slice(&size.to_be_bytes());
+        m.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn query(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
-        let mut m = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())];
-        for label in name.split('.').filter(|l| !l.is_empty()) {
-            m.push(label.len() as u8);
-            m.extend_from_slice(label.as_bytes());
-        }
-        m.push(0);
-        m.extend_from_slice(&qtype.to_be_bytes());
-        m.extend_from_slice(&1u16.to_be_bytes());
-        if let Some(size) = edns {
-            m.extend_from_slice(&[0, 0, 41]);
-            m.extend_from_slice(&size.to_be_bytes());
-            m.extend_from_slice(&[0, 0, 0x80, 0, 0, 0]); // DO set, no options
-        }
-        m
+        test_query(0xABCD, name, qtype, edns, true) // DO set: it must not matter
     }
 
     #[test]

@@ -12,21 +12,7 @@ fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
 }
 
 fn query_edns(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    if let Some(size) = edns {
-        m.extend_from_slice(&[0, 0, 41]);
-        m.extend_from_slice(&size.to_be_bytes());
-        m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    }
-    m
+    crate::wire::test_query(id, name, qtype, edns, false)
 }
 
 /// A fake full path: echoes the query as a response with `answers` A records (the first owner
