@@ -191,3 +191,25 @@ fn sighup_reloads_the_config_dir() {
     assert!(nxdomain(&a, "old.service.gossip."));
     assert!(answers(&a, "viaapi.service.gossip."));
 }
+
+#[test]
+fn a_write_through_the_api_is_read_back_at_once_from_the_same_agent() {
+    // Views are rebuilt at most once per 20 ms, but a write is answered only once it is in them:
+    // back-to-back registrations, each read back (catalog, health, DNS) the moment its PUT returns.
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    for i in 0..30 {
+        let body = format!(r#"{{"ID":"rw-{i}","Name":"rw{i}","Port":{},"Check":{{"TTL":"30s"}}}}"#, 9000 + i);
+        let (status, text) = a.put("/v1/agent/service/register", &body);
+        assert_eq!(status, 200, "{text}");
+        let listed = a.get(&format!("/v1/catalog/service/rw{i}")).unwrap();
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "registration {i} not in the catalog yet: {listed}");
+        // Its TTL check starts critical: not yet in DNS. Passing it puts it there at once.
+        let (status, text) = a.put(&format!("/v1/agent/check/pass/service:rw-{i}"), "");
+        assert_eq!(status, 200, "{text}");
+        let health = a.get(&format!("/v1/health/service/rw{i}?passing")).unwrap();
+        assert_eq!(health.as_array().map(Vec::len), Some(1), "check {i} not passing in health yet: {health}");
+        let reply = dns::udp(a.dns, &format!("rw{i}.service.gossip."), RecordType::SRV).expect("a DNS reply");
+        assert_eq!((reply.rcode, reply.srv.len()), (ResponseCode::NoError, 1), "instance {i} not in DNS yet");
+    }
+}
