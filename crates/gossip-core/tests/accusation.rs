@@ -168,3 +168,29 @@ fn a_bogus_proof_convinces_no_one() {
         assert!(net.nodes[i].stats().accusations_refused > 0, "node {i} did not look at the accusation");
     }
 }
+
+#[test]
+fn a_repeat_offender_is_accused_again_and_the_charge_withdrawn_again() {
+    let mut net = Net::cold(3, 0x2e9, 0.0);
+    net.run_for(Duration::from_secs(10));
+    let attacker_seed = 313_131;
+    let attacker_addr = SocketAddr::from(([127, 9, 9, 7], 7946));
+    let key = |net: &Net| {
+        let me = net.nodes[0].local().id;
+        let bad = Identity::from_secret({
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&u64::to_be_bytes(attacker_seed));
+            s
+        })
+        .node_id();
+        net.nodes[0].node(&me).unwrap().entries.get(&Accusation::key(&bad)).map(|e| e.value.clone())
+    };
+    // Banned (60 s), accused, withdrawn when the ban ends; then again (120 s, the ban doubles).
+    for (round, ban) in [(0u64, 60), (1, 120)] {
+        let mut attacker = SecureLayer::new(net.secure_now(attacker_seed, 20 + round), net.now);
+        deliver(&mut net, 0, &mut attacker, attacker_addr, b"\x07 not a message");
+        assert!(matches!(key(&net), Some(Value::Accusation(_))), "round {round}: no accusation");
+        net.run_for(Duration::from_secs(ban + 5));
+        assert_eq!(key(&net), Some(Value::Tombstone), "round {round}: the accusation outlived the ban");
+    }
+}

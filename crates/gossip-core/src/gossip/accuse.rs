@@ -70,13 +70,10 @@ impl Gossip {
             return;
         }
         let key = Accusation::key(&accused);
-        let held = self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)).map(|e| &e.value);
-        let proven = |v: Option<&Value>| {
-            matches!(v, Some(Value::Accusation(Accusation { charge: Charge::Equivocation(_), .. })))
-        };
-        match held {
-            Some(Value::Accusation(_)) if proven(held) || matches!(charge, Charge::Misbehaved(_)) => return,
-            _ => {}
+        if let Some(held) = self.own_accusation(&accused) {
+            if matches!(held.charge, Charge::Equivocation(_)) || matches!(charge, Charge::Misbehaved(_)) {
+                return;
+            }
         }
         if matches!(charge, Charge::Equivocation(_)) {
             self.accusations.from_bans.remove(&accused);
@@ -86,11 +83,19 @@ impl Gossip {
         self.note_accusations(&self.local.id.clone());
     }
 
+    /// This node's standing accusation against `accused` (not a withdrawn one), if any.
+    fn own_accusation(&self, accused: &NodeId) -> Option<&Accusation> {
+        match self.table.get(&self.local.id)?.entries.get(&Accusation::key(accused)).map(|e| &e.value) {
+            Some(Value::Accusation(a)) => Some(a),
+            _ => None,
+        }
+    }
+
     /// Accuses the owner of an identity this node just banned.
     pub(super) fn accuse_banned(&mut self, now: Instant, identity: IdentityPub, reason: &str) {
         let id = identity.node_id();
-        let already = self.table.get(&self.local.id).is_some_and(|n| n.entries.contains_key(&Accusation::key(&id)));
-        if !already {
+        // (A withdrawn accusation is a tombstone: a repeat offender is accused, and withdrawn, again.)
+        if self.own_accusation(&id).is_none() {
             self.accusations.from_bans.insert(id, identity);
         }
         self.accuse(now, id, Charge::Misbehaved(bounded_reason(reason)));
