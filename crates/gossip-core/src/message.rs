@@ -132,7 +132,13 @@ pub enum Value {
     },
     /// An accusation against another node (key [`crate::proof::ACCUSE_PREFIX`] + its id).
     Accusation(Accusation),
+    /// A CA-signed revocation this owner spreads (key [`REVOKE_PREFIX`] + the revoked
+    /// identity in hex): every node that trusts the CA drops the revoked identity.
+    Revocation(crate::cert::Revocation),
 }
+
+/// Key prefix of revocation entries.
+pub const REVOKE_PREFIX: &str = "@revoke/";
 
 /// A versioned entry, signed by its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -532,9 +538,30 @@ fn encode_delta_header(w: &mut Writer, d: &Delta) {
     w.socket_addr(d.node.addr);
     w.varint(d.node.generation);
     w.bytes(&d.node.sig);
+    match (&d.node.cert, &d.node.cert_digest) {
+        // A delta from version 0 may be the first a replica sees of this owner: it carries the
+        // certificate. Later ones carry only the digest the replica checks against.
+        (Some(cert), _) if d.from_version == 0 => {
+            w.u8(CERT_FULL);
+            w.varint(cert.encoded().len() as u64);
+            w.bytes(cert.encoded());
+        }
+        (_, Some(digest)) => {
+            w.u8(CERT_DIGEST);
+            w.bytes(digest);
+        }
+        _ => w.u8(CERT_NONE),
+    }
     w.varint(d.from_version);
     w.varint(d.to_version);
 }
+
+/// Delta header certificate tag: the owner has no certificate.
+const CERT_NONE: u8 = 0;
+/// Delta header certificate tag: the owner's certificate digest (16 bytes) follows.
+const CERT_DIGEST: u8 = 1;
+/// Delta header certificate tag: the owner's certificate follows (varint length, bytes).
+const CERT_FULL: u8 = 2;
 
 /// Encoded size of a delta message with no entries (kind, sender, header, entry count).
 pub fn delta_overhead(d: &Delta) -> usize {
@@ -553,12 +580,28 @@ fn decode_delta_header(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
     let generation = r.varint()?;
     let mut sig = [0u8; 64];
     sig.copy_from_slice(r.bytes(64)?);
+    let (cert_digest, cert) = match r.u8()? {
+        CERT_NONE => (None, None),
+        CERT_DIGEST => {
+            let d: [u8; 16] = r.bytes(16)?.try_into().map_err(|_| DecodeError::Truncated)?;
+            (Some(d), None)
+        }
+        CERT_FULL => {
+            let len = r.varint()?;
+            if len > crate::cert::MAX_CERT as u64 {
+                return Err(DecodeError::OutOfRange("certificate length"));
+            }
+            let cert = crate::cert::Certificate::decode(r.bytes(len as usize)?)?;
+            (Some(cert.digest()), Some(std::sync::Arc::new(cert)))
+        }
+        tag => return Err(DecodeError::BadTag { what: "certificate", tag }),
+    };
     let from_version = r.varint()?;
     let to_version = r.varint()?;
     if to_version < from_version {
         return Err(DecodeError::OutOfRange("version range"));
     }
-    let node = NodeInfo { id: identity.node_id(), identity, name, addr, generation, sig };
+    let node = NodeInfo { id: identity.node_id(), identity, name, addr, generation, cert_digest, cert, sig };
     Ok(Delta { ttl, node, from_version, to_version, entries: Vec::new() })
 }
 
@@ -610,6 +653,10 @@ fn encode_value(w: &mut Writer, value: &Value) {
             w.u8(5);
             a.encode(w);
         }
+        Value::Revocation(r) => {
+            w.u8(6);
+            r.encode(w);
+        }
     }
 }
 
@@ -642,6 +689,7 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
             Value::Keyring { stamp, keys }
         }
         5 => Value::Accusation(Accusation::decode(r)?),
+        6 => Value::Revocation(crate::cert::Revocation::decode(r)?),
         tag => {
             return Err(DecodeError::BadTag { what: "entry value", tag });
         }

@@ -28,6 +28,8 @@ pub struct NodeState {
     pub entries: BTreeMap<String, Entry>,
     /// XOR of [`entry_hash`] over `entries`, kept up to date by every insertion.
     pub digest: u64,
+    /// Entries that are not tombstones (what an owner's quota counts).
+    pub live: usize,
 }
 
 impl NodeState {
@@ -47,8 +49,14 @@ impl NodeState {
     /// Inserts or replaces an entry, keeping the digest.
     fn put(&mut self, e: Entry) {
         self.digest ^= entry_hash(&e);
+        if !matches!(e.value, Value::Tombstone) {
+            self.live += 1;
+        }
         if let Some(old) = self.entries.insert(e.key.clone(), e) {
             self.digest ^= entry_hash(&old);
+            if !matches!(old.value, Value::Tombstone) {
+                self.live -= 1;
+            }
         }
     }
 }
@@ -172,7 +180,7 @@ impl Table {
 
     /// Inserts the local node (owner) with no entries.
     pub fn insert_local(&mut self, info: NodeInfo) {
-        let state = NodeState { info, max_version: 0, entries: BTreeMap::new(), digest: 0 };
+        let state = NodeState { info, max_version: 0, entries: BTreeMap::new(), digest: 0, live: 0 };
         let before = self.nodes.get(&state.info.id).map(|n| n.summary());
         self.set_summary_hash(before, Some(state.summary()));
         self.nodes.insert(state.info.id, Arc::new(state));
@@ -225,7 +233,7 @@ impl Table {
         let fresh = held.is_none_or(|(g, _)| d.node.generation > g);
         let before = self.nodes.get(&id).map(|n| n.summary());
         if fresh {
-            let state = NodeState { info: d.node.clone(), max_version: 0, entries: BTreeMap::new(), digest: 0 };
+            let state = NodeState { info: d.node.clone(), max_version: 0, entries: BTreeMap::new(), digest: 0, live: 0 };
             self.nodes.insert(id, Arc::new(state));
         }
         let Some(node) = self.nodes.get_mut(&id).map(Arc::make_mut) else {
