@@ -381,7 +381,8 @@ impl std::fmt::Debug for Revocation {
 impl Revocation {
     /// The CA `ca` revokes the identity of `cert`.
     pub fn sign(ca: &Identity, cert: &Certificate) -> Revocation {
-        let mut r = Revocation { issuer: ca.public(), identity: cert.identity, not_after: cert.not_after, sig: [0; 64] };
+        let mut r =
+            Revocation { issuer: ca.public(), identity: cert.identity, not_after: cert.not_after, sig: [0; 64] };
         r.sig = ca.sign(&r.signed_bytes());
         r
     }

@@ -233,7 +233,8 @@ impl Table {
         let fresh = held.is_none_or(|(g, _)| d.node.generation > g);
         let before = self.nodes.get(&id).map(|n| n.summary());
         if fresh {
-            let state = NodeState { info: d.node.clone(), max_version: 0, entries: BTreeMap::new(), digest: 0, live: 0 };
+            let state =
+                NodeState { info: d.node.clone(), max_version: 0, entries: BTreeMap::new(), digest: 0, live: 0 };
             self.nodes.insert(id, Arc::new(state));
         }
         let Some(node) = self.nodes.get_mut(&id).map(Arc::make_mut) else {

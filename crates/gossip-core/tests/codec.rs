@@ -93,7 +93,16 @@ fn delta() -> impl Strategy<Value = Delta> {
                 .collect();
             let to = from + entries.len() as u64 + 3;
             let identity = IdentityPub(identity);
-            let node = NodeInfo { id: identity.node_id(), identity, name, addr, generation, cert_digest: None, cert: None, sig: node_sig };
+            let node = NodeInfo {
+                id: identity.node_id(),
+                identity,
+                name,
+                addr,
+                generation,
+                cert_digest: None,
+                cert: None,
+                sig: node_sig,
+            };
             Delta { ttl, node, from_version: from, to_version: to, entries }
         })
 }

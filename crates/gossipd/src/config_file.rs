@@ -41,6 +41,9 @@ pub const KEYS: &[&str] = &[
     "gossip_interval_ms",
     "log_format",
     "log_level",
+    "ca_file",
+    "cert_file",
+    "identity_file",
 ];
 
 /// One key's value, converted and validated.
@@ -63,6 +66,9 @@ enum Setting {
     GossipIntervalMs(u64),
     LogFormat(LogFormat),
     LogLevel(String),
+    CaFiles(Vec<PathBuf>),
+    CertFile(PathBuf),
+    IdentityFile(PathBuf),
 }
 
 impl Setting {
@@ -86,6 +92,9 @@ impl Setting {
             Setting::GossipIntervalMs(_) => "gossip_interval_ms",
             Setting::LogFormat(_) => "log_format",
             Setting::LogLevel(_) => "log_level",
+            Setting::CaFiles(_) => "ca_files",
+            Setting::CertFile(_) => "cert_file",
+            Setting::IdentityFile(_) => "identity_file",
         }
     }
 
@@ -108,6 +117,9 @@ impl Setting {
             Setting::GossipIntervalMs(v) => a.gossip_interval_ms = v,
             Setting::LogFormat(v) => a.log_format = v,
             Setting::LogLevel(v) => a.log_level = v,
+            Setting::CaFiles(v) => a.ca_files = v,
+            Setting::CertFile(v) => a.cert_file = Some(v),
+            Setting::IdentityFile(v) => a.identity_file = Some(v),
         }
     }
 }
@@ -192,6 +204,12 @@ fn setting(key: &str, v: &Value) -> Result<Setting, String> {
             other => return Err(format!("{other:?}: expected \"text\" or \"json\"")),
         }),
         "log_level" => Setting::LogLevel(string(v, "a log filter like \"info\"")?.to_string()),
+        "ca_file" => Setting::CaFiles(match v {
+            Value::Array(a) => a.iter().map(path).collect::<Result<_, _>>()?,
+            other => vec![path(other)?],
+        }),
+        "cert_file" => Setting::CertFile(path(v)?),
+        "identity_file" => Setting::IdentityFile(path(v)?),
         _ => return Err("unknown key".to_string()),
     })
 }

@@ -9,7 +9,7 @@ use super::{CommandError, Event, Gossip};
 use crate::cert::{CertError, Certificate, Revocation};
 use crate::message::{self, Delta, Value};
 use crate::secure::keys::IdentityPub;
-use crate::types::NodeId;
+use crate::types::{NodeId, ServiceInstance};
 
 /// Entries an owner may hold beyond its service quota: status, key binding, keyring,
 /// revocations and accusations.
@@ -248,9 +248,20 @@ impl Gossip {
         self.secure.trust().map(|t| t.revocations().copied().collect()).unwrap_or_default()
     }
 
+    /// What [`Gossip::register`] would refuse of `inst` (size, id, grant, quota), counting
+    /// `pending_new` registrations of new ids not yet applied. Changes nothing.
+    pub fn check_register(&self, inst: ServiceInstance, pending_new: usize) -> Result<(), CommandError> {
+        let (key, value) = super::check_instance(inst)?;
+        self.check_own_write_with(&key, &value, pending_new)
+    }
+
     /// Refuses a local write its own certificate does not allow: an ungranted service, a new
     /// entry past the quota, a keyring change without the operator role.
     pub(super) fn check_own_write(&self, key: &str, value: &Value) -> Result<(), CommandError> {
+        self.check_own_write_with(key, value, 0)
+    }
+
+    fn check_own_write_with(&self, key: &str, value: &Value, pending_new: usize) -> Result<(), CommandError> {
         let Some(cert) = self.secure.cert() else { return Ok(()) };
         match value {
             Value::Service(s) if !cert.grants(&s.name) => {
@@ -261,7 +272,7 @@ impl Gossip {
                 let me = self.table.get(&self.local.id);
                 let held = me.and_then(|n| n.entries.get(key)).is_some_and(|e| matches!(e.value, Value::Service(_)));
                 let services = me.map_or(0, |n| super::services_of(n).count());
-                if quota > 0 && !held && services >= quota as usize {
+                if quota > 0 && !held && services + pending_new >= quota as usize {
                     return Err(CommandError::Quota { max: quota });
                 }
                 Ok(())

@@ -322,8 +322,7 @@ impl SecureLayer {
     pub fn revoke(&mut self, r: crate::cert::Revocation) -> Result<bool, crate::cert::CertError> {
         let trust = self.cfg.trust.as_mut().ok_or(crate::cert::CertError::UnknownIssuer)?;
         let new = trust.revoke(r)?;
-        let dead: Vec<u32> =
-            self.sessions.iter().filter(|(_, s)| s.identity == r.identity).map(|(i, _)| *i).collect();
+        let dead: Vec<u32> = self.sessions.iter().filter(|(_, s)| s.identity == r.identity).map(|(i, _)| *i).collect();
         for i in dead {
             self.close(i);
         }
