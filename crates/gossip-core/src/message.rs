@@ -227,6 +227,7 @@ pub struct Want {
 
 /// A decoded gossip message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // One per datagram, decoded and dropped at once.
 pub enum Message {
     /// Range-based set reconciliation of node summaries.
     Reconcile {
