@@ -46,6 +46,8 @@ pub struct Net {
     pub loss: f64,
     rng: Rng,
     pub down: Vec<bool>,
+    /// Directed links `(from, to)` that drop every datagram (a partial partition).
+    pub blocked: std::collections::BTreeSet<(usize, usize)>,
     seed: u64,
     /// (node index, event, when), every event but `CatalogChanged`.
     pub events: Vec<(usize, Event, Instant)>,
@@ -86,6 +88,7 @@ impl Net {
             loss,
             rng: Rng::from_seed(seed ^ 0x5eed),
             down: Vec::new(),
+            blocked: Default::default(),
             seed,
             events: Vec::new(),
         };
@@ -126,7 +129,7 @@ impl Net {
             if self.rng.unit() < self.loss {
                 continue;
             }
-            if let Some(&dst) = self.by_addr.get(&t.dst) {
+            if let Some(&dst) = self.by_addr.get(&t.dst).filter(|&&d| !self.blocked.contains(&(i, d))) {
                 self.seq += 1;
                 let from = self.nodes[i].local().addr;
                 self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, from, t.payload)));
@@ -175,6 +178,12 @@ impl Net {
     pub fn run_for(&mut self, d: Duration) {
         let deadline = self.now + d;
         self.run_until(deadline);
+    }
+
+    /// Cuts the link between `a` and `b`, both ways.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.blocked.insert((a, b));
+        self.blocked.insert((b, a));
     }
 
     /// Indices of the nodes that are up.
