@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Net, addr};
-use gossip_core::message::{Delta, Entry};
+use gossip_core::message::{Delta, Entry, Message};
+use gossip_core::secure::SecureLayer;
 use gossip_core::state::{Applied, Table};
-use gossip_core::{Config, Gossip, ServiceInstance};
+use gossip_core::{Config, Event, Gossip, Liveness, ServiceInstance};
 
 fn svc(id: &str) -> ServiceInstance {
     ServiceInstance { id: id.into(), name: id.into(), port: 80, ..Default::default() }
@@ -126,4 +127,81 @@ fn a_relay_withholding_entries_whose_old_digests_cancel_is_repaired() {
     assert!(repaired <= 5);
     let held = net.nodes[newcomer].node(&owner).unwrap();
     assert_eq!(held.entries.len(), state.entries.len(), "every withheld entry is back");
+}
+
+/// A member speaking the secure layer directly (holding the cluster key) at an address outside
+/// the network: sends `msgs` to every node each 200 ms step, for `steps` steps, and calls
+/// `check` after each step.
+fn flood(net: &mut Net, steps: usize, msgs: impl Fn(&Net) -> Vec<Message>, mut check: impl FnMut(&Net)) -> SecureLayer {
+    let me = addr(200);
+    let mut rogue = SecureLayer::new(net.secure_now(999_999, 9), net.now);
+    for _ in 0..steps {
+        let now = net.now;
+        let mut out = Vec::new();
+        for (dst, src, bytes) in std::mem::take(&mut net.outside) {
+            if dst == me {
+                let _ = rogue.recv(now, src, &bytes, &mut out);
+            }
+        }
+        rogue.handle_timeout(now, &mut out);
+        for m in msgs(net) {
+            for i in net.live() {
+                rogue.send(now, addr(i), None, &m.encode(), &mut out);
+            }
+        }
+        for o in out {
+            if let Some(&i) = net.by_addr.get(&o.dst) {
+                net.inject(me, i, o.bytes);
+            }
+        }
+        net.run_for(Duration::from_millis(200));
+        check(net);
+    }
+    rogue
+}
+
+#[test]
+fn a_flood_of_suspicions_naming_states_that_do_not_exist_kills_no_one() {
+    // A member sends, every 200 ms to every node, suspicions of node 3 naming the largest
+    // generation and version, and its real generation with the largest version: states no
+    // replica holds, so that no refutation could ever move past them.
+    let seed = 31;
+    let mut net = Net::warm(20, seed, 0.0, |_| {});
+    net.run_for(Duration::from_secs(5));
+    let target = net.nodes[3].local().id;
+    let rogue_id = gossip_core::secure::keys::Identity::from_secret({
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&999_999u64.to_be_bytes());
+        s
+    });
+    let generation = net.nodes[3].local().generation;
+    let msgs = |_: &Net| {
+        [(u64::MAX, u64::MAX), (generation, u64::MAX)]
+            .map(|(generation, version)| Message::Suspect {
+                sender: rogue_id.node_id(),
+                ttl: 3,
+                target,
+                generation,
+                version,
+            })
+            .to_vec()
+    };
+    let _rogue = flood(&mut net, 100, msgs, |net| {
+        for i in net.live() {
+            let l = net.nodes[i].liveness(&target);
+            assert!(l == Liveness::Alive || (i != 3 && l == Liveness::Suspect), "node {i} sees the target {l:?}");
+            assert!(i == 3 || net.knows_service_owner(i, &target), "node {i} dropped the target; SEED={seed}");
+        }
+    });
+    for i in net.live() {
+        assert_eq!(net.nodes[i].liveness(&target), Liveness::Alive, "node {i}; SEED={seed}");
+    }
+    // The target knows no one holds such a state: the sender lied, and is banned by identity.
+    assert!(
+        net.events
+            .iter()
+            .any(|(i, e, _)| *i == 3 && matches!(e, Event::Banned { identity, .. } if *identity == rogue_id.public())),
+        "the target bans the liar"
+    );
+    assert!(net.nodes.iter().map(|g| g.stats().suspicions_beyond_held).sum::<u64>() > 0);
 }
