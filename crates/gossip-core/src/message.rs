@@ -55,12 +55,12 @@ impl Bound {
 /// What is said about one range `[lo, hi)` of node ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeBody {
-    /// The sender's item count and XOR fingerprint over the range.
+    /// The sender's item count and fingerprint over the range.
     Fingerprint {
         /// Number of nodes in the range.
         count: u64,
-        /// XOR of the item hashes.
-        fp: u64,
+        /// Hash of the item hashes in id order ([`crate::state::range_fingerprint`]).
+        fp: [u8; 16],
     },
     /// Every item the sender holds in the range.
     Items(Vec<Summary>),
@@ -86,10 +86,10 @@ pub struct Summary {
     pub generation: u64,
     /// Highest version of the owner's entries held.
     pub version: u64,
-    /// XOR of the held entries' hashes ([`crate::state::entry_hash`]): two replicas at one
-    /// version that hold different entries (a relay dropped some, or the owner equivocated)
-    /// differ here, so reconciliation finds them.
-    pub digest: u64,
+    /// Collision-resistant commitment to the held entries ([`crate::state::owner_digest`]):
+    /// two replicas at one version that hold different entries (a relay dropped some, or the
+    /// owner equivocated) differ here, so reconciliation finds them.
+    pub digest: [u8; 16],
 }
 
 /// A node's own status, carried as the entry [`STATUS_KEY`].
@@ -475,7 +475,7 @@ fn encode_range(w: &mut Writer, r: &Range) {
         RangeBody::Fingerprint { count, fp } => {
             w.u8(0);
             w.varint(*count);
-            w.u64_fixed(*fp);
+            w.bytes(fp);
         }
         RangeBody::Items(items) => {
             w.u8(1);
@@ -484,7 +484,7 @@ fn encode_range(w: &mut Writer, r: &Range) {
                 w.node_id(&s.id);
                 w.varint(s.generation);
                 w.varint(s.version);
-                w.u64_fixed(s.digest);
+                w.bytes(&s.digest);
             }
         }
     }
@@ -498,16 +498,16 @@ fn decode_range(r: &mut Reader<'_>) -> Result<Range, DecodeError> {
         return Err(DecodeError::OutOfRange("empty range"));
     }
     let body = match r.u8()? {
-        0 => RangeBody::Fingerprint { count: r.varint()?, fp: r.u64_fixed()? },
+        0 => RangeBody::Fingerprint { count: r.varint()?, fp: commitment(r)? },
         1 => {
-            let n = r.count(26)?;
+            let n = r.count(34)?;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
                 items.push(Summary {
                     id: r.node_id()?,
                     generation: r.varint()?,
                     version: r.varint()?,
-                    digest: r.u64_fixed()?,
+                    digest: commitment(r)?,
                 });
             }
             RangeBody::Items(items)
@@ -517,6 +517,12 @@ fn decode_range(r: &mut Reader<'_>) -> Result<Range, DecodeError> {
         }
     };
     Ok(Range { lo, hi, body })
+}
+
+fn commitment(r: &mut Reader<'_>) -> Result<[u8; 16], DecodeError> {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(r.bytes(16)?);
+    Ok(out)
 }
 
 fn encode_want(w: &mut Writer, want: &Want) {

@@ -245,6 +245,9 @@ pub struct Stats {
     pub deaths: u64,
     /// Suspicions of this node that it refuted with a fresh status entry.
     pub refutations: u64,
+    /// Suspicions ignored because they named a state of the target newer than the one held
+    /// (the sender may be ahead, or lying: only the target can tell, and bans the liar).
+    pub suspicions_beyond_held: u64,
 }
 
 /// Why a local command was refused. Nothing changed when an error is returned.

@@ -61,6 +61,14 @@ impl Gossip {
             Message::Ack { nonce, target, .. } => self.on_ack(now, nonce, target),
             Message::PingReq { nonce, target, .. } => self.on_ping_req(now, from, nonce, target),
             Message::Suspect { sender, ttl, target, generation, version } => {
+                if target == self.local.id && (generation, version) > (self.local.generation, self.own_version()) {
+                    // Replicas and forwarders name only states of this node they hold, which this
+                    // node signed: a suspicion beyond its own newest state was made up by the
+                    // sender (it could never be refuted).
+                    self.stats.dropped_malformed += 1;
+                    self.ban(now, identity, format!("suspicion of a state never signed ({generation}, {version})"));
+                    return;
+                }
                 self.on_suspect(now, sender, ttl, target, generation, version)
             }
         }

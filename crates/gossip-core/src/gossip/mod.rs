@@ -217,7 +217,7 @@ impl Gossip {
     }
 
     /// Count and fingerprint of the whole table (equal on two nodes = converged).
-    pub fn root_fingerprint(&self) -> (u64, u64) {
+    pub fn root_fingerprint(&self) -> (u64, crate::state::Commitment) {
         self.table.fingerprint(&NodeId::MIN, &message::Bound::Inf)
     }
 
@@ -242,6 +242,16 @@ impl Gossip {
             let state: Arc<NodeState> = Arc::clone(state);
             self.table.adopt_owner(&state);
             self.update_membership(&other.local.id);
+        }
+    }
+
+    /// Replaces what this node holds of `state`'s owner with `state` as it is (shared, not
+    /// verified). For simulations and tests: a replica that a rogue relay fed a doctored
+    /// (withheld) history. Never the local node.
+    pub fn adopt_owner_state(&mut self, state: &Arc<NodeState>) {
+        if state.info.id != self.local.id {
+            self.table.adopt_owner(state);
+            self.update_membership(&state.info.id);
         }
     }
 

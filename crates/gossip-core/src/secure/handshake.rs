@@ -167,21 +167,29 @@ impl SecureLayer {
         out.push(Outgoing { dst, bytes: pkt });
     }
 
-    /// Admission of an initiation: mac1 under some keyring key, per-source rate, and under
-    /// load a mac2 from our cookie (else a cookie reply). Returns the key that admitted it.
+    /// Admission of an initiation: mac1 under some keyring key; under load, a mac2 from our
+    /// cookie (else a cookie reply), then the per-source rate. Returns the key that admitted it.
+    ///
+    /// The order is WireGuard's: the cookie before the budget. mac1 proves only the cluster key,
+    /// and a captured initiation keeps a valid mac1 when replayed from any spoofed address, so
+    /// a budget spent on mac1 alone would let a replay flood from an honest node's address use
+    /// up that node's budget and keep it out. A valid mac2 proves that the source receives what
+    /// is sent to its address (it got the cookie), so only cookie-proven initiations are
+    /// counted against their source; the rest get a cookie reply (smaller than the initiation)
+    /// and cost their source nothing.
     fn admit(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) -> Option<ClusterKey> {
         let Some(key) = self.cfg.keyring.keys().iter().find(|k| packet::mac1_ok(data, k.mac1_key())).cloned() else {
             self.stats.dropped_unauthenticated += 1;
             return None;
         };
-        if !self.limiter.allow(now, from.ip()) {
-            self.stats.rate_limited += 1;
-            return None;
-        }
         if self.under_load(now) {
             let cookie = self.jar.cookie(now, &mut self.rng, from);
             if !packet::mac2_ok(data, &cookie) {
                 self.send_cookie(from, data, &key, cookie, out);
+                return None;
+            }
+            if !self.limiter.allow(now, from.ip()) {
+                self.stats.rate_limited += 1;
                 return None;
             }
         }

@@ -59,7 +59,8 @@ pub struct SecureConfig {
     pub dead_session_after: Duration,
     /// Initiations per second above which cookies are required.
     pub load_threshold: u32,
-    /// Handshakes per second accepted from one source IP.
+    /// Handshakes per second accepted from one source IP under load, counting only
+    /// initiations whose mac2 proves the source (cookie before budget).
     pub per_source_rate: f64,
     /// First ban period; doubles on repeat.
     pub ban_base: Duration,
