@@ -92,15 +92,32 @@ fn initial_services(
     data: &DataDir,
     http_port: u16,
 ) -> anyhow::Result<(Vec<ServiceDef>, Vec<String>)> {
+    let policy = script_policy(args);
     let mut by_id = std::collections::BTreeMap::new();
     for d in data.load_services().context("cannot load the stored registrations")? {
         by_id.insert(d.id.clone(), d);
     }
     let mut config_ids = Vec::new();
     if let Some(dir) = &args.config_dir {
-        for d in service_def::load_config_dir(dir)? {
+        let defs = service_def::load_config_dir(dir)?;
+        refuse_config_dir_exec(&defs, dir, policy)?;
+        for d in defs {
             config_ids.push(d.id.clone());
             by_id.insert(d.id.clone(), d);
+        }
+    }
+    // A stored registration the config directory does not define came through the API: its
+    // exec checks need what the API's would.
+    if !policy.api {
+        for d in by_id.values().filter(|d| !config_ids.contains(&d.id)) {
+            if let Some(check) = crate::checks::first_exec(d) {
+                bail!(
+                    "service {:?} stored in {} has an exec check ({check:?}), and exec checks from the API are \
+                     disabled: start with --enable-script-checks, or remove the service from that file",
+                    d.id,
+                    data.path().join(crate::persist::SERVICES_FILE).display()
+                );
+            }
         }
     }
     if args.dev {
@@ -118,11 +135,39 @@ fn initial_services(
     Ok((by_id.into_values().collect(), config_ids))
 }
 
+/// The `--enable-script-checks` / `--enable-local-script-checks` policy.
+fn script_policy(args: &AgentArgs) -> crate::checks::ScriptPolicy {
+    crate::checks::ScriptPolicy { api: args.enable_script_checks, config_dir: args.enable_local_script_checks }
+}
+
+/// Refuses config-directory definitions with exec checks unless the policy allows them.
+fn refuse_config_dir_exec(
+    defs: &[ServiceDef],
+    dir: &std::path::Path,
+    policy: crate::checks::ScriptPolicy,
+) -> anyhow::Result<()> {
+    if policy.allows_config_dir() {
+        return Ok(());
+    }
+    for d in defs {
+        if let Some(check) = crate::checks::first_exec(d) {
+            bail!(
+                "service {:?} in --config-dir {}: check {check:?} has Args (an exec check), and exec checks are \
+                 disabled: start with --enable-local-script-checks (config directory only) or --enable-script-checks",
+                d.id,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// On each SIGHUP until `stop`: re-reads the config directory and hands it to the driver. A
 /// directory that does not load (bad file, duplicate id) is logged and changes nothing.
 async fn reload_on_hup(
     mut hup: tokio::signal::unix::Signal,
     dir: Option<PathBuf>,
+    policy: crate::checks::ScriptPolicy,
     commands: mpsc::Sender<Command>,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -137,7 +182,12 @@ async fn reload_on_hup(
             continue;
         };
         tracing::info!(dir = %dir.display(), "SIGHUP: reloading service definitions");
-        let loaded = tokio::task::spawn_blocking(move || service_def::load_config_dir(&dir)).await;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let defs = service_def::load_config_dir(&dir)?;
+            refuse_config_dir_exec(&defs, &dir, policy)?;
+            anyhow::Ok(defs)
+        })
+        .await;
         let defs = match loaded {
             Ok(Ok(defs)) => defs,
             Ok(Err(e)) => {
@@ -254,9 +304,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg);
     let dns_stats = dns.stats();
     let dns_task = tokio::spawn(dns.run(dns_udp, dns_tcp, stopped(stop_rx.clone())));
-    let reload_task =
-        tokio::spawn(reload_on_hup(hup, args.config_dir.clone(), handle.commands.clone(), stopped(stop_rx.clone())));
-    let app = http::router(Api { handle, dns_stats: Some(dns_stats), domain: args.domain.clone() });
+    let reload_task = tokio::spawn(reload_on_hup(
+        hup,
+        args.config_dir.clone(),
+        script_policy(&args),
+        handle.commands.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let app = http::router(Api {
+        handle,
+        dns_stats: Some(dns_stats),
+        domain: args.domain.clone(),
+        script_checks: args.enable_script_checks,
+    });
     let http_task =
         tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
     let driver_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));

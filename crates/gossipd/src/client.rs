@@ -419,12 +419,17 @@ mod tests {
     fn unreachable_agent_is_named() {
         // Bind then drop a listener: nothing listens on that port any more.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let args = ClientArgs { http: format!("http://127.0.0.1:{port}/"), format: Format::Table };
+        let args = ClientArgs {
+            http: format!("http://127.0.0.1:{port}/"),
+            format: Format::Table,
+            token: None,
+            data_dir: None,
+        };
         let e = members(&Api::new(&args).unwrap(), Format::Table).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.starts_with(&format!("cannot reach agent at http://127.0.0.1:{port}: ")), "{e}");
         for bad in ["https://x:1", "x:1/path", ""] {
-            let args = ClientArgs { http: bad.into(), format: Format::Json };
+            let args = ClientArgs { http: bad.into(), format: Format::Json, token: None, data_dir: None };
             assert!(Api::new(&args).is_err(), "{bad}");
         }
     }
@@ -454,7 +459,7 @@ mod tests {
                 stream.write_all(response.as_bytes()).unwrap();
             }
         });
-        ClientArgs { http: format!("127.0.0.1:{port}"), format: Format::Table }
+        ClientArgs { http: format!("127.0.0.1:{port}"), format: Format::Table, token: None, data_dir: None }
     }
 
     fn http(status: &str, body: &str) -> String {
@@ -499,7 +504,7 @@ mod tests {
         let file = dir.path().join("web.json");
         std::fs::write(&file, r#"{"services": [{"Name": "web"}, {"Name": "db", "Port": "x"}]}"#).unwrap();
         // No agent at all: the local error comes first.
-        let args = ClientArgs { http: "127.0.0.1:1".into(), format: Format::Table };
+        let args = ClientArgs { http: "127.0.0.1:1".into(), format: Format::Table, token: None, data_dir: None };
         let e = register(&Api::new(&args).unwrap(), &file, Format::Table).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.ends_with("web.json: services[1].Port: must be an integer in 0..=65535, got \"x\""), "{e}");

@@ -10,7 +10,7 @@ use gossip_core::Health;
 use serde_json::{Value, json};
 
 use super::{Api, DATACENTER, Params, ask, change, local_member, member_json, text, uuid};
-use crate::driver::{Command, TtlUpdate};
+use crate::driver::{Command, RegisterError, TtlUpdate};
 use crate::service_def;
 
 /// `PUT /v1/agent/service/register`.
@@ -19,8 +19,20 @@ pub async fn register(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         Ok(d) => d,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
     };
+    if !api.script_checks {
+        if let Some(check) = crate::checks::first_exec(&def) {
+            return text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Scripts are disabled on this agent: check {check:?} has Args (an exec check); \
+                     start the agent with --enable-script-checks to accept them from the API"
+                ),
+            );
+        }
+    }
     match change(&api, |tx| Command::Register(def, tx)).await {
         Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e @ RegisterError::Persist(_))) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
         Err(r) => r,
     }

@@ -49,6 +49,8 @@ pub struct Api {
     pub dns_stats: Option<Arc<dns_front::DnsStats>>,
     /// The DNS domain (`gossip`), shown by the status page.
     pub domain: String,
+    /// Exec checks are accepted from the API (`--enable-script-checks`).
+    pub script_checks: bool,
 }
 
 /// The API's routes.
