@@ -244,7 +244,7 @@ impl Agent {
     pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.http).expect("connect to the HTTP API");
-        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
         let mut req = format!("{method} {path} HTTP/1.1\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -279,9 +279,10 @@ impl Agent {
     /// run under the prefix so that it connects inside the agent's network namespace.
     fn get_wrapped(&self, path: &str) -> Result<Value, String> {
         let script = format!(
-            "exec 3<>/dev/tcp/{}/{} && printf 'GET %s HTTP/1.0\\r\\nHost: agent\\r\\n\\r\\n' \"$0\" >&3 && cat <&3",
+            "exec 3<>/dev/tcp/{}/{} && printf 'GET %s HTTP/1.0\\r\\nHost: {}\\r\\n\\r\\n' \"$0\" >&3 && cat <&3",
             self.http.ip(),
             self.http.port(),
+            self.http,
         );
         let (prog, args) = self.opts.wrapper.split_first().expect("a wrapper");
         let out =
@@ -298,7 +299,8 @@ impl Agent {
     pub fn put(&self, path: &str, body: &str) -> (u16, String) {
         assert!(self.opts.wrapper.is_empty(), "PUT to an agent under a command prefix is not supported");
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut resp = self.with_token(agent.put(&self.url(path))).send(body).expect("PUT");
+        let mut resp =
+            self.with_token(agent.put(&self.url(path))).content_type("application/json").send(body).expect("PUT");
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().unwrap_or_default())
     }

@@ -75,3 +75,208 @@ fn exec_checks_are_refused_unless_enabled() {
     assert_eq!(status, 200, "{msg}");
     wait_for("the API's exec check to run", WAIT, || owned.exists().then_some(()));
 }
+
+fn host_of(a: &Agent) -> String {
+    a.http.to_string()
+}
+
+fn keyring_keys(a: &Agent) -> Vec<String> {
+    let v = a.get("/v1/operator/keyring").expect("keyring with the operator token");
+    let mut keys: Vec<String> = v[0]["Keys"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn keyring_reads_and_changes_need_the_operator_token() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let token = a.token().expect("DATA_DIR/operator.token is written at first start");
+    assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(a.data_dir.join("operator.token")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let host = host_of(&a);
+    let h = ("Host", host.as_str());
+
+    // No token, a wrong one, or one without the operator power: refused, and no key leaks.
+    let key = integration::agent::TEST_KEY;
+    for headers in [vec![h], vec![h, ("X-Consul-Token", "0000000000000000000000000000000000")]] {
+        let (status, body) = a.raw("GET", "/v1/operator/keyring", &headers, "");
+        assert_eq!(status, 403, "{body}");
+        assert!(!body.contains(key), "the keyring leaked: {body}");
+    }
+    let (_, body) = a.raw("GET", "/v1/operator/keyring", &[h], "");
+    assert!(body.starts_with("Permission denied: token lacks operator"), "{body}");
+    // The three ways to present it.
+    let bearer = format!("Bearer {token}");
+    for (path, headers) in [
+        ("/v1/operator/keyring".to_string(), vec![h, ("X-Consul-Token", token.as_str())]),
+        ("/v1/operator/keyring".to_string(), vec![h, ("Authorization", bearer.as_str())]),
+        (format!("/v1/operator/keyring?token={token}"), vec![h]),
+    ] {
+        let (status, body) = a.raw("GET", &path, &headers, "");
+        assert_eq!(status, 200, "{headers:?}: {body}");
+        assert!(body.contains(key), "{body}");
+    }
+    // Changes too.
+    let new = "bmV3IGtleSBmb3IgdGhlIG9wZXJhdG9yIHRlc3QhISE=";
+    let body = format!("{{\"Key\": \"{new}\"}}");
+    let (status, msg) = a.raw("POST", "/v1/operator/keyring", &[h, ("Content-Type", "application/json")], &body);
+    assert_eq!(status, 403, "{msg}");
+    assert_eq!(keyring_keys(&a), [key.to_string()]);
+    let (status, msg) = a.raw(
+        "POST",
+        "/v1/operator/keyring",
+        &[h, ("Content-Type", "application/json"), ("X-Consul-Token", &token)],
+        &body,
+    );
+    assert_eq!(status, 200, "{msg}");
+    assert_eq!(keyring_keys(&a).len(), 2);
+
+    // The CLI finds the token through --data-dir or GOSSIPD_DATA_DIR, or takes --token.
+    let cli = |args: &[&str], env: Option<(&str, &std::path::Path)>| {
+        let mut c = std::process::Command::new(integration::agent::binary());
+        c.args(["keys", "list", "--http", &host])
+            .args(args)
+            .env_remove("GOSSIPD_HTTP_TOKEN")
+            .env_remove("GOSSIPD_DATA_DIR");
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = cli(&[], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token lacks operator"), "{err}");
+    let dir = a.data_dir.to_str().unwrap();
+    for out in [
+        cli(&["--data-dir", dir], None),
+        cli(&[], Some(("GOSSIPD_DATA_DIR", &a.data_dir))),
+        cli(&["--token", &token], None),
+    ] {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(new), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn cross_site_and_rebinding_requests_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let token = a.token().unwrap();
+    let host = host_of(&a);
+    let own = format!("http://{host}");
+    let new = "bmV3IGtleSBmb3IgdGhlIG9wZXJhdG9yIHRlc3QhISE=";
+    let body = format!("{{\"Key\": \"{new}\"}}");
+    // The issue's request, even with a stolen token in the URL: refused by Host, by Origin, and
+    // by content type, each on its own.
+    let with_token = format!("/v1/operator/keyring?token={token}");
+    for headers in [
+        vec![("Host", "rebind.evil.example"), ("Origin", "http://evil.example"), ("Content-Type", "text/plain")],
+        vec![("Host", "rebind.evil.example:8500")],
+        vec![("Host", host.as_str()), ("Origin", "http://evil.example")],
+        vec![("Host", host.as_str()), ("Content-Type", "text/plain")],
+        vec![("Host", host.as_str()), ("Sec-Fetch-Site", "cross-site")],
+    ] {
+        let (status, msg) = a.raw("POST", &with_token, &headers, &body);
+        assert!([403, 415, 421].contains(&status), "{headers:?} got {status}: {msg}");
+    }
+    assert_eq!(keyring_keys(&a).len(), 1, "no refused request changed the keyring");
+    // A cross-site registration (no token needed on loopback) is refused too.
+    let svc = r#"{"ID":"evil","Name":"evil","Port":1}"#;
+    let (status, msg) =
+        a.raw("PUT", "/v1/agent/service/register", &[("Host", host.as_str()), ("Origin", "http://evil.example")], svc);
+    assert_eq!(status, 403, "{msg}");
+    assert!(a.get("/v1/agent/services").unwrap().get("evil").is_none());
+    // The agent's own origin, localhost and allowed names pass.
+    let (status, msg) =
+        a.raw("PUT", "/v1/agent/service/register", &[("Host", host.as_str()), ("Origin", own.as_str())], svc);
+    assert_eq!(status, 200, "{msg}");
+    let local = format!("localhost:{}", a.http.port());
+    assert_eq!(a.raw("GET", "/v1/agent/members", &[("Host", local.as_str())], "").0, 200);
+}
+
+#[test]
+fn http_beyond_loopback_needs_tokens_for_every_request() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("cluster.key"), integration::agent::TEST_KEY).unwrap();
+    let out = std::process::Command::new(integration::agent::binary())
+        .args(["agent", "--bind", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--http", "0.0.0.0:0", "--data-dir"])
+        .arg(root.path().join("open"))
+        .arg("--cluster-key-file")
+        .arg(root.path().join("cluster.key"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address") && err.contains("--http-require-token read"), "{err}");
+
+    let read_file = root.path().join("read.token");
+    std::fs::write(&read_file, "read-token-for-the-test-0123\n").unwrap();
+    let a = Agent::start(
+        root.path(),
+        Options {
+            name: "alpha".into(),
+            http: Some("0.0.0.0:0".parse().unwrap()),
+            extra: vec![
+                "--http-require-token".into(),
+                "read".into(),
+                "--http-read-token-file".into(),
+                read_file.display().to_string(),
+            ],
+            ..Default::default()
+        },
+    );
+    let host = format!("127.0.0.1:{}", a.http.port());
+    let h = ("Host", host.as_str());
+    assert_eq!(a.raw("GET", "/v1/agent/members", &[h], "").0, 403);
+    assert_eq!(a.raw("GET", "/v1/agent/members", &[h, ("X-Consul-Token", "read-token-for-the-test-0123")], "").0, 200);
+    let svc = r#"{"ID":"web","Name":"web","Port":1}"#;
+    let (status, msg) =
+        a.raw("PUT", "/v1/agent/service/register", &[h, ("X-Consul-Token", "read-token-for-the-test-0123")], svc);
+    assert!(status == 403 && msg.contains("token lacks write"), "{status} {msg}");
+}
+
+#[test]
+fn idle_connections_beyond_the_limit_do_not_stop_a_request() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        root.path(),
+        Options {
+            name: "alpha".into(),
+            extra: ["--http-max-conns", "16", "--http-header-timeout", "1s"].map(String::from).to_vec(),
+            ..Default::default()
+        },
+    );
+    // 300 connections that never finish their headers: far more than the limit.
+    let mut idle = Vec::new();
+    for i in 0..300 {
+        let mut s = std::net::TcpStream::connect(a.http).expect("connect");
+        if i % 2 == 0 {
+            let _ = s.write_all(b"GET /v1/agent/members HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        }
+        idle.push(s);
+    }
+    // A normal request behind them is answered once the slow ones are cut off.
+    let host = host_of(&a);
+    let (status, body) = a.raw("GET", "/v1/agent/members", &[("Host", host.as_str())], "");
+    assert_eq!(status, 200, "{body}");
+    // And the first idle connection was closed by the agent (EOF), not left open.
+    let first = &mut idle[0];
+    first.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut buf = [0u8; 512];
+    let n = match first.read(&mut buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+        Err(e) => panic!("the idle connection is still open: {e}"),
+    };
+    // hyper may answer 408 before closing; either way the connection ends.
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}

@@ -15,7 +15,7 @@ use gossip_core::{Config, Gossip};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::cli::{AgentArgs, default_node_name};
+use crate::cli::{AgentArgs, RequireToken, default_node_name};
 use crate::driver::{Command, Driver};
 use crate::http::{self, Api};
 use crate::persist::DataDir;
@@ -162,6 +162,34 @@ fn refuse_config_dir_exec(
     Ok(())
 }
 
+/// The HTTP API's tokens and door checks. An address beyond loopback needs every request to
+/// carry a token (`--http-require-token read`).
+fn http_guard(args: &AgentArgs, data: &DataDir) -> anyhow::Result<http::guard::Guard> {
+    use crate::tokens::{self, Power};
+    if !args.http.ip().is_loopback() && args.http_require_token != RequireToken::Read {
+        bail!(
+            "--http {} is not a loopback address: anyone who reaches it could read and change this agent; \
+             add --http-require-token read (every request then needs a token: DATA_DIR/{}, \
+             --http-read-token-file, --http-write-token-file)",
+            args.http,
+            tokens::OPERATOR_TOKEN_FILE
+        );
+    }
+    let mut set = tokens::Tokens::default();
+    set.add(&tokens::operator_token(data)?, Power::Operator);
+    if let Some(f) = &args.http_write_token_file {
+        set.add(&tokens::read_token_file(f, "--http-write-token-file")?, Power::Write);
+    }
+    if let Some(f) = &args.http_read_token_file {
+        set.add(&tokens::read_token_file(f, "--http-read-token-file")?, Power::Read);
+    }
+    Ok(http::guard::Guard {
+        tokens: set,
+        require: args.http_require_token,
+        allowed_hosts: args.http_allowed_hosts.clone(),
+    })
+}
+
 /// On each SIGHUP until `stop`: re-reads the config directory and hands it to the driver. A
 /// directory that does not load (bad file, duplicate id) is logged and changes nothing.
 async fn reload_on_hup(
@@ -233,6 +261,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         pinned.iter().filter_map(|(a, p)| p.map(|k| (*a, gossip_core::secure::keys::IdentityPub(k)))).collect();
     let (dns_udp, dns_tcp) = bind_dns(args.dns).await?;
     let dns_addr = dns_udp.local_addr()?;
+    let guard = http_guard(&args, &data)?;
     let http_listener =
         TcpListener::bind(args.http).await.with_context(|| format!("cannot bind the HTTP API on {}", args.http))?;
     let http_addr = http_listener.local_addr()?;
@@ -311,14 +340,18 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         handle.commands.clone(),
         stopped(stop_rx.clone()),
     ));
-    let app = http::router(Api {
-        handle,
-        dns_stats: Some(dns_stats),
-        domain: args.domain.clone(),
-        script_checks: args.enable_script_checks,
-    });
-    let http_task =
-        tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+    let app = http::router(
+        Api {
+            handle,
+            dns_stats: Some(dns_stats),
+            domain: args.domain.clone(),
+            script_checks: args.enable_script_checks,
+        },
+        guard,
+    );
+    let limits =
+        http::serve::Limits { max_conns: args.http_max_conns as usize, header_timeout: args.http_header_timeout };
+    let http_task = tokio::spawn(http::serve::serve(http_listener, app, limits, stop_rx.clone()));
     let driver_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));
 
     termination().await;

@@ -38,6 +38,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 struct Api {
     base: String,
     agent: ureq::Agent,
+    /// Sent as `X-Consul-Token` when set.
+    token: Option<String>,
 }
 
 impl Api {
@@ -56,11 +58,19 @@ impl Api {
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(30)))
             .build();
-        Ok(Api { base: format!("http://{addr}"), agent: config.into() })
+        let token = crate::tokens::client_token(args.token.as_deref(), args.data_dir.as_deref())?;
+        Ok(Api { base: format!("http://{addr}"), agent: config.into(), token })
+    }
+
+    fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => request.header("X-Consul-Token", t),
+            None => request,
+        }
     }
 
     fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self.agent.get(format!("{}{path}", self.base)).call();
+        let response = self.auth(self.agent.get(format!("{}{path}", self.base))).call();
         self.finish("GET", path, response)
     }
 
@@ -68,15 +78,15 @@ impl Api {
     fn send(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let response = match method {
-            "POST" => self.agent.post(url).send_json(body),
-            "DELETE" => self.agent.delete(url).force_send_body().send_json(body),
-            _ => self.agent.put(url).send_json(body),
+            "POST" => self.auth(self.agent.post(url)).send_json(body),
+            "DELETE" => self.auth(self.agent.delete(url).force_send_body()).send_json(body),
+            _ => self.auth(self.agent.put(url)).send_json(body),
         };
         self.finish(method, path, response)
     }
 
     fn put(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let request = self.agent.put(format!("{}{path}", self.base));
+        let request = self.auth(self.agent.put(format!("{}{path}", self.base)));
         let response = match body {
             Some(body) => request.send_json(body),
             None => request.send_empty(),

@@ -11,6 +11,7 @@ mod keys;
 mod metrics;
 mod persist;
 mod service_def;
+mod tokens;
 mod ui;
 mod view;
 
