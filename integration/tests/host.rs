@@ -280,3 +280,48 @@ fn idle_connections_beyond_the_limit_do_not_stop_a_request() {
         String::from_utf8_lossy(&buf[..n])
     );
 }
+
+#[test]
+fn an_unsafe_data_directory_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let key = root.path().join("cluster.key");
+    std::fs::write(&key, integration::agent::TEST_KEY).unwrap();
+    let key_args = ["--cluster-key-file".as_ref(), key.as_os_str()];
+    let dir = root.path().join("open");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = start_expecting_failure(&dir, &key_args);
+    assert!(
+        err.contains("writable by group or others") && err.contains(&format!("chmod 700 {}", dir.display())),
+        "{err}"
+    );
+    assert!(!dir.join("identity.key").exists(), "nothing was written into the unsafe directory");
+
+    // A private directory starts; a secret made readable by others is then refused.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut a = Agent::start_in(dir.clone(), Options { name: "alpha".into(), ..Default::default() });
+    a.kill();
+    let identity = dir.join("identity.key");
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = start_expecting_failure(&dir, &key_args);
+    assert!(err.contains(&format!("chmod 600 {}", identity.display())), "{err}");
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A file others may write (say, services.json) is refused too.
+    let services = dir.join("services.json");
+    std::fs::set_permissions(&services, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = start_expecting_failure(&dir, &key_args);
+    assert!(err.contains(&format!("chmod go-w {}", services.display())), "{err}");
+}
+
+#[test]
+fn a_second_agent_on_one_data_directory_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let pid = a.child.as_ref().unwrap().id();
+    let key = root.path().join("cluster.key");
+    let err = start_expecting_failure(&a.data_dir, &["--cluster-key-file".as_ref(), key.as_os_str()]);
+    assert!(err.contains("in use by another agent") && err.contains(&format!("pid {pid}")), "{err}");
+    // The first agent is unaffected.
+    assert_eq!(a.alive_members(), ["alpha"]);
+}

@@ -243,6 +243,9 @@ async fn reload_on_hup(
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let data = DataDir::open(data_dir_path(&args)?)?;
+    data.check_permissions()?;
+    // Held until the process exits: a second agent on this directory stops here.
+    let _lock = data.lock()?;
     let node = data.start(&default_node_name(), args.node.as_deref())?;
 
     let bind = args.bind_addr();

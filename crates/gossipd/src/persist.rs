@@ -38,6 +38,11 @@ pub const SERVICES_FILE: &str = "services.json";
 /// The node's Ed25519 identity secret (base64, mode 0600).
 pub const IDENTITY_FILE: &str = "identity.key";
 
+/// The lock file: held (flock, exclusive) for the agent's lifetime, holding its PID.
+pub const LOCK_FILE: &str = "lock";
+/// The files that hold secrets: readable by their owner only.
+pub const SECRET_FILES: &[&str] = &[IDENTITY_FILE, "keyring.json", "operator.token"];
+
 /// Why the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +56,33 @@ pub enum PersistError {
         path: PathBuf,
         /// The OS error.
         error: io::Error,
+    },
+    /// The directory or a file in it could be changed (or a secret read) by another user.
+    #[error("{} {reason}: run `{fix}` (another local user could {risk})", path.display())]
+    Insecure {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong ("is writable by group or others (mode 0777)").
+        reason: String,
+        /// The command that fixes it.
+        fix: String,
+        /// What the other user could do.
+        risk: &'static str,
+    },
+    /// Another agent holds the directory's lock.
+    #[error(
+        "data directory {} is in use by another agent (pid {pid}, holding {}): stop it, or give this agent its \
+         own --data-dir",
+        dir.display(),
+        lock.display()
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+        /// The PID written in the lock file ("unknown" if unreadable).
+        pid: String,
     },
     /// A file exists but is not valid; it is left untouched.
     #[error("{} is corrupt: {reason} (fix or remove it; it is never replaced automatically)", path.display())]
@@ -115,6 +147,96 @@ impl DataDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses, as OpenSSH's StrictModes does, a directory or file of it that another user
+    /// could change (writable by group or others; owned by someone else than this process's
+    /// user or root), and a secret ([`SECRET_FILES`]) that group or others could read. The error
+    /// carries the `chmod`/`chown` command that fixes it.
+    pub fn check_permissions(&self) -> Result<(), PersistError> {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        let check = |path: &Path, meta: &fs::Metadata, secret: bool| -> Result<(), PersistError> {
+            let mode = meta.mode() & 0o7777;
+            let risk = if meta.is_dir() { "add or replace its files" } else { "change it" };
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(PersistError::Insecure {
+                    path: path.to_path_buf(),
+                    reason: format!("is owned by uid {}, not by this agent's user (uid {me}) or root", meta.uid()),
+                    fix: format!("chown {me} {}", path.display()),
+                    risk,
+                });
+            }
+            if mode & 0o022 != 0 {
+                let fix = if meta.is_dir() { "chmod 700" } else { "chmod go-w" };
+                return Err(PersistError::Insecure {
+                    path: path.to_path_buf(),
+                    reason: format!("is writable by group or others (mode {mode:04o})"),
+                    fix: format!("{fix} {}", path.display()),
+                    risk,
+                });
+            }
+            if secret && mode & 0o077 != 0 {
+                return Err(PersistError::Insecure {
+                    path: path.to_path_buf(),
+                    reason: format!("holds a secret and is readable by group or others (mode {mode:04o})"),
+                    fix: format!("chmod 600 {}", path.display()),
+                    risk: "read it",
+                });
+            }
+            Ok(())
+        };
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |error| PersistError::Io { action, path, error }
+        };
+        let meta = fs::metadata(&self.path).map_err(io("inspect", &self.path))?;
+        check(&self.path, &meta, false)?;
+        for entry in fs::read_dir(&self.path).map_err(io("list", &self.path))? {
+            let entry = entry.map_err(io("list", &self.path))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let secret = SECRET_FILES.iter().any(|s| name == std::ffi::OsStr::new(s));
+            // A symbolic link's own mode means nothing: check what it points to.
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(PersistError::Io { action: "inspect", path, error }),
+            };
+            check(&path, &meta, secret)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the directory's exclusive lock ([`LOCK_FILE`], `flock`) and writes this process's
+    /// PID into it; held until the returned file is dropped (at exit). A second agent on the
+    /// same directory gets [`PersistError::Locked`] naming the holder's PID.
+    pub fn lock(&self) -> Result<fs::File, PersistError> {
+        let path = self.path.join(LOCK_FILE);
+        let io = |action| {
+            let path = path.clone();
+            move |error| PersistError::Io { action, path, error }
+        };
+        let mut options = fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(io("open"))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                let pid = fs::read_to_string(&path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+                return Err(PersistError::Locked {
+                    dir: self.path.clone(),
+                    lock: path.clone(),
+                    pid: pid.unwrap_or_else(|| "unknown".into()),
+                });
+            }
+            Err(e) => return Err(io("lock")(e.into())),
+        }
+        file.set_len(0).map_err(io("truncate"))?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(io("write"))?;
+        file.sync_all().map_err(io("fsync"))?;
+        Ok(file)
     }
 
     /// Loads or creates the node record, raises its generation, and persists it before

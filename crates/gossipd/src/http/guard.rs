@@ -66,13 +66,12 @@ impl Guard {
                 ));
             }
         }
-        if let Some(site) = header(headers, "sec-fetch-site")
-            && (site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site"))
-        {
+        let site = header(headers, "sec-fetch-site").unwrap_or_default();
+        if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
             return Err((StatusCode::FORBIDDEN, format!("cross-site request refused (Sec-Fetch-Site: {site})")));
         }
         let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if write && let Some(ct) = header(headers, "content-type") {
+        if let Some(ct) = header(headers, "content-type").filter(|_| write) {
             let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
             if mime == "text/plain" || mime == "multipart/form-data" {
                 return Err((
