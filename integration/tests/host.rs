@@ -325,3 +325,106 @@ fn a_second_agent_on_one_data_directory_is_refused() {
     // The first agent is unaffected.
     assert_eq!(a.alive_members(), ["alpha"]);
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` at `dir`; `None` (with the reason printed) when this host cannot,
+/// which fails the test under CI=true, where it runs as root.
+fn tmpfs(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.as_deref().ok() != Some("0") {
+        assert!(!ci, "CI=true: this test needs root to mount a tmpfs");
+        eprintln!("skipping: mounting a tmpfs needs root");
+        return None;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .expect("run mount");
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        assert!(!ci, "CI=true: cannot mount a tmpfs: {why}");
+        eprintln!("skipping: cannot mount a tmpfs: {why}");
+        return None;
+    }
+    Some(Tmpfs(dir.to_path_buf()))
+}
+
+/// Writes `path` until the disk is full; returns the bytes written.
+fn fill(path: &std::path::Path) -> usize {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = [0u8; 4096];
+    let mut total = 0;
+    for _ in 0..100_000 {
+        match f.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    let _ = f.sync_all();
+    total
+}
+
+#[test]
+fn a_full_disk_refuses_changes_with_5xx_and_loses_nothing_acknowledged() {
+    let root = tempfile::tempdir().unwrap();
+    let disk = root.path().join("disk");
+    let Some(_mount) = tmpfs(&disk, "2m") else { return };
+    let mut a = Agent::start(&disk, Options { name: "alpha".into(), ..Default::default() });
+    let (status, msg) = a.put("/v1/agent/service/register", r#"{"ID":"kept","Name":"kept","Port":1}"#);
+    assert_eq!(status, 200, "{msg}");
+    let old_keys = keyring_keys(&a);
+
+    let filler = disk.join("filler");
+    assert!(fill(&filler) > 0);
+    let (status, msg) = a.put("/v1/agent/service/register", r#"{"ID":"lost","Name":"lost","Port":2}"#);
+    assert!((500..600).contains(&status), "a registration on a full disk got {status}: {msg}");
+    assert!(msg.contains("No space left") && !msg.contains("Invalid service definition"), "{msg}");
+    let new = "bmV3IGtleSBmb3IgdGhlIG9wZXJhdG9yIHRlc3QhISE=";
+    let (status, msg) = a.send("POST", "/v1/operator/keyring", &format!("{{\"Key\": \"{new}\"}}"));
+    assert!((500..600).contains(&status), "a keyring install on a full disk got {status}: {msg}");
+    assert!(msg.contains("could not save the keyring"), "{msg}");
+    // Refused means not applied.
+    assert_eq!(keyring_keys(&a), old_keys);
+    let services = a.get("/v1/agent/services").unwrap();
+    assert!(services.get("lost").is_none() && services.get("kept").is_some(), "{services}");
+
+    // Free the space, restart: what was acknowledged is there, what was refused is not.
+    std::fs::remove_file(&filler).unwrap();
+    a.restart();
+    let services = a.get("/v1/agent/services").unwrap();
+    assert!(services.get("kept").is_some() && services.get("lost").is_none(), "{services}");
+    assert_eq!(keyring_keys(&a), old_keys);
+    let (status, msg) = a.send("POST", "/v1/operator/keyring", &format!("{{\"Key\": \"{new}\"}}"));
+    assert_eq!(status, 200, "{msg}");
+    a.restart();
+    assert_eq!(keyring_keys(&a).len(), 2, "an acknowledged keyring change survives a restart");
+}
+
+#[test]
+fn a_deleted_services_file_stops_the_agent_naming_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let (status, msg) = a.put("/v1/agent/service/register", r#"{"ID":"web","Name":"web","Port":1}"#);
+    assert_eq!(status, 200, "{msg}");
+    a.kill();
+    let file = a.data_dir.join("services.json");
+    std::fs::remove_file(&file).unwrap();
+    let key = root.path().join("cluster.key");
+    let err = start_expecting_failure(&a.data_dir, &["--cluster-key-file".as_ref(), key.as_os_str()]);
+    assert!(err.contains(&file.display().to_string()) && err.contains("missing"), "{err}");
+}

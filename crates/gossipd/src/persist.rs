@@ -4,6 +4,9 @@
 //!
 //! - `node.json`: `{"node_id": "<32 hex>", "generation": N, "name": "..."}`. Unknown fields are
 //!   kept out of the way (ignored), so later versions may add some.
+//!   `"services_file": true` is added once `services.json` has been written: from then on a
+//!   missing `services.json` is an error (restore it), never a silent start with no services.
+//!   (Absent in older data directories: a missing file then means none.)
 //! - `services.json`: a JSON array of [`ServiceDef`] in Consul's definition shape.
 //!
 //! Every write is atomic: `NAME.tmp` is written in the same directory, fsynced, renamed over
@@ -113,6 +116,9 @@ struct NodeFile {
     node_id: String,
     generation: u64,
     name: String,
+    /// `services.json` has been written (so it must exist).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    services_file: bool,
 }
 
 /// An opened data directory.
@@ -292,7 +298,12 @@ impl DataDir {
                 NodeRecord { identity, id, name, generation: next.max(unix_secs) }
             }
         };
-        let file = NodeFile { node_id: record.id.to_hex(), generation: record.generation, name: record.name.clone() };
+        let file = NodeFile {
+            node_id: record.id.to_hex(),
+            generation: record.generation,
+            name: record.name.clone(),
+            services_file: self.services_file_recorded()?,
+        };
         self.write_atomic(NODE_FILE, &to_json(&file))?;
         Ok(record)
     }
@@ -328,18 +339,47 @@ impl DataDir {
     /// Records a generation raised at run time (the node re-incarnated to collect tombstones),
     /// so that the next start goes above it.
     pub fn save_generation(&self, record: &NodeRecord, generation: u64) -> Result<(), PersistError> {
-        let file = NodeFile { node_id: record.id.to_hex(), generation, name: record.name.clone() };
+        let file = NodeFile {
+            node_id: record.id.to_hex(),
+            generation,
+            name: record.name.clone(),
+            services_file: self.services_file_recorded()?,
+        };
         self.write_atomic(NODE_FILE, &to_json(&file))
     }
 
-    /// Replaces the persisted services.
-    pub fn save_services(&self, services: &[ServiceDef]) -> Result<(), PersistError> {
-        self.write_atomic(SERVICES_FILE, &to_json(&services))
+    /// Whether `node.json` records that `services.json` was written (false without `node.json`
+    /// or the field).
+    fn services_file_recorded(&self) -> Result<bool, PersistError> {
+        let Some(bytes) = self.read(NODE_FILE)? else { return Ok(false) };
+        Ok(serde_json::from_slice::<NodeFile>(&bytes).is_ok_and(|f| f.services_file))
     }
 
-    /// The persisted services; none if the file does not exist yet.
+    /// Replaces the persisted services; the first time, also records in `node.json` that the
+    /// file exists.
+    pub fn save_services(&self, services: &[ServiceDef]) -> Result<(), PersistError> {
+        self.write_atomic(SERVICES_FILE, &to_json(&services))?;
+        let Some(bytes) = self.read(NODE_FILE)? else { return Ok(()) };
+        match serde_json::from_slice::<NodeFile>(&bytes) {
+            Ok(mut file) if !file.services_file => {
+                file.services_file = true;
+                self.write_atomic(NODE_FILE, &to_json(&file))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The persisted services; none if the file does not exist yet. A missing file that
+    /// `node.json` says was written is an error.
     pub fn load_services(&self) -> Result<Vec<ServiceDef>, PersistError> {
         match self.read(SERVICES_FILE)? {
+            None if self.services_file_recorded()? => Err(PersistError::Corrupt {
+                path: self.path.join(SERVICES_FILE),
+                reason: format!(
+                    "missing, but {NODE_FILE} says the registrations were stored there: restore it from a backup \
+                     (or, to start with no registrations, remove \"services_file\" from {NODE_FILE})"
+                ),
+            }),
             None => Ok(Vec::new()),
             Some(bytes) => service_def::parse_service_list(&bytes)
                 .map_err(|e| PersistError::Corrupt { path: self.path.join(SERVICES_FILE), reason: e.to_string() }),
@@ -372,9 +412,16 @@ impl DataDir {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(io_err("create", &tmp))?;
-        file.write_all(bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
+        let written = file
+            .write_all(bytes)
+            .map_err(io_err("write", &tmp))
+            .and_then(|()| file.sync_all().map_err(io_err("fsync", &tmp)));
         drop(file);
+        if let Err(e) = written {
+            // A full disk: do not leave a partial file taking the space.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::rename(&tmp, &path).map_err(io_err("rename over", &path))?;
         fs::File::open(&self.path).and_then(|dir| dir.sync_all()).map_err(io_err("fsync", &self.path))?;
         Ok(())
@@ -488,6 +535,26 @@ mod tests {
         fs::write(dir.path().join(SERVICES_FILE), r#"[{"Name": "bad name"}]"#).unwrap();
         let e = data.load_services().unwrap_err().to_string();
         assert!(e.contains("services.json is corrupt: [0].Name: must be a DNS label"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_services_file_that_node_json_recorded_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        data.start("host", None).unwrap();
+        data.save_services(&[web()]).unwrap();
+        let node = fs::read_to_string(dir.path().join(NODE_FILE)).unwrap();
+        assert!(node.contains("\"services_file\": true"), "{node}");
+        // A restart and a generation change keep the record.
+        data.start("host", None).unwrap();
+        fs::remove_file(dir.path().join(SERVICES_FILE)).unwrap();
+        let e = data.load_services().unwrap_err().to_string();
+        assert!(e.contains("services.json is corrupt: missing, but node.json says"), "{e}");
+        // An older node.json without the field: a missing file still means no registrations.
+        let old = node.replace(",\n  \"services_file\": true", "");
+        assert!(!old.contains("services_file"), "{old}");
+        fs::write(dir.path().join(NODE_FILE), old).unwrap();
+        assert!(data.load_services().unwrap().is_empty());
     }
 
     #[test]
