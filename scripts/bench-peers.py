@@ -158,7 +158,7 @@ class HttpConn:
         self.buf = bytearray()
 
     def send(self, method, path, body=b""):
-        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
         if body:
             head += "Content-Type: application/json\r\n"
         self.sock.sendall(head.encode() + b"\r\n" + body)

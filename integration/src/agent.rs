@@ -232,12 +232,46 @@ impl Agent {
         format!("http://{}{}", self.http, path)
     }
 
+    /// The agent's operator token (`DATA_DIR/operator.token`), which the harness sends with
+    /// every request made through [`Agent::get`], [`Agent::put`] and [`Agent::send`].
+    pub fn token(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir.join("operator.token")).ok().map(|t| t.trim().to_string())
+    }
+
+    /// One HTTP/1.1 request written by hand (so that `Host`, `Origin` and every other header
+    /// are exactly `headers`, plus `Content-Length` and `Connection: close`); returns (status,
+    /// body). No token is added.
+    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.http).expect("connect to the HTTP API");
+        s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+        s.write_all(req.as_bytes()).expect("write the request");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    fn with_token<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match self.token() {
+            Some(t) => req.header("X-Consul-Token", t),
+            None => req,
+        }
+    }
+
     /// GET returning JSON.
     pub fn get(&self, path: &str) -> Result<Value, String> {
         if !self.opts.wrapper.is_empty() {
             return self.get_wrapped(path);
         }
-        let mut resp = ureq::get(&self.url(path)).call().map_err(|e| e.to_string())?;
+        let mut resp = self.with_token(ureq::get(&self.url(path))).call().map_err(|e| e.to_string())?;
         resp.body_mut().read_json::<Value>().map_err(|e| e.to_string())
     }
 
@@ -245,9 +279,10 @@ impl Agent {
     /// run under the prefix so that it connects inside the agent's network namespace.
     fn get_wrapped(&self, path: &str) -> Result<Value, String> {
         let script = format!(
-            "exec 3<>/dev/tcp/{}/{} && printf 'GET %s HTTP/1.0\\r\\nHost: agent\\r\\n\\r\\n' \"$0\" >&3 && cat <&3",
+            "exec 3<>/dev/tcp/{}/{} && printf 'GET %s HTTP/1.0\\r\\nHost: {}\\r\\n\\r\\n' \"$0\" >&3 && cat <&3",
             self.http.ip(),
             self.http.port(),
+            self.http,
         );
         let (prog, args) = self.opts.wrapper.split_first().expect("a wrapper");
         let out =
@@ -264,7 +299,8 @@ impl Agent {
     pub fn put(&self, path: &str, body: &str) -> (u16, String) {
         assert!(self.opts.wrapper.is_empty(), "PUT to an agent under a command prefix is not supported");
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut resp = agent.put(&self.url(path)).send(body).expect("PUT");
+        let mut resp =
+            self.with_token(agent.put(&self.url(path))).content_type("application/json").send(body).expect("PUT");
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().unwrap_or_default())
     }
@@ -293,9 +329,11 @@ impl Agent {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let url = self.url(path);
         let resp = match method {
-            "POST" => agent.post(&url).content_type("application/json").send(body),
-            "DELETE" => agent.delete(&url).force_send_body().content_type("application/json").send(body),
-            _ => agent.put(&url).content_type("application/json").send(body),
+            "POST" => self.with_token(agent.post(&url)).content_type("application/json").send(body),
+            "DELETE" => {
+                self.with_token(agent.delete(&url).force_send_body()).content_type("application/json").send(body)
+            }
+            _ => self.with_token(agent.put(&url)).content_type("application/json").send(body),
         };
         let mut resp = resp.expect("HTTP request");
         let status = resp.status().as_u16();

@@ -97,6 +97,8 @@ fn a_cluster_under_a_ca_enforces_grants_refuses_outsiders_and_revocations_stick(
     assert!(revocation.contains("BEGIN GOSSIPD REVOCATION"));
     let mut add = Command::new(binary())
         .args(["revocations", "add", "-", "--http", &a.http.to_string()])
+        .arg("--data-dir")
+        .arg(&a.data_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

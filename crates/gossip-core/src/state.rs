@@ -51,7 +51,8 @@ impl NodeState {
     }
 
     fn new(info: NodeInfo) -> Self {
-        let mut n = NodeState { info, max_version: 0, entries: BTreeMap::new(), digest: [0; 16], item: [0; 16], live: 0 };
+        let mut n =
+            NodeState { info, max_version: 0, entries: BTreeMap::new(), digest: [0; 16], item: [0; 16], live: 0 };
         n.seal();
         n
     }

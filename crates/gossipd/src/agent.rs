@@ -15,7 +15,7 @@ use gossip_core::{CommandError, Config, Gossip};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::cli::{AgentArgs, default_node_name};
+use crate::cli::{AgentArgs, RequireToken, default_node_name};
 use crate::driver::{Command, Driver};
 use crate::http::{self, Api};
 use crate::persist::DataDir;
@@ -92,15 +92,32 @@ fn initial_services(
     data: &DataDir,
     http_port: u16,
 ) -> anyhow::Result<(Vec<ServiceDef>, Vec<String>)> {
+    let policy = script_policy(args);
     let mut by_id = std::collections::BTreeMap::new();
     for d in data.load_services().context("cannot load the stored registrations")? {
         by_id.insert(d.id.clone(), d);
     }
     let mut config_ids = Vec::new();
     if let Some(dir) = &args.config_dir {
-        for d in service_def::load_config_dir(dir)? {
+        let defs = service_def::load_config_dir(dir)?;
+        refuse_config_dir_exec(&defs, dir, policy)?;
+        for d in defs {
             config_ids.push(d.id.clone());
             by_id.insert(d.id.clone(), d);
+        }
+    }
+    // A stored registration the config directory does not define came through the API: its
+    // exec checks need what the API's would.
+    if !policy.api {
+        for d in by_id.values().filter(|d| !config_ids.contains(&d.id)) {
+            if let Some(check) = crate::checks::first_exec(d) {
+                bail!(
+                    "service {:?} stored in {} has an exec check ({check:?}), and exec checks from the API are \
+                     disabled: start with --enable-script-checks, or remove the service from that file",
+                    d.id,
+                    data.path().join(crate::persist::SERVICES_FILE).display()
+                );
+            }
         }
     }
     if args.dev {
@@ -118,11 +135,67 @@ fn initial_services(
     Ok((by_id.into_values().collect(), config_ids))
 }
 
+/// The `--enable-script-checks` / `--enable-local-script-checks` policy.
+fn script_policy(args: &AgentArgs) -> crate::checks::ScriptPolicy {
+    crate::checks::ScriptPolicy { api: args.enable_script_checks, config_dir: args.enable_local_script_checks }
+}
+
+/// Refuses config-directory definitions with exec checks unless the policy allows them.
+fn refuse_config_dir_exec(
+    defs: &[ServiceDef],
+    dir: &std::path::Path,
+    policy: crate::checks::ScriptPolicy,
+) -> anyhow::Result<()> {
+    if policy.allows_config_dir() {
+        return Ok(());
+    }
+    for d in defs {
+        if let Some(check) = crate::checks::first_exec(d) {
+            bail!(
+                "service {:?} in --config-dir {}: check {check:?} has Args (an exec check), and exec checks are \
+                 disabled: start with --enable-local-script-checks (config directory only) or --enable-script-checks",
+                d.id,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The HTTP API's tokens and door checks. An address beyond loopback needs every request to
+/// carry a token (`--http-require-token read`).
+fn http_guard(args: &AgentArgs, data: &DataDir) -> anyhow::Result<http::guard::Guard> {
+    use crate::tokens::{self, Power};
+    if !args.http.ip().is_loopback() && args.http_require_token != RequireToken::Read {
+        bail!(
+            "--http {} is not a loopback address: anyone who reaches it could read and change this agent; \
+             add --http-require-token read (every request then needs a token: DATA_DIR/{}, \
+             --http-read-token-file, --http-write-token-file)",
+            args.http,
+            tokens::OPERATOR_TOKEN_FILE
+        );
+    }
+    let mut set = tokens::Tokens::default();
+    set.add(&tokens::operator_token(data)?, Power::Operator);
+    if let Some(f) = &args.http_write_token_file {
+        set.add(&tokens::read_token_file(f, "--http-write-token-file")?, Power::Write);
+    }
+    if let Some(f) = &args.http_read_token_file {
+        set.add(&tokens::read_token_file(f, "--http-read-token-file")?, Power::Read);
+    }
+    Ok(http::guard::Guard {
+        tokens: set,
+        require: args.http_require_token,
+        allowed_hosts: args.http_allowed_hosts.clone(),
+    })
+}
+
 /// On each SIGHUP until `stop`: re-reads the config directory and hands it to the driver. A
 /// directory that does not load (bad file, duplicate id) is logged and changes nothing.
 async fn reload_on_hup(
     mut hup: tokio::signal::unix::Signal,
     dir: Option<PathBuf>,
+    policy: crate::checks::ScriptPolicy,
     commands: mpsc::Sender<Command>,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -137,7 +210,12 @@ async fn reload_on_hup(
             continue;
         };
         tracing::info!(dir = %dir.display(), "SIGHUP: reloading service definitions");
-        let loaded = tokio::task::spawn_blocking(move || service_def::load_config_dir(&dir)).await;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let defs = service_def::load_config_dir(&dir)?;
+            refuse_config_dir_exec(&defs, &dir, policy)?;
+            anyhow::Ok(defs)
+        })
+        .await;
         let defs = match loaded {
             Ok(Ok(defs)) => defs,
             Ok(Err(e)) => {
@@ -259,6 +337,9 @@ fn authority(
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let data = DataDir::open(data_dir_path(&args)?)?;
+    data.check_permissions()?;
+    // Held until the process exits: a second agent on this directory stops here.
+    let _lock = data.lock()?;
     let own_cert = match &args.cert_file {
         Some(f) => Some(crate::ca::read_certs(f)?.remove(0)),
         None => None,
@@ -292,6 +373,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         pinned.iter().filter_map(|(a, p)| p.map(|k| (*a, gossip_core::secure::keys::IdentityPub(k)))).collect();
     let (dns_udp, dns_tcp) = bind_dns(args.dns).await?;
     let dns_addr = dns_udp.local_addr()?;
+    let guard = http_guard(&args, &data)?;
     let http_listener =
         TcpListener::bind(args.http).await.with_context(|| format!("cannot bind the HTTP API on {}", args.http))?;
     let http_addr = http_listener.local_addr()?;
@@ -377,11 +459,25 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg);
     let dns_stats = dns.stats();
     let dns_task = tokio::spawn(dns.run(dns_udp, dns_tcp, stopped(stop_rx.clone())));
-    let reload_task =
-        tokio::spawn(reload_on_hup(hup, args.config_dir.clone(), handle.commands.clone(), stopped(stop_rx.clone())));
-    let app = http::router(Api { handle, dns_stats: Some(dns_stats), domain: args.domain.clone() });
-    let http_task =
-        tokio::spawn(axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+    let reload_task = tokio::spawn(reload_on_hup(
+        hup,
+        args.config_dir.clone(),
+        script_policy(&args),
+        handle.commands.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let app = http::router(
+        Api {
+            handle,
+            dns_stats: Some(dns_stats),
+            domain: args.domain.clone(),
+            script_checks: args.enable_script_checks,
+        },
+        guard,
+    );
+    let limits =
+        http::serve::Limits { max_conns: args.http_max_conns as usize, header_timeout: args.http_header_timeout };
+    let http_task = tokio::spawn(http::serve::serve(http_listener, app, limits, stop_rx.clone()));
     let driver_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));
 
     termination().await;

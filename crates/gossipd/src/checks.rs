@@ -342,6 +342,29 @@ pub fn of(def: &ServiceDef) -> Vec<CheckDef> {
     })
 }
 
+/// Who may define exec (`Args`) checks: nobody by default, since a check runs as the agent's
+/// user. `api` is `--enable-script-checks` (the HTTP API and the config directory);
+/// `config_dir` is `--enable-local-script-checks` (the config directory only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScriptPolicy {
+    /// Exec checks accepted from the HTTP API (and the config directory).
+    pub api: bool,
+    /// Exec checks accepted from the config directory.
+    pub config_dir: bool,
+}
+
+impl ScriptPolicy {
+    /// Whether a config-directory definition may carry exec checks.
+    pub fn allows_config_dir(&self) -> bool {
+        self.api || self.config_dir
+    }
+}
+
+/// The id of `def`'s first exec (`Args`) check, if it has one.
+pub fn first_exec(def: &ServiceDef) -> Option<String> {
+    of(def).into_iter().find(|c| matches!(c.kind, Kind::Exec(_))).map(|c| c.id)
+}
+
 /// The health a service starts with: the worst of its checks' initial statuses.
 pub fn initial_health(def: &ServiceDef) -> Health {
     aggregate(of(def).iter().map(|c| c.initial))

@@ -252,6 +252,38 @@ pub struct AgentArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub gossip_interval_ms: u64,
+    /// Allow exec (`Args`) checks from the HTTP API and the config directory. Off by default:
+    /// whoever may register a service could otherwise run commands as the agent's user.
+    #[arg(long)]
+    pub enable_script_checks: bool,
+    /// Allow exec (`Args`) checks from `--config-dir` only (files the operator wrote), never
+    /// from the HTTP API.
+    #[arg(long)]
+    pub enable_local_script_checks: bool,
+    /// Which HTTP requests need a token besides the operator endpoints (which always need the
+    /// operator token): `none`, `write` (registrations and check updates too) or `read`
+    /// (every request). Required to be `read` when --http is not a loopback address.
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = RequireToken::None)]
+    pub http_require_token: RequireToken,
+    /// File holding a token with read power (one line, at least 16 characters).
+    #[arg(long, value_name = "FILE")]
+    pub http_read_token_file: Option<PathBuf>,
+    /// File holding a token with write power (read, register, deregister, update checks).
+    #[arg(long, value_name = "FILE")]
+    pub http_write_token_file: Option<PathBuf>,
+    /// Host names the HTTP API answers to besides IP literals and `localhost` (a request
+    /// whose Host header names anything else is refused: DNS rebinding); repeat or separate
+    /// with commas.
+    #[arg(long, value_name = "HOST", value_delimiter = ',', value_parser = parse_allowed_host)]
+    pub http_allowed_hosts: Vec<String>,
+    /// Most HTTP connections open at once; further ones wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub http_max_conns: u32,
+    /// How long an HTTP connection may take to send a request's headers, and may stay idle
+    /// between requests, before it is closed (e.g. 10s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: std::time::Duration,
     /// Log format: `text` for people, `json` (one object per line) for log pipelines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -304,6 +336,24 @@ pub struct ClientArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// API token sent with every request (X-Consul-Token). Default: the agent's operator token,
+    /// read from `DATA_DIR/operator.token` when --data-dir is given and the file is readable.
+    #[arg(long, global = true, value_name = "TOKEN", env = "GOSSIPD_HTTP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The agent's data directory, to read its operator token from.
+    #[arg(long, global = true, value_name = "DIR", env = "GOSSIPD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Which HTTP requests need a token (operator endpoints always need the operator token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum RequireToken {
+    /// Reads and service writes are open (loopback only).
+    None,
+    /// Service and check writes need a write (or operator) token; reads are open.
+    Write,
+    /// Every request needs a token: reads a read, write or operator token.
+    Read,
 }
 
 /// Format of the agent's logs.
@@ -438,6 +488,17 @@ pub(crate) fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
         return Err(format!("cannot advertise the unspecified address {addr}"));
     }
     Ok(addr)
+}
+
+/// A host name for `--http-allowed-hosts`: lower-cased, without a trailing dot.
+pub(crate) fn parse_allowed_host(s: &str) -> Result<String, String> {
+    let h = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    let valid = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if valid { Ok(h) } else { Err(format!("{s:?} is not a host name (no port, no scheme)")) }
 }
 
 /// A duration of at least a second: `90s`, `30m`, `4h`.

@@ -110,6 +110,8 @@ fn revocations(api: &Api, command: crate::cli::RevocationsCommand, format: Forma
 struct Api {
     base: String,
     agent: ureq::Agent,
+    /// Sent as `X-Consul-Token` when set.
+    token: Option<String>,
 }
 
 impl Api {
@@ -128,11 +130,19 @@ impl Api {
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(30)))
             .build();
-        Ok(Api { base: format!("http://{addr}"), agent: config.into() })
+        let token = crate::tokens::client_token(args.token.as_deref(), args.data_dir.as_deref())?;
+        Ok(Api { base: format!("http://{addr}"), agent: config.into(), token })
+    }
+
+    fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => request.header("X-Consul-Token", t),
+            None => request,
+        }
     }
 
     fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self.agent.get(format!("{}{path}", self.base)).call();
+        let response = self.auth(self.agent.get(format!("{}{path}", self.base))).call();
         self.finish("GET", path, response)
     }
 
@@ -140,15 +150,15 @@ impl Api {
     fn send(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let response = match method {
-            "POST" => self.agent.post(url).send_json(body),
-            "DELETE" => self.agent.delete(url).force_send_body().send_json(body),
-            _ => self.agent.put(url).send_json(body),
+            "POST" => self.auth(self.agent.post(url)).send_json(body),
+            "DELETE" => self.auth(self.agent.delete(url).force_send_body()).send_json(body),
+            _ => self.auth(self.agent.put(url)).send_json(body),
         };
         self.finish(method, path, response)
     }
 
     fn put(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let request = self.agent.put(format!("{}{path}", self.base));
+        let request = self.auth(self.agent.put(format!("{}{path}", self.base)));
         let response = match body {
             Some(body) => request.send_json(body),
             None => request.send_empty(),
@@ -491,12 +501,17 @@ mod tests {
     fn unreachable_agent_is_named() {
         // Bind then drop a listener: nothing listens on that port any more.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let args = ClientArgs { http: format!("http://127.0.0.1:{port}/"), format: Format::Table };
+        let args = ClientArgs {
+            http: format!("http://127.0.0.1:{port}/"),
+            format: Format::Table,
+            token: None,
+            data_dir: None,
+        };
         let e = members(&Api::new(&args).unwrap(), Format::Table).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.starts_with(&format!("cannot reach agent at http://127.0.0.1:{port}: ")), "{e}");
         for bad in ["https://x:1", "x:1/path", ""] {
-            let args = ClientArgs { http: bad.into(), format: Format::Json };
+            let args = ClientArgs { http: bad.into(), format: Format::Json, token: None, data_dir: None };
             assert!(Api::new(&args).is_err(), "{bad}");
         }
     }
@@ -526,7 +541,7 @@ mod tests {
                 stream.write_all(response.as_bytes()).unwrap();
             }
         });
-        ClientArgs { http: format!("127.0.0.1:{port}"), format: Format::Table }
+        ClientArgs { http: format!("127.0.0.1:{port}"), format: Format::Table, token: None, data_dir: None }
     }
 
     fn http(status: &str, body: &str) -> String {
@@ -571,7 +586,7 @@ mod tests {
         let file = dir.path().join("web.json");
         std::fs::write(&file, r#"{"services": [{"Name": "web"}, {"Name": "db", "Port": "x"}]}"#).unwrap();
         // No agent at all: the local error comes first.
-        let args = ClientArgs { http: "127.0.0.1:1".into(), format: Format::Table };
+        let args = ClientArgs { http: "127.0.0.1:1".into(), format: Format::Table, token: None, data_dir: None };
         let e = register(&Api::new(&args).unwrap(), &file, Format::Table).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.ends_with("web.json: services[1].Port: must be an integer in 0..=65535, got \"x\""), "{e}");

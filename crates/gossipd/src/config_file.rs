@@ -20,7 +20,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use toml::Value;
 
-use crate::cli::{self, AgentArgs, HostPort, LogFormat};
+use crate::cli::{self, AgentArgs, HostPort, LogFormat, RequireToken};
 
 /// The keys, in the order the documentation lists them.
 pub const KEYS: &[&str] = &[
@@ -44,6 +44,14 @@ pub const KEYS: &[&str] = &[
     "ca_file",
     "cert_file",
     "identity_file",
+    "enable_script_checks",
+    "enable_local_script_checks",
+    "http_require_token",
+    "http_read_token_file",
+    "http_write_token_file",
+    "http_allowed_hosts",
+    "http_max_conns",
+    "http_header_timeout",
 ];
 
 /// One key's value, converted and validated.
@@ -69,6 +77,14 @@ enum Setting {
     CaFiles(Vec<PathBuf>),
     CertFile(PathBuf),
     IdentityFile(PathBuf),
+    EnableScriptChecks(bool),
+    EnableLocalScriptChecks(bool),
+    HttpRequireToken(RequireToken),
+    HttpReadTokenFile(PathBuf),
+    HttpWriteTokenFile(PathBuf),
+    HttpAllowedHosts(Vec<String>),
+    HttpMaxConns(u32),
+    HttpHeaderTimeout(Duration),
 }
 
 impl Setting {
@@ -95,6 +111,14 @@ impl Setting {
             Setting::CaFiles(_) => "ca_files",
             Setting::CertFile(_) => "cert_file",
             Setting::IdentityFile(_) => "identity_file",
+            Setting::EnableScriptChecks(_) => "enable_script_checks",
+            Setting::EnableLocalScriptChecks(_) => "enable_local_script_checks",
+            Setting::HttpRequireToken(_) => "http_require_token",
+            Setting::HttpReadTokenFile(_) => "http_read_token_file",
+            Setting::HttpWriteTokenFile(_) => "http_write_token_file",
+            Setting::HttpAllowedHosts(_) => "http_allowed_hosts",
+            Setting::HttpMaxConns(_) => "http_max_conns",
+            Setting::HttpHeaderTimeout(_) => "http_header_timeout",
         }
     }
 
@@ -120,6 +144,14 @@ impl Setting {
             Setting::CaFiles(v) => a.ca_files = v,
             Setting::CertFile(v) => a.cert_file = Some(v),
             Setting::IdentityFile(v) => a.identity_file = Some(v),
+            Setting::EnableScriptChecks(v) => a.enable_script_checks = v,
+            Setting::EnableLocalScriptChecks(v) => a.enable_local_script_checks = v,
+            Setting::HttpRequireToken(v) => a.http_require_token = v,
+            Setting::HttpReadTokenFile(v) => a.http_read_token_file = Some(v),
+            Setting::HttpWriteTokenFile(v) => a.http_write_token_file = Some(v),
+            Setting::HttpAllowedHosts(v) => a.http_allowed_hosts = v,
+            Setting::HttpMaxConns(v) => a.http_max_conns = v,
+            Setting::HttpHeaderTimeout(v) => a.http_header_timeout = v,
         }
     }
 }
@@ -173,6 +205,15 @@ fn seeds(v: &Value) -> Result<Vec<HostPort>, String> {
     Ok(out)
 }
 
+/// A string or an array of strings, each checked by `check`.
+fn strings(v: &Value, what: &str, check: fn(&str) -> Result<String, String>) -> Result<Vec<String>, String> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    items.into_iter().map(|item| check(string(item, what)?)).collect()
+}
+
 /// Converts and validates one key.
 fn setting(key: &str, v: &Value) -> Result<Setting, String> {
     Ok(match key {
@@ -210,6 +251,27 @@ fn setting(key: &str, v: &Value) -> Result<Setting, String> {
         }),
         "cert_file" => Setting::CertFile(path(v)?),
         "identity_file" => Setting::IdentityFile(path(v)?),
+        "enable_script_checks" => Setting::EnableScriptChecks(boolean(v)?),
+        "enable_local_script_checks" => Setting::EnableLocalScriptChecks(boolean(v)?),
+        "http_require_token" => Setting::HttpRequireToken(match string(v, "\"none\", \"write\" or \"read\"")? {
+            "none" => RequireToken::None,
+            "write" => RequireToken::Write,
+            "read" => RequireToken::Read,
+            other => return Err(format!("{other:?}: expected \"none\", \"write\" or \"read\"")),
+        }),
+        "http_read_token_file" => Setting::HttpReadTokenFile(path(v)?),
+        "http_write_token_file" => Setting::HttpWriteTokenFile(path(v)?),
+        "http_allowed_hosts" => {
+            Setting::HttpAllowedHosts(strings(v, "a host name (or an array of them)", cli::parse_allowed_host)?)
+        }
+        "http_max_conns" => {
+            let n = v.as_integer().ok_or_else(|| format!("expected an integer, got {}", type_name(v)))?;
+            if !(1..=65_536).contains(&n) {
+                return Err(format!("{n} is not in 1..=65536"));
+            }
+            Setting::HttpMaxConns(n as u32)
+        }
+        "http_header_timeout" => Setting::HttpHeaderTimeout(duration(v)?),
         _ => return Err("unknown key".to_string()),
     })
 }
@@ -302,6 +364,14 @@ mod tests {
         gossip_interval_ms = 200
         log_format = "json"
         log_level = "debug"
+        enable_script_checks = true
+        enable_local_script_checks = true
+        http_require_token = "write"
+        http_read_token_file = "/etc/g/read.token"
+        http_write_token_file = "/etc/g/write.token"
+        http_allowed_hosts = ["agent.example"]
+        http_max_conns = 64
+        http_header_timeout = "5s"
     "#;
 
     #[test]
@@ -323,6 +393,13 @@ mod tests {
         assert_eq!(a.gossip_interval_ms, 200);
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(a.log_level, "debug");
+        assert!(a.enable_script_checks && a.enable_local_script_checks);
+        assert_eq!(a.http_require_token, RequireToken::Write);
+        assert_eq!(a.http_read_token_file.as_deref(), Some(Path::new("/etc/g/read.token")));
+        assert_eq!(a.http_write_token_file.as_deref(), Some(Path::new("/etc/g/write.token")));
+        assert_eq!(a.http_allowed_hosts, ["agent.example"]);
+        assert_eq!(a.http_max_conns, 64);
+        assert_eq!(a.http_header_timeout, Duration::from_secs(5));
         // Every agent flag (but --config itself) is a key.
         let cmd = Cli::command();
         let agent_cmd = cmd.find_subcommand("agent").unwrap();
@@ -357,6 +434,10 @@ mod tests {
             ("dns = \"localhost:53\"", "key \"dns\": \"localhost:53\""),
             ("seed = [1]", "key \"seed\": expected a seed address"),
             ("log_format = \"xml\"", "key \"log_format\": \"xml\": expected"),
+            ("enable_script_checks = 1", "key \"enable_script_checks\": expected true or false"),
+            ("http_require_token = \"all\"", "key \"http_require_token\": \"all\": expected"),
+            ("http_allowed_hosts = [\"a:80\"]", "key \"http_allowed_hosts\": \"a:80\" is not a host name"),
+            ("http_max_conns = 0", "key \"http_max_conns\": 0 is not in 1..=65536"),
             ("node = ", "invalid TOML at line 1"),
         ] {
             let e = parse(text).unwrap_err();

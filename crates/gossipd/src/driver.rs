@@ -41,7 +41,7 @@ pub enum Command {
     /// The cluster keyring (primary first), with its stamp.
     Keyring(oneshot::Sender<(u64, Vec<[u8; 32]>)>),
     /// Changes the cluster keyring; answers the new keyring or why not.
-    ChangeKeyring(KeyringOp, oneshot::Sender<Result<Vec<[u8; 32]>, String>>),
+    ChangeKeyring(KeyringOp, oneshot::Sender<Result<Vec<[u8; 32]>, KeyringError>>),
     /// A check runner's result.
     CheckResult(checks::CheckResult),
     /// `PUT /v1/agent/check/{pass,warn,fail}/:id`: sets a TTL check's status (and resets its TTL).
@@ -157,6 +157,17 @@ pub enum KeyringOp {
     Use([u8; 32]),
     /// Stop accepting this (non-primary) key.
     Remove([u8; 32]),
+}
+
+/// Why a keyring change was refused. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    /// The change itself is not possible (unknown key, the primary key, too many keys).
+    #[error("{0}")]
+    Refused(String),
+    /// The new keyring could not be saved, so it was not applied.
+    #[error("could not save the keyring, so it was not changed: {0}")]
+    Persist(String),
 }
 
 /// Why a registration change was refused. Nothing changed.
@@ -650,8 +661,30 @@ impl Driver {
         self.gossip.secure().keyring().keys().iter().map(|k| *k.bytes()).collect()
     }
 
-    fn change_keyring(&mut self, now: Instant, op: KeyringOp) -> Result<Vec<[u8; 32]>, String> {
-        let mut keys = self.keyring();
+    /// Saves the changed keyring first, then applies it (so an acknowledged change survives a
+    /// restart, and one that could not be saved is not made).
+    fn change_keyring(&mut self, now: Instant, op: KeyringOp) -> Result<Vec<[u8; 32]>, KeyringError> {
+        let old = self.keyring();
+        let keys = Self::changed_keyring(old.clone(), op).map_err(KeyringError::Refused)?;
+        if keys == old {
+            return Ok(keys);
+        }
+        // The core stamps the change max(wall seconds, old + 1); the KeyringChanged event saves
+        // the exact stamp again right after.
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let old_stamp = self.gossip.keyring_stamp();
+        crate::keys::save(&self.data, wall.max(old_stamp + 1), &keys)
+            .map_err(|e| KeyringError::Persist(e.to_string()))?;
+        if let Err(e) = self.gossip.change_keyring(now, keys.clone()) {
+            if let Err(undo) = crate::keys::save(&self.data, old_stamp, &old) {
+                tracing::error!(error = %undo, "cannot restore the stored keyring after a refused change");
+            }
+            return Err(KeyringError::Refused(e.to_string()));
+        }
+        Ok(keys)
+    }
+
+    fn changed_keyring(mut keys: Vec<[u8; 32]>, op: KeyringOp) -> Result<Vec<[u8; 32]>, String> {
         let fp = |k: &[u8; 32]| crate::keys::fingerprint(k);
         match op {
             KeyringOp::Install(k) if keys.contains(&k) => return Ok(keys),
@@ -669,7 +702,6 @@ impl Driver {
                 }
             },
         }
-        self.gossip.change_keyring(now, keys.clone()).map_err(|e| e.to_string())?;
         Ok(keys)
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! - `node.json`: `{"node_id": "<32 hex>", "generation": N, "name": "..."}`. Unknown fields are
 //!   kept out of the way (ignored), so later versions may add some.
+//!   `"services_file": true` is added once `services.json` has been written: from then on a
+//!   missing `services.json` is an error (restore it), never a silent start with no services.
+//!   (Absent in older data directories: a missing file then means none.)
 //! - `services.json`: a JSON array of [`ServiceDef`] in Consul's definition shape.
 //!
 //! Every write is atomic: `NAME.tmp` is written in the same directory, fsynced, renamed over
@@ -38,6 +41,11 @@ pub const SERVICES_FILE: &str = "services.json";
 /// The node's Ed25519 identity secret (base64, mode 0600).
 pub const IDENTITY_FILE: &str = "identity.key";
 
+/// The lock file: held (flock, exclusive) for the agent's lifetime, holding its PID.
+pub const LOCK_FILE: &str = "lock";
+/// The files that hold secrets: readable by their owner only.
+pub const SECRET_FILES: &[&str] = &[IDENTITY_FILE, "keyring.json", "operator.token"];
+
 /// Why the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +59,33 @@ pub enum PersistError {
         path: PathBuf,
         /// The OS error.
         error: io::Error,
+    },
+    /// The directory or a file in it could be changed (or a secret read) by another user.
+    #[error("{} {reason}: run `{fix}` (another local user could {risk})", path.display())]
+    Insecure {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong ("is writable by group or others (mode 0777)").
+        reason: String,
+        /// The command that fixes it.
+        fix: String,
+        /// What the other user could do.
+        risk: &'static str,
+    },
+    /// Another agent holds the directory's lock.
+    #[error(
+        "data directory {} is in use by another agent (pid {pid}, holding {}): stop it, or give this agent its \
+         own --data-dir",
+        dir.display(),
+        lock.display()
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+        /// The PID written in the lock file ("unknown" if unreadable).
+        pid: String,
     },
     /// A file exists but is not valid; it is left untouched.
     #[error("{} is corrupt: {reason} (fix or remove it; it is never replaced automatically)", path.display())]
@@ -81,6 +116,9 @@ struct NodeFile {
     node_id: String,
     generation: u64,
     name: String,
+    /// `services.json` has been written (so it must exist).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    services_file: bool,
 }
 
 /// An opened data directory.
@@ -115,6 +153,96 @@ impl DataDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses, as OpenSSH's StrictModes does, a directory or file of it that another user
+    /// could change (writable by group or others; owned by someone else than this process's
+    /// user or root), and a secret ([`SECRET_FILES`]) that group or others could read. The error
+    /// carries the `chmod`/`chown` command that fixes it.
+    pub fn check_permissions(&self) -> Result<(), PersistError> {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        let check = |path: &Path, meta: &fs::Metadata, secret: bool| -> Result<(), PersistError> {
+            let mode = meta.mode() & 0o7777;
+            let risk = if meta.is_dir() { "add or replace its files" } else { "change it" };
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(PersistError::Insecure {
+                    path: path.to_path_buf(),
+                    reason: format!("is owned by uid {}, not by this agent's user (uid {me}) or root", meta.uid()),
+                    fix: format!("chown {me} {}", path.display()),
+                    risk,
+                });
+            }
+            if mode & 0o022 != 0 {
+                let fix = if meta.is_dir() { "chmod 700" } else { "chmod go-w" };
+                return Err(PersistError::Insecure {
+                    path: path.to_path_buf(),
+                    reason: format!("is writable by group or others (mode {mode:04o})"),
+                    fix: format!("{fix} {}", path.display()),
+                    risk,
+                });
+            }
+            if secret && mode & 0o077 != 0 {
+                return Err(PersistError::Insecure {
+                    path: path.to_path_buf(),
+                    reason: format!("holds a secret and is readable by group or others (mode {mode:04o})"),
+                    fix: format!("chmod 600 {}", path.display()),
+                    risk: "read it",
+                });
+            }
+            Ok(())
+        };
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |error| PersistError::Io { action, path, error }
+        };
+        let meta = fs::metadata(&self.path).map_err(io("inspect", &self.path))?;
+        check(&self.path, &meta, false)?;
+        for entry in fs::read_dir(&self.path).map_err(io("list", &self.path))? {
+            let entry = entry.map_err(io("list", &self.path))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let secret = SECRET_FILES.iter().any(|s| name == std::ffi::OsStr::new(s));
+            // A symbolic link's own mode means nothing: check what it points to.
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(PersistError::Io { action: "inspect", path, error }),
+            };
+            check(&path, &meta, secret)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the directory's exclusive lock ([`LOCK_FILE`], `flock`) and writes this process's
+    /// PID into it; held until the returned file is dropped (at exit). A second agent on the
+    /// same directory gets [`PersistError::Locked`] naming the holder's PID.
+    pub fn lock(&self) -> Result<fs::File, PersistError> {
+        let path = self.path.join(LOCK_FILE);
+        let io = |action| {
+            let path = path.clone();
+            move |error| PersistError::Io { action, path, error }
+        };
+        let mut options = fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(io("open"))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                let pid = fs::read_to_string(&path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+                return Err(PersistError::Locked {
+                    dir: self.path.clone(),
+                    lock: path.clone(),
+                    pid: pid.unwrap_or_else(|| "unknown".into()),
+                });
+            }
+            Err(e) => return Err(io("lock")(e.into())),
+        }
+        file.set_len(0).map_err(io("truncate"))?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(io("write"))?;
+        file.sync_all().map_err(io("fsync"))?;
+        Ok(file)
     }
 
     /// Loads or creates the node record, raises its generation, and persists it before
@@ -170,7 +298,12 @@ impl DataDir {
                 NodeRecord { identity, id, name, generation: next.max(unix_secs) }
             }
         };
-        let file = NodeFile { node_id: record.id.to_hex(), generation: record.generation, name: record.name.clone() };
+        let file = NodeFile {
+            node_id: record.id.to_hex(),
+            generation: record.generation,
+            name: record.name.clone(),
+            services_file: self.services_file_recorded()?,
+        };
         self.write_atomic(NODE_FILE, &to_json(&file))?;
         Ok(record)
     }
@@ -206,18 +339,47 @@ impl DataDir {
     /// Records a generation raised at run time (the node re-incarnated to collect tombstones),
     /// so that the next start goes above it.
     pub fn save_generation(&self, record: &NodeRecord, generation: u64) -> Result<(), PersistError> {
-        let file = NodeFile { node_id: record.id.to_hex(), generation, name: record.name.clone() };
+        let file = NodeFile {
+            node_id: record.id.to_hex(),
+            generation,
+            name: record.name.clone(),
+            services_file: self.services_file_recorded()?,
+        };
         self.write_atomic(NODE_FILE, &to_json(&file))
     }
 
-    /// Replaces the persisted services.
-    pub fn save_services(&self, services: &[ServiceDef]) -> Result<(), PersistError> {
-        self.write_atomic(SERVICES_FILE, &to_json(&services))
+    /// Whether `node.json` records that `services.json` was written (false without `node.json`
+    /// or the field).
+    fn services_file_recorded(&self) -> Result<bool, PersistError> {
+        let Some(bytes) = self.read(NODE_FILE)? else { return Ok(false) };
+        Ok(serde_json::from_slice::<NodeFile>(&bytes).is_ok_and(|f| f.services_file))
     }
 
-    /// The persisted services; none if the file does not exist yet.
+    /// Replaces the persisted services; the first time, also records in `node.json` that the
+    /// file exists.
+    pub fn save_services(&self, services: &[ServiceDef]) -> Result<(), PersistError> {
+        self.write_atomic(SERVICES_FILE, &to_json(&services))?;
+        let Some(bytes) = self.read(NODE_FILE)? else { return Ok(()) };
+        match serde_json::from_slice::<NodeFile>(&bytes) {
+            Ok(mut file) if !file.services_file => {
+                file.services_file = true;
+                self.write_atomic(NODE_FILE, &to_json(&file))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The persisted services; none if the file does not exist yet. A missing file that
+    /// `node.json` says was written is an error.
     pub fn load_services(&self) -> Result<Vec<ServiceDef>, PersistError> {
         match self.read(SERVICES_FILE)? {
+            None if self.services_file_recorded()? => Err(PersistError::Corrupt {
+                path: self.path.join(SERVICES_FILE),
+                reason: format!(
+                    "missing, but {NODE_FILE} says the registrations were stored there: restore it from a backup \
+                     (or, to start with no registrations, remove \"services_file\" from {NODE_FILE})"
+                ),
+            }),
             None => Ok(Vec::new()),
             Some(bytes) => service_def::parse_service_list(&bytes)
                 .map_err(|e| PersistError::Corrupt { path: self.path.join(SERVICES_FILE), reason: e.to_string() }),
@@ -250,9 +412,16 @@ impl DataDir {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(io_err("create", &tmp))?;
-        file.write_all(bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
+        let written = file
+            .write_all(bytes)
+            .map_err(io_err("write", &tmp))
+            .and_then(|()| file.sync_all().map_err(io_err("fsync", &tmp)));
         drop(file);
+        if let Err(e) = written {
+            // A full disk: do not leave a partial file taking the space.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::rename(&tmp, &path).map_err(io_err("rename over", &path))?;
         fs::File::open(&self.path).and_then(|dir| dir.sync_all()).map_err(io_err("fsync", &self.path))?;
         Ok(())
@@ -366,6 +535,26 @@ mod tests {
         fs::write(dir.path().join(SERVICES_FILE), r#"[{"Name": "bad name"}]"#).unwrap();
         let e = data.load_services().unwrap_err().to_string();
         assert!(e.contains("services.json is corrupt: [0].Name: must be a DNS label"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_services_file_that_node_json_recorded_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        data.start("host", None).unwrap();
+        data.save_services(&[web()]).unwrap();
+        let node = fs::read_to_string(dir.path().join(NODE_FILE)).unwrap();
+        assert!(node.contains("\"services_file\": true"), "{node}");
+        // A restart and a generation change keep the record.
+        data.start("host", None).unwrap();
+        fs::remove_file(dir.path().join(SERVICES_FILE)).unwrap();
+        let e = data.load_services().unwrap_err().to_string();
+        assert!(e.contains("services.json is corrupt: missing, but node.json says"), "{e}");
+        // An older node.json without the field: a missing file still means no registrations.
+        let old = node.replace(",\n  \"services_file\": true", "");
+        assert!(!old.contains("services_file"), "{old}");
+        fs::write(dir.path().join(NODE_FILE), old).unwrap();
+        assert!(data.load_services().unwrap().is_empty());
     }
 
     #[test]

@@ -20,12 +20,24 @@ pub async fn register(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         Ok(d) => d,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
     };
+    if !api.script_checks {
+        if let Some(check) = crate::checks::first_exec(&def) {
+            return text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Scripts are disabled on this agent: check {check:?} has Args (an exec check); \
+                     start the agent with --enable-script-checks to accept them from the API"
+                ),
+            );
+        }
+    }
     match change(&api, |tx| Command::Register(def, tx)).await {
         Ok(Ok(())) => StatusCode::OK.into_response(),
         // What this node's certificate does not allow is a permission, not a syntax, error.
         Ok(Err(e @ RegisterError::Core(CommandError::NotGranted { .. } | CommandError::Quota { .. }))) => {
             text(StatusCode::FORBIDDEN, format!("Permission denied: {e}"))
         }
+        Ok(Err(e @ RegisterError::Persist(_))) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
         Err(r) => r,
     }

@@ -12,13 +12,16 @@
 //! since ignoring them would answer more than was asked for.
 //!
 //! One file per API area: [`agent`], [`catalog`], [`health`], [`status`], [`operator`],
-//! [`metrics`].
+//! [`metrics`]; [`guard`] checks every request first (Host, Origin, content type, token) and
+//! [`serve`] is the connection loop with its limits and timeouts.
 
 mod agent;
 mod catalog;
+pub mod guard;
 mod health;
 mod metrics;
 mod operator;
+pub mod serve;
 mod status;
 
 use std::sync::Arc;
@@ -49,10 +52,12 @@ pub struct Api {
     pub dns_stats: Option<Arc<dns_front::DnsStats>>,
     /// The DNS domain (`gossip`), shown by the status page.
     pub domain: String,
+    /// Exec checks are accepted from the API (`--enable-script-checks`).
+    pub script_checks: bool,
 }
 
-/// The API's routes.
-pub fn router(api: Api) -> Router {
+/// The API's routes, each behind the [`guard`].
+pub fn router(api: Api, guard: guard::Guard) -> Router {
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/service/register", put(agent::register))
@@ -87,6 +92,7 @@ pub fn router(api: Api) -> Router {
                 .delete(operator::keyring_remove),
         )
         .with_state(Arc::new(api))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
 
 /// The query string as (name, value) pairs in order: Consul repeats some parameters (`tag`).

@@ -45,7 +45,8 @@ async fn keyring_change(api: &Api, body: &[u8], op: fn([u8; 32]) -> crate::drive
     };
     match change(api, |tx| Command::ChangeKeyring(op(key), tx)).await {
         Ok(Ok(_)) => StatusCode::OK.into_response(),
-        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e @ crate::driver::KeyringError::Persist(_))) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => r,
     }
 }
