@@ -338,7 +338,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         crate::cli::Rrl::Off => false,
         crate::cli::Rrl::Auto => !dns_addr.ip().is_loopback(),
     };
-    let rrl = rrl_on.then(|| dns_front::limits::RrlConfig {
+    let rrl = rrl_on.then_some(dns_front::limits::RrlConfig {
         rate: args.dns_rrl_rate,
         slip: args.dns_rrl_slip,
         exempt_loopback: true,
