@@ -95,7 +95,13 @@ fn config_dir_definitions_are_served_and_a_bad_file_is_named() {
     .unwrap();
     let a = Agent::start(
         root.path(),
-        Options { name: "alpha".into(), config_dir: Some(conf.clone()), ..Default::default() },
+        Options {
+            name: "alpha".into(),
+            config_dir: Some(conf.clone()),
+            // The sample's check is an exec check (`args`): refused without the flag.
+            extra: vec!["--enable-local-script-checks".into()],
+            ..Default::default()
+        },
     );
     let r = dns::udp(a.dns, "primary.redis.service.gossip.", RecordType::A).unwrap();
     assert_eq!(r.addrs, vec!["127.0.0.7".parse::<std::net::IpAddr>().unwrap()]);

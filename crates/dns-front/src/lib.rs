@@ -14,10 +14,13 @@
 //!   TCP on sockets the caller bound;
 //! * [`wire`] reads the common query shape straight from the datagram and [`cache`] keeps the
 //!   encoded answers of the current snapshot, so that a repeated UDP question costs a lookup
-//!   and a copy, not a resolution and an encoding.
+//!   and a copy, not a resolution and an encoding;
+//! * [`limits`] bounds what one source can take: TCP slots per source, idle timeouts, and
+//!   response rate limiting (RRL) for UDP.
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod limits;
 pub mod name;
 pub mod order;
 pub mod records;

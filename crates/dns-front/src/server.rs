@@ -7,8 +7,10 @@
 //!   UDP socket is closed when `run` returns). Both loops are ours (hickory's `Server` is not
 //!   used): UDP is one OS thread blocking on the socket (one `recvfrom` and one `sendto` per
 //!   query, no readiness polling; it wakes every 250 ms when idle to check for shutdown);
-//!   TCP is tokio tasks reading length-prefixed queries, at most 256 connections, each
-//!   closed after 5 s idle.
+//!   TCP is tokio tasks reading length-prefixed queries, at most 256 connections and 16 per
+//!   source, each closed after 5 s idle (500 ms once half the slots are taken); see
+//!   [`crate::limits`]. UDP responses go through response rate limiting when it is enabled
+//!   ([`DnsServer::with_rrl`]).
 //! * The full path: hickory decodes the query, the pure [`resolve()`]
 //!   answers it from the snapshot current at that moment (one `ArcSwap` load, no lock) with a
 //!   fresh per-query seed, and hickory encodes the response.
@@ -62,6 +64,7 @@ use tracing::{debug, warn};
 
 use crate::DnsError;
 use crate::cache::{AnswerCache, CacheLimits, Outcome};
+use crate::limits::{Rrl, RrlConfig, TcpLimits, TcpSlot, TcpSlots, Verdict, truncated_reply};
 use crate::order::Rng;
 use crate::resolve::{Answer, QType, Question, Rcode, Record, resolve};
 use crate::snapshot::{ResolverConfig, Snapshot};
@@ -69,12 +72,6 @@ use crate::stats::{CountedRcode, DnsStats};
 use crate::wire::parse_query;
 
 pub use crate::wire::MAX_UDP_PAYLOAD;
-
-/// A TCP connection idle this long is closed.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Most TCP connections served at once; further ones are closed on accept.
-const MAX_TCP_CONNECTIONS: usize = 256;
 
 /// How often the blocked UDP thread wakes to check for shutdown when no query comes.
 const UDP_POLL: Duration = Duration::from_millis(250);
@@ -90,6 +87,8 @@ const OPT_LEN: usize = 11;
 pub struct DnsServer {
     handler: Handler,
     cache: CacheLimits,
+    tcp: TcpLimits,
+    rrl: Option<RrlConfig>,
 }
 
 impl DnsServer {
@@ -97,7 +96,19 @@ impl DnsServer {
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, cfg: ResolverConfig) -> Self {
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
         let handler = Handler { snapshot, cfg, stats: Arc::default(), seed, queries: AtomicU64::new(0) };
-        DnsServer { handler, cache: CacheLimits::default() }
+        DnsServer { handler, cache: CacheLimits::default(), tcp: TcpLimits::default(), rrl: None }
+    }
+
+    /// Replaces the TCP connection limits ([`crate::limits`]).
+    pub fn with_tcp_limits(mut self, limits: TcpLimits) -> Self {
+        self.tcp = limits;
+        self
+    }
+
+    /// Enables response rate limiting of UDP answers ([`crate::limits::Rrl`]); off by default.
+    pub fn with_rrl(mut self, cfg: Option<RrlConfig>) -> Self {
+        self.rrl = cfg;
+        self
     }
 
     /// Replaces the random base seed (per-query seeds derive from it), for reproducible tests.
@@ -133,13 +144,14 @@ impl DnsServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (udp_done, mut udp_stopped) = tokio::sync::oneshot::channel();
         let (h, limits, flag) = (Arc::clone(&handler), self.cache, Arc::clone(&stop));
+        let rrl = self.rrl.map(Rrl::new);
         std::thread::Builder::new()
             .name("dns-udp".into())
             .spawn(move || {
-                let _ = udp_done.send(serve_udp(&udp, &h, limits, &flag));
+                let _ = udp_done.send(serve_udp(&udp, &h, limits, rrl, &flag));
             })
             .map_err(|e| DnsError::Serve(format!("udp thread: {e}")))?;
-        let mut tcp_task = AbortOnDrop(tokio::spawn(serve_tcp(tcp, handler)));
+        let mut tcp_task = AbortOnDrop(tokio::spawn(serve_tcp(tcp, handler, TcpSlots::new(self.tcp))));
         tokio::pin!(shutdown);
         let result = tokio::select! {
             res = &mut udp_stopped => {
@@ -190,6 +202,7 @@ fn serve_udp(
     socket: &std::net::UdpSocket,
     handler: &Handler,
     limits: CacheLimits,
+    mut rrl: Option<Rrl>,
     stop: &AtomicBool,
 ) -> Option<io::Error> {
     if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
@@ -210,6 +223,18 @@ fn serve_udp(
         }
         let start = Instant::now();
         let query = &buf[..len];
+        if let Some(rrl) = rrl.as_mut() {
+            match rrl_verdict(rrl, start, src, query) {
+                Verdict::Send => {}
+                Verdict::Drop => continue,
+                Verdict::Slip => {
+                    if let Some(reply) = truncated_reply(query) {
+                        let _ = socket.send_to(&reply, src);
+                    }
+                    continue;
+                }
+            }
+        }
         let snapshot = handler.snapshot.load_full();
         let fast = parse_query(query).filter(|_| limits.entries > 0);
         let sent = match fast {
@@ -248,16 +273,33 @@ fn serve_udp(
     None
 }
 
-/// Accepts TCP connections (at most [`MAX_TCP_CONNECTIONS`] at once) until aborted.
-async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>) -> io::Error {
+/// The rate limiter's verdict on the answer to `query` (a query whose question does not read
+/// is keyed by its source alone).
+fn rrl_verdict(rrl: &mut Rrl, now: Instant, src: SocketAddr, query: &[u8]) -> Verdict {
+    let mut at = crate::wire::QNAME_OFFSET;
+    while let Some(&len) = query.get(at) {
+        at += 1 + usize::from(len);
+        if len == 0 || len > 63 {
+            break;
+        }
+    }
+    let name = query.get(crate::wire::QNAME_OFFSET..at.min(query.len())).unwrap_or_default();
+    let qtype = query.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    rrl.check(now, src.ip(), name, qtype)
+}
+
+/// Accepts TCP connections within the [`TcpSlots`] limits until aborted.
+async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, slots: Arc<TcpSlots>) -> io::Error {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, src)) if connections.len() < MAX_TCP_CONNECTIONS => {
-                    connections.spawn(serve_tcp_connection(stream, src, Arc::clone(&handler)));
-                }
-                Ok(_) => debug!("too many DNS TCP connections; closing a new one"),
+                Ok((stream, src)) => match slots.take(src.ip()) {
+                    Some(slot) => {
+                        connections.spawn(serve_tcp_connection(stream, src, Arc::clone(&handler), slot));
+                    }
+                    None => debug!(%src, "DNS TCP connection limit (total or per source) reached; closing a new one"),
+                },
                 Err(error) => {
                     // Out of descriptors and the like: the listener itself is fine; back off.
                     warn!(%error, "DNS TCP accept failed");
@@ -269,16 +311,16 @@ async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>) -> io::Error {
     }
 }
 
-/// One TCP connection: length-prefixed queries answered in order, closed when idle for
-/// [`TCP_IDLE_TIMEOUT`], on a zero length, or on any error.
-async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: Arc<Handler>) {
+/// One TCP connection: length-prefixed queries answered in order, closed when idle for the
+/// slot's idle timeout, on a zero length, or on any error.
+async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: Arc<Handler>, slot: TcpSlot) {
     let mut len = [0u8; 2];
     loop {
-        if !matches!(timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await, Ok(Ok(_))) {
+        if !matches!(timeout(slot.idle_timeout(), stream.read_exact(&mut len)).await, Ok(Ok(_))) {
             return;
         }
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        if query.is_empty() || !matches!(timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut query)).await, Ok(Ok(_))) {
+        if query.is_empty() || !matches!(timeout(slot.idle_timeout(), stream.read_exact(&mut query)).await, Ok(Ok(_))) {
             return;
         }
         let start = Instant::now();
@@ -288,7 +330,7 @@ async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: A
         let mut framed = Vec::with_capacity(answer.len() + 2);
         framed.extend_from_slice(&n.to_be_bytes());
         framed.extend_from_slice(&answer);
-        if !matches!(timeout(TCP_IDLE_TIMEOUT, stream.write_all(&framed)).await, Ok(Ok(()))) {
+        if !matches!(timeout(slot.idle_timeout(), stream.write_all(&framed)).await, Ok(Ok(()))) {
             return;
         }
         handler.stats.record_latency(start.elapsed());

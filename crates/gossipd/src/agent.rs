@@ -456,7 +456,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         only_passing: !args.dns_allow_warning,
         ..Default::default()
     };
-    let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg);
+    let rrl_on = match args.dns_rrl {
+        crate::cli::Rrl::On => true,
+        crate::cli::Rrl::Off => false,
+        crate::cli::Rrl::Auto => !dns_addr.ip().is_loopback(),
+    };
+    let rrl = rrl_on.then_some(dns_front::limits::RrlConfig {
+        rate: args.dns_rrl_rate,
+        slip: args.dns_rrl_slip,
+        exempt_loopback: true,
+    });
+    let tcp_limits =
+        dns_front::limits::TcpLimits { per_source: args.dns_tcp_per_source as usize, ..Default::default() };
+    let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg).with_tcp_limits(tcp_limits).with_rrl(rrl);
     let dns_stats = dns.stats();
     let dns_task = tokio::spawn(dns.run(dns_udp, dns_tcp, stopped(stop_rx.clone())));
     let reload_task = tokio::spawn(reload_on_hup(

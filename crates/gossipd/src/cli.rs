@@ -284,6 +284,23 @@ pub struct AgentArgs {
     /// between requests, before it is closed (e.g. 10s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub http_header_timeout: std::time::Duration,
+    /// Most DNS TCP connections open at once from one source (IPv4 address, IPv6 /64).
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub dns_tcp_per_source: u32,
+    /// DNS response rate limiting (UDP; docs/SECURITY.md): `auto` turns it on when --dns is
+    /// not a loopback address.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Rrl::Auto)]
+    pub dns_rrl: Rrl,
+    /// Rate-limited responses per second to one (source /24 or /56, name, type).
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub dns_rrl_rate: u32,
+    /// Every N-th response past the rate is sent truncated (TC, so real clients retry over
+    /// TCP); the others are dropped. 0 drops them all.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub dns_rrl_slip: u32,
     /// Log format: `text` for people, `json` (one object per line) for log pipelines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -354,6 +371,17 @@ pub enum RequireToken {
     Write,
     /// Every request needs a token: reads a read, write or operator token.
     Read,
+}
+
+/// When DNS response rate limiting is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Rrl {
+    /// On when DNS listens beyond loopback.
+    Auto,
+    /// Always on (loopback sources are still exempt).
+    On,
+    /// Off.
+    Off,
 }
 
 /// Format of the agent's logs.

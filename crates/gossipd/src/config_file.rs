@@ -20,7 +20,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use toml::Value;
 
-use crate::cli::{self, AgentArgs, HostPort, LogFormat, RequireToken};
+use crate::cli::{self, AgentArgs, HostPort, LogFormat, RequireToken, Rrl};
 
 /// The keys, in the order the documentation lists them.
 pub const KEYS: &[&str] = &[
@@ -52,6 +52,10 @@ pub const KEYS: &[&str] = &[
     "http_allowed_hosts",
     "http_max_conns",
     "http_header_timeout",
+    "dns_tcp_per_source",
+    "dns_rrl",
+    "dns_rrl_rate",
+    "dns_rrl_slip",
 ];
 
 /// One key's value, converted and validated.
@@ -85,6 +89,10 @@ enum Setting {
     HttpAllowedHosts(Vec<String>),
     HttpMaxConns(u32),
     HttpHeaderTimeout(Duration),
+    DnsTcpPerSource(u32),
+    DnsRrl(Rrl),
+    DnsRrlRate(u32),
+    DnsRrlSlip(u32),
 }
 
 impl Setting {
@@ -119,6 +127,10 @@ impl Setting {
             Setting::HttpAllowedHosts(_) => "http_allowed_hosts",
             Setting::HttpMaxConns(_) => "http_max_conns",
             Setting::HttpHeaderTimeout(_) => "http_header_timeout",
+            Setting::DnsTcpPerSource(_) => "dns_tcp_per_source",
+            Setting::DnsRrl(_) => "dns_rrl",
+            Setting::DnsRrlRate(_) => "dns_rrl_rate",
+            Setting::DnsRrlSlip(_) => "dns_rrl_slip",
         }
     }
 
@@ -152,6 +164,10 @@ impl Setting {
             Setting::HttpAllowedHosts(v) => a.http_allowed_hosts = v,
             Setting::HttpMaxConns(v) => a.http_max_conns = v,
             Setting::HttpHeaderTimeout(v) => a.http_header_timeout = v,
+            Setting::DnsTcpPerSource(v) => a.dns_tcp_per_source = v,
+            Setting::DnsRrl(v) => a.dns_rrl = v,
+            Setting::DnsRrlRate(v) => a.dns_rrl_rate = v,
+            Setting::DnsRrlSlip(v) => a.dns_rrl_slip = v,
         }
     }
 }
@@ -203,6 +219,15 @@ fn seeds(v: &Value) -> Result<Vec<HostPort>, String> {
         }
     }
     Ok(out)
+}
+
+/// An integer in `lo..=hi`.
+fn int_in(v: &Value, lo: i64, hi: i64) -> Result<u32, String> {
+    let n = v.as_integer().ok_or_else(|| format!("expected an integer, got {}", type_name(v)))?;
+    if !(lo..=hi).contains(&n) {
+        return Err(format!("{n} is not in {lo}..={hi}"));
+    }
+    Ok(n as u32)
 }
 
 /// A string or an array of strings, each checked by `check`.
@@ -272,6 +297,15 @@ fn setting(key: &str, v: &Value) -> Result<Setting, String> {
             Setting::HttpMaxConns(n as u32)
         }
         "http_header_timeout" => Setting::HttpHeaderTimeout(duration(v)?),
+        "dns_tcp_per_source" => Setting::DnsTcpPerSource(int_in(v, 1, 256)?),
+        "dns_rrl" => Setting::DnsRrl(match string(v, "\"auto\", \"on\" or \"off\"")? {
+            "auto" => Rrl::Auto,
+            "on" => Rrl::On,
+            "off" => Rrl::Off,
+            other => return Err(format!("{other:?}: expected \"auto\", \"on\" or \"off\"")),
+        }),
+        "dns_rrl_rate" => Setting::DnsRrlRate(int_in(v, 1, 100_000)?),
+        "dns_rrl_slip" => Setting::DnsRrlSlip(int_in(v, 0, 100)?),
         _ => return Err("unknown key".to_string()),
     })
 }
@@ -372,6 +406,10 @@ mod tests {
         http_allowed_hosts = ["agent.example"]
         http_max_conns = 64
         http_header_timeout = "5s"
+        dns_tcp_per_source = 4
+        dns_rrl = "on"
+        dns_rrl_rate = 50
+        dns_rrl_slip = 0
     "#;
 
     #[test]
@@ -400,6 +438,7 @@ mod tests {
         assert_eq!(a.http_allowed_hosts, ["agent.example"]);
         assert_eq!(a.http_max_conns, 64);
         assert_eq!(a.http_header_timeout, Duration::from_secs(5));
+        assert_eq!((a.dns_tcp_per_source, a.dns_rrl, a.dns_rrl_rate, a.dns_rrl_slip), (4, Rrl::On, 50, 0));
         // Every agent flag (but --config itself) is a key.
         let cmd = Cli::command();
         let agent_cmd = cmd.find_subcommand("agent").unwrap();
@@ -438,6 +477,8 @@ mod tests {
             ("http_require_token = \"all\"", "key \"http_require_token\": \"all\": expected"),
             ("http_allowed_hosts = [\"a:80\"]", "key \"http_allowed_hosts\": \"a:80\" is not a host name"),
             ("http_max_conns = 0", "key \"http_max_conns\": 0 is not in 1..=65536"),
+            ("dns_rrl = \"sometimes\"", "key \"dns_rrl\": \"sometimes\": expected"),
+            ("dns_rrl_slip = 101", "key \"dns_rrl_slip\": 101 is not in 0..=100"),
             ("node = ", "invalid TOML at line 1"),
         ] {
             let e = parse(text).unwrap_err();
