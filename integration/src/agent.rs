@@ -60,6 +60,10 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Extra arguments.
     pub extra: Vec<String>,
+    /// Run with the cluster key only: no CA, no certificate (the weaker mode). By default the
+    /// harness certifies every agent it starts (name `name`, every service, operator role) with
+    /// one CA per test root, and makes the agent require certificates.
+    pub uncertified: bool,
     /// Run the agent inside this network namespace (`ip netns exec NS gossipd ...`). The test
     /// process cannot reach its DNS or HTTP API: talk to it from inside the namespace.
     pub netns: Option<String>,
@@ -143,6 +147,10 @@ fn spawn(opts: &Options, data_dir: &Path) -> Child {
         }
     };
     cmd.arg("--cluster-key-file").arg(key_file);
+    if !opts.uncertified {
+        let (ca, cert) = certify(data_dir, &opts.name);
+        cmd.arg("--ca-file").arg(ca).arg("--cert-file").arg(cert);
+    }
     if let Some(d) = &opts.config_dir {
         cmd.arg("--config-dir").arg(d);
     }
@@ -150,6 +158,72 @@ fn spawn(opts: &Options, data_dir: &Path) -> Child {
     let log = std::fs::File::create(data_dir.join("agent.log")).expect("log file");
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     cmd.spawn().expect("spawn gossipd")
+}
+
+fn armor(label: &str, bytes: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+}
+
+fn write_secret(path: &Path, secret: &[u8; 32]) {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = format!("{}\n", base64::engine::general_purpose::STANDARD.encode(secret));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).expect("secret file");
+    f.write_all(text.as_bytes()).expect("write secret");
+}
+
+fn read_secret(path: &Path) -> [u8; 32] {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).expect("read secret");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).expect("base64 secret");
+    bytes.try_into().expect("32 bytes")
+}
+
+fn new_secret() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    getrandom::fill(&mut s).expect("OS RNG");
+    s
+}
+
+/// The test root's CA (created on first use) and a certificate for `name` and the identity of
+/// `data_dir` (created there first when the directory is new, as the agent would): returns the
+/// CA certificate file and the node certificate file.
+fn certify(data_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    use gossip_core::cert::{CertRequest, Certificate, ROLE_OPERATOR};
+    use gossip_core::secure::keys::Identity;
+    let root = data_dir.parent().unwrap_or(data_dir);
+    let (ca_key, ca_crt) = (root.join("harness-ca.key"), root.join("harness-ca.crt"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    if !ca_key.exists() {
+        let secret = new_secret();
+        let ca = Identity::from_secret(secret);
+        let cert = Certificate::new_ca(&ca, "harness-ca", now - 86_400, now + 30 * 86_400).expect("CA cert");
+        std::fs::write(&ca_crt, armor("GOSSIPD CERTIFICATE", cert.encoded())).expect("write CA cert");
+        write_secret(&ca_key, &secret);
+    }
+    let ca = Identity::from_secret(read_secret(&ca_key));
+    let id_file = data_dir.join("identity.key");
+    if !id_file.exists() && !data_dir.join("node.json").exists() {
+        write_secret(&id_file, &new_secret());
+    }
+    let identity = Identity::from_secret(read_secret(&id_file)).public();
+    let req = CertRequest {
+        name: name.to_string(),
+        identity,
+        services: vec!["*".into()],
+        roles: ROLE_OPERATOR,
+        max_entries: 0,
+        not_before: now - 86_400,
+        not_after: now + 30 * 86_400,
+    };
+    let cert = Certificate::sign(&ca, &req).expect("node cert");
+    let dir_name = data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let cert_file = root.join(format!("harness-{dir_name}-{name}.crt"));
+    std::fs::write(&cert_file, armor("GOSSIPD CERTIFICATE", cert.encoded())).expect("write node cert");
+    (ca_crt, cert_file)
 }
 
 impl Agent {

@@ -5,6 +5,9 @@
 //!   payload: IKpsk2 is 2 messages and the data; XXpsk3 is 3 messages, the keepalive and the
 //!   data. Each includes the mac1 checks and the Ed25519 verification of the peer's binding (one
 //!   per side). Fresh layers per iteration are built outside the measurement;
+//!   `handshake/ik_cert`, `handshake/xx_cert`: the same with both sides certified by a CA and
+//!   requiring a certificate of the other (one more Ed25519 verification per side, and the
+//!   certificate's bytes in the handshake messages);
 //! * `transport/seal_open/{40,1100}`: one datagram over an established session: `send` (seal)
 //!   on one side, `recv` (open, replay window) on the other;
 //! * `records/entry_verify`: Ed25519 verification of one signed service entry;
@@ -42,6 +45,28 @@ fn layer(i: u8, seed: u8, now: Instant) -> SecureLayer {
     SecureLayer::new(cfg, now)
 }
 
+/// A layer certified by a test CA (for `web,api-*`) that requires peers to be certified too.
+fn certified_layer(i: u8, seed: u8, now: Instant) -> SecureLayer {
+    use gossip_core::cert::{CertRequest, Certificate, Trust};
+    let ca = Identity::from_secret([200; 32]);
+    let secs = WALL / 1_000_000_000;
+    let ca_cert = Certificate::new_ca(&ca, "bench-ca", secs - 10, secs + 86_400).expect("CA");
+    let identity = Identity::from_secret([i; 32]);
+    let req = CertRequest {
+        name: format!("node-{i}"),
+        identity: identity.public(),
+        services: vec!["web".into(), "api-*".into()],
+        roles: 0,
+        max_entries: 0,
+        not_before: secs - 10,
+        not_after: secs + 86_400,
+    };
+    let mut cfg = SecureConfig::new(identity, Keyring::new(ClusterKey::new([9; 32])), WALL, [seed; 32]);
+    cfg.cert = Some(std::sync::Arc::new(Certificate::sign(&ca, &req).expect("cert")));
+    cfg.trust = Some(Trust::new(vec![ca_cert]).expect("trust"));
+    SecureLayer::new(cfg, now)
+}
+
 /// Delivers datagrams between node 1 (`addr(1)`) and node 2 until quiet; returns how many
 /// payloads node 2 received.
 fn run(now: Instant, a: &mut SecureLayer, b: &mut SecureLayer, out: Vec<Outgoing>) -> usize {
@@ -68,15 +93,22 @@ fn handshake(now: Instant, mut a: SecureLayer, mut b: SecureLayer, ik: bool) -> 
 fn handshakes(c: &mut Criterion) {
     let now = t0();
     let mut g = c.benchmark_group("handshake");
-    for (name, ik) in [("ik", true), ("xx", false)] {
+    type Make = fn(u8, u8, Instant) -> SecureLayer;
+    let cases: [(&str, bool, Make); 4] = [
+        ("ik", true, layer),
+        ("xx", false, layer),
+        ("ik_cert", true, certified_layer),
+        ("xx_cert", false, certified_layer),
+    ];
+    for (name, ik, make) in cases {
         // Check once that the exchange completes and delivers.
-        assert_eq!(handshake(now, layer(1, 101, now), layer(2, 102, now), ik), 1);
+        assert_eq!(handshake(now, make(1, 101, now), make(2, 102, now), ik), 1);
         let mut seed = 0u8;
         g.bench_function(name, |bench| {
             bench.iter_batched(
                 || {
                     seed = seed.wrapping_add(2);
-                    (layer(1, seed, now), layer(2, seed.wrapping_add(1), now))
+                    (make(1, seed, now), make(2, seed.wrapping_add(1), now))
                 },
                 |(a, b)| handshake(now, a, b, ik),
                 BatchSize::SmallInput,
