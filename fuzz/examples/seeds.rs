@@ -67,7 +67,7 @@ fn messages() -> Vec<Message> {
                 Range {
                     lo: NodeId::MIN,
                     hi: Bound::Id(NodeId([0x80; 16])),
-                    body: RangeBody::Fingerprint { count: 3, fp: 77 },
+                    body: RangeBody::Fingerprint { count: 3, fp: [77; 16] },
                 },
                 Range {
                     lo: NodeId([0x80; 16]),

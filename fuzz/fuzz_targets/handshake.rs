@@ -171,7 +171,7 @@ fn craft_xx_fin(plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Opt
     let resp = out.first().expect("an XX initiation with the cluster key is answered").bytes.clone();
     assert_eq!(resp[0], packet::XX_RESP);
     let mut got = [0u8; 256];
-    let n = hs.read_message(&resp[9..9 + packet::XX2_NOISE], &mut got).expect("an honest XX response");
+    let n = hs.read_message(&resp[9..9 + packet::xx2_noise(BINDING_LEN)], &mut got).expect("an honest XX response");
     assert_eq!(&got[..n], &encode_binding(&theirs)[..], "the responder proves its own binding");
     let mut noise = vec![0u8; 1024];
     let n = hs.write_message(&plaintext.bytes(theirs.static_pub), &mut noise).ok()?;
@@ -224,7 +224,7 @@ fn craft_xx_resp(plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Op
     let fin = out.first()?.bytes.clone();
     assert_eq!(fin[0], packet::XX_FIN);
     let mut got = [0u8; 256];
-    let n = hs.read_message(&fin[5..5 + packet::XX3_NOISE], &mut got).expect("an honest XX final message");
+    let n = hs.read_message(&fin[5..5 + packet::xx3_noise(BINDING_LEN)], &mut got).expect("an honest XX final message");
     assert_eq!(&got[..n], &encode_binding(&mine)[..]);
     let t = hs.into_stateless_transport_mode().expect("handshake done");
     let their_idx = packet::u32_at(&init, 1);
@@ -261,7 +261,7 @@ fn craft_ik_resp(hint: &BindingSpec, payload: &[u8], m: &Option<Mutation>, data:
         .ok()?;
     let mut got = [0u8; 256];
     // Only readable if the hint bound the peer's real static key.
-    let n = hs.read_message(&init[5..5 + packet::IK1_NOISE], &mut got).ok()?;
+    let n = hs.read_message(&init[5..5 + packet::ik1_noise(packet::IK_PAYLOAD_MIN)], &mut got).ok()?;
     assert_eq!(n, 8 + BINDING_LEN);
     assert_eq!(&got[8..n], &encode_binding(&a.binding())[..]);
     let mut noise = vec![0u8; 1024];

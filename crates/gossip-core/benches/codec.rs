@@ -72,7 +72,7 @@ fn reconcile_fingerprints() -> Message {
         .map(|k| {
             let lo = prefix((k * 16) as u8);
             let hi = if k == 15 { Bound::Inf } else { Bound::Id(prefix(((k + 1) * 16) as u8)) };
-            Range { lo, hi, body: RangeBody::Fingerprint { count: 600 + k, fp: k.wrapping_mul(0xDEAD_BEEF_1234_5678) } }
+            Range { lo, hi, body: RangeBody::Fingerprint { count: 600 + k, fp: [k as u8; 16] } }
         })
         .collect();
     Message::Reconcile { sender: id(3), initial: false, ranges }
@@ -84,7 +84,7 @@ fn reconcile_items() -> Message {
             id: id(n),
             generation: 1_795_223_000 + n,
             version: 5 + n % 7,
-            digest: n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            digest: u128::from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes(),
         })
         .collect();
     items.sort_by_key(|s| s.id);

@@ -6,18 +6,28 @@ use crate::types::{NodeId, NodeInfo};
 /// Splits one owner's entries `(from, to]` into deltas of at most `budget` encoded bytes each.
 /// Each chunk covers a contiguous version range, so a receiver can apply them in order. An
 /// entry too large for any datagram is skipped (registration refuses such entries up front).
+///
+/// The owner's certificate rides only in the first chunk of a delta from version 0 (the one a
+/// replica that does not know the owner applies first); every other chunk carries its digest.
+/// When the first entry does not fit beside the certificate, the certificate gets a chunk of
+/// its own.
 pub fn split_delta(info: &NodeInfo, from: u64, to: u64, entries: &[&Entry], ttl: u8, budget: usize) -> Vec<Delta> {
     let mut out = Vec::new();
-    let empty = Delta { ttl, node: info.clone(), from_version: from, to_version: to, entries: Vec::new() };
+    let stripped = NodeInfo { cert: None, ..info.clone() };
+    let empty = Delta { ttl, node: stripped, from_version: from, to_version: to, entries: Vec::new() };
     let overhead = message::delta_overhead(&empty);
     let mut cur = empty.clone();
     let mut size = overhead;
+    if from == 0 && info.cert.is_some() {
+        cur.node = info.clone();
+        size = message::delta_overhead(&cur);
+    }
     for e in entries {
         let len = message::entry_len(e);
         if overhead + len > budget {
             continue;
         }
-        if size + len > budget && !cur.entries.is_empty() {
+        if size + len > budget {
             let last = cur.entries.last().map_or(cur.from_version, |x| x.version);
             cur.to_version = last;
             let next_from = last;

@@ -6,6 +6,7 @@
 //! simulator run exactly this code. `docs/PROTOCOL.md` describes the algorithm and the bytes.
 #![deny(missing_docs)]
 
+pub mod cert;
 pub mod chunk;
 pub mod gossip;
 pub mod message;

@@ -55,12 +55,12 @@ impl Bound {
 /// What is said about one range `[lo, hi)` of node ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeBody {
-    /// The sender's item count and XOR fingerprint over the range.
+    /// The sender's item count and fingerprint over the range.
     Fingerprint {
         /// Number of nodes in the range.
         count: u64,
-        /// XOR of the item hashes.
-        fp: u64,
+        /// Hash of the item hashes in id order ([`crate::state::range_fingerprint`]).
+        fp: [u8; 16],
     },
     /// Every item the sender holds in the range.
     Items(Vec<Summary>),
@@ -86,10 +86,10 @@ pub struct Summary {
     pub generation: u64,
     /// Highest version of the owner's entries held.
     pub version: u64,
-    /// XOR of the held entries' hashes ([`crate::state::entry_hash`]): two replicas at one
-    /// version that hold different entries (a relay dropped some, or the owner equivocated)
-    /// differ here, so reconciliation finds them.
-    pub digest: u64,
+    /// Collision-resistant commitment to the held entries ([`crate::state::owner_digest`]):
+    /// two replicas at one version that hold different entries (a relay dropped some, or the
+    /// owner equivocated) differ here, so reconciliation finds them.
+    pub digest: [u8; 16],
 }
 
 /// A node's own status, carried as the entry [`STATUS_KEY`].
@@ -132,7 +132,13 @@ pub enum Value {
     },
     /// An accusation against another node (key [`crate::proof::ACCUSE_PREFIX`] + its id).
     Accusation(Accusation),
+    /// A CA-signed revocation this owner spreads (key [`REVOKE_PREFIX`] + the revoked
+    /// identity in hex): every node that trusts the CA drops the revoked identity.
+    Revocation(crate::cert::Revocation),
 }
+
+/// Key prefix of revocation entries.
+pub const REVOKE_PREFIX: &str = "@revoke/";
 
 /// A versioned entry, signed by its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +227,7 @@ pub struct Want {
 
 /// A decoded gossip message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // One per datagram, decoded and dropped at once.
 pub enum Message {
     /// Range-based set reconciliation of node summaries.
     Reconcile {
@@ -468,7 +475,7 @@ fn encode_range(w: &mut Writer, r: &Range) {
         RangeBody::Fingerprint { count, fp } => {
             w.u8(0);
             w.varint(*count);
-            w.u64_fixed(*fp);
+            w.bytes(fp);
         }
         RangeBody::Items(items) => {
             w.u8(1);
@@ -477,7 +484,7 @@ fn encode_range(w: &mut Writer, r: &Range) {
                 w.node_id(&s.id);
                 w.varint(s.generation);
                 w.varint(s.version);
-                w.u64_fixed(s.digest);
+                w.bytes(&s.digest);
             }
         }
     }
@@ -491,16 +498,16 @@ fn decode_range(r: &mut Reader<'_>) -> Result<Range, DecodeError> {
         return Err(DecodeError::OutOfRange("empty range"));
     }
     let body = match r.u8()? {
-        0 => RangeBody::Fingerprint { count: r.varint()?, fp: r.u64_fixed()? },
+        0 => RangeBody::Fingerprint { count: r.varint()?, fp: commitment(r)? },
         1 => {
-            let n = r.count(26)?;
+            let n = r.count(34)?;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
                 items.push(Summary {
                     id: r.node_id()?,
                     generation: r.varint()?,
                     version: r.varint()?,
-                    digest: r.u64_fixed()?,
+                    digest: commitment(r)?,
                 });
             }
             RangeBody::Items(items)
@@ -510,6 +517,12 @@ fn decode_range(r: &mut Reader<'_>) -> Result<Range, DecodeError> {
         }
     };
     Ok(Range { lo, hi, body })
+}
+
+fn commitment(r: &mut Reader<'_>) -> Result<[u8; 16], DecodeError> {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(r.bytes(16)?);
+    Ok(out)
 }
 
 fn encode_want(w: &mut Writer, want: &Want) {
@@ -532,9 +545,30 @@ fn encode_delta_header(w: &mut Writer, d: &Delta) {
     w.socket_addr(d.node.addr);
     w.varint(d.node.generation);
     w.bytes(&d.node.sig);
+    match (&d.node.cert, &d.node.cert_digest) {
+        // A delta from version 0 may be the first a replica sees of this owner: it carries the
+        // certificate. Later ones carry only the digest the replica checks against.
+        (Some(cert), _) if d.from_version == 0 => {
+            w.u8(CERT_FULL);
+            w.varint(cert.encoded().len() as u64);
+            w.bytes(cert.encoded());
+        }
+        (_, Some(digest)) => {
+            w.u8(CERT_DIGEST);
+            w.bytes(digest);
+        }
+        _ => w.u8(CERT_NONE),
+    }
     w.varint(d.from_version);
     w.varint(d.to_version);
 }
+
+/// Delta header certificate tag: the owner has no certificate.
+const CERT_NONE: u8 = 0;
+/// Delta header certificate tag: the owner's certificate digest (16 bytes) follows.
+const CERT_DIGEST: u8 = 1;
+/// Delta header certificate tag: the owner's certificate follows (varint length, bytes).
+const CERT_FULL: u8 = 2;
 
 /// Encoded size of a delta message with no entries (kind, sender, header, entry count).
 pub fn delta_overhead(d: &Delta) -> usize {
@@ -553,12 +587,28 @@ fn decode_delta_header(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
     let generation = r.varint()?;
     let mut sig = [0u8; 64];
     sig.copy_from_slice(r.bytes(64)?);
+    let (cert_digest, cert) = match r.u8()? {
+        CERT_NONE => (None, None),
+        CERT_DIGEST => {
+            let d: [u8; 16] = r.bytes(16)?.try_into().map_err(|_| DecodeError::Truncated)?;
+            (Some(d), None)
+        }
+        CERT_FULL => {
+            let len = r.varint()?;
+            if len > crate::cert::MAX_CERT as u64 {
+                return Err(DecodeError::OutOfRange("certificate length"));
+            }
+            let cert = crate::cert::Certificate::decode(r.bytes(len as usize)?)?;
+            (Some(cert.digest()), Some(std::sync::Arc::new(cert)))
+        }
+        tag => return Err(DecodeError::BadTag { what: "certificate", tag }),
+    };
     let from_version = r.varint()?;
     let to_version = r.varint()?;
     if to_version < from_version {
         return Err(DecodeError::OutOfRange("version range"));
     }
-    let node = NodeInfo { id: identity.node_id(), identity, name, addr, generation, sig };
+    let node = NodeInfo { id: identity.node_id(), identity, name, addr, generation, cert_digest, cert, sig };
     Ok(Delta { ttl, node, from_version, to_version, entries: Vec::new() })
 }
 
@@ -610,6 +660,10 @@ fn encode_value(w: &mut Writer, value: &Value) {
             w.u8(5);
             a.encode(w);
         }
+        Value::Revocation(r) => {
+            w.u8(6);
+            r.encode(w);
+        }
     }
 }
 
@@ -642,6 +696,7 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
             Value::Keyring { stamp, keys }
         }
         5 => Value::Accusation(Accusation::decode(r)?),
+        6 => Value::Revocation(crate::cert::Revocation::decode(r)?),
         tag => {
             return Err(DecodeError::BadTag { what: "entry value", tag });
         }

@@ -2,10 +2,11 @@
 //! reconciliation, as in negentropy).
 //!
 //! The set reconciled is `{(id, generation, max_version, digest)}` over every known node,
-//! where `digest` is the XOR of the hashes of the entries held: replicas at one version that
+//! where `digest` is a hash of the entries held ([`crate::state::owner_digest`]): replicas at one version that
 //! hold different entries (a relay dropped some; the owner equivocated) exchange that owner's
 //! whole state, and the difference is repaired or proven. A range
-//! `[lo, hi)` is described either by its count and XOR fingerprint, or, when small, by its
+//! `[lo, hi)` is described either by its count and fingerprint (a hash of its sorted summaries,
+//! [`crate::state::range_fingerprint`]), or, when small, by its
 //! items. A receiver compares each range with its own table:
 //! - same fingerprint: nothing to say;
 //! - it holds few items there: it answers with its items;

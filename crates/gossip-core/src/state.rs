@@ -1,5 +1,5 @@
-//! The replicated table: every known node's versioned entries, with an incrementally
-//! maintained XOR fingerprint of all node summaries.
+//! The replicated table: every known node's versioned entries, with collision-resistant
+//! commitments to them: a digest per owner and a fingerprint per range of owners.
 //!
 //! Rules (see `docs/PROTOCOL.md`): only the owner writes its entries; versions are per owner
 //! and generation and only grow; a higher generation replaces everything known of the older
@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use siphasher::sip::SipHasher13;
-use std::hash::Hasher;
+use std::sync::OnceLock;
+
+use blake2::{Blake2s256, Digest};
 
 use crate::message::{Bound, Delta, Entry, NodeStatus, STATUS_KEY, Summary, Value, Want};
 use crate::proof::Proof;
@@ -26,8 +27,13 @@ pub struct NodeState {
     pub max_version: u64,
     /// Entries by key.
     pub entries: BTreeMap<String, Entry>,
-    /// XOR of [`entry_hash`] over `entries`, kept up to date by every insertion.
-    pub digest: u64,
+    /// Commitment to `entries` ([`owner_digest`]), recomputed after every change.
+    pub digest: Commitment,
+    /// [`item_hash`] of the summary, recomputed with the digest (the unit of range
+    /// fingerprints; kept here so that fingerprints hash 16 bytes per owner).
+    item: Commitment,
+    /// Entries that are not tombstones (what an owner's quota counts).
+    pub live: usize,
 }
 
 impl NodeState {
@@ -44,32 +50,86 @@ impl NodeState {
         Summary { id: self.info.id, generation: self.info.generation, version: self.max_version, digest: self.digest }
     }
 
-    /// Inserts or replaces an entry, keeping the digest.
+    fn new(info: NodeInfo) -> Self {
+        let mut n =
+            NodeState { info, max_version: 0, entries: BTreeMap::new(), digest: [0; 16], item: [0; 16], live: 0 };
+        n.seal();
+        n
+    }
+
+    /// Inserts or replaces an entry; [`NodeState::seal`] must follow.
     fn put(&mut self, e: Entry) {
-        self.digest ^= entry_hash(&e);
-        if let Some(old) = self.entries.insert(e.key.clone(), e) {
-            self.digest ^= entry_hash(&old);
+        if !matches!(e.value, Value::Tombstone) {
+            self.live += 1;
         }
+        if let Some(old) = self.entries.insert(e.key.clone(), e) {
+            if !matches!(old.value, Value::Tombstone) {
+                self.live -= 1;
+            }
+        }
+    }
+
+    /// Recomputes the digest and the item hash after a change.
+    fn seal(&mut self) {
+        self.digest = owner_digest(self.entries.values());
+        self.item = item_hash(&self.summary());
     }
 }
 
-/// Hash of one entry for the owner digest: SipHash-1-3 with a zero key over its signature
-/// (an Ed25519 signature is unique to the signed claim).
-pub fn entry_hash(e: &Entry) -> u64 {
-    let mut h = SipHasher13::new_with_keys(0, 0);
-    h.write(&e.sig);
-    h.finish()
+/// A 128-bit collision-resistant commitment (truncated BLAKE2s-256): owner digests and range
+/// fingerprints.
+pub type Commitment = [u8; 16];
+
+fn truncate(h: Blake2s256) -> Commitment {
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
-/// Hash of one summary, the unit XORed into fingerprints: SipHash-1-3 with a zero key over
-/// `id (16 B) || generation (u64 BE) || version (u64 BE) || digest (u64 BE)`.
-pub fn item_hash(s: &Summary) -> u64 {
-    let mut h = SipHasher13::new_with_keys(0, 0);
-    h.write(&s.id.0);
-    h.write(&s.generation.to_be_bytes());
-    h.write(&s.version.to_be_bytes());
-    h.write(&s.digest.to_be_bytes());
-    h.finish()
+/// The owner digest: the first 16 bytes of `BLAKE2s-256("gossipd owner digest v3" || count
+/// (u64 BE) || the entries' 64-byte signatures in ascending key order)`.
+///
+/// A signature is unique to the claim it signs (owner, generation, key, version, value), so
+/// this commits to exactly the entries held. Unlike an XOR (or any sum) of per-entry hashes it
+/// is not linear: no choice of entries withheld or added can leave it unchanged short of a
+/// BLAKE2s collision. It is recomputed (not updated) when the owner's state changes: an owner
+/// holds tens of entries, and the result is cached in [`NodeState`].
+pub fn owner_digest<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Commitment {
+    let entries: Vec<&Entry> = entries.into_iter().collect();
+    let mut h = Blake2s256::new();
+    h.update(b"gossipd owner digest v3");
+    h.update((entries.len() as u64).to_be_bytes());
+    for e in entries {
+        h.update(e.sig);
+    }
+    truncate(h)
+}
+
+/// Hash of one summary, the unit of range fingerprints: the first 16 bytes of
+/// `BLAKE2s-256("gossipd summary v3" || id (16 B) || generation (u64 BE) || version (u64 BE)
+/// || digest (16 B))`.
+pub fn item_hash(s: &Summary) -> Commitment {
+    let mut h = Blake2s256::new();
+    h.update(b"gossipd summary v3");
+    h.update(s.id.0);
+    h.update(s.generation.to_be_bytes());
+    h.update(s.version.to_be_bytes());
+    h.update(s.digest);
+    truncate(h)
+}
+
+/// The fingerprint of a sequence of summaries in ascending id order, given their item hashes:
+/// the first 16 bytes of `BLAKE2s-256("gossipd range v3" || count (u64 BE) || item hashes)`.
+pub fn range_fingerprint<'a>(items: impl IntoIterator<Item = &'a Commitment>) -> (u64, Commitment) {
+    let items: Vec<&Commitment> = items.into_iter().collect();
+    let mut h = Blake2s256::new();
+    h.update(b"gossipd range v3");
+    h.update((items.len() as u64).to_be_bytes());
+    for i in &items {
+        h.update(i);
+    }
+    (items.len() as u64, truncate(h))
 }
 
 /// True if `a` is strictly newer than `b` (generation first, then version).
@@ -114,7 +174,8 @@ pub enum Applied {
 #[derive(Debug, Default, Clone)]
 pub struct Table {
     nodes: BTreeMap<NodeId, Arc<NodeState>>,
-    root_fp: u64,
+    /// The whole table's fingerprint, computed on first use after a change.
+    root_fp: OnceLock<(u64, Commitment)>,
 }
 
 impl Table {
@@ -144,11 +205,11 @@ impl Table {
     }
 
     /// Count and fingerprint of the summaries with ids in `[lo, hi)`.
-    pub fn fingerprint(&self, lo: &NodeId, hi: &Bound) -> (u64, u64) {
+    pub fn fingerprint(&self, lo: &NodeId, hi: &Bound) -> (u64, Commitment) {
         if *lo == NodeId::MIN && *hi == Bound::Inf {
-            return (self.nodes.len() as u64, self.root_fp);
+            return *self.root_fp.get_or_init(|| range_fingerprint(self.nodes.values().map(|n| &n.item)));
         }
-        self.range(lo, hi).fold((0, 0), |(c, fp), n| (c + 1, fp ^ item_hash(&n.summary())))
+        range_fingerprint(self.range(lo, hi).map(|n| &n.item))
     }
 
     /// Nodes with ids in `[lo, hi)`, ascending.
@@ -161,33 +222,26 @@ impl Table {
         self.nodes.range((std::ops::Bound::Included(*lo), upper)).map(|(_, n)| &**n)
     }
 
-    fn set_summary_hash(&mut self, before: Option<Summary>, after: Option<Summary>) {
-        if let Some(b) = before {
-            self.root_fp ^= item_hash(&b);
-        }
-        if let Some(a) = after {
-            self.root_fp ^= item_hash(&a);
-        }
+    /// Forgets the cached root fingerprint after a change.
+    fn changed(&mut self) {
+        self.root_fp = OnceLock::new();
     }
 
     /// Inserts the local node (owner) with no entries.
     pub fn insert_local(&mut self, info: NodeInfo) {
-        let state = NodeState { info, max_version: 0, entries: BTreeMap::new(), digest: 0 };
-        let before = self.nodes.get(&state.info.id).map(|n| n.summary());
-        self.set_summary_hash(before, Some(state.summary()));
-        self.nodes.insert(state.info.id, Arc::new(state));
+        self.changed();
+        self.nodes.insert(info.id, Arc::new(NodeState::new(info)));
     }
 
     /// The owner writes one entry under a fresh version, signed by its identity. Returns the
     /// new version.
     pub fn write_local(&mut self, identity: &Identity, key: &str, value: Value) -> Option<u64> {
         let node = Arc::make_mut(self.nodes.get_mut(&identity.node_id())?);
-        let before = node.summary();
         node.max_version += 1;
         let version = node.max_version;
         node.put(Entry::signed(identity, node.info.generation, key, version, value));
-        let after = node.summary();
-        self.set_summary_hash(Some(before), Some(after));
+        node.seal();
+        self.changed();
         Some(version)
     }
 
@@ -223,10 +277,9 @@ impl Table {
             return Applied::Forged;
         }
         let fresh = held.is_none_or(|(g, _)| d.node.generation > g);
-        let before = self.nodes.get(&id).map(|n| n.summary());
+        self.changed();
         if fresh {
-            let state = NodeState { info: d.node.clone(), max_version: 0, entries: BTreeMap::new(), digest: 0 };
-            self.nodes.insert(id, Arc::new(state));
+            self.nodes.insert(id, Arc::new(NodeState::new(d.node.clone())));
         }
         let Some(node) = self.nodes.get_mut(&id).map(Arc::make_mut) else {
             return Applied::Stale;
@@ -238,9 +291,8 @@ impl Table {
         // so a replica holding that entry holds everything newer than what it had.
         let newest_signed = d.entries.iter().map(|e| e.version).max().unwrap_or(0);
         node.max_version = node.max_version.max(newest_signed);
+        node.seal();
         let status_changed = fresh || node.status() != status_before;
-        let after = node.summary();
-        self.set_summary_hash(before, Some(after));
         if let Some((key, version, proof)) = equivocation {
             return Applied::Equivocation { key, version, proof };
         }
@@ -263,13 +315,12 @@ impl Table {
         if !d.node.verify() || d.node.identity != node.info.identity || !news.iter().all(|e| e.verify(&node.info)) {
             return Applied::Forged;
         }
-        let before = node.summary();
         let status_before = node.status();
+        self.changed();
         let Some(node) = self.nodes.get_mut(&d.node.id).map(Arc::make_mut) else { return Applied::Stale };
         let equivocation = merge(node, &news);
+        node.seal();
         let status_changed = node.status() != status_before;
-        let after = node.summary();
-        self.set_summary_hash(Some(before), Some(after));
         if let Some((key, version, proof)) = equivocation {
             return Applied::Equivocation { key, version, proof };
         }
@@ -338,15 +389,14 @@ impl Table {
     /// Inserts another node's state as it is (shared, not copied, not verified: it comes from
     /// a local replica that verified it). For building simulations; replaces what was held.
     pub fn adopt_owner(&mut self, state: &Arc<NodeState>) {
-        let before = self.nodes.get(&state.info.id).map(|n| n.summary());
-        self.set_summary_hash(before, Some(state.summary()));
+        self.changed();
         self.nodes.insert(state.info.id, Arc::clone(state));
     }
 
     /// Forgets an owner entirely (garbage collection of a departed node).
     pub fn remove(&mut self, id: &NodeId) -> Option<Arc<NodeState>> {
         let removed = self.nodes.remove(id)?;
-        self.set_summary_hash(Some(removed.summary()), None);
+        self.changed();
         Some(removed)
     }
 
@@ -360,15 +410,10 @@ impl Table {
     /// from a converged cluster without replaying N² deltas.
     pub fn adopt(&mut self, other: &Table, local: &NodeId) {
         let mine = self.nodes.get(local).cloned();
-        let mut fp = other.root_fp;
-        if let Some(theirs) = other.nodes.get(local) {
-            fp ^= item_hash(&theirs.summary());
-        }
         self.nodes = other.nodes.clone();
         if let Some(m) = mine {
-            fp ^= item_hash(&m.summary());
             self.nodes.insert(*local, m);
         }
-        self.root_fp = fp;
+        self.changed();
     }
 }

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use std::sync::Arc;
+
+use crate::cert::Certificate;
 use crate::secure::keys::{Identity, IdentityPub};
 
 /// A node's identifier: 16 random bytes chosen once and kept in the data directory.
@@ -98,6 +101,12 @@ pub struct NodeInfo {
     pub addr: SocketAddr,
     /// Incarnation: raised at every start, persisted.
     pub generation: u64,
+    /// Digest of the owner's certificate ([`Certificate::digest`]), signed with the rest:
+    /// `None` for a node without a certificate (a cluster run with a cluster key only).
+    pub cert_digest: Option<[u8; 16]>,
+    /// The certificate itself, when carried: deltas from version 0 carry it, later ones only
+    /// its digest; a replica keeps it with the owner's state. Not signed (the digest is).
+    pub cert: Option<Arc<Certificate>>,
     /// Ed25519 signature by `identity` over [`NodeInfo::signed_bytes`].
     pub sig: [u8; 64],
 }
@@ -105,20 +114,45 @@ pub struct NodeInfo {
 impl NodeInfo {
     /// Creates and signs the info of the node whose identity is `identity`.
     pub fn signed(identity: &Identity, name: String, addr: SocketAddr, generation: u64) -> NodeInfo {
+        Self::signed_with_cert(identity, name, addr, generation, None)
+    }
+
+    /// Creates and signs the info of a node that holds the certificate `cert`.
+    pub fn signed_with_cert(
+        identity: &Identity,
+        name: String,
+        addr: SocketAddr,
+        generation: u64,
+        cert: Option<Arc<Certificate>>,
+    ) -> NodeInfo {
         let public = identity.public();
-        let mut info = NodeInfo { id: public.node_id(), identity: public, name, addr, generation, sig: [0; 64] };
+        let mut info = NodeInfo {
+            id: public.node_id(),
+            identity: public,
+            name,
+            addr,
+            generation,
+            cert_digest: cert.as_ref().map(|c| c.digest()),
+            cert,
+            sig: [0; 64],
+        };
         info.sig = identity.sign(&info.signed_bytes());
         info
     }
 
-    /// What the identity signs.
+    /// What the identity signs: `"gossipd node v1"`, identity, name, address, generation; a
+    /// node with a certificate signs `"gossipd node v2"`, the same fields and the certificate's
+    /// digest.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut w = crate::wire::Writer::new();
-        w.bytes(b"gossipd node v1");
+        w.bytes(if self.cert_digest.is_some() { b"gossipd node v2" } else { b"gossipd node v1" });
         w.bytes(&self.identity.0);
         w.string(&self.name);
         w.socket_addr(self.addr);
         w.u64_fixed(self.generation);
+        if let Some(d) = &self.cert_digest {
+            w.bytes(d);
+        }
         w.buf
     }
 

@@ -93,13 +93,22 @@ fn delta() -> impl Strategy<Value = Delta> {
                 .collect();
             let to = from + entries.len() as u64 + 3;
             let identity = IdentityPub(identity);
-            let node = NodeInfo { id: identity.node_id(), identity, name, addr, generation, sig: node_sig };
+            let node = NodeInfo {
+                id: identity.node_id(),
+                identity,
+                name,
+                addr,
+                generation,
+                cert_digest: None,
+                cert: None,
+                sig: node_sig,
+            };
             Delta { ttl, node, from_version: from, to_version: to, entries }
         })
 }
 
 fn summary() -> impl Strategy<Value = Summary> {
-    (node_id(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, generation, version, digest)| Summary {
+    (node_id(), any::<u64>(), any::<u64>(), any::<[u8; 16]>()).prop_map(|(id, generation, version, digest)| Summary {
         id,
         generation,
         version,
@@ -109,7 +118,7 @@ fn summary() -> impl Strategy<Value = Summary> {
 
 fn range() -> impl Strategy<Value = Range> {
     let body = prop_oneof![
-        (any::<u64>(), any::<u64>()).prop_map(|(count, fp)| RangeBody::Fingerprint { count, fp }),
+        (any::<u64>(), any::<[u8; 16]>()).prop_map(|(count, fp)| RangeBody::Fingerprint { count, fp }),
         proptest::collection::vec(summary(), 0..8).prop_map(RangeBody::Items),
     ];
     (node_id(), proptest::option::of(node_id()), body).prop_filter_map("non-empty range", |(lo, hi, body)| {
@@ -188,7 +197,7 @@ fn huge_declared_counts_do_not_allocate() {
 #[test]
 fn largest_messages_fit_the_payload_budget() {
     let items: Vec<Summary> = (0..16u8)
-        .map(|i| Summary { id: NodeId([i; 16]), generation: u64::MAX, version: u64::MAX, digest: u64::MAX })
+        .map(|i| Summary { id: NodeId([i; 16]), generation: u64::MAX, version: u64::MAX, digest: [0xff; 16] })
         .collect();
     let range = Range { lo: NodeId::MIN, hi: Bound::Inf, body: RangeBody::Items(items) };
     let packed = gossip_core::chunk::pack_ranges(NodeId::MIN, vec![range; 10], MAX_PAYLOAD);

@@ -216,7 +216,7 @@ fn reconcile_from(id: &Identity) -> Vec<u8> {
     let range = gossip_core::message::Range {
         lo: gossip_core::NodeId::MIN,
         hi: gossip_core::message::Bound::Inf,
-        body: gossip_core::message::RangeBody::Fingerprint { count: 0, fp: 0 },
+        body: gossip_core::message::RangeBody::Fingerprint { count: 0, fp: [0; 16] },
     };
     Message::Reconcile { sender: id.node_id(), initial: true, ranges: vec![range] }.encode()
 }

@@ -422,3 +422,43 @@ fn a_pinned_seed_must_prove_the_pinned_identity() {
     assert_eq!(p.got_b.len(), 1);
     assert_eq!(p.a.stats().pin_mismatches, 0);
 }
+
+#[test]
+fn a_spoofed_replay_flood_from_an_honest_address_does_not_keep_that_node_out() {
+    // An attacker captured a's (validly MACed) XX initiation and replays it to b from a's
+    // address, 300 times a second: enough to put b under load. Then a restarts and must get in
+    // with a new handshake. The replays carry no valid mac2 (the attacker never sees the
+    // cookies b sends to a's address), so they must cost a's address nothing.
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a_sends(b"first", false);
+    let init = p.wire.iter().find(|(src, b)| *src == addr(1) && b[0] == packet::XX_INIT).unwrap().1.clone();
+    p.a = layer_cfg(1, 9, p.now, |c| c.seed = [77; 32]);
+    let mut sent = false;
+    // Every 10 ms, 3 replays, then whatever a does at that instant (its first initiation,
+    // retries): the replays always come first, as from a fast attacker.
+    for step in 0..600 {
+        p.now += Duration::from_millis(10);
+        for _ in 0..3 {
+            let mut replies = Vec::new();
+            let _ = p.b.recv(p.now, addr(1), &init, &mut replies);
+            assert!(replies.iter().all(|r| r.bytes.len() <= init.len()), "amplification");
+            for r in replies {
+                let mut out = Vec::new();
+                let _ = p.a.recv(p.now, addr(2), &r.bytes, &mut out);
+                p.run(out, addr(1));
+            }
+        }
+        if step == 100 {
+            p.a_sends(b"after restart", false);
+            sent = true;
+        }
+        p.tick(Duration::ZERO);
+    }
+    assert!(sent);
+    assert!(
+        p.got_b.iter().any(|r| r.payload == b"after restart"),
+        "the restarted node was kept out by replays of its old initiation"
+    );
+    assert!(p.b.stats().cookies_sent > 0, "b was under load and answered replays with cookies");
+}

@@ -340,7 +340,7 @@ impl Sim {
     }
 
     /// Every node's `(count, fingerprint)` of its whole table.
-    pub fn fingerprints(&self) -> Vec<(u64, u64)> {
+    pub fn fingerprints(&self) -> Vec<(u64, gossip_core::state::Commitment)> {
         self.nodes.iter().map(|g| g.root_fingerprint()).collect()
     }
 
@@ -351,7 +351,8 @@ impl Sim {
 
     /// Number of distinct table fingerprints among live nodes (1 = converged).
     pub fn distinct_fingerprints(&self) -> usize {
-        let mut fps: Vec<(u64, u64)> = self.up_nodes().map(|i| self.nodes[i].root_fingerprint()).collect();
+        let mut fps: Vec<(u64, gossip_core::state::Commitment)> =
+            self.up_nodes().map(|i| self.nodes[i].root_fingerprint()).collect();
         fps.sort_unstable();
         fps.dedup();
         fps.len()

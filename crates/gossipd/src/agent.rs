@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use gossip_core::secure::SecureConfig;
 use gossip_core::secure::keys::{ClusterKey, Keyring};
-use gossip_core::{Config, Gossip};
+use gossip_core::{CommandError, Config, Gossip};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -240,13 +240,122 @@ async fn reload_on_hup(
     }
 }
 
+/// Makes `file`'s identity the data directory's: copied in when the directory has none yet,
+/// refused when it holds another.
+fn adopt_identity(data: &DataDir, file: &std::path::Path) -> anyhow::Result<()> {
+    let secret = crate::ca::read_key(file)?;
+    let wanted = gossip_core::secure::keys::Identity::from_secret(secret).public();
+    match data.read(crate::persist::IDENTITY_FILE)? {
+        None => {
+            data.write_atomic(
+                crate::persist::IDENTITY_FILE,
+                format!("{}\n", crate::keys::encode_key(&secret)).as_bytes(),
+            )?;
+            Ok(())
+        }
+        Some(bytes) => {
+            let held = crate::keys::decode_key(String::from_utf8_lossy(&bytes).trim())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", data.path().join(crate::persist::IDENTITY_FILE).display()))?;
+            if gossip_core::secure::keys::Identity::from_secret(held).public() != wanted {
+                bail!(
+                    "--identity-file {} is not the identity the data directory {} already holds: start with a \
+                     fresh --data-dir, or sign a certificate for the held identity (gossipd ca sign --identity-pub)",
+                    file.display(),
+                    data.path().display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The trust policy and this node's certificate: from `--ca-file` and `--cert-file`, or, with
+/// `--dev` and neither, a CA made in the data directory that certifies this node for every
+/// service with the operator role.
+fn authority(
+    args: &AgentArgs,
+    data: &DataDir,
+    node: &crate::persist::NodeRecord,
+    cert: Option<gossip_core::cert::Certificate>,
+) -> anyhow::Result<(Option<gossip_core::cert::Trust>, Option<gossip_core::cert::Certificate>)> {
+    use gossip_core::cert::{CertRequest, Certificate, ROLE_OPERATOR, Trust};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if args.dev && args.ca_files.is_empty() && cert.is_none() {
+        let ca_dir = data.path().join("dev-ca");
+        if !ca_dir.join(crate::ca::CA_KEY).exists() {
+            crate::ca::create(&ca_dir, "gossipd-dev-ca", Duration::from_secs(10 * 365 * 86_400))?;
+        }
+        let (ca, ca_cert) = crate::ca::load_ca(&ca_dir)?;
+        let req = CertRequest {
+            name: node.name.clone(),
+            identity: node.identity.public(),
+            services: vec!["*".into()],
+            roles: ROLE_OPERATOR,
+            max_entries: 0,
+            not_before: now.saturating_sub(300),
+            not_after: ca_cert.not_after,
+        };
+        let cert = Certificate::sign(&ca, &req)?;
+        tracing::info!(ca = %ca_dir.display(), "--dev: made a cluster CA and certified this node (every service, operator)");
+        return Ok((Some(Trust::new(vec![ca_cert])?), Some(cert)));
+    }
+    let mut cas = Vec::new();
+    for f in &args.ca_files {
+        cas.extend(crate::ca::read_certs(f)?);
+    }
+    if let Some(c) = &cert {
+        if c.identity != node.identity.public() {
+            bail!(
+                "--cert-file certifies the identity {}, but this agent's identity is {}: pass the matching \
+                 --identity-file (NODE.key from `gossipd ca sign`)",
+                crate::keys::encode_key(&c.identity.0),
+                crate::keys::encode_key(&node.identity.public().0)
+            );
+        }
+    }
+    if cas.is_empty() {
+        match &cert {
+            Some(_) => tracing::warn!(
+                "--cert-file without --ca-file: this agent proves its certificate but \
+                accepts peers without one (a step of the rolling migration, docs/SECURITY.md)"
+            ),
+            None => tracing::warn!(
+                "no --ca-file: running with the cluster key only, the weaker mode in which \
+                every key holder is a full member (docs/SECURITY.md: Authority)"
+            ),
+        }
+        return Ok((None, cert));
+    }
+    let trust = Trust::new(cas).context("--ca-file")?;
+    let Some(cert) = cert else {
+        bail!("--ca-file needs --cert-file: this agent must prove a certificate too (gossipd ca sign)")
+    };
+    trust.check(&cert, now).map_err(|e| anyhow::anyhow!("--cert-file: the certificate is refused: {e}"))?;
+    Ok((Some(trust), Some(cert)))
+}
+
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let data = DataDir::open(data_dir_path(&args)?)?;
     data.check_permissions()?;
     // Held until the process exits: a second agent on this directory stops here.
     let _lock = data.lock()?;
-    let node = data.start(&default_node_name(), args.node.as_deref())?;
+    let own_cert = match &args.cert_file {
+        Some(f) => Some(crate::ca::read_certs(f)?.remove(0)),
+        None => None,
+    };
+    if let Some(f) = &args.identity_file {
+        adopt_identity(&data, f)?;
+    }
+    let name = match (&own_cert, args.node.as_deref()) {
+        (Some(c), Some(n)) if c.name != n => {
+            bail!("--node {n} contradicts --cert-file, which certifies the name {:?} (drop --node)", c.name)
+        }
+        (Some(c), _) => Some(c.name.clone()),
+        (None, n) => n.map(str::to_string),
+    };
+    let node = data.start(&default_node_name(), name.as_deref())?;
+    let (trust, own_cert) = authority(&args, &data, &node, own_cert)?;
 
     let bind = args.bind_addr();
     let socket = UdpSocket::bind(bind).await.with_context(|| format!("cannot bind gossip (UDP) on {bind}"))?;
@@ -289,6 +398,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let mut secure = SecureConfig::new(node.identity.clone(), keyring, wall, seed32());
+    secure.trust = trust;
+    secure.cert = own_cert.map(Arc::new);
+    let stored_revocations = crate::ca::load_revocations(&data)?;
     secure.rotation = args.key_rotation;
     secure.overlap = (args.key_rotation / 4).max(Duration::from_secs(60));
     let cfg = Config {
@@ -302,8 +414,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let now = Instant::now();
     let mut gossip = Gossip::new(cfg, secure, node.name.clone(), advertise, node.generation, now);
+    for r in stored_revocations {
+        if let Err(e) = gossip.add_revocation(now, r) {
+            tracing::warn!(error = %e, "a stored revocation is not in force");
+        }
+    }
     for def in &services {
-        gossip.register(now, def.to_instance()).with_context(|| format!("service {:?}", def.id))?;
+        match gossip.register(now, def.to_instance()) {
+            // Stored before a new certificate narrowed the grants: not served, said loudly.
+            Err(e @ (CommandError::NotGranted { .. } | CommandError::Quota { .. })) => {
+                tracing::error!(service = %def.id, error = %e, "a stored registration is not served")
+            }
+            r => r.with_context(|| format!("service {:?}", def.id))?,
+        }
     }
 
     let dns_snapshot = Arc::new(ArcSwap::from_pointee(dns_front::Snapshot::default()));

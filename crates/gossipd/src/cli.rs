@@ -13,9 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Version of the gossip wire protocol this build speaks.
 #[cfg_attr(not(test), allow(dead_code))] // Kept in step with `VERSION` by a test.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
 
 /// Default gossip address outside `--dev`.
 pub const DEFAULT_BIND: &str = "0.0.0.0:7946";
@@ -45,6 +45,117 @@ pub enum Command {
     Keygen,
     /// List or change the cluster keyring (the change spreads to every agent).
     Keys(KeysArgs),
+    /// The cluster CA, offline: create it, sign node certificates, revoke them.
+    Ca(CaArgs),
+    /// Inspect a certificate file.
+    Cert(CertArgs),
+    /// Install a CA-signed revocation through an agent (it spreads to every agent), or list them.
+    Revocations(RevocationsArgs),
+}
+
+/// `gossipd ca` subcommands (no agent needed).
+#[derive(Debug, Clone, Args)]
+pub struct CaArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CaCommand,
+}
+
+/// `gossipd ca` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CaCommand {
+    /// Create a CA: DIR/ca.key (the secret, mode 0600: keep it offline) and DIR/ca.crt (give it
+    /// to every agent as --ca-file).
+    Create {
+        /// Directory to write into (created if missing; an existing CA is never overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A label for the CA.
+        #[arg(long, default_value = "gossipd-ca")]
+        label: String,
+        /// Validity of the CA certificate.
+        #[arg(long, value_name = "DURATION", default_value = "87600h", value_parser = parse_duration)]
+        valid: std::time::Duration,
+    },
+    /// Sign a node certificate: DIR2/NODE.key (a new identity, mode 0600) and DIR2/NODE.crt.
+    Sign {
+        /// The CA directory (ca.key, ca.crt).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The node name (the agent's name is its certificate's).
+        #[arg(long, value_parser = parse_node_name)]
+        name: String,
+        /// Service names the node may publish, comma-separated; `*` globs (`web,api-*`, or `*`).
+        #[arg(long, value_name = "LIST", value_delimiter = ',', required = true)]
+        services: Vec<String>,
+        /// Roles, comma-separated: `operator` may change the cluster keyring.
+        #[arg(long, value_name = "LIST", value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Most services the node may hold (0: the cluster default, 10000).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_entries: u32,
+        /// Validity from now (never beyond the CA's).
+        #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = parse_duration)]
+        valid: std::time::Duration,
+        /// Certify an existing identity (its base64 public key, `Tags.identity` in `gossipd
+        /// members --format json` or `identity` in the data dir's addrs.json) instead of
+        /// generating one: no .key file is written.
+        #[arg(long, value_name = "KEY", value_parser = parse_pin)]
+        identity_pub: Option<[u8; 32]>,
+        /// Directory to write into.
+        #[arg(long, value_name = "DIR2")]
+        out: PathBuf,
+    },
+    /// Print a CA-signed revocation of a certificate's identity (install it with `gossipd
+    /// revocations add`).
+    Revoke {
+        /// The CA directory.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The certificate to revoke.
+        cert: PathBuf,
+    },
+}
+
+/// `gossipd cert` subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct CertArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CertCommand,
+}
+
+/// `gossipd cert` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CertCommand {
+    /// Print the fields of every certificate in a file (JSON).
+    Show {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// `gossipd revocations` flags and subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct RevocationsArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RevocationsCommand,
+}
+
+/// `gossipd revocations` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RevocationsCommand {
+    /// Install the revocations of a file (`-`: stdin) from `gossipd ca revoke`.
+    Add {
+        /// The file.
+        file: PathBuf,
+    },
+    /// List the revocations in force.
+    List,
 }
 
 /// `gossipd keys` flags and subcommand.
@@ -197,6 +308,18 @@ pub struct AgentArgs {
     /// overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// A trusted cluster CA certificate file (`ca.crt` from `gossipd ca create`; repeatable,
+    /// and one file may hold several, for a CA rotation). With it, every peer must prove a
+    /// certificate from one of them; without it the agent runs with the cluster key only.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_files: Vec<PathBuf>,
+    /// This node's certificate (`NODE.crt` from `gossipd ca sign`): it sets the node name.
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// This node's identity key (`NODE.key` from `gossipd ca sign`), instead of the data
+    /// directory's own `identity.key`.
+    #[arg(long, value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -371,6 +494,10 @@ impl FromStr for HostPort {
 
 fn is_dns_label(s: &str) -> bool {
     (1..=63).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn parse_pin(s: &str) -> Result<[u8; 32], String> {
+    crate::keys::decode_key(s)
 }
 
 pub(crate) fn parse_node_name(s: &str) -> Result<String, String> {

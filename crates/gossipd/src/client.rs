@@ -29,9 +29,81 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let api = Api::new(&k.client)?;
             keys(&api, k.command, k.client.format)?
         }
+        Command::Ca(c) => ca(c.command)?,
+        Command::Cert(c) => match c.command {
+            crate::cli::CertCommand::Show { file } => {
+                let certs = crate::ca::read_certs(&file)?;
+                pretty(&Value::Array(certs.iter().map(crate::ca::show).collect()))
+            }
+        },
+        Command::Revocations(r) => {
+            let api = Api::new(&r.client)?;
+            revocations(&api, r.command, r.client.format)?
+        }
     };
     print!("{out}");
     Ok(())
+}
+
+fn ca(command: crate::cli::CaCommand) -> anyhow::Result<String> {
+    use crate::cli::CaCommand;
+    Ok(match command {
+        CaCommand::Create { out, label, valid } => {
+            let (key, crt) = crate::ca::create(&out, &label, valid)?;
+            format!(
+                "wrote {} (the CA secret: keep it offline) and {} (give it to every agent as --ca-file)\n",
+                key.display(),
+                crt.display()
+            )
+        }
+        CaCommand::Sign { ca, name, services, roles, max_entries, valid, identity_pub, out } => {
+            let req = crate::ca::SignRequest { name, services, roles, max_entries, valid, identity_pub };
+            let (key, crt) = crate::ca::sign(&ca, &req, &out)?;
+            match key {
+                Some(k) => format!("wrote {} and {} (--identity-file, --cert-file)\n", k.display(), crt.display()),
+                None => format!("wrote {} (--cert-file)\n", crt.display()),
+            }
+        }
+        CaCommand::Revoke { ca, cert } => crate::ca::revoke(&ca, &cert)?,
+    })
+}
+
+fn revocations(api: &Api, command: crate::cli::RevocationsCommand, format: Format) -> anyhow::Result<String> {
+    use crate::cli::RevocationsCommand;
+    match command {
+        RevocationsCommand::List => {
+            let list = api.get("/v1/operator/revocations")?;
+            if format == Format::Json {
+                return Ok(pretty(&list));
+            }
+            let rows: Vec<Vec<String>> = as_array(&list, "/v1/operator/revocations")?
+                .iter()
+                .map(|r| {
+                    let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                    vec![s("NodeID"), s("Identity"), s("NotAfter")]
+                })
+                .collect();
+            Ok(format_table(&["NODE ID", "IDENTITY", "KEPT UNTIL"], &rows))
+        }
+        RevocationsCommand::Add { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let revs = crate::ca::revocations_from_pem(&text)?;
+            if revs.is_empty() {
+                bail!("no -----BEGIN GOSSIPD REVOCATION----- block in {}", file.display());
+            }
+            let mut out = String::new();
+            for r in &revs {
+                let pem = crate::ca::revocation_to_pem(r);
+                api.put("/v1/operator/revocation", Some(&serde_json::json!({ "Revocation": pem })))?;
+                out.push_str(&format!("revoked {} (spreading to every agent)\n", r.identity.node_id()));
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// The agent's HTTP API.

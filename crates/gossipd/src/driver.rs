@@ -55,6 +55,11 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<TtlUpdate>,
     },
+    /// Installs a CA-signed revocation here (it spreads to every agent); answers whether it was
+    /// new, or why it was refused.
+    AddRevocation(gossip_core::cert::Revocation, oneshot::Sender<Result<bool, String>>),
+    /// The revocations in force.
+    Revocations(oneshot::Sender<Vec<gossip_core::cert::Revocation>>),
     /// A barrier: answered once every command queued before it is handled and its effect is
     /// in the published views. The HTTP API sends it after each change, so that a client reads
     /// its own writes from this agent at once (views are otherwise rebuilt at most once per
@@ -454,6 +459,18 @@ impl Driver {
                     %newcomer,
                     "refused node {newcomer}: its name {name} belongs to live node {holder}"
                 ),
+                Event::Revoked(r) => {
+                    tracing::warn!(identity = %crate::keys::encode_key(&r.identity.0),
+                        node = %r.identity.node_id(), "certificate revoked by the CA: the node is dropped");
+                    if let Err(e) = crate::ca::save_revocations(&self.data, &self.gossip.revocations()) {
+                        tracing::error!(error = %e, "cannot store the revocations");
+                    }
+                }
+                Event::Refused { owner, name, reason } => tracing::warn!(node = %name, id = %owner, %reason,
+                    "refused a member's state: nothing of it is applied or answered"),
+                Event::CertRefused { peer, identity, reason } => tracing::warn!(%peer,
+                    identity = %crate::keys::encode_key(&identity.0), %reason,
+                    "refused a handshake for its certificate (sign one with `gossipd ca sign`, check --ca-file)"),
                 Event::KeyringChanged { stamp, keys } => {
                     let fps: Vec<String> = keys.iter().map(crate::keys::fingerprint).collect();
                     tracing::info!(stamp, keys = ?fps, "cluster keyring changed");
@@ -496,6 +513,18 @@ impl Driver {
                 let _ = reply.send(report);
             }
             Command::Sync(reply) => self.syncs.push(reply),
+            Command::AddRevocation(r, reply) => {
+                let result = self.gossip.add_revocation(now, r).map_err(|e| e.to_string());
+                if result.is_ok() {
+                    if let Err(e) = crate::ca::save_revocations(&self.data, &self.gossip.revocations()) {
+                        tracing::error!(error = %e, "cannot store the revocations");
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::Revocations(reply) => {
+                let _ = reply.send(self.gossip.revocations());
+            }
             Command::LocalServices(reply) => {
                 let _ = reply.send(self.local.values().cloned().collect());
             }

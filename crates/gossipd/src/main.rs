@@ -1,6 +1,7 @@
 //! `gossipd`: the agent binary and its command-line clients.
 
 mod agent;
+mod ca;
 mod checks;
 mod cli;
 mod client;

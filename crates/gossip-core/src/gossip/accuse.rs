@@ -142,6 +142,15 @@ impl Gossip {
         }
     }
 
+    fn accuser_key(&self, id: &NodeId) -> String {
+        let cert_name = || self.table.get(id).and_then(|n| n.info.cert.as_ref()).map(|c| c.name.clone());
+        match self.secure.trust() {
+            Some(_) if *id == self.local.id => self.local.name.clone(),
+            Some(_) => cert_name().unwrap_or_else(|| id.to_hex()),
+            None => id.to_hex(),
+        }
+    }
+
     fn counts_as_live(&self, id: &NodeId) -> bool {
         *id == self.local.id
             || (!self.accusations.excluded.contains_key(id)
@@ -157,7 +166,10 @@ impl Gossip {
             .chain(self.table.iter().map(|n| n.info.id))
             .filter(|id| self.counts_as_live(id))
             .collect();
-        let mut votes: BTreeMap<NodeId, (BTreeSet<NodeId>, String)> = BTreeMap::new();
+        // Accusers count once per certified name when a CA is trusted (identities cost the CA a
+        // signature, and two certificates of one name are one member), once per identity
+        // otherwise.
+        let mut votes: BTreeMap<NodeId, (BTreeSet<String>, String)> = BTreeMap::new();
         let mut checked = BTreeMap::new();
         let mut endorse = Vec::new();
         let mut gone = Vec::new();
@@ -183,7 +195,7 @@ impl Gossip {
                     endorse.push(a.clone());
                 }
                 let v = votes.entry(a.accused).or_insert_with(|| (BTreeSet::new(), a.reason()));
-                v.0.insert(*accuser);
+                v.0.insert(self.accuser_key(accuser));
                 if matches!(a.charge, Charge::Equivocation(_)) {
                     v.1 = a.reason();
                 }

@@ -154,6 +154,27 @@ pub enum Event {
         /// The keys, primary first.
         keys: Vec<[u8; 32]>,
     },
+    /// A replica refused an owner's delta: it broke its certificate's grants or quota, or has no
+    /// valid certificate (reported once per owner and reason).
+    Refused {
+        /// The owner.
+        owner: NodeId,
+        /// The name it claims.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A handshake was refused for its certificate (reported once per identity and reason).
+    CertRefused {
+        /// Where it came from.
+        peer: SocketAddr,
+        /// The identity it proved.
+        identity: IdentityPub,
+        /// Why.
+        reason: String,
+    },
+    /// A CA-signed revocation was learned: the identity is dropped (persist it).
+    Revoked(crate::cert::Revocation),
     /// An owner signed two different entries under one version (proof of misbehaviour).
     Equivocation {
         /// The owner.
@@ -184,6 +205,9 @@ pub enum Event {
 pub struct Stats {
     /// Datagrams received.
     pub datagrams_in: u64,
+    /// Deltas refused for their owner's certificate (missing, invalid, revoked), an ungranted
+    /// service, a quota, a keyring change without the operator role or a stamp far ahead.
+    pub refused_deltas: u64,
     /// Datagrams sent.
     pub datagrams_out: u64,
     /// Bytes received.
@@ -221,6 +245,9 @@ pub struct Stats {
     pub deaths: u64,
     /// Suspicions of this node that it refuted with a fresh status entry.
     pub refutations: u64,
+    /// Suspicions ignored because they named a state of the target newer than the one held
+    /// (the sender may be ahead, or lying: only the target can tell, and bans the liar).
+    pub suspicions_beyond_held: u64,
 }
 
 /// Why a local command was refused. Nothing changed when an error is returned.
@@ -250,4 +277,35 @@ pub enum CommandError {
         /// Limit.
         max: usize,
     },
+    /// This node's certificate does not grant the service.
+    #[error("service {service:?} is not granted by this node's certificate (grants: {grants})")]
+    NotGranted {
+        /// The service name.
+        service: String,
+        /// The certificate's grants, comma-separated.
+        grants: String,
+    },
+    /// This node's certificate allows no more services.
+    #[error("this node's certificate allows at most {max} services")]
+    Quota {
+        /// The quota.
+        max: u32,
+    },
+    /// A cluster-wide change needs the operator role in this node's certificate.
+    #[error("this node's certificate lacks the operator role")]
+    NotOperator,
+    /// No valid keyring stamp can be made: the stamp in force is far ahead of this clock.
+    #[error("the keyring stamp in force ({stamp}) is too far ahead of this clock ({wall}); fix the clock, or wait")]
+    KeyringStamp {
+        /// The stamp in force.
+        stamp: u64,
+        /// This node's wall clock (unix seconds).
+        wall: u64,
+    },
+    /// The revocation does not check.
+    #[error("revocation refused: {0}")]
+    BadRevocation(String),
+    /// This node trusts no CA (started without --ca-file).
+    #[error("this agent trusts no CA (start it with --ca-file)")]
+    NoTrust,
 }

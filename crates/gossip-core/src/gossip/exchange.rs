@@ -28,6 +28,7 @@ impl Gossip {
         let mut out = Vec::new();
         let received = self.secure.recv(now, from, data, &mut out);
         self.emit(out);
+        self.report_cert_refusals();
         let Some(Received { identity, payload, .. }) = received else { return };
         let msg = match Message::decode(&payload) {
             Ok(m) => m,
@@ -60,6 +61,14 @@ impl Gossip {
             Message::Ack { nonce, target, .. } => self.on_ack(now, nonce, target),
             Message::PingReq { nonce, target, .. } => self.on_ping_req(now, from, nonce, target),
             Message::Suspect { sender, ttl, target, generation, version } => {
+                if target == self.local.id && (generation, version) > (self.local.generation, self.own_version()) {
+                    // Replicas and forwarders name only states of this node they hold, which this
+                    // node signed: a suspicion beyond its own newest state was made up by the
+                    // sender (it could never be refuted).
+                    self.stats.dropped_malformed += 1;
+                    self.ban(now, identity, format!("suspicion of a state never signed ({generation}, {version})"));
+                    return;
+                }
                 self.on_suspect(now, sender, ttl, target, generation, version)
             }
         }
@@ -156,6 +165,15 @@ impl Gossip {
                 return;
             }
         }
+        // Authority is checked wherever the delta could teach something: from version 0 (the
+        // certificate rides along) or within the generation held (the certificate is held).
+        let held_generation = self.table.get(&owner).map(|n| n.info.generation);
+        if delta.from_version == 0 || held_generation == Some(delta.node.generation) {
+            if let Err(why) = self.authorize(now, &delta) {
+                self.refused(&delta, why);
+                return;
+            }
+        }
         match self.table.apply(&delta) {
             Applied::Stale => self.rumor_heard(sender, &delta),
             Applied::Gap(want) => {
@@ -183,6 +201,7 @@ impl Gossip {
                 if delta.entries.iter().any(|e| e.key == crate::message::KEYRING_KEY) {
                     self.consider_keyring(&owner);
                 }
+                self.consider_revocations(now, &delta);
                 if new_node || status_changed {
                     self.update_membership(&owner);
                 }

@@ -76,7 +76,13 @@ impl Gossip {
                 v.into_iter().map(|(_, k, val)| (k, val)).collect()
             })
             .unwrap_or_default();
-        let info = NodeInfo::signed(self.secure.identity_key(), self.local.name.clone(), self.local.addr, generation);
+        let info = NodeInfo::signed_with_cert(
+            self.secure.identity_key(),
+            self.local.name.clone(),
+            self.local.addr,
+            generation,
+            self.local.cert.clone(),
+        );
         self.local = info.clone();
         self.table.insert_local(info);
         let identity = self.secure.identity_key().clone();

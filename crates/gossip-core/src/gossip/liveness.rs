@@ -185,6 +185,7 @@ impl Gossip {
     ) {
         if target == self.local.id {
             // Refute: a fresh signed status entry supersedes the suspected version everywhere.
+            // (A suspicion beyond the newest state was refused, and its sender banned, on receipt.)
             if generation == self.local.generation && version >= self.own_version() {
                 self.stats.refutations += 1;
                 self.write_local(now, STATUS_KEY, Value::Status(NodeStatus::Alive));
@@ -192,7 +193,16 @@ impl Gossip {
             return;
         }
         let Some(n) = self.table.get(&target) else { return };
-        if (n.info.generation, n.max_version) > (generation, version) || self.suspicions.contains_key(&target) {
+        let held = (n.info.generation, n.max_version);
+        if held > (generation, version) || self.suspicions.contains_key(&target) {
+            return;
+        }
+        if (generation, version) > held {
+            // A suspicion must name a state that exists, or the target could never refute it
+            // (its next version would not be past it). This replica cannot tell a sender that
+            // is ahead from one that lies, so it neither adopts nor forwards the claim; what is
+            // forwarded is therefore always a state held, i.e. signed by the target.
+            self.stats.suspicions_beyond_held += 1;
             return;
         }
         if n.status() != NodeStatus::Alive {

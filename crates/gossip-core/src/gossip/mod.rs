@@ -10,6 +10,7 @@
 //! Every record is signed by its owner's identity and verified before it is applied.
 
 mod accuse;
+mod authority;
 mod config;
 mod exchange;
 mod gc;
@@ -68,6 +69,7 @@ pub struct Gossip {
     /// Newcomers already reported for a duplicate name (bounded).
     reported_duplicates: Vec<NodeId>,
     accusations: accuse::Accusations,
+    authority: authority::Authority,
     left: bool,
     stats: Stats,
 }
@@ -85,7 +87,7 @@ impl Gossip {
     ) -> Gossip {
         cfg.seeds.retain(|s| *s != addr);
         let mut rng = Rng::from_seed(cfg.rng_seed);
-        let local = NodeInfo::signed(&secure.identity, name, addr, generation);
+        let local = NodeInfo::signed_with_cert(&secure.identity, name, addr, generation, secure.cert.clone());
         let mut secure = SecureLayer::new(secure, now);
         for (a, id) in &cfg.pinned_seeds {
             secure.pin(*a, *id);
@@ -121,6 +123,7 @@ impl Gossip {
             last_now: now,
             reported_duplicates: Vec::new(),
             accusations: Default::default(),
+            authority: Default::default(),
             left: false,
             stats: Stats::default(),
         };
@@ -177,8 +180,9 @@ impl Gossip {
         if keys.is_empty() || keys.len() > message::MAX_KEYRING || distinct.len() != keys.len() {
             return Err(CommandError::BadKeyring { max: message::MAX_KEYRING });
         }
-        let wall = self.secure.wall_nanos(now) / 1_000_000_000;
-        let stamp = wall.max(self.keyring_stamp + 1);
+        let value = Value::Keyring { stamp: 0, keys: keys.clone() };
+        self.check_own_write(message::KEYRING_KEY, &value)?;
+        let stamp = self.next_keyring_stamp(now)?;
         self.adopt_keyring(stamp, keys.clone());
         self.write_local(now, message::KEYRING_KEY, Value::Keyring { stamp, keys });
         Ok(stamp)
@@ -213,7 +217,7 @@ impl Gossip {
     }
 
     /// Count and fingerprint of the whole table (equal on two nodes = converged).
-    pub fn root_fingerprint(&self) -> (u64, u64) {
+    pub fn root_fingerprint(&self) -> (u64, crate::state::Commitment) {
         self.table.fingerprint(&NodeId::MIN, &message::Bound::Inf)
     }
 
@@ -238,6 +242,16 @@ impl Gossip {
             let state: Arc<NodeState> = Arc::clone(state);
             self.table.adopt_owner(&state);
             self.update_membership(&other.local.id);
+        }
+    }
+
+    /// Replaces what this node holds of `state`'s owner with `state` as it is (shared, not
+    /// verified). For simulations and tests: a replica that a rogue relay fed a doctored
+    /// (withheld) history. Never the local node.
+    pub fn adopt_owner_state(&mut self, state: &Arc<NodeState>) {
+        if state.info.id != self.local.id {
+            self.table.adopt_owner(state);
+            self.update_membership(&state.info.id);
         }
     }
 
@@ -276,6 +290,7 @@ impl Gossip {
             return Err(CommandError::Left);
         }
         let (key, value) = check_instance(inst)?;
+        self.check_own_write(&key, &value)?;
         if self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)).is_some_and(|old| old.value == value) {
             return Ok(());
         }

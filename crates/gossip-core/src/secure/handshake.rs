@@ -13,6 +13,7 @@ use super::keys::{BINDING_LEN, Binding, ClusterKey, Identity};
 use super::packet::{self, u32_at};
 use super::replay::ReplayWindow;
 use super::{IK_ATTEMPTS, MAX_PENDING, Outgoing, SecureLayer, Session, StaticKey};
+use crate::cert::CertError;
 use crate::wire::{Reader, Writer};
 
 /// A handshake in flight.
@@ -84,10 +85,16 @@ fn builder(pattern: &str, seed: [u8; 32]) -> Builder<'static> {
     Builder::with_resolver(params, Box::new(Resolver::new(seed)))
 }
 
-fn encode_binding(b: &Binding) -> Vec<u8> {
-    let mut w = Writer::new();
-    b.encode(&mut w);
-    w.buf
+impl SecureLayer {
+    /// What this node proves in a handshake: its binding, then its certificate (if any).
+    fn credentials(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.current.binding.encode(&mut w);
+        if let Some(c) = &self.cfg.cert {
+            w.bytes(c.encoded());
+        }
+        w.buf
+    }
 }
 
 impl SecureLayer {
@@ -126,10 +133,11 @@ impl SecureLayer {
         let Ok(mut hs) = built else { return };
         let mut pkt;
         if use_ik {
-            pkt = vec![0u8; packet::IK_INIT_LEN];
             let mut payload = wall.to_be_bytes().to_vec();
-            payload.extend_from_slice(&encode_binding(&self.current.binding));
-            if hs.write_message(&payload, &mut pkt[5..5 + packet::IK1_NOISE]).ok() != Some(packet::IK1_NOISE) {
+            payload.extend_from_slice(&self.credentials());
+            let noise = packet::ik1_noise(payload.len());
+            pkt = vec![0u8; 5 + noise + 2 * super::mac::MAC_LEN];
+            if hs.write_message(&payload, &mut pkt[5..5 + noise]).ok() != Some(noise) {
                 return;
             }
             pkt[0] = packet::IK_INIT;
@@ -159,21 +167,29 @@ impl SecureLayer {
         out.push(Outgoing { dst, bytes: pkt });
     }
 
-    /// Admission of an initiation: mac1 under some keyring key, per-source rate, and under
-    /// load a mac2 from our cookie (else a cookie reply). Returns the key that admitted it.
+    /// Admission of an initiation: mac1 under some keyring key; under load, a mac2 from our
+    /// cookie (else a cookie reply), then the per-source rate. Returns the key that admitted it.
+    ///
+    /// The order is WireGuard's: the cookie before the budget. mac1 proves only the cluster key,
+    /// and a captured initiation keeps a valid mac1 when replayed from any spoofed address, so
+    /// a budget spent on mac1 alone would let a replay flood from an honest node's address use
+    /// up that node's budget and keep it out. A valid mac2 proves that the source receives what
+    /// is sent to its address (it got the cookie), so only cookie-proven initiations are
+    /// counted against their source; the rest get a cookie reply (smaller than the initiation)
+    /// and cost their source nothing.
     fn admit(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) -> Option<ClusterKey> {
         let Some(key) = self.cfg.keyring.keys().iter().find(|k| packet::mac1_ok(data, k.mac1_key())).cloned() else {
             self.stats.dropped_unauthenticated += 1;
             return None;
         };
-        if !self.limiter.allow(now, from.ip()) {
-            self.stats.rate_limited += 1;
-            return None;
-        }
         if self.under_load(now) {
             let cookie = self.jar.cookie(now, &mut self.rng, from);
             if !packet::mac2_ok(data, &cookie) {
                 self.send_cookie(from, data, &key, cookie, out);
+                return None;
+            }
+            if !self.limiter.allow(now, from.ip()) {
+                self.stats.rate_limited += 1;
                 return None;
             }
         }
@@ -228,10 +244,21 @@ impl SecureLayer {
         }
     }
 
-    /// Checks a binding proved in a handshake: it binds the Noise static key the peer used, is
-    /// signed by its identity, is current, and the identity is not banned.
-    fn accept_binding(&mut self, now: Instant, bytes: &[u8], remote_static: Option<&[u8]>) -> Option<Binding> {
-        let b = Binding::decode(&mut Reader::new(bytes)).ok()?;
+    /// Checks the credentials proved in a handshake: a binding of the Noise static key the
+    /// peer used, signed by its identity and current; the identity not banned; and, when this
+    /// layer trusts a CA, a certificate of that identity from the CA, current and unrevoked.
+    fn accept_binding(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        remote_static: Option<&[u8]>,
+    ) -> Option<Binding> {
+        if bytes.len() < BINDING_LEN {
+            self.stats.decrypt_failures += 1;
+            return None;
+        }
+        let b = Binding::decode(&mut Reader::new(&bytes[..BINDING_LEN])).ok()?;
         let wall = self.wall_nanos(now) / 1_000_000_000;
         if remote_static != Some(&b.static_pub[..]) || !b.valid_at(wall) {
             self.stats.decrypt_failures += 1;
@@ -241,19 +268,34 @@ impl SecureLayer {
             self.stats.banned_drops += 1;
             return None;
         }
+        if let Some(trust) = &self.cfg.trust {
+            let verdict = match crate::cert::Certificate::decode(&bytes[BINDING_LEN..]) {
+                _ if bytes.len() == BINDING_LEN => Err(CertError::Invalid("no certificate".into())),
+                Err(e) => Err(CertError::Malformed(e)),
+                Ok(c) if c.identity != b.identity => Err(CertError::WrongIdentity),
+                Ok(c) => trust.check(&c, wall),
+            };
+            if let Err(e) = verdict {
+                self.stats.cert_refusals += 1;
+                self.note_refusal(from, b.identity, e);
+                return None;
+            }
+        }
         Some(b)
     }
 
     pub(super) fn on_ik_init(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
-        if data.len() != packet::IK_INIT_LEN {
+        if data.len() < packet::IK_INIT_MIN || data.len() > packet::IK_INIT_MAX {
             self.stats.dropped_unauthenticated += 1;
             return;
         }
+        let noise = &data[5..data.len() - 2 * super::mac::MAC_LEN];
         let Some(key) = self.admit(now, from, data, out) else { return };
         let mut statics = vec![self.current.secret];
         statics.extend(self.previous.as_ref().map(|p| p.secret));
-        let mut payload = [0u8; packet::IK_PAYLOAD];
+        let mut payload = [0u8; packet::IK_PAYLOAD_MAX];
         let mut accepted = None;
+        let want = noise.len() - packet::ik1_noise(0);
         for secret in statics {
             let seed = self.rng.bytes32();
             let Ok(mut hs) = builder(packet::IK_PATTERN, seed)
@@ -263,7 +305,7 @@ impl SecureLayer {
             else {
                 return;
             };
-            if hs.read_message(&data[5..5 + packet::IK1_NOISE], &mut payload).ok() == Some(packet::IK_PAYLOAD) {
+            if hs.read_message(noise, &mut payload).ok() == Some(want) {
                 accepted = Some(hs);
                 break;
             }
@@ -273,7 +315,7 @@ impl SecureLayer {
             return;
         };
         let ts = u64::from_be_bytes(payload[..8].try_into().unwrap_or_default());
-        let Some(binding) = self.accept_binding(now, &payload[8..8 + BINDING_LEN], hs.get_remote_static()) else {
+        let Some(binding) = self.accept_binding(now, from, &payload[8..want], hs.get_remote_static()) else {
             return;
         };
         if !self.remember_timestamp(binding.identity, ts) {
@@ -350,12 +392,13 @@ impl SecureLayer {
             return;
         }
         let my_idx = self.fresh_index();
-        let mut pkt = vec![0u8; packet::XX_RESP_LEN];
+        let creds = self.credentials();
+        let noise = packet::xx2_noise(creds.len());
+        let mut pkt = vec![0u8; 9 + noise + 2 * super::mac::MAC_LEN];
         pkt[0] = packet::XX_RESP;
         pkt[1..5].copy_from_slice(&my_idx.to_be_bytes());
         pkt[5..9].copy_from_slice(&data[1..5]);
-        let binding = encode_binding(&self.current.binding);
-        if hs.write_message(&binding, &mut pkt[9..9 + packet::XX2_NOISE]).ok() != Some(packet::XX2_NOISE) {
+        if hs.write_message(&creds, &mut pkt[9..9 + noise]).ok() != Some(noise) {
             return;
         }
         packet::seal_macs(&mut pkt, key.mac1_key(), None);
@@ -366,7 +409,7 @@ impl SecureLayer {
     }
 
     pub(super) fn on_xx_resp(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
-        if data.len() != packet::XX_RESP_LEN {
+        if data.len() < packet::XX_RESP_MIN || data.len() > packet::XX_RESP_MAX {
             self.stats.dropped_unauthenticated += 1;
             return;
         }
@@ -377,18 +420,21 @@ impl SecureLayer {
             return;
         }
         let Some(Pending::Initiator { mut hs, peer, key, .. }) = self.pending.remove(&idx) else { return };
-        let mut payload = [0u8; BINDING_LEN];
-        if hs.read_message(&data[9..9 + packet::XX2_NOISE], &mut payload).ok() != Some(BINDING_LEN) {
+        let mut payload = [0u8; packet::CRED_MAX];
+        let noise = &data[9..data.len() - 2 * super::mac::MAC_LEN];
+        let want = noise.len() - packet::xx2_noise(0);
+        if hs.read_message(noise, &mut payload).ok() != Some(want) {
             self.stats.decrypt_failures += 1;
             return;
         }
-        let Some(binding) = self.accept_binding(now, &payload, hs.get_remote_static()) else { return };
+        let Some(binding) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static()) else { return };
         let their_idx = u32_at(data, 1);
-        let mut pkt = vec![0u8; packet::XX_FIN_LEN];
+        let mine = self.credentials();
+        let noise = packet::xx3_noise(mine.len());
+        let mut pkt = vec![0u8; 5 + noise + 2 * super::mac::MAC_LEN];
         pkt[0] = packet::XX_FIN;
         pkt[1..5].copy_from_slice(&their_idx.to_be_bytes());
-        let mine = encode_binding(&self.current.binding);
-        if hs.write_message(&mine, &mut pkt[5..5 + packet::XX3_NOISE]).ok() != Some(packet::XX3_NOISE) {
+        if hs.write_message(&mine, &mut pkt[5..5 + noise]).ok() != Some(noise) {
             return;
         }
         packet::seal_macs(&mut pkt, key.mac1_key(), None);
@@ -405,7 +451,7 @@ impl SecureLayer {
     }
 
     pub(super) fn on_xx_fin(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
-        if data.len() != packet::XX_FIN_LEN {
+        if data.len() < packet::XX_FIN_MIN || data.len() > packet::XX_FIN_MAX {
             self.stats.dropped_unauthenticated += 1;
             return;
         }
@@ -416,12 +462,14 @@ impl SecureLayer {
             return;
         }
         let Some(Pending::XxResponder { mut hs, their_idx, key, .. }) = self.pending.remove(&idx) else { return };
-        let mut payload = [0u8; BINDING_LEN];
-        if hs.read_message(&data[5..5 + packet::XX3_NOISE], &mut payload).ok() != Some(BINDING_LEN) {
+        let mut payload = [0u8; packet::CRED_MAX];
+        let noise = &data[5..data.len() - 2 * super::mac::MAC_LEN];
+        let want = noise.len() - packet::xx3_noise(0);
+        if hs.read_message(noise, &mut payload).ok() != Some(want) {
             self.stats.decrypt_failures += 1;
             return;
         }
-        let Some(binding) = self.accept_binding(now, &payload, hs.get_remote_static()) else { return };
+        let Some(binding) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static()) else { return };
         let Ok(transport) = hs.into_stateless_transport_mode() else { return };
         // The final message proves the initiator holds the session keys: confirmed at once,
         // and a keepalive (an empty transport message, smaller than the final message) tells

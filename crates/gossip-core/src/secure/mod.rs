@@ -59,7 +59,8 @@ pub struct SecureConfig {
     pub dead_session_after: Duration,
     /// Initiations per second above which cookies are required.
     pub load_threshold: u32,
-    /// Handshakes per second accepted from one source IP.
+    /// Handshakes per second accepted from one source IP under load, counting only
+    /// initiations whose mac2 proves the source (cookie before budget).
     pub per_source_rate: f64,
     /// First ban period; doubles on repeat.
     pub ban_base: Duration,
@@ -68,6 +69,12 @@ pub struct SecureConfig {
     pub wall_clock_at_start: u64,
     /// Seed of the DRBG (ephemeral keys, indexes, static keys).
     pub seed: [u8; 32],
+    /// The CAs this node trusts, with its revocations: when set, every peer must prove a
+    /// certificate from one of them in its handshake. `None`: a cluster run with a cluster key
+    /// only (the weaker mode, docs/SECURITY.md).
+    pub trust: Option<crate::cert::Trust>,
+    /// This node's certificate, proved in every handshake.
+    pub cert: Option<std::sync::Arc<crate::cert::Certificate>>,
 }
 
 impl SecureConfig {
@@ -88,6 +95,8 @@ impl SecureConfig {
             ban_base: Duration::from_secs(60),
             wall_clock_at_start,
             seed,
+            trust: None,
+            cert: None,
         }
     }
 }
@@ -117,6 +126,8 @@ pub struct SecureStats {
     pub bans: u64,
     /// Static key rotations.
     pub rotations: u64,
+    /// Handshakes refused for a missing, invalid, expired or revoked certificate.
+    pub cert_refusals: u64,
 }
 
 /// A static key pair and its binding.
@@ -188,6 +199,8 @@ pub struct SecureLayer {
     window_start: Instant,
     window_count: u32,
     stats: SecureStats,
+    /// Handshakes refused for their certificate, for the gossip layer to report (bounded).
+    refusals: Vec<(SocketAddr, IdentityPub, crate::cert::CertError)>,
 }
 
 impl std::fmt::Debug for SecureLayer {
@@ -245,6 +258,7 @@ impl SecureLayer {
             window_start: now,
             window_count: 0,
             stats: SecureStats::default(),
+            refusals: Vec::new(),
             cfg,
         }
     }
@@ -292,6 +306,47 @@ impl SecureLayer {
             self.close(i);
         }
         self.cfg.keyring = keyring;
+    }
+
+    /// The trust policy (CAs and revocations), when this node requires certificates.
+    pub fn trust(&self) -> Option<&crate::cert::Trust> {
+        self.cfg.trust.as_ref()
+    }
+
+    /// This node's certificate.
+    pub fn cert(&self) -> Option<&std::sync::Arc<crate::cert::Certificate>> {
+        self.cfg.cert.as_ref()
+    }
+
+    /// Adds a CA-signed revocation and closes the revoked identity's sessions. Returns true if
+    /// it was new; an error if no trusted CA signed it (or no CA is trusted).
+    pub fn revoke(&mut self, r: crate::cert::Revocation) -> Result<bool, crate::cert::CertError> {
+        let trust = self.cfg.trust.as_mut().ok_or(crate::cert::CertError::UnknownIssuer)?;
+        let new = trust.revoke(r)?;
+        let dead: Vec<u32> = self.sessions.iter().filter(|(_, s)| s.identity == r.identity).map(|(i, _)| *i).collect();
+        for i in dead {
+            self.close(i);
+        }
+        Ok(new)
+    }
+
+    /// Forgets revocations of certificates expired at `now`.
+    pub fn expire_revocations(&mut self, now: Instant) {
+        let wall = self.wall_secs(now);
+        if let Some(t) = self.cfg.trust.as_mut() {
+            t.expire_revocations(wall);
+        }
+    }
+
+    fn note_refusal(&mut self, from: SocketAddr, identity: IdentityPub, e: crate::cert::CertError) {
+        if self.refusals.len() < 16 {
+            self.refusals.push((from, identity, e));
+        }
+    }
+
+    /// Handshakes refused for their certificate since the last call: address, identity, why.
+    pub fn take_refusals(&mut self) -> Vec<(SocketAddr, IdentityPub, crate::cert::CertError)> {
+        std::mem::take(&mut self.refusals)
     }
 
     /// Requires the peer at `addr` to prove `identity` (a pinned seed): a handshake with that

@@ -5,16 +5,16 @@
 
 use super::mac::{self, MAC_LEN};
 
-/// IK initiation: `type ‖ sender_idx ‖ noise(e, s, {timestamp ‖ binding}) ‖ mac1 ‖ mac2`.
+/// IK initiation: `type ‖ sender_idx ‖ noise(e, s, {timestamp ‖ binding ‖ certificate}) ‖ mac1 ‖ mac2`.
 pub const IK_INIT: u8 = 0x21;
 /// IK response: `type ‖ sender_idx ‖ receiver_idx ‖ noise(e, {}) ‖ mac1 ‖ mac2`.
 pub const IK_RESP: u8 = 0x22;
 /// XX initiation: `type ‖ sender_idx ‖ noise(e) ‖ zero padding ‖ mac1 ‖ mac2`, padded so that it is
 /// never smaller than the response it draws.
 pub const XX_INIT: u8 = 0x23;
-/// XX response: `type ‖ sender_idx ‖ receiver_idx ‖ noise(e, s, {binding}) ‖ mac1 ‖ mac2`.
+/// XX response: `type ‖ sender_idx ‖ receiver_idx ‖ noise(e, s, {binding ‖ certificate}) ‖ mac1 ‖ mac2`.
 pub const XX_RESP: u8 = 0x24;
-/// XX final: `type ‖ receiver_idx ‖ noise(s, {binding}) ‖ mac1 ‖ mac2`.
+/// XX final: `type ‖ receiver_idx ‖ noise(s, {binding ‖ certificate}) ‖ mac1 ‖ mac2`.
 pub const XX_FIN: u8 = 0x25;
 /// Cookie reply: `type ‖ receiver_idx ‖ nonce (12) ‖ ChaCha20-Poly1305(cookie (16))`.
 pub const COOKIE: u8 = 0x26;
@@ -26,30 +26,52 @@ pub const IK_PATTERN: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 /// Noise pattern of first contact.
 pub const XX_PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
 
-/// Length of the IK payload: timestamp (u64 BE unix nanoseconds) and the initiator's binding.
-pub const IK_PAYLOAD: usize = 8 + super::keys::BINDING_LEN;
-/// Noise bytes of IK message 1: e, encrypted s, encrypted payload.
-pub const IK1_NOISE: usize = 32 + 48 + IK_PAYLOAD + 16;
+/// Largest certificate a handshake carries after the binding.
+pub const CERT_MAX: usize = crate::cert::MAX_CERT;
+/// Credentials a handshake proves: the binding, then the node certificate (0 to
+/// [`CERT_MAX`] bytes: empty for a node without one).
+pub const CRED_MIN: usize = super::keys::BINDING_LEN;
+/// Largest credentials.
+pub const CRED_MAX: usize = CRED_MIN + CERT_MAX;
+/// Length of the IK payload: timestamp (u64 BE unix nanoseconds) and the initiator's
+/// credentials (smallest).
+pub const IK_PAYLOAD_MIN: usize = 8 + CRED_MIN;
+/// Largest IK payload.
+pub const IK_PAYLOAD_MAX: usize = 8 + CRED_MAX;
+/// Noise bytes of IK message 1 around a payload of `n` bytes: e, encrypted s, encrypted payload.
+pub const fn ik1_noise(n: usize) -> usize {
+    32 + 48 + n + 16
+}
 /// Noise bytes of IK message 2: e, empty encrypted payload.
 pub const IK2_NOISE: usize = 32 + 16;
 /// Noise bytes of XX message 1: e, and the tag of the empty payload (in PSK mode `e` already
 /// keys the cipher).
 pub const XX1_NOISE: usize = 32 + 16;
-/// Noise bytes of XX message 2: e, encrypted s, encrypted binding.
-pub const XX2_NOISE: usize = 32 + 48 + super::keys::BINDING_LEN + 16;
-/// Noise bytes of XX message 3: encrypted s, encrypted binding.
-pub const XX3_NOISE: usize = 48 + super::keys::BINDING_LEN + 16;
+/// Noise bytes of XX message 2 around credentials of `n` bytes: e, encrypted s, encrypted payload.
+pub const fn xx2_noise(n: usize) -> usize {
+    32 + 48 + n + 16
+}
+/// Noise bytes of XX message 3 around credentials of `n` bytes: encrypted s, encrypted payload.
+pub const fn xx3_noise(n: usize) -> usize {
+    48 + n + 16
+}
 
-/// Total length of an IK initiation.
-pub const IK_INIT_LEN: usize = 1 + 4 + IK1_NOISE + 2 * MAC_LEN;
+/// Shortest IK initiation.
+pub const IK_INIT_MIN: usize = 1 + 4 + ik1_noise(IK_PAYLOAD_MIN) + 2 * MAC_LEN;
+/// Longest IK initiation.
+pub const IK_INIT_MAX: usize = 1 + 4 + ik1_noise(IK_PAYLOAD_MAX) + 2 * MAC_LEN;
 /// Total length of an IK response.
 pub const IK_RESP_LEN: usize = 1 + 4 + 4 + IK2_NOISE + 2 * MAC_LEN;
-/// Total length of an XX response.
-pub const XX_RESP_LEN: usize = 1 + 4 + 4 + XX2_NOISE + 2 * MAC_LEN;
-/// Total length of an XX initiation: padded to the response's length (no amplification).
-pub const XX_INIT_LEN: usize = XX_RESP_LEN;
-/// Total length of an XX final message.
-pub const XX_FIN_LEN: usize = 1 + 4 + XX3_NOISE + 2 * MAC_LEN;
+/// Shortest XX response.
+pub const XX_RESP_MIN: usize = 1 + 4 + 4 + xx2_noise(CRED_MIN) + 2 * MAC_LEN;
+/// Longest XX response.
+pub const XX_RESP_MAX: usize = 1 + 4 + 4 + xx2_noise(CRED_MAX) + 2 * MAC_LEN;
+/// Total length of an XX initiation: padded to the longest response (no amplification).
+pub const XX_INIT_LEN: usize = XX_RESP_MAX;
+/// Shortest XX final message.
+pub const XX_FIN_MIN: usize = 1 + 4 + xx3_noise(CRED_MIN) + 2 * MAC_LEN;
+/// Longest XX final message.
+pub const XX_FIN_MAX: usize = 1 + 4 + xx3_noise(CRED_MAX) + 2 * MAC_LEN;
 /// Total length of a cookie reply.
 pub const COOKIE_LEN: usize = 1 + 4 + 12 + 16 + 16;
 /// Transport header: type, receiver index, counter.
@@ -103,11 +125,11 @@ fn cookie_mac_key(cookie: &[u8; 16]) -> [u8; 32] {
 // No answer sent before authentication is larger than what drew it, and every packet fits a
 // datagram: checked when the crate compiles.
 const _: () = {
-    assert!(IK_RESP_LEN <= IK_INIT_LEN);
-    assert!(XX_RESP_LEN <= XX_INIT_LEN);
-    assert!(COOKIE_LEN <= IK_INIT_LEN && COOKIE_LEN <= XX_INIT_LEN);
-    assert!(XX_INIT_LEN <= 1200 && IK_INIT_LEN <= 1200 && XX_FIN_LEN <= 1200);
+    assert!(IK_RESP_LEN <= IK_INIT_MIN);
+    assert!(XX_RESP_MAX <= XX_INIT_LEN);
+    assert!(COOKIE_LEN <= IK_INIT_MIN && COOKIE_LEN <= XX_INIT_LEN);
+    assert!(XX_INIT_LEN <= 1200 && IK_INIT_MAX <= 1200 && XX_FIN_MAX <= 1200);
     assert!(TRANSPORT_OVERHEAD <= crate::session::MAX_OVERHEAD);
     // The keepalive that answers an XX final message is smaller than it.
-    assert!(TRANSPORT_OVERHEAD <= XX_FIN_LEN);
+    assert!(TRANSPORT_OVERHEAD <= XX_FIN_MIN);
 };

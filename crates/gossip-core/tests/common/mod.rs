@@ -46,9 +46,14 @@ pub struct Net {
     pub loss: f64,
     rng: Rng,
     pub down: Vec<bool>,
+    /// Directed links `(from, to)` that drop every datagram (a partial partition).
+    pub blocked: std::collections::BTreeSet<(usize, usize)>,
     seed: u64,
     /// (node index, event, when), every event but `CatalogChanged`.
     pub events: Vec<(usize, Event, Instant)>,
+    /// Datagrams sent to addresses outside the network: (destination, source, bytes). Tests
+    /// that play a raw peer (an attacker speaking the secure layer) read them from here.
+    pub outside: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 impl Net {
@@ -86,8 +91,10 @@ impl Net {
             loss,
             rng: Rng::from_seed(seed ^ 0x5eed),
             down: Vec::new(),
+            blocked: Default::default(),
             seed,
             events: Vec::new(),
+            outside: Vec::new(),
         };
         for i in 0..n {
             let mut cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), ..Config::default() };
@@ -126,10 +133,14 @@ impl Net {
             if self.rng.unit() < self.loss {
                 continue;
             }
-            if let Some(&dst) = self.by_addr.get(&t.dst) {
-                self.seq += 1;
-                let from = self.nodes[i].local().addr;
-                self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, from, t.payload)));
+            let from = self.nodes[i].local().addr;
+            match self.by_addr.get(&t.dst) {
+                Some(&dst) if !self.blocked.contains(&(i, dst)) => {
+                    self.seq += 1;
+                    self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, from, t.payload)));
+                }
+                Some(_) => {}
+                None => self.outside.push((t.dst, from, t.payload)),
             }
         }
         while let Some(e) = self.nodes[i].poll_event() {
@@ -177,6 +188,18 @@ impl Net {
         self.run_until(deadline);
     }
 
+    /// Delivers `bytes` from `from` (an address outside the network) to node `dst` in 1 ms.
+    pub fn inject(&mut self, from: SocketAddr, dst: usize, bytes: Vec<u8>) {
+        self.seq += 1;
+        self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, from, bytes)));
+    }
+
+    /// Cuts the link between `a` and `b`, both ways.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.blocked.insert((a, b));
+        self.blocked.insert((b, a));
+    }
+
     /// Indices of the nodes that are up.
     pub fn live(&self) -> Vec<usize> {
         (0..self.nodes.len()).filter(|&i| !self.down[i]).collect()
@@ -187,6 +210,11 @@ impl Net {
         let live = self.live();
         let fp = self.nodes[live[0]].root_fingerprint();
         live.iter().all(|&i| self.nodes[i].root_fingerprint() == fp)
+    }
+
+    /// True if node `i` holds `owner` among its peers (alive or suspect, so answered).
+    pub fn knows_service_owner(&self, i: usize, owner: &gossip_core::NodeId) -> bool {
+        self.nodes[i].liveness(owner).serves() && self.nodes[i].node(owner).is_some()
     }
 
     /// True if node `i` holds a live instance of service `name`.

@@ -44,7 +44,8 @@ impl Driver {
                 return;
             }
         }
-        if let Err(e) = gossip_core::check_instance(def.to_instance()) {
+        let pending_new = self.staged.iter().filter(|s| matches!(s, Staged::Register { previous: None, .. })).count();
+        if let Err(e) = self.gossip.check_register(def.to_instance(), pending_new) {
             let _ = reply.send(Err(e.into()));
             return;
         }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{Api, DATACENTER, Params, ask, change, local_member, member_json, text, uuid};
 use crate::driver::{Command, RegisterError, TtlUpdate};
 use crate::service_def;
+use gossip_core::CommandError;
 
 /// `PUT /v1/agent/service/register`.
 pub async fn register(State(api): State<Arc<Api>>, body: Bytes) -> Response {
@@ -32,6 +33,10 @@ pub async fn register(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     }
     match change(&api, |tx| Command::Register(def, tx)).await {
         Ok(Ok(())) => StatusCode::OK.into_response(),
+        // What this node's certificate does not allow is a permission, not a syntax, error.
+        Ok(Err(e @ RegisterError::Core(CommandError::NotGranted { .. } | CommandError::Quota { .. }))) => {
+            text(StatusCode::FORBIDDEN, format!("Permission denied: {e}"))
+        }
         Ok(Err(e @ RegisterError::Persist(_))) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("Invalid service definition: {e}")),
         Err(r) => r,

@@ -82,6 +82,8 @@ pub fn router(api: Api, guard: guard::Guard) -> Router {
         .route("/metrics", get(metrics::prometheus))
         .route("/ui", get(crate::ui::page))
         .route("/ui/", get(crate::ui::page))
+        .route("/v1/operator/revocation", put(operator::revocation_add))
+        .route("/v1/operator/revocations", get(operator::revocations_list))
         .route(
             "/v1/operator/keyring",
             get(operator::keyring_list)

@@ -62,3 +62,50 @@ pub async fn keyring_use(State(api): State<Arc<Api>>, body: Bytes) -> Response {
 pub async fn keyring_remove(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     keyring_change(&api, &body, crate::driver::KeyringOp::Remove).await
 }
+
+/// `PUT /v1/operator/revocation` (`{"Revocation": "-----BEGIN GOSSIPD REVOCATION-----..."}`):
+/// installs a CA-signed revocation here; it spreads to every agent.
+pub async fn revocation_add(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct RevBody {
+        #[serde(rename = "Revocation")]
+        revocation: String,
+    }
+    let revs = match serde_json::from_slice::<RevBody>(&body) {
+        Ok(b) => match crate::ca::revocations_from_pem(&b.revocation) {
+            Ok(r) if !r.is_empty() => r,
+            Ok(_) => return text(StatusCode::BAD_REQUEST, "Revocation: no -----BEGIN GOSSIPD REVOCATION----- block"),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("Revocation: {e:#}")),
+        },
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("want {{\"Revocation\": \"...\"}}: {e}")),
+    };
+    for r in revs {
+        match change(&api, |tx| Command::AddRevocation(r, tx)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return text(StatusCode::FORBIDDEN, e),
+            Err(resp) => return resp,
+        }
+    }
+    StatusCode::OK.into_response()
+}
+
+/// `GET /v1/operator/revocations`: the revocations in force here.
+pub async fn revocations_list(State(api): State<Arc<Api>>) -> Response {
+    match ask(&api, Command::Revocations).await {
+        Ok(revs) => {
+            let list: Vec<Value> = revs
+                .iter()
+                .map(|r| {
+                    json!({
+                        "NodeID": r.identity.node_id().to_hex(),
+                        "Identity": crate::keys::encode_key(&r.identity.0),
+                        "Issuer": crate::keys::encode_key(&r.issuer.0),
+                        "NotAfter": r.not_after,
+                    })
+                })
+                .collect();
+            axum::Json(Value::Array(list)).into_response()
+        }
+        Err(r) => r,
+    }
+}
