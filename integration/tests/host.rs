@@ -297,6 +297,12 @@ fn an_unsafe_data_directory_is_refused_with_the_fix() {
         "{err}"
     );
     assert!(!dir.join("identity.key").exists(), "nothing was written into the unsafe directory");
+    // A parent that others may write (and that is not sticky, as /tmp is) is refused too.
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(shared.join("data")).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = start_expecting_failure(&shared.join("data"), &key_args);
+    assert!(err.contains(&format!("chmod go-w {}", shared.display())), "{err}");
 
     // A private directory starts; a secret made readable by others is then refused.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
