@@ -297,6 +297,12 @@ fn an_unsafe_data_directory_is_refused_with_the_fix() {
         "{err}"
     );
     assert!(!dir.join("identity.key").exists(), "nothing was written into the unsafe directory");
+    // A parent that others may write (and that is not sticky, as /tmp is) is refused too.
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(shared.join("data")).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = start_expecting_failure(&shared.join("data"), &key_args);
+    assert!(err.contains(&format!("chmod go-w {}", shared.display())), "{err}");
 
     // A private directory starts; a secret made readable by others is then refused.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -427,4 +433,24 @@ fn a_deleted_services_file_stops_the_agent_naming_it() {
     let key = root.path().join("cluster.key");
     let err = start_expecting_failure(&a.data_dir, &["--cluster-key-file".as_ref(), key.as_os_str()]);
     assert!(err.contains(&file.display().to_string()) && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn a_reload_does_not_bring_in_exec_checks() {
+    let root = tempfile::tempdir().unwrap();
+    let owned = root.path().join("owned.txt");
+    let dir = root.path().join("services.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("web.json"), r#"{"service": {"id": "web", "name": "web", "port": 80}}"#).unwrap();
+    let a = Agent::start(
+        root.path(),
+        Options { name: "alpha".into(), config_dir: Some(dir.clone()), ..Default::default() },
+    );
+    std::fs::write(dir.join("pwn.json"), format!("{{\"service\": {}}}", owned_body(&owned))).unwrap();
+    let pid = a.child.as_ref().unwrap().id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_for("the reload to be refused", WAIT, || a.log().contains("--enable-local-script-checks").then_some(()));
+    let services = a.get("/v1/agent/services").unwrap();
+    assert!(services.get("pwn").is_none() && services.get("web").is_some(), "{services}");
+    assert!(!owned.exists());
 }

@@ -226,8 +226,12 @@ fn serve_udp(
         if let Some(rrl) = rrl.as_mut() {
             match rrl_verdict(rrl, start, src, query) {
                 Verdict::Send => {}
-                Verdict::Drop => continue,
+                Verdict::Drop => {
+                    handler.stats.record_rrl(false);
+                    continue;
+                }
                 Verdict::Slip => {
+                    handler.stats.record_rrl(true);
                     if let Some(reply) = truncated_reply(query) {
                         let _ = socket.send_to(&reply, src);
                     }
@@ -298,7 +302,10 @@ async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, slots: Arc<TcpS
                     Some(slot) => {
                         connections.spawn(serve_tcp_connection(stream, src, Arc::clone(&handler), slot));
                     }
-                    None => debug!(%src, "DNS TCP connection limit (total or per source) reached; closing a new one"),
+                    None => {
+                        handler.stats.record_tcp_refused();
+                        debug!(%src, "DNS TCP connection limit (total or per source) reached; closing a new one");
+                    }
                 },
                 Err(error) => {
                     // Out of descriptors and the like: the listener itself is fine; back off.

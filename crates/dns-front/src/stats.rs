@@ -60,6 +60,9 @@ pub struct DnsStats {
     by_rcode: [AtomicU64; 7],
     by_qtype: [AtomicU64; COUNTED_QTYPES.len()],
     truncated: AtomicU64,
+    rrl_dropped: AtomicU64,
+    rrl_slipped: AtomicU64,
+    tcp_refused: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
     latency_count: AtomicU64,
@@ -112,6 +115,12 @@ pub struct DnsCounts {
     pub badvers: u64,
     /// UDP responses sent with the TC bit (client should retry over TCP).
     pub truncated: u64,
+    /// UDP responses not sent because of response rate limiting.
+    pub rrl_dropped: u64,
+    /// UDP responses sent as bare truncated answers because of response rate limiting.
+    pub rrl_slipped: u64,
+    /// TCP connections closed on accept (total or per-source limit).
+    pub tcp_refused: u64,
     /// Queries with exactly one question, by its type, in the order of [`COUNTED_QTYPES`].
     pub by_qtype: [u64; COUNTED_QTYPES.len()],
     /// Time to handle each query, from the request to the response handed to the socket.
@@ -124,6 +133,17 @@ impl DnsStats {
         if let Some(counter) = self.by_rcode.get(rcode as usize) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts one response dropped (`slipped` false) or slipped by response rate limiting.
+    pub fn record_rrl(&self, slipped: bool) {
+        let c = if slipped { &self.rrl_slipped } else { &self.rrl_dropped };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one TCP connection refused at accept.
+    pub fn record_tcp_refused(&self) {
+        self.tcp_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one truncated (TC) UDP response.
@@ -162,6 +182,9 @@ impl DnsStats {
             notimp: get(CountedRcode::NotImp),
             badvers: get(CountedRcode::BadVers),
             truncated: self.truncated.load(Ordering::Relaxed),
+            rrl_dropped: self.rrl_dropped.load(Ordering::Relaxed),
+            rrl_slipped: self.rrl_slipped.load(Ordering::Relaxed),
+            tcp_refused: self.tcp_refused.load(Ordering::Relaxed),
             by_qtype: std::array::from_fn(|i| self.by_qtype[i].load(Ordering::Relaxed)),
             latency: LatencyHistogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),

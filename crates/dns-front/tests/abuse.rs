@@ -51,6 +51,7 @@ fn query(id: u16) -> Vec<u8> {
 async fn a_source_holding_tcp_connections_does_not_stop_another_clients_queries() {
     let snap = Arc::new(ArcSwap::from_pointee(snapshot()));
     let server = DnsServer::new(snap, ResolverConfig::default());
+    let stats = server.stats();
     let (_, tcp, _stop) = start(server, UdpSocket::bind("127.0.0.1:0").await.unwrap()).await;
     // 300 idle connections from 127.0.0.1: more than the server's 256 slots.
     let mut held = Vec::new();
@@ -74,6 +75,7 @@ async fn a_source_holding_tcp_connections_does_not_stop_another_clients_queries(
     let m = Message::from_vec(&buf).unwrap();
     assert_eq!((m.metadata.id, m.metadata.response_code), (7, ResponseCode::NoError));
     assert_eq!(m.answers.len(), 1);
+    assert!(stats.counts().tcp_refused >= 300 - 16, "the held source's extra connections were refused and counted");
     drop(held);
 }
 
@@ -83,6 +85,7 @@ async fn udp_answers_past_the_rate_are_dropped_or_slipped() {
     // Loopback is exempt by default; not here, so that a loopback client stands for a victim.
     let rrl = RrlConfig { rate: 2, slip: 2, exempt_loopback: false };
     let server = DnsServer::new(snap, ResolverConfig::default()).with_rrl(Some(rrl));
+    let stats = server.stats();
     let (udp, _, _stop) = start(server, UdpSocket::bind("127.0.0.1:0").await.unwrap()).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let q = query(0);
@@ -104,6 +107,8 @@ async fn udp_answers_past_the_rate_are_dropped_or_slipped() {
         assert!(total <= 20);
     }
     assert!((1..=4).contains(&full), "about `rate` full answers: {full}");
+    let c = stats.counts();
+    assert_eq!((c.rrl_slipped, c.rrl_dropped), (slipped, 20 - total), "every limited answer is counted");
     assert!(
         slipped >= 5 && total < 20,
         "past the rate, every second answer slips and the others are dropped: {slipped} of {total}"

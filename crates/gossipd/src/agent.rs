@@ -469,6 +469,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let tcp_limits =
         dns_front::limits::TcpLimits { per_source: args.dns_tcp_per_source as usize, ..Default::default() };
     let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg).with_tcp_limits(tcp_limits).with_rrl(rrl);
+    tracing::info!(
+        rrl = rrl_on,
+        tcp_per_source = args.dns_tcp_per_source,
+        http_require_token = ?args.http_require_token,
+        operator_token = %data.path().join(crate::tokens::OPERATOR_TOKEN_FILE).display(),
+        script_checks = args.enable_script_checks,
+        local_script_checks = args.enable_local_script_checks,
+        "host protections"
+    );
     let dns_stats = dns.stats();
     let dns_task = tokio::spawn(dns.run(dns_udp, dns_tcp, stopped(stop_rx.clone())));
     let reload_task = tokio::spawn(reload_on_hup(

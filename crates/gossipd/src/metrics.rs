@@ -164,6 +164,24 @@ pub fn render(i: &Inputs<'_>) -> String {
             ],
         );
         w.one("dns_truncated_total", "counter", "UDP DNS responses sent truncated (TC bit).", d.truncated);
+        w.one(
+            "dns_rrl_dropped_total",
+            "counter",
+            "UDP DNS responses dropped by response rate limiting.",
+            d.rrl_dropped,
+        );
+        w.one(
+            "dns_rrl_slipped_total",
+            "counter",
+            "UDP DNS responses sent as bare truncated answers by response rate limiting.",
+            d.rrl_slipped,
+        );
+        w.one(
+            "dns_tcp_refused_total",
+            "counter",
+            "DNS TCP connections closed at accept (connection limits).",
+            d.tcp_refused,
+        );
         let by_type: Vec<(&str, u64)> =
             dns_front::COUNTED_QTYPES.iter().copied().zip(d.by_qtype.iter().copied()).collect();
         w.labelled("dns_queries_total", "counter", "DNS queries with one question, by type.", "type", &by_type);

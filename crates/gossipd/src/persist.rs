@@ -157,8 +157,9 @@ impl DataDir {
 
     /// Refuses, as OpenSSH's StrictModes does, a directory or file of it that another user
     /// could change (writable by group or others; owned by someone else than this process's
-    /// user or root), and a secret ([`SECRET_FILES`]) that group or others could read. The error
-    /// carries the `chmod`/`chown` command that fixes it.
+    /// user or root), a parent directory that another user could change (the same, except that
+    /// a sticky one such as `/tmp` may be writable by all), and a secret ([`SECRET_FILES`])
+    /// that group or others could read. The error carries the `chmod`/`chown` that fixes it.
     pub fn check_permissions(&self) -> Result<(), PersistError> {
         use std::os::unix::fs::MetadataExt;
         let me = rustix::process::geteuid().as_raw();
@@ -198,6 +199,34 @@ impl DataDir {
         };
         let meta = fs::metadata(&self.path).map_err(io("inspect", &self.path))?;
         check(&self.path, &meta, false)?;
+        // Whoever may rename entries in a parent may swap the whole directory: every parent
+        // must be ours or root's, and not writable by others unless sticky (as /tmp).
+        let full = fs::canonicalize(&self.path).map_err(io("resolve", &self.path))?;
+        for parent in full.ancestors().skip(1) {
+            let meta = fs::metadata(parent).map_err(io("inspect", parent))?;
+            let mode = meta.mode() & 0o7777;
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(PersistError::Insecure {
+                    path: parent.to_path_buf(),
+                    reason: format!(
+                        "(a parent of the data directory) is owned by uid {}, not by this agent's user (uid {me}) or root",
+                        meta.uid()
+                    ),
+                    fix: format!("chown {me} {}", parent.display()),
+                    risk: "replace the data directory",
+                });
+            }
+            if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+                return Err(PersistError::Insecure {
+                    path: parent.to_path_buf(),
+                    reason: format!(
+                        "(a parent of the data directory) is writable by group or others and not sticky (mode {mode:04o})"
+                    ),
+                    fix: format!("chmod go-w {}", parent.display()),
+                    risk: "replace the data directory",
+                });
+            }
+        }
         for entry in fs::read_dir(&self.path).map_err(io("list", &self.path))? {
             let entry = entry.map_err(io("list", &self.path))?;
             let path = entry.path();

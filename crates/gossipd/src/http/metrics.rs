@@ -42,6 +42,9 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             },
             "Queries": by_type,
             "Truncated": d.truncated,
+            "RrlDropped": d.rrl_dropped,
+            "RrlSlipped": d.rrl_slipped,
+            "TcpRefused": d.tcp_refused,
             "LatencyCount": d.latency.count,
             "LatencySumSeconds": d.latency.sum_nanos as f64 / 1e9,
         })
