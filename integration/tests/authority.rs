@@ -29,7 +29,7 @@ fn certified(root: &Path, name: &str, seeds: Vec<std::net::SocketAddr>) -> Agent
         "--identity-file".into(),
         certs.join(format!("{name}.key")).display().to_string(),
     ];
-    Agent::start(root, Options { name: name.into(), seeds, extra, ..Default::default() })
+    Agent::start(root, Options { name: name.into(), seeds, extra, uncertified: true, ..Default::default() })
 }
 
 fn web(id: &str, name: &str) -> String {
@@ -85,7 +85,10 @@ fn a_cluster_under_a_ca_enforces_grants_refuses_outsiders_and_revocations_stick(
     assert_eq!(answers(&a, "probed"), 0);
 
     // An agent holding the cluster key but no certificate gets no session.
-    let outsider = Agent::start(r, Options { name: "mallory".into(), seeds: vec![a.gossip], ..Default::default() });
+    let outsider = Agent::start(
+        r,
+        Options { name: "mallory".into(), seeds: vec![a.gossip], uncertified: true, ..Default::default() },
+    );
     wait_for("alpha to refuse the uncertified handshake", WAIT, || {
         a.log().contains("refused a handshake for its certificate").then_some(())
     });
