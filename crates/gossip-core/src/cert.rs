@@ -73,6 +73,8 @@ pub struct Certificate {
     pub sig: [u8; 64],
     /// The full encoding (what travels and what the digest is of).
     encoded: Vec<u8>,
+    /// [`Certificate::digest`], computed once.
+    digest: [u8; 16],
 }
 
 impl std::fmt::Debug for Certificate {
@@ -186,6 +188,13 @@ fn check_glob(g: &str) -> Result<(), CertError> {
     }
 }
 
+fn digest_of(encoded: &[u8]) -> [u8; 16] {
+    let h = hash(&[b"gossipd cert digest v1", encoded]);
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&h[..16]);
+    d
+}
+
 impl Certificate {
     /// Signs a node certificate with the CA key `ca`.
     pub fn sign(ca: &Identity, req: &CertRequest) -> Result<Certificate, CertError> {
@@ -231,9 +240,11 @@ impl Certificate {
             not_after: req.not_after,
             sig: [0; 64],
             encoded: Vec::new(),
+            digest: [0; 16],
         };
         c.sig = ca.sign(&c.signed_bytes());
         c.encoded = c.encode_fields();
+        c.digest = digest_of(&c.encoded);
         if c.encoded.len() > MAX_CERT {
             return Err(CertError::Invalid(format!(
                 "the certificate would take {} bytes, more than {MAX_CERT}: fewer or shorter grants",
@@ -285,10 +296,7 @@ impl Certificate {
     /// First 16 bytes of `BLAKE2s-256("gossipd cert digest v1" ‖ encoding)`: what an owner's
     /// signed node info names.
     pub fn digest(&self) -> [u8; 16] {
-        let h = hash(&[b"gossipd cert digest v1", &self.encoded]);
-        let mut d = [0u8; 16];
-        d.copy_from_slice(&h[..16]);
-        d
+        self.digest
     }
 
     /// Decodes one certificate that spans all of `bytes` (signature not checked).
@@ -334,6 +342,7 @@ impl Certificate {
             not_after,
             sig,
             encoded: bytes.to_vec(),
+            digest: digest_of(bytes),
         })
     }
 
