@@ -71,8 +71,10 @@ pub(super) fn new_static_key(identity: &Identity, rng: &mut Drbg, wall: u64, val
     let kp = Builder::with_resolver(params, Box::new(Resolver::new(rng.bytes32())))
         .generate_keypair()
         .unwrap_or_else(|_| unreachable!("keygen with an infallible RNG"));
-    let mut secret = [0u8; 32];
+    let mut kp = kp;
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     secret.copy_from_slice(&kp.private);
+    zeroize::Zeroize::zeroize(&mut kp.private);
     let mut public = [0u8; 32];
     public.copy_from_slice(&kp.public);
     let binding = Binding::sign(identity, public, wall.saturating_sub(300), wall + validity.as_secs());
@@ -114,12 +116,12 @@ impl SecureLayer {
         let seed = self.rng.bytes32();
         let built = match (use_ik, ik_target) {
             (true, Some(b)) => builder(packet::IK_PATTERN, seed)
-                .local_private_key(&self.current.secret)
+                .local_private_key(&self.current.secret[..])
                 .and_then(|x| x.remote_public_key(&b.static_pub))
                 .and_then(|x| x.psk(2, key.psk()))
                 .and_then(|x| x.build_initiator()),
             _ => builder(packet::XX_PATTERN, seed)
-                .local_private_key(&self.current.secret)
+                .local_private_key(&self.current.secret[..])
                 .and_then(|x| x.psk(3, key.psk()))
                 .and_then(|x| x.build_initiator()),
         };
@@ -258,14 +260,14 @@ impl SecureLayer {
             return;
         }
         let Some(key) = self.admit(now, from, data, out) else { return };
-        let mut statics = vec![self.current.secret];
-        statics.extend(self.previous.as_ref().map(|p| p.secret));
+        let mut statics = vec![self.current.secret.clone()];
+        statics.extend(self.previous.as_ref().map(|p| p.secret.clone()));
         let mut payload = [0u8; packet::IK_PAYLOAD];
         let mut accepted = None;
         for secret in statics {
             let seed = self.rng.bytes32();
             let Ok(mut hs) = builder(packet::IK_PATTERN, seed)
-                .local_private_key(&secret)
+                .local_private_key(&secret[..])
                 .and_then(|x| x.psk(2, key.psk()))
                 .and_then(|x| x.build_responder())
             else {
@@ -346,7 +348,7 @@ impl SecureLayer {
         }
         let seed = self.rng.bytes32();
         let Ok(mut hs) = builder(packet::XX_PATTERN, seed)
-            .local_private_key(&self.current.secret)
+            .local_private_key(&self.current.secret[..])
             .and_then(|x| x.psk(3, key.psk()))
             .and_then(|x| x.build_responder())
         else {
