@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use snow::{Builder, HandshakeState};
 
 use super::drbg::{Drbg, Resolver};
@@ -198,9 +198,12 @@ impl SecureLayer {
         cookie: [u8; 16],
         out: &mut Vec<Outgoing>,
     ) {
-        let mut nonce = [0u8; 12];
+        // WireGuard's cookie reply: XChaCha20-Poly1305 with a random 24-byte nonce. The cookie key
+        // is long-lived (derived from the cluster key), so 12-byte random nonces would risk a
+        // repeat (a birthday bound of 2^48 replies); 24 bytes do not.
+        let mut nonce = [0u8; packet::COOKIE_NONCE_LEN];
         self.rng.fill(&mut nonce);
-        let aead = ChaCha20Poly1305::new(key.cookie_key().into());
+        let aead = XChaCha20Poly1305::new(key.cookie_key().into());
         let aad = packet::mac1_of(data);
         let Ok(enc) = aead.encrypt(&nonce.into(), Payload { msg: &cookie, aad: &aad }) else { return };
         let mut pkt = Vec::with_capacity(packet::COOKIE_LEN);
@@ -226,9 +229,10 @@ impl SecureLayer {
             self.stats.dropped_unauthenticated += 1;
             return;
         }
-        let aead = ChaCha20Poly1305::new(key.cookie_key().into());
-        let nonce: [u8; 12] = data[5..17].try_into().unwrap_or_default();
-        match aead.decrypt(&nonce.into(), Payload { msg: &data[17..], aad: mac1 }) {
+        let aead = XChaCha20Poly1305::new(key.cookie_key().into());
+        let end = 5 + packet::COOKIE_NONCE_LEN;
+        let nonce: [u8; packet::COOKIE_NONCE_LEN] = data[5..end].try_into().unwrap_or_default();
+        match aead.decrypt(&nonce.into(), Payload { msg: &data[end..], aad: mac1 }) {
             Ok(c) if c.len() == 16 => {
                 let mut cookie = [0u8; 16];
                 cookie.copy_from_slice(&c);
