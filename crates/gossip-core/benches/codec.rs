@@ -84,7 +84,7 @@ fn reconcile_items() -> Message {
             id: id(n),
             generation: 1_795_223_000 + n,
             version: 5 + n % 7,
-            digest: n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            digest: n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes().repeat(2).try_into().unwrap_or_default(),
         })
         .collect();
     items.sort_by_key(|s| s.id);
