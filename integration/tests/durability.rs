@@ -151,3 +151,43 @@ fn concurrent_registrations_are_committed_together_and_all_survive_a_crash() {
     let r = dns::tcp(a.dns, "bulk.service.gossip.", RecordType::SRV).expect("reply");
     assert_eq!(r.srv.len(), expected);
 }
+
+#[test]
+fn a_fast_double_restart_from_a_rolled_back_data_dir_is_not_excluded() {
+    // Two restarts a moment apart, the second from a node.json rolled back to before the first
+    // (a snapshot of the data dir restored, a crash-looping service manager with a stale copy):
+    // each start must still get a generation of its own. Reused, the two incarnations sign
+    // different entries (each start has a fresh static key) under one generation and version,
+    // the peers prove an equivocation and exclude the node.
+    let root = tempfile::tempdir().unwrap();
+    let (a, mut b, c) = Agent::three(root.path());
+    let node_json = b.data_dir.join("node.json");
+    let snapshot = std::fs::read(&node_json).unwrap();
+    let g0 = b.generation;
+    b.restart();
+    let g1 = b.generation;
+    // Let the peers learn the first incarnation (a rumor, milliseconds), then roll back.
+    wait_for("alpha to see bravo's first restart", WAIT, || {
+        let members = a.get("/v1/agent/members").ok()?;
+        let bravo = members.as_array()?.iter().find(|m| m["Name"] == "bravo")?.clone();
+        (bravo["Tags"]["generation"].as_str() == Some(g1.to_string().as_str())).then_some(())
+    });
+    std::fs::write(&node_json, &snapshot).unwrap();
+    b.restart();
+    let g2 = b.generation;
+    println!("generations {g0} -> {g1} -> {g2} (second restart from the rolled-back node.json)");
+    for x in [&a, &c] {
+        wait_for("bravo's newest generation everywhere", WAIT, || {
+            let members = x.get("/v1/agent/members").ok()?;
+            let bravo = members.as_array()?.iter().find(|m| m["Name"] == "bravo")?.clone();
+            (bravo["Tags"]["generation"].as_str() == Some(g2.to_string().as_str())).then_some(())
+        });
+    }
+    // Give an equivocation, if there were one, the few exchanges it takes to be proven.
+    std::thread::sleep(Duration::from_secs(5));
+    for x in [&a, &c] {
+        assert_eq!(x.metric("Gossip", "Equivocations"), 0, "{} proved an equivocation", x.opts.name);
+        assert_eq!(x.alive_members(), vec!["alpha", "bravo", "charlie"], "{}", x.opts.name);
+    }
+    assert!(g1 > g0 && g2 > g1, "every start needs a generation of its own: {g0} -> {g1} -> {g2}");
+}

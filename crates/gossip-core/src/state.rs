@@ -417,3 +417,72 @@ impl Table {
         self.changed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Value;
+    use std::net::SocketAddr;
+
+    fn fresh_root(t: &Table) -> (u64, Commitment) {
+        range_fingerprint(t.nodes.values().map(|n| &n.item))
+    }
+
+    fn owner(i: u8) -> (Identity, NodeInfo) {
+        let id = Identity::from_secret([i; 32]);
+        let info = NodeInfo::signed(&id, format!("n{i}"), SocketAddr::from(([127, 0, 0, i], 1)), 1);
+        (id, info)
+    }
+
+    #[test]
+    fn the_cached_root_fingerprint_follows_every_change() {
+        let mut t = Table::new();
+        let (me, info) = owner(1);
+        t.insert_local(info);
+        assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t));
+        let mut other = Table::new();
+        let (them, their_info) = owner(2);
+        other.insert_local(their_info);
+        for v in 1..=3 {
+            // Read the root (filling the cache), then change the table: the next read is fresh.
+            let _ = t.fingerprint(&NodeId::MIN, &Bound::Inf);
+            t.write_local(&me, "@status", Value::Status(NodeStatus::Alive));
+            assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t), "write_local {v}");
+            other.write_local(&them, &format!("k{v}"), Value::Tombstone);
+            let d = other.deltas_for(&them.node_id(), 0, 0, 0, 1136);
+            let _ = t.fingerprint(&NodeId::MIN, &Bound::Inf);
+            for d in &d {
+                t.apply(d);
+            }
+            assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t), "apply {v}");
+        }
+        let _ = t.fingerprint(&NodeId::MIN, &Bound::Inf);
+        let shared = Arc::clone(other.get_shared(&them.node_id()).unwrap());
+        t.remove(&them.node_id());
+        assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t), "remove");
+        t.adopt_owner(&shared);
+        assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t), "adopt_owner");
+        let mut copy = Table::new();
+        let _ = copy.fingerprint(&NodeId::MIN, &Bound::Inf);
+        copy.adopt(&t, &them.node_id());
+        assert_eq!(copy.fingerprint(&NodeId::MIN, &Bound::Inf), t.fingerprint(&NodeId::MIN, &Bound::Inf), "adopt");
+    }
+
+    #[test]
+    fn digests_commit_to_the_exact_entry_set() {
+        let (me, info) = owner(3);
+        let e = |k: &str, v: u64| Entry::signed(&me, info.generation, k, v, Value::Tombstone);
+        let (a, b, c) = (e("a", 1), e("b", 2), e("c", 3));
+        let d = |es: &[&Entry]| owner_digest(es.iter().copied());
+        // Order of insertion does not matter (entries are hashed in key order by the caller);
+        // any subset, superset or substitution does.
+        assert_ne!(d(&[&a, &b, &c]), d(&[&a, &c]));
+        assert_ne!(d(&[&a, &b]), d(&[&a, &b, &b]));
+        assert_ne!(d(&[]), d(&[&a]));
+        assert_ne!(d(&[&a, &b]), d(&[&a, &e("b", 4)]));
+        let (n, fp) = range_fingerprint([&[1u8; 16], &[2u8; 16]]);
+        assert_eq!(n, 2);
+        assert_ne!(fp, range_fingerprint([&[2u8; 16], &[1u8; 16]]).1, "order is part of the range");
+        assert_ne!(fp, range_fingerprint([&[1u8; 16]]).1);
+    }
+}

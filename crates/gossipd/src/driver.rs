@@ -394,11 +394,8 @@ impl Driver {
     }
 
     async fn after_input(&mut self) {
-        while let Some(t) = self.gossip.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.payload, t.dst).await {
-                tracing::debug!(dst = %t.dst, error = %e, "udp send error");
-            }
-        }
+        // Events first: a new generation (or keyring) is persisted before any datagram of it
+        // leaves, so that a crash right after cannot make the next start reuse it.
         let mut changed = false;
         while let Some(ev) = self.gossip.poll_event() {
             match &ev {
@@ -481,6 +478,11 @@ impl Driver {
                 _ => {}
             }
             changed = true;
+        }
+        while let Some(t) = self.gossip.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.payload, t.dst).await {
+                tracing::debug!(dst = %t.dst, error = %e, "udp send error");
+            }
         }
         if changed {
             self.request_publish();

@@ -18,10 +18,15 @@
 //! identity: the operator fixes or removes it.
 //!
 //! **Generation.** Every [`DataDir::start`] raises the generation and persists it before
-//! returning: `generation = max(old + 1, unix_seconds)`. The clock floor means that a node whose
-//! `node.json` was lost (or restored from an old backup) still starts with a generation above any
-//! it used before, as long as it did not start more than once per second on average and the
-//! clock does not go back.
+//! returning (so before the agent sends anything): `generation = max(old + 1, unix
+//! milliseconds)`. The `old + 1` term makes every start of an intact data directory unique,
+//! however fast the restarts; the clock floor means that a node whose `node.json` was lost or
+//! rolled back (restored from a backup or snapshot, even one taken a moment ago) still starts
+//! with a generation above any it used before, as long as it did not start more than once per
+//! millisecond on average and the clock does not go back. (Protocol 2 agents used unix
+//! seconds: two starts within one second from a rolled-back `node.json` got one generation,
+//! and the peers proved an equivocation and excluded the node. Milliseconds are above every
+//! seconds-based generation, so an upgraded agent's generation still rises.)
 
 use std::fs;
 use std::io::{self, Write};
@@ -278,7 +283,7 @@ impl DataDir {
     /// returning. `name_override` (the `--node` flag) replaces the stored name; a new node is
     /// named `default_name` otherwise.
     pub fn start(&self, default_name: &str, name_override: Option<&str>) -> Result<NodeRecord, PersistError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         self.start_at(default_name, name_override, now)
     }
 
@@ -286,7 +291,7 @@ impl DataDir {
         &self,
         default_name: &str,
         name_override: Option<&str>,
-        unix_secs: u64,
+        unix_ms: u64,
     ) -> Result<NodeRecord, PersistError> {
         let path = self.path.join(NODE_FILE);
         let identity = self.identity(self.read(NODE_FILE)?.is_some())?;
@@ -295,7 +300,7 @@ impl DataDir {
                 id: identity.node_id(),
                 identity: identity.clone(),
                 name: name_override.unwrap_or(default_name).to_string(),
-                generation: unix_secs.max(1),
+                generation: unix_ms.max(1),
             },
             Some(bytes) => {
                 let corrupt = |reason: String| PersistError::Corrupt { path: path.clone(), reason };
@@ -324,7 +329,7 @@ impl DataDir {
                     }
                     _ => file.name,
                 };
-                NodeRecord { identity, id, name, generation: next.max(unix_secs) }
+                NodeRecord { identity, id, name, generation: next.max(unix_ms) }
             }
         };
         let file = NodeFile {

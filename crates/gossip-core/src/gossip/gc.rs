@@ -60,7 +60,8 @@ impl Gossip {
 
     /// Starts a new generation holding only the live entries (tombstones collected).
     fn reincarnate(&mut self, now: Instant) {
-        let wall = self.secure.wall_nanos(now) / 1_000_000_000;
+        // The same clock floor as a start (unix milliseconds; docs/PROTOCOL.md section 1).
+        let wall = self.secure.wall_nanos(now) / 1_000_000;
         let generation = (self.local.generation + 1).max(wall);
         let live: Vec<(String, Value)> = self
             .table

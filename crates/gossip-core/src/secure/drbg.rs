@@ -17,6 +17,14 @@ pub struct Drbg {
     used: usize,
 }
 
+impl Drop for Drbg {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.key.zeroize();
+        self.buf.zeroize();
+    }
+}
+
 impl std::fmt::Debug for Drbg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Drbg(..)")

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use snow::{Builder, HandshakeState};
 
 use super::drbg::{Drbg, Resolver};
@@ -72,8 +72,10 @@ pub(super) fn new_static_key(identity: &Identity, rng: &mut Drbg, wall: u64, val
     let kp = Builder::with_resolver(params, Box::new(Resolver::new(rng.bytes32())))
         .generate_keypair()
         .unwrap_or_else(|_| unreachable!("keygen with an infallible RNG"));
-    let mut secret = [0u8; 32];
+    let mut kp = kp;
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     secret.copy_from_slice(&kp.private);
+    zeroize::Zeroize::zeroize(&mut kp.private);
     let mut public = [0u8; 32];
     public.copy_from_slice(&kp.public);
     let binding = Binding::sign(identity, public, wall.saturating_sub(300), wall + validity.as_secs());
@@ -121,12 +123,12 @@ impl SecureLayer {
         let seed = self.rng.bytes32();
         let built = match (use_ik, ik_target) {
             (true, Some(b)) => builder(packet::IK_PATTERN, seed)
-                .local_private_key(&self.current.secret)
+                .local_private_key(&self.current.secret[..])
                 .and_then(|x| x.remote_public_key(&b.static_pub))
                 .and_then(|x| x.psk(2, key.psk()))
                 .and_then(|x| x.build_initiator()),
             _ => builder(packet::XX_PATTERN, seed)
-                .local_private_key(&self.current.secret)
+                .local_private_key(&self.current.secret[..])
                 .and_then(|x| x.psk(3, key.psk()))
                 .and_then(|x| x.build_initiator()),
         };
@@ -204,9 +206,12 @@ impl SecureLayer {
         cookie: [u8; 16],
         out: &mut Vec<Outgoing>,
     ) {
-        let mut nonce = [0u8; 12];
+        // WireGuard's cookie reply: XChaCha20-Poly1305 with a random 24-byte nonce. The cookie key
+        // is long-lived (derived from the cluster key), so 12-byte random nonces would risk a
+        // repeat (a birthday bound of 2^48 replies); 24 bytes do not.
+        let mut nonce = [0u8; packet::COOKIE_NONCE_LEN];
         self.rng.fill(&mut nonce);
-        let aead = ChaCha20Poly1305::new(key.cookie_key().into());
+        let aead = XChaCha20Poly1305::new(key.cookie_key().into());
         let aad = packet::mac1_of(data);
         let Ok(enc) = aead.encrypt(&nonce.into(), Payload { msg: &cookie, aad: &aad }) else { return };
         let mut pkt = Vec::with_capacity(packet::COOKIE_LEN);
@@ -232,9 +237,10 @@ impl SecureLayer {
             self.stats.dropped_unauthenticated += 1;
             return;
         }
-        let aead = ChaCha20Poly1305::new(key.cookie_key().into());
-        let nonce: [u8; 12] = data[5..17].try_into().unwrap_or_default();
-        match aead.decrypt(&nonce.into(), Payload { msg: &data[17..], aad: mac1 }) {
+        let aead = XChaCha20Poly1305::new(key.cookie_key().into());
+        let end = 5 + packet::COOKIE_NONCE_LEN;
+        let nonce: [u8; packet::COOKIE_NONCE_LEN] = data[5..end].try_into().unwrap_or_default();
+        match aead.decrypt(&nonce.into(), Payload { msg: &data[end..], aad: mac1 }) {
             Ok(c) if c.len() == 16 => {
                 let mut cookie = [0u8; 16];
                 cookie.copy_from_slice(&c);
@@ -291,15 +297,15 @@ impl SecureLayer {
         }
         let noise = &data[5..data.len() - 2 * super::mac::MAC_LEN];
         let Some(key) = self.admit(now, from, data, out) else { return };
-        let mut statics = vec![self.current.secret];
-        statics.extend(self.previous.as_ref().map(|p| p.secret));
+        let mut statics = vec![self.current.secret.clone()];
+        statics.extend(self.previous.as_ref().map(|p| p.secret.clone()));
         let mut payload = [0u8; packet::IK_PAYLOAD_MAX];
         let mut accepted = None;
         let want = noise.len() - packet::ik1_noise(0);
         for secret in statics {
             let seed = self.rng.bytes32();
             let Ok(mut hs) = builder(packet::IK_PATTERN, seed)
-                .local_private_key(&secret)
+                .local_private_key(&secret[..])
                 .and_then(|x| x.psk(2, key.psk()))
                 .and_then(|x| x.build_responder())
             else {
@@ -380,7 +386,7 @@ impl SecureLayer {
         }
         let seed = self.rng.bytes32();
         let Ok(mut hs) = builder(packet::XX_PATTERN, seed)
-            .local_private_key(&self.current.secret)
+            .local_private_key(&self.current.secret[..])
             .and_then(|x| x.psk(3, key.psk()))
             .and_then(|x| x.build_responder())
         else {

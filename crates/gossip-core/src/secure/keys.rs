@@ -168,6 +168,16 @@ pub struct ClusterKey {
     cookie_key: [u8; 32],
 }
 
+impl Drop for ClusterKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.key.zeroize();
+        self.mac1_key.zeroize();
+        self.psk.zeroize();
+        self.cookie_key.zeroize();
+    }
+}
+
 impl std::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ClusterKey({})", self.fingerprint())

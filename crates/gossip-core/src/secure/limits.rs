@@ -93,6 +93,12 @@ pub struct CookieJar {
     changed: Instant,
 }
 
+impl Drop for CookieJar {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 /// Lifetime of a cookie secret (and of a received cookie).
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 

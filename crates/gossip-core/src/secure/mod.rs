@@ -130,10 +130,11 @@ pub struct SecureStats {
     pub cert_refusals: u64,
 }
 
-/// A static key pair and its binding.
+/// A static key pair and its binding. The secret is wiped when the key is dropped (after its
+/// overlap ends, or with the layer).
 #[derive(Clone)]
 struct StaticKey {
-    secret: [u8; 32],
+    secret: zeroize::Zeroizing<[u8; 32]>,
     binding: Binding,
 }
 

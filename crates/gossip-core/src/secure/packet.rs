@@ -72,8 +72,11 @@ pub const XX_INIT_LEN: usize = XX_RESP_MAX;
 pub const XX_FIN_MIN: usize = 1 + 4 + xx3_noise(CRED_MIN) + 2 * MAC_LEN;
 /// Longest XX final message.
 pub const XX_FIN_MAX: usize = 1 + 4 + xx3_noise(CRED_MAX) + 2 * MAC_LEN;
+/// Length of a cookie reply's nonce (XChaCha20-Poly1305: random 24-byte nonces never repeat in
+/// practice, whatever the number of cookies sent under one cookie key).
+pub const COOKIE_NONCE_LEN: usize = 24;
 /// Total length of a cookie reply.
-pub const COOKIE_LEN: usize = 1 + 4 + 12 + 16 + 16;
+pub const COOKIE_LEN: usize = 1 + 4 + COOKIE_NONCE_LEN + 16 + 16;
 /// Transport header: type, receiver index, counter.
 pub const TRANSPORT_HEADER: usize = 1 + 4 + 8;
 /// Transport overhead: header and tag.
