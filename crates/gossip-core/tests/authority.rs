@@ -237,3 +237,71 @@ fn a_quota_holds_at_the_owner_and_at_every_replica() {
     assert!(held <= 2 + allowance, "replica holds {held} entries of a node with a quota of 2");
     assert!(net.nodes[0].stats().refused_deltas > 0);
 }
+
+/// Four identities that cost nothing accuse an honest node. Without a CA (the cluster-key-only
+/// mode) they are members and their charges exclude it; with a CA they get no session, so their
+/// charges never reach anyone.
+#[test]
+fn uncertified_identities_exclude_no_one() {
+    use gossip_core::proof::{Accusation, Charge};
+    for with_ca in [false, true] {
+        let ca = Ca::new(1);
+        let mut net = Net::cold(0, 16, 0.0);
+        for i in 0..3 {
+            if with_ca {
+                certified(&mut net, &ca, i, &["*"], 0, 0);
+            } else {
+                add(&mut net, i, &format!("node-{i}"), secure(7000 + i as u64, 9000 + i as u64), None);
+            }
+        }
+        let sybils: Vec<usize> = (3..7)
+            .map(|i| add(&mut net, i, &format!("sybil-{i}"), secure(7000 + i as u64, 9000 + i as u64), None))
+            .collect();
+        net.run_for(Duration::from_secs(5));
+        let victim = net.nodes[1].local().id;
+        for &s in &sybils {
+            let now = net.now;
+            let charge =
+                Value::Accusation(Accusation { accused: victim, charge: Charge::Misbehaved("made up".into()) });
+            net.nodes[s].write_unchecked(now, &Accusation::key(&victim), charge);
+        }
+        net.run_for(Duration::from_secs(10));
+        let excluded = [0, 2].iter().filter(|&&i| net.nodes[i].is_excluded(&victim)).count();
+        if with_ca {
+            assert_eq!(excluded, 0, "uncertified identities excluded an honest node");
+            assert!([0, 2].iter().all(|&i| members(&net, i) == 3));
+        } else {
+            assert_eq!(excluded, 2, "the attack this defends against (cluster key only) did not reproduce");
+        }
+    }
+}
+
+/// A newcomer joins through a member whose certificate is valid but that claims another
+/// node's name: the newcomer refuses its state, and never takes it for the named node.
+#[test]
+fn a_newcomer_joining_through_a_squatter_refuses_it() {
+    let ca = Ca::new(1);
+    let mut net = Net::cold(0, 17, 0.0);
+    certified(&mut net, &ca, 0, &["*"], 0, 0);
+    certified(&mut net, &ca, 1, &["*"], 0, 0);
+    // The squatter: certified as node-2, claims to be node-1; it joins through node 0.
+    let mut sq = secure(7002, 9002);
+    sq.cert = Some(Arc::new(ca.sign("node-2", &sq, &["*"], 0, 0)));
+    let squatter = add(&mut net, 2, "node-1", sq, None);
+    net.run_for(Duration::from_secs(5));
+    // The newcomer knows only the squatter's address.
+    let name = "node-3".to_string();
+    let mut sec = secure(7003, 9003);
+    sec.cert = Some(Arc::new(ca.sign(&name, &sec, &["*"], 0, 0)));
+    sec.trust = Some(ca.trust());
+    let cfg = Config { seeds: vec![addr(squatter)], rng_seed: 1003, ..Config::default() };
+    let newcomer = net.add(Gossip::new(cfg, sec, name, addr(3), 1, net.start));
+    net.run_for(Duration::from_secs(10));
+    let squatter_id = net.nodes[squatter].local().id;
+    assert!(!net.nodes[newcomer].nodes().any(|n| n.info.id == squatter_id), "the newcomer took the squatter");
+    assert!(net.nodes[newcomer].stats().refused_deltas > 0);
+    let real = net.nodes[1].local().id;
+    for n in net.nodes[newcomer].nodes().filter(|n| n.info.name == "node-1") {
+        assert_eq!(n.info.id, real, "only the real node-1 may hold the name");
+    }
+}
