@@ -108,6 +108,9 @@ pub const STATUS_KEY: &str = "@status";
 pub const KEY_KEY: &str = "@key";
 /// Key of the entry holding a cluster keyring written by this owner (an operator's change).
 pub const KEYRING_KEY: &str = "@keyring";
+/// Key of the entry holding the stamp of the keyring in force at its owner (so that an operator
+/// can tell which agents took a keyring change).
+pub const RING_KEY: &str = "@ring";
 /// Most cluster keys in a keyring.
 pub const MAX_KEYRING: usize = 16;
 
@@ -132,6 +135,8 @@ pub enum Value {
     },
     /// An accusation against another node (key [`crate::proof::ACCUSE_PREFIX`] + its id).
     Accusation(Accusation),
+    /// The stamp of the keyring in force at the owner (key [`RING_KEY`]).
+    RingStamp(u64),
     /// A CA-signed revocation this owner spreads (key [`REVOKE_PREFIX`] + the revoked
     /// identity in hex): every node that trusts the CA drops the revoked identity.
     Revocation(crate::cert::Revocation),
@@ -664,6 +669,10 @@ fn encode_value(w: &mut Writer, value: &Value) {
             w.u8(6);
             r.encode(w);
         }
+        Value::RingStamp(s) => {
+            w.u8(7);
+            w.varint(*s);
+        }
     }
 }
 
@@ -697,6 +706,7 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         }
         5 => Value::Accusation(Accusation::decode(r)?),
         6 => Value::Revocation(crate::cert::Revocation::decode(r)?),
+        7 => Value::RingStamp(r.varint()?),
         tag => {
             return Err(DecodeError::BadTag { what: "entry value", tag });
         }

@@ -305,3 +305,25 @@ fn a_newcomer_joining_through_a_squatter_refuses_it() {
         assert_eq!(n.info.id, real, "only the real node-1 may hold the name");
     }
 }
+
+/// Every agent reports the keyring stamp it has in force, so a change that did not take effect
+/// everywhere is visible: here one member was cut off when the change was made.
+#[test]
+fn a_keyring_change_not_in_force_everywhere_is_visible() {
+    let mut net = Net::cold(0, 18, 0.0);
+    for i in 0..3 {
+        add(&mut net, i, &format!("node-{i}"), secure(7000 + i as u64, 9000 + i as u64), None);
+    }
+    net.run_for(Duration::from_secs(5));
+    assert!(net.converged());
+    let before = net.nodes[0].keyring_stamps();
+    assert!(before.iter().all(|(_, s)| *s == Some(0)), "{before:?}");
+    net.down[2] = true;
+    let stamp = net.nodes[0].change_keyring(net.now, vec![common::KEY, [1; 32]]).unwrap();
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.nodes[1].keyring_stamp(), stamp);
+    let stamps = net.nodes[0].keyring_stamps();
+    assert_eq!(stamps.len(), 3, "node-2 is not yet suspected");
+    let lagging: Vec<&str> = stamps.iter().filter(|(_, s)| *s != Some(stamp)).map(|(n, _)| n.name.as_str()).collect();
+    assert_eq!(lagging, ["node-2"]);
+}

@@ -398,7 +398,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let mut secure = SecureConfig::new(node.identity.clone(), keyring, wall, seed32());
-    secure.trust = trust;
+    secure.trust = trust.map(|mut t| {
+        t.skew = args.max_clock_skew.as_secs();
+        t
+    });
+    secure.max_skew = args.max_clock_skew;
     secure.cert = own_cert.map(Arc::new);
     let stored_revocations = crate::ca::load_revocations(&data)?;
     secure.rotation = args.key_rotation;

@@ -320,6 +320,10 @@ pub struct AgentArgs {
     /// directory's own `identity.key`.
     #[arg(long, value_name = "FILE")]
     pub identity_file: Option<PathBuf>,
+    /// Clock skew tolerated between agents on key bindings, certificates and keyring stamps; a
+    /// peer off by more than 30 s is logged either way.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub max_clock_skew: std::time::Duration,
 }
 
 impl AgentArgs {

@@ -274,7 +274,17 @@ fn keys(api: &Api, command: crate::cli::KeysCommand, format: Format) -> anyhow::
                     rows.push(vec![k, fp, if p { "primary".into() } else { "installed".into() }]);
                 }
             }
-            return Ok(format_table(&["KEY", "FINGERPRINT", "ROLE"], &rows));
+            let mut out = format_table(&["KEY", "FINGERPRINT", "ROLE"], &rows);
+            for ring in as_array(&list, "/v1/operator/keyring")? {
+                let lagging: Vec<&str> = ring["NotInForceOn"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                if !lagging.is_empty() {
+                    out.push_str(&format!("not in force on: {}\n", lagging.join(", ")));
+                }
+            }
+            return Ok(out);
         }
         KeysCommand::Install { key } => ("POST", key, "installed"),
         KeysCommand::Use { key } => ("PUT", key, "now primary"),

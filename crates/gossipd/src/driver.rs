@@ -60,6 +60,9 @@ pub enum Command {
     AddRevocation(gossip_core::cert::Revocation, oneshot::Sender<Result<bool, String>>),
     /// The revocations in force.
     Revocations(oneshot::Sender<Vec<gossip_core::cert::Revocation>>),
+    /// The keyring stamp in force here, and the one each live member (this one included) says
+    /// it has in force, by name.
+    KeyringStamps(oneshot::Sender<(u64, Vec<(String, Option<u64>)>)>),
     /// A barrier: answered once every command queued before it is handled and its effect is
     /// in the published views. The HTTP API sends it after each change, so that a client reads
     /// its own writes from this agent at once (views are otherwise rebuilt at most once per
@@ -465,6 +468,13 @@ impl Driver {
                 }
                 Event::Refused { owner, name, reason } => tracing::warn!(node = %name, id = %owner, %reason,
                     "refused a member's state: nothing of it is applied or answered"),
+                Event::ClockSkew { peer, identity, offset_secs, tolerated } => {
+                    let (how, secs) =
+                        if *offset_secs > 0 { ("ahead of", *offset_secs) } else { ("behind", -offset_secs) };
+                    tracing::warn!(%peer, identity = %crate::keys::encode_key(&identity.0), offset_secs,
+                        tolerated_secs = tolerated, "a peer's clock is {secs} s {how} this agent's: \
+                        sync the clocks (NTP); beyond the tolerance its keys and certificates are refused")
+                }
                 Event::CertRefused { peer, identity, reason } => tracing::warn!(%peer,
                     identity = %crate::keys::encode_key(&identity.0), %reason,
                     "refused a handshake for its certificate (sign one with `gossipd ca sign`, check --ca-file)"),
@@ -526,6 +536,10 @@ impl Driver {
             }
             Command::Revocations(reply) => {
                 let _ = reply.send(self.gossip.revocations());
+            }
+            Command::KeyringStamps(reply) => {
+                let members = self.gossip.keyring_stamps().into_iter().map(|(n, s)| (n.name, s)).collect();
+                let _ = reply.send((self.gossip.keyring_stamp(), members));
             }
             Command::LocalServices(reply) => {
                 let _ = reply.send(self.local.values().cloned().collect());

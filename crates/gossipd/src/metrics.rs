@@ -126,7 +126,12 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
 
     let s = i.secure;
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 12] = [
+        (
+            "secure_cert_refusals_total",
+            "Handshakes refused for a missing, invalid, expired or revoked certificate.",
+            s.cert_refusals,
+        ),
         ("secure_handshakes_initiated_total", "Noise handshakes initiated.", s.handshakes_initiated),
         ("secure_handshakes_completed_total", "Noise handshakes completed.", s.handshakes_completed),
         (
@@ -146,6 +151,18 @@ pub fn render(i: &Inputs<'_>) -> String {
     for (name, help, v) in counters {
         w.one(name, "counter", help, v);
     }
+    w.one(
+        "secure_max_clock_offset_seconds",
+        "gauge",
+        "Largest clock offset seen in a peer's handshake (absolute seconds).",
+        s.max_clock_offset_secs,
+    );
+    w.one(
+        "refused_deltas_total",
+        "counter",
+        "Members' deltas refused for their certificate, grants, quota or keyring role.",
+        i.gossip.refused_deltas,
+    );
 
     if let Some(d) = i.dns {
         w.labelled(

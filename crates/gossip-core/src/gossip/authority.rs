@@ -18,9 +18,6 @@ pub const QUOTA_ALLOWANCE: usize = 256;
 const MAX_VERIFIED: usize = 4096;
 /// Refusals reported (logged) once each, at most this many remembered.
 const MAX_REPORTED: usize = 1024;
-/// A keyring stamp more than this far ahead of the local clock is refused when no CA sets the
-/// tolerated skew.
-const DEFAULT_STAMP_AHEAD: u64 = 3600;
 
 /// Why a replica refused an owner's delta.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,7 +77,7 @@ impl Gossip {
 
     /// How far ahead of the local clock a keyring stamp may be.
     fn stamp_ahead(&self) -> u64 {
-        self.secure.trust().map_or(DEFAULT_STAMP_AHEAD, |t| t.skew)
+        self.secure.max_skew().as_secs()
     }
 
     /// The certificate of the owner of `delta`: the one it carries, or the one held for the same
@@ -169,8 +166,17 @@ impl Gossip {
         }
     }
 
-    /// Reports handshakes the secure layer refused for their certificate.
+    /// Reports handshakes the secure layer refused for their certificate, and peers whose clock
+    /// is off.
     pub(super) fn report_cert_refusals(&mut self) {
+        for (peer, identity, offset_secs) in self.secure.take_skews() {
+            // Once per identity and order of magnitude of the offset.
+            let key = (identity.node_id(), format!("skew {}", offset_secs.unsigned_abs().ilog10()));
+            if self.authority.reported.len() < MAX_REPORTED && self.authority.reported.insert(key) {
+                let tolerated = self.secure.max_skew().as_secs();
+                self.events.push_back(Event::ClockSkew { peer, identity, offset_secs, tolerated });
+            }
+        }
         for (peer, identity, why) in self.secure.take_refusals() {
             let reason = why.to_string();
             if self.authority.reported.len() < MAX_REPORTED

@@ -173,6 +173,18 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A peer's handshake showed its clock off from ours by more than 30 s (reported once per
+    /// identity and order of magnitude). It is admitted while within `tolerated`.
+    ClockSkew {
+        /// Where it came from.
+        peer: SocketAddr,
+        /// Its identity.
+        identity: IdentityPub,
+        /// Its clock minus ours, in seconds.
+        offset_secs: i64,
+        /// The skew tolerated (seconds).
+        tolerated: u64,
+    },
     /// A CA-signed revocation was learned: the identity is dropped (persist it).
     Revoked(crate::cert::Revocation),
     /// An owner signed two different entries under one version (proof of misbehaviour).

@@ -199,7 +199,7 @@ impl Gossip {
                 self.events.push_back(Event::CatalogChanged);
                 self.state_advanced(&owner);
                 if delta.entries.iter().any(|e| e.key == crate::message::KEYRING_KEY) {
-                    self.consider_keyring(&owner);
+                    self.consider_keyring(now, &owner);
                 }
                 self.consider_revocations(now, &delta);
                 if new_node || status_changed {

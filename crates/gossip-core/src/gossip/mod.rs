@@ -128,6 +128,8 @@ impl Gossip {
             stats: Stats::default(),
         };
         g.keyring_stamp = g.cfg.keyring_stamp;
+        let identity = g.secure.identity_key().clone();
+        g.table.write_local(&identity, message::RING_KEY, Value::RingStamp(g.keyring_stamp));
         g.publish_binding();
         g
     }
@@ -183,8 +185,8 @@ impl Gossip {
         let value = Value::Keyring { stamp: 0, keys: keys.clone() };
         self.check_own_write(message::KEYRING_KEY, &value)?;
         let stamp = self.next_keyring_stamp(now)?;
-        self.adopt_keyring(stamp, keys.clone());
-        self.write_local(now, message::KEYRING_KEY, Value::Keyring { stamp, keys });
+        self.write_local(now, message::KEYRING_KEY, Value::Keyring { stamp, keys: keys.clone() });
+        self.adopt_keyring(now, stamp, keys);
         Ok(stamp)
     }
 
@@ -193,7 +195,25 @@ impl Gossip {
         self.keyring_stamp
     }
 
-    fn adopt_keyring(&mut self, stamp: u64, keys: Vec<[u8; 32]>) {
+    /// The stamp of the keyring each live member says it has in force (`None`: it has not said),
+    /// this node included: who took a keyring change and who did not.
+    pub fn keyring_stamps(&self) -> Vec<(NodeInfo, Option<u64>)> {
+        self.table
+            .iter()
+            .filter(|n| {
+                n.info.id == self.local.id || (self.peers.contains(&n.info.id) && !self.is_excluded(&n.info.id))
+            })
+            .map(|n| {
+                let stamp = match n.entries.get(message::RING_KEY).map(|e| &e.value) {
+                    Some(Value::RingStamp(s)) => Some(*s),
+                    _ => None,
+                };
+                (n.info.clone(), stamp)
+            })
+            .collect()
+    }
+
+    fn adopt_keyring(&mut self, now: Instant, stamp: u64, keys: Vec<[u8; 32]>) {
         let mut iter = keys.iter().map(|k| crate::secure::keys::ClusterKey::new(*k));
         let Some(primary) = iter.next() else { return };
         let mut ring = crate::secure::keys::Keyring::new(primary);
@@ -203,16 +223,17 @@ impl Gossip {
         self.secure.set_keyring(ring);
         self.keyring_stamp = stamp;
         self.events.push_back(Event::KeyringChanged { stamp, keys });
+        self.write_local(now, message::RING_KEY, Value::RingStamp(stamp));
     }
 
     /// Adopts `owner`'s `@keyring` if it is newer than the one in force.
-    fn consider_keyring(&mut self, owner: &NodeId) {
+    fn consider_keyring(&mut self, now: Instant, owner: &NodeId) {
         let newer = match self.table.get(owner).and_then(|n| n.entries.get(message::KEYRING_KEY)).map(|e| &e.value) {
             Some(Value::Keyring { stamp, keys }) if *stamp > self.keyring_stamp => Some((*stamp, keys.clone())),
             _ => None,
         };
         if let Some((stamp, keys)) = newer {
-            self.adopt_keyring(stamp, keys);
+            self.adopt_keyring(now, stamp, keys);
         }
     }
 

@@ -118,7 +118,8 @@ impl SecureLayer {
         let idx = self.fresh_index();
         let key = self.cfg.keyring.primary().clone();
         let wall = self.wall_nanos(now);
-        let ik_target = peer.filter(|b| b.valid_at(wall / 1_000_000_000));
+        let skew = self.cfg.max_skew.as_secs();
+        let ik_target = peer.filter(|b| b.valid_within(wall / 1_000_000_000, skew));
         let use_ik = ik_target.is_some() && self.ik_failures.get(&dst).copied().unwrap_or(0) < IK_ATTEMPTS;
         let seed = self.rng.bytes32();
         let built = match (use_ik, ik_target) {
@@ -266,7 +267,13 @@ impl SecureLayer {
         }
         let b = Binding::decode(&mut Reader::new(&bytes[..BINDING_LEN])).ok()?;
         let wall = self.wall_nanos(now) / 1_000_000_000;
-        if remote_static != Some(&b.static_pub[..]) || !b.valid_at(wall) {
+        if remote_static != Some(&b.static_pub[..]) || !b.valid_within(wall, self.cfg.max_skew.as_secs()) {
+            // A genuine binding outside its bounds: the peer's clock is off beyond the tolerance
+            // (a binding starts 300 s before its signer's clock when made). Say so.
+            if remote_static == Some(&b.static_pub[..]) && b.valid_within(wall, u64::MAX / 4) {
+                let their = b.not_before.saturating_add(300).saturating_mul(1_000_000_000);
+                self.note_offset(from, b.identity, their, now);
+            }
             self.stats.decrypt_failures += 1;
             return None;
         }
@@ -328,12 +335,14 @@ impl SecureLayer {
             self.stats.replays += 1;
             return;
         }
+        self.note_offset(from, binding.identity, ts, now);
         let my_idx = self.fresh_index();
         let mut pkt = vec![0u8; packet::IK_RESP_LEN];
         pkt[0] = packet::IK_RESP;
         pkt[1..5].copy_from_slice(&my_idx.to_be_bytes());
         pkt[5..9].copy_from_slice(&data[1..5]);
-        if hs.write_message(&[], &mut pkt[9..9 + packet::IK2_NOISE]).ok() != Some(packet::IK2_NOISE) {
+        let mine = self.wall_nanos(now).to_be_bytes();
+        if hs.write_message(&mine, &mut pkt[9..9 + packet::IK2_NOISE]).ok() != Some(packet::IK2_NOISE) {
             return;
         }
         packet::seal_macs(&mut pkt, key.mac1_key(), None);
@@ -360,10 +369,11 @@ impl SecureLayer {
         };
         let mut buf = [0u8; 16];
         let Some(binding) = peer_binding else { return };
-        if hs.read_message(&data[9..9 + packet::IK2_NOISE], &mut buf).is_err() {
+        if hs.read_message(&data[9..9 + packet::IK2_NOISE], &mut buf).ok() != Some(8) {
             self.stats.decrypt_failures += 1;
             return;
         }
+        self.note_offset(from, binding.identity, u64::from_be_bytes(buf[..8].try_into().unwrap_or_default()), now);
         let Ok(transport) = hs.into_stateless_transport_mode() else { return };
         if self.pending_by_addr.get(&peer) == Some(&idx) {
             self.pending_by_addr.remove(&peer);

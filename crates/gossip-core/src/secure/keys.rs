@@ -133,7 +133,15 @@ impl Binding {
 
     /// True if the signature holds and `now` (unix seconds) is within the bounds.
     pub fn valid_at(&self, now: u64) -> bool {
-        self.not_before <= now && now <= self.not_after && self.identity.verify(&self.signed_bytes(), &self.sig)
+        self.valid_within(now, 0)
+    }
+
+    /// True if the signature holds and `now` (unix seconds) is within the bounds widened by
+    /// `skew` seconds on both sides (the clocks of the signer and the checker may differ).
+    pub fn valid_within(&self, now: u64, skew: u64) -> bool {
+        self.not_before <= now.saturating_add(skew)
+            && now.saturating_sub(skew) <= self.not_after
+            && self.identity.verify(&self.signed_bytes(), &self.sig)
     }
 
     /// Appends the encoding ([`BINDING_LEN`] bytes).

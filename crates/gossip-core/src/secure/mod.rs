@@ -75,7 +75,14 @@ pub struct SecureConfig {
     pub trust: Option<crate::cert::Trust>,
     /// This node's certificate, proved in every handshake.
     pub cert: Option<std::sync::Arc<crate::cert::Certificate>>,
+    /// Clock skew tolerated between peers on the bounds of static-key bindings (and reported
+    /// when a handshake shows a peer's clock off by more than [`SKEW_REPORTED`]).
+    pub max_skew: Duration,
 }
+
+/// A peer whose handshake timestamp is this far from the local clock is reported (logged and
+/// counted), though it is still admitted up to [`SecureConfig::max_skew`].
+pub const SKEW_REPORTED: Duration = Duration::from_secs(30);
 
 impl SecureConfig {
     /// Defaults around the given identity, keyring, wall clock and seed.
@@ -97,6 +104,7 @@ impl SecureConfig {
             seed,
             trust: None,
             cert: None,
+            max_skew: Duration::from_secs(3600),
         }
     }
 }
@@ -128,6 +136,8 @@ pub struct SecureStats {
     pub rotations: u64,
     /// Handshakes refused for a missing, invalid, expired or revoked certificate.
     pub cert_refusals: u64,
+    /// Largest clock offset seen in a peer's handshake timestamp, in seconds (absolute).
+    pub max_clock_offset_secs: u64,
 }
 
 /// A static key pair and its binding. The secret is wiped when the key is dropped (after its
@@ -202,6 +212,9 @@ pub struct SecureLayer {
     stats: SecureStats,
     /// Handshakes refused for their certificate, for the gossip layer to report (bounded).
     refusals: Vec<(SocketAddr, IdentityPub, crate::cert::CertError)>,
+    /// Peers whose handshake showed a clock offset beyond [`SKEW_REPORTED`]: address, identity,
+    /// offset in seconds (theirs minus ours), for the gossip layer to report (bounded).
+    skews: Vec<(SocketAddr, IdentityPub, i64)>,
 }
 
 impl std::fmt::Debug for SecureLayer {
@@ -260,6 +273,7 @@ impl SecureLayer {
             window_count: 0,
             stats: SecureStats::default(),
             refusals: Vec::new(),
+            skews: Vec::new(),
             cfg,
         }
     }
@@ -314,6 +328,11 @@ impl SecureLayer {
         self.cfg.trust.as_ref()
     }
 
+    /// Clock skew tolerated between peers.
+    pub fn max_skew(&self) -> Duration {
+        self.cfg.max_skew
+    }
+
     /// This node's certificate.
     pub fn cert(&self) -> Option<&std::sync::Arc<crate::cert::Certificate>> {
         self.cfg.cert.as_ref()
@@ -342,6 +361,22 @@ impl SecureLayer {
     fn note_refusal(&mut self, from: SocketAddr, identity: IdentityPub, e: crate::cert::CertError) {
         if self.refusals.len() < 16 {
             self.refusals.push((from, identity, e));
+        }
+    }
+
+    /// Peers seen since the last call whose clock is off by more than [`SKEW_REPORTED`]:
+    /// address, identity, offset in seconds (theirs minus ours).
+    pub fn take_skews(&mut self) -> Vec<(SocketAddr, IdentityPub, i64)> {
+        std::mem::take(&mut self.skews)
+    }
+
+    pub(super) fn note_offset(&mut self, from: SocketAddr, identity: IdentityPub, their_nanos: u64, now: Instant) {
+        let ours = self.wall_nanos(now) as i128;
+        let offset = ((their_nanos as i128 - ours) / 1_000_000_000) as i64;
+        let abs = offset.unsigned_abs();
+        self.stats.max_clock_offset_secs = self.stats.max_clock_offset_secs.max(abs);
+        if abs >= SKEW_REPORTED.as_secs() && self.skews.len() < 16 {
+            self.skews.push((from, identity, offset));
         }
     }
 

@@ -42,8 +42,9 @@ pub const IK_PAYLOAD_MAX: usize = 8 + CRED_MAX;
 pub const fn ik1_noise(n: usize) -> usize {
     32 + 48 + n + 16
 }
-/// Noise bytes of IK message 2: e, empty encrypted payload.
-pub const IK2_NOISE: usize = 32 + 16;
+/// Noise bytes of IK message 2: e, encrypted payload (the responder's timestamp, u64 BE unix
+/// nanoseconds: the initiator learns the responder's clock offset).
+pub const IK2_NOISE: usize = 32 + 8 + 16;
 /// Noise bytes of XX message 1: e, and the tag of the empty payload (in PSK mode `e` already
 /// keys the cipher).
 pub const XX1_NOISE: usize = 32 + 16;

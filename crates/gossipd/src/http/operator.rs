@@ -11,22 +11,51 @@ use serde_json::{Value, json};
 use super::{Api, DATACENTER, ask, change, text};
 use crate::driver::Command;
 
-/// `GET /v1/operator/keyring`: Consul's shape. Counts are this agent's view only (it does not
-/// poll the others): each installed key counts 1.
+/// `GET /v1/operator/keyring`: Consul's shape. `NumNodes` counts the live members; each key
+/// counts the members that report the keyring in force here (its stamp), so a member that did
+/// not take the last change shows as a smaller count.
 pub async fn keyring_list(State(api): State<Arc<Api>>) -> Response {
+    let (stamp, members) = match ask(&api, Command::KeyringStamps).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let current = members.iter().filter(|(_, s)| *s == Some(stamp)).count();
+    let lagging: Vec<&String> = members.iter().filter(|(_, s)| *s != Some(stamp)).map(|(n, _)| n).collect();
     match ask(&api, Command::Keyring).await {
         Ok((_, keys)) => {
             let encoded: Vec<String> = keys.iter().map(crate::keys::encode_key).collect();
-            let all: serde_json::Map<String, Value> = encoded.iter().map(|k| (k.clone(), json!(1))).collect();
+            let all: serde_json::Map<String, Value> = encoded.iter().map(|k| (k.clone(), json!(current))).collect();
             let primary: serde_json::Map<String, Value> =
-                encoded.iter().take(1).map(|k| (k.clone(), json!(1))).collect();
+                encoded.iter().take(1).map(|k| (k.clone(), json!(current))).collect();
             axum::Json(json!([{
                 "WAN": false, "Datacenter": DATACENTER, "Segment": "", "Partition": "",
-                "Keys": all, "PrimaryKeys": primary, "NumNodes": 1,
+                "Keys": all, "PrimaryKeys": primary, "NumNodes": members.len(),
+                "Stamp": stamp, "NotInForceOn": lagging,
             }]))
             .into_response()
         }
         Err(r) => r,
+    }
+}
+
+/// After a keyring change took effect here: waits (up to 10 s) until every live member reports
+/// the new keyring in force. Returns the members that did not, with the stamp they report.
+async fn confirm_everywhere(api: &Api) -> Result<Vec<String>, Response> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (stamp, members) = ask(api, Command::KeyringStamps).await?;
+        let lagging: Vec<String> = members
+            .iter()
+            .filter(|(_, s)| *s != Some(stamp))
+            .map(|(n, s)| match s {
+                Some(s) => format!("{n} (stamp {s})"),
+                None => format!("{n} (no stamp)"),
+            })
+            .collect();
+        if lagging.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(lagging);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -44,7 +73,20 @@ async fn keyring_change(api: &Api, body: &[u8], op: fn([u8; 32]) -> crate::drive
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("want {{\"Key\": \"base64\"}}: {e}")),
     };
     match change(api, |tx| Command::ChangeKeyring(op(key), tx)).await {
-        Ok(Ok(_)) => StatusCode::OK.into_response(),
+        Ok(Ok(_)) => match confirm_everywhere(api).await {
+            Ok(lagging) if lagging.is_empty() => StatusCode::OK.into_response(),
+            // In force here and spreading, but not everywhere: an error, naming where not.
+            Ok(lagging) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the keyring change is in force on this agent but not on {} after 10 s: {} \
+                     (check their clocks and logs; `gossipd keys list` shows where it is not in force)",
+                    lagging.len(),
+                    lagging.join(", ")
+                ),
+            ),
+            Err(r) => r,
+        },
         Ok(Err(e @ crate::driver::KeyringError::Persist(_))) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => r,
