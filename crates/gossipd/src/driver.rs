@@ -62,13 +62,17 @@ pub enum Command {
     Revocations(oneshot::Sender<Vec<gossip_core::cert::Revocation>>),
     /// The keyring stamp in force here, and the one each live member (this one included) says
     /// it has in force, by name.
-    KeyringStamps(oneshot::Sender<(u64, Vec<(String, Option<u64>)>)>),
+    KeyringStamps(oneshot::Sender<KeyringStamps>),
     /// A barrier: answered once every command queued before it is handled and its effect is
     /// in the published views. The HTTP API sends it after each change, so that a client reads
     /// its own writes from this agent at once (views are otherwise rebuilt at most once per
     /// [`PUBLISH_INTERVAL`]).
     Sync(oneshot::Sender<()>),
 }
+
+/// The answer to [`Command::KeyringStamps`]: the stamp in force here, and each live member's
+/// (by name; `None` if it has not said).
+pub type KeyringStamps = (u64, Vec<(String, Option<u64>)>);
 
 /// The answer to [`Command::UpdateTtl`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
