@@ -462,3 +462,34 @@ fn a_spoofed_replay_flood_from_an_honest_address_does_not_keep_that_node_out() {
     );
     assert!(p.b.stats().cookies_sent > 0, "b was under load and answered replays with cookies");
 }
+
+/// Key material comes from the caller's entropy source, not from the DRBG seed: two layers
+/// with the same seed but different entropy have different static keys, and every handshake
+/// draws fresh entropy (its ephemeral). Without the source, the seed alone decides the keys.
+#[test]
+fn key_material_comes_from_the_entropy_source_not_the_seed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let now = t0();
+    let draws = Arc::new(AtomicU64::new(0));
+    let source = |byte: u8, draws: Arc<AtomicU64>| {
+        gossip_core::secure::Entropy(Arc::new(move |b: &mut [u8]| {
+            let n = draws.fetch_add(1, Ordering::Relaxed);
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = byte ^ (n as u8).wrapping_mul(31) ^ i as u8;
+            }
+        }))
+    };
+    let a = layer_cfg(1, 9, now, |c| c.entropy = Some(source(0x11, draws.clone())));
+    let b = layer_cfg(1, 9, now, |c| c.entropy = Some(source(0x22, Arc::new(AtomicU64::new(0)))));
+    let plain_a = layer_cfg(1, 9, now, |_| {});
+    let plain_b = layer_cfg(1, 9, now, |_| {});
+    assert_ne!(a.binding().static_pub, b.binding().static_pub, "the static key ignored the entropy source");
+    assert_eq!(plain_a.binding().static_pub, plain_b.binding().static_pub, "seeded layers replay");
+    // A handshake draws from the source.
+    let mut a = a;
+    let before = draws.load(Ordering::Relaxed);
+    let mut out = Vec::new();
+    a.send(now, addr(2), None, b"x", &mut out);
+    assert!(draws.load(Ordering::Relaxed) > before, "the handshake's ephemeral did not come from the source");
+}

@@ -36,21 +36,27 @@ fn data_dir_path(args: &AgentArgs) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn seed32() -> [u8; 32] {
+/// 32 bytes from the OS random number generator; there is no fallback (a clock is no secret).
+fn seed32() -> anyhow::Result<[u8; 32]> {
     let mut b = [0u8; 32];
-    for chunk in b.chunks_mut(8) {
-        chunk.copy_from_slice(&random_seed().to_le_bytes());
-    }
-    b
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
+    Ok(b)
 }
 
-fn random_seed() -> u64 {
-    let mut b = [0u8; 8];
-    // Falls back to the clock only if the OS has no randomness to give.
-    if getrandom::fill(&mut b).is_err() {
-        return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    }
-    u64::from_le_bytes(b)
+fn random_seed() -> anyhow::Result<u64> {
+    let b = seed32()?;
+    Ok(u64::from_le_bytes(b[..8].try_into().unwrap_or_default()))
+}
+
+/// The core's key material source: the OS RNG, read for every key (nothing the process keeps
+/// derives past or future keys). A failure after start is fatal: keys must never be weak.
+fn os_entropy() -> gossip_core::secure::Entropy {
+    gossip_core::secure::Entropy(Arc::new(|buf: &mut [u8]| {
+        if let Err(e) = getrandom::fill(buf) {
+            eprintln!("error: the OS random number generator failed: {e}");
+            std::process::abort();
+        }
+    }))
 }
 
 /// Binds DNS over UDP and TCP on the same port (retrying when port 0 picks one that TCP cannot
@@ -397,7 +403,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         keyring.install(ClusterKey::new(*k));
     }
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let mut secure = SecureConfig::new(node.identity.clone(), keyring, wall, seed32());
+    let mut secure = SecureConfig::new(node.identity.clone(), keyring, wall, seed32()?);
+    secure.entropy = Some(os_entropy());
     secure.trust = trust.map(|mut t| {
         t.skew = args.max_clock_skew.as_secs();
         t
@@ -412,7 +419,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         seeds,
         pinned_seeds,
         gc_grace: args.gc_grace,
-        rng_seed: random_seed(),
+        rng_seed: random_seed()?,
         keyring_stamp: ring.stamp,
         ..Config::default()
     };

@@ -8,7 +8,7 @@ use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use snow::{Builder, HandshakeState};
 
-use super::drbg::{Drbg, Resolver};
+use super::drbg::Resolver;
 use super::keys::{BINDING_LEN, Binding, ClusterKey, Identity};
 use super::packet::{self, u32_at};
 use super::replay::ReplayWindow;
@@ -67,9 +67,9 @@ impl Pending {
 
 /// A new static key pair bound to `identity` from `wall` (minus 5 minutes of clock skew) for
 /// `validity`.
-pub(super) fn new_static_key(identity: &Identity, rng: &mut Drbg, wall: u64, validity: Duration) -> StaticKey {
+pub(super) fn new_static_key(identity: &Identity, seed: [u8; 32], wall: u64, validity: Duration) -> StaticKey {
     let params = packet::XX_PATTERN.parse().unwrap_or_else(|_| unreachable!("valid pattern"));
-    let kp = Builder::with_resolver(params, Box::new(Resolver::new(rng.bytes32())))
+    let kp = Builder::with_resolver(params, Box::new(Resolver::new(seed)))
         .generate_keypair()
         .unwrap_or_else(|_| unreachable!("keygen with an infallible RNG"));
     let mut kp = kp;
@@ -121,7 +121,7 @@ impl SecureLayer {
         let skew = self.cfg.max_skew.as_secs();
         let ik_target = peer.filter(|b| b.valid_within(wall / 1_000_000_000, skew));
         let use_ik = ik_target.is_some() && self.ik_failures.get(&dst).copied().unwrap_or(0) < IK_ATTEMPTS;
-        let seed = self.rng.bytes32();
+        let seed = self.secret32();
         let built = match (use_ik, ik_target) {
             (true, Some(b)) => builder(packet::IK_PATTERN, seed)
                 .local_private_key(&self.current.secret[..])
@@ -186,7 +186,11 @@ impl SecureLayer {
             return None;
         };
         if self.under_load(now) {
-            let cookie = self.jar.cookie(now, &mut self.rng, from);
+            if self.jar.expired(now) {
+                let s = self.secret32();
+                self.jar.rotate(now, s);
+            }
+            let cookie = self.jar.cookie(from);
             if !packet::mac2_ok(data, &cookie) {
                 self.send_cookie(from, data, &key, cookie, out);
                 return None;
@@ -211,7 +215,7 @@ impl SecureLayer {
         // is long-lived (derived from the cluster key), so 12-byte random nonces would risk a
         // repeat (a birthday bound of 2^48 replies); 24 bytes do not.
         let mut nonce = [0u8; packet::COOKIE_NONCE_LEN];
-        self.rng.fill(&mut nonce);
+        self.secret_fill(&mut nonce);
         let aead = XChaCha20Poly1305::new(key.cookie_key().into());
         let aad = packet::mac1_of(data);
         let Ok(enc) = aead.encrypt(&nonce.into(), Payload { msg: &cookie, aad: &aad }) else { return };
@@ -310,7 +314,7 @@ impl SecureLayer {
         let mut accepted = None;
         let want = noise.len() - packet::ik1_noise(0);
         for secret in statics {
-            let seed = self.rng.bytes32();
+            let seed = self.secret32();
             let Ok(mut hs) = builder(packet::IK_PATTERN, seed)
                 .local_private_key(&secret[..])
                 .and_then(|x| x.psk(2, key.psk()))
@@ -394,7 +398,7 @@ impl SecureLayer {
             self.stats.rate_limited += 1;
             return;
         }
-        let seed = self.rng.bytes32();
+        let seed = self.secret32();
         let Ok(mut hs) = builder(packet::XX_PATTERN, seed)
             .local_private_key(&self.current.secret[..])
             .and_then(|x| x.psk(3, key.psk()))

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::drbg::Drbg;
 use super::keys::IdentityPub;
 use super::mac;
 
@@ -104,16 +103,23 @@ pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 
 impl CookieJar {
     /// A jar with a fresh secret.
-    pub fn new(now: Instant, rng: &mut Drbg) -> CookieJar {
-        CookieJar { secret: rng.bytes32(), changed: now }
+    pub fn new(now: Instant, secret: [u8; 32]) -> CookieJar {
+        CookieJar { secret, changed: now }
+    }
+
+    /// True when the secret is due for replacement ([`CookieJar::rotate`]) before the next cookie.
+    pub fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.changed) >= COOKIE_LIFETIME
+    }
+
+    /// Replaces the secret.
+    pub fn rotate(&mut self, now: Instant, secret: [u8; 32]) {
+        self.secret = secret;
+        self.changed = now;
     }
 
     /// The cookie for `src`: a MAC of its address under the current secret.
-    pub fn cookie(&mut self, now: Instant, rng: &mut Drbg, src: SocketAddr) -> [u8; 16] {
-        if now.saturating_duration_since(self.changed) >= COOKIE_LIFETIME {
-            self.secret = rng.bytes32();
-            self.changed = now;
-        }
+    pub fn cookie(&mut self, src: SocketAddr) -> [u8; 16] {
         let mut a = Vec::with_capacity(18);
         match src.ip() {
             IpAddr::V4(v) => a.extend_from_slice(&v.octets()),

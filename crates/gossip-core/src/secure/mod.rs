@@ -78,6 +78,21 @@ pub struct SecureConfig {
     /// Clock skew tolerated between peers on the bounds of static-key bindings (and reported
     /// when a handshake shows a peer's clock off by more than [`SKEW_REPORTED`]).
     pub max_skew: Duration,
+    /// Where key material comes from: every static key, handshake ephemeral, cookie secret and
+    /// cookie nonce. The daemon passes the OS RNG, so that nothing the process keeps derives a
+    /// past or future key; `None` (the simulator, tests) draws them from the seeded DRBG, so
+    /// that runs replay exactly.
+    pub entropy: Option<Entropy>,
+}
+
+/// A source of key material owned by the caller (the core never reads the OS itself).
+#[derive(Clone)]
+pub struct Entropy(pub std::sync::Arc<dyn Fn(&mut [u8]) + Send + Sync>);
+
+impl std::fmt::Debug for Entropy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Entropy(..)")
+    }
 }
 
 /// A peer whose handshake timestamp is this far from the local clock is reported (logged and
@@ -105,6 +120,7 @@ impl SecureConfig {
             trust: None,
             cert: None,
             max_skew: Duration::from_secs(3600),
+            entropy: None,
         }
     }
 }
@@ -242,12 +258,23 @@ const MAX_ATTEMPTS: u32 = 5;
 
 impl SecureLayer {
     /// A layer with a fresh static key.
-    pub fn new(cfg: SecureConfig, now: Instant) -> SecureLayer {
+    pub fn new(mut cfg: SecureConfig, now: Instant) -> SecureLayer {
         let mut rng = Drbg::new(cfg.seed);
-        let jar = CookieJar::new(now, &mut rng);
+        // The seed is not kept: the DRBG erases its past keys as it goes.
+        zeroize::Zeroize::zeroize(&mut cfg.seed);
+        let mut secret = || {
+            let mut b = [0u8; 32];
+            match &cfg.entropy {
+                Some(e) => (e.0)(&mut b),
+                None => rng.fill(&mut b),
+            }
+            b
+        };
+        let jar = CookieJar::new(now, secret());
+        let static_seed = secret();
         let limiter = RateLimiter::new(cfg.per_source_rate, cfg.per_source_rate * 2.0);
         let wall = cfg.wall_clock_at_start / 1_000_000_000;
-        let current = handshake::new_static_key(&cfg.identity, &mut rng, wall, cfg.rotation + cfg.overlap);
+        let current = handshake::new_static_key(&cfg.identity, static_seed, wall, cfg.rotation + cfg.overlap);
         let jitter = cfg.rotation.mul_f64(0.1 * (rng.u32() as f64 / u32::MAX as f64));
         SecureLayer {
             next_rotation: now + cfg.rotation + jitter,
@@ -440,6 +467,20 @@ impl SecureLayer {
             }
         }
         self.bindings_of_sessions.remove(&idx);
+    }
+
+    /// 32 bytes of key material: from the caller's entropy source, else the DRBG.
+    pub(super) fn secret32(&mut self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        self.secret_fill(&mut b);
+        b
+    }
+
+    pub(super) fn secret_fill(&mut self, b: &mut [u8]) {
+        match &self.cfg.entropy {
+            Some(e) => (e.0)(b),
+            None => self.rng.fill(b),
+        }
     }
 
     fn fresh_index(&mut self) -> u32 {
@@ -700,8 +741,8 @@ impl SecureLayer {
 
     fn rotate(&mut self, now: Instant) {
         let wall = self.wall_secs(now);
-        let fresh =
-            handshake::new_static_key(&self.cfg.identity, &mut self.rng, wall, self.cfg.rotation + self.cfg.overlap);
+        let seed = self.secret32();
+        let fresh = handshake::new_static_key(&self.cfg.identity, seed, wall, self.cfg.rotation + self.cfg.overlap);
         let mut old = std::mem::replace(&mut self.current, fresh);
         // The old key stays valid until the end of the overlap, whatever its binding said.
         old.binding.not_after = old.binding.not_after.min(wall + self.cfg.overlap.as_secs());
