@@ -85,9 +85,12 @@ pub struct SecureConfig {
     pub entropy: Option<Entropy>,
 }
 
+/// Fills a buffer with key material.
+pub type FillFn = dyn Fn(&mut [u8]) + Send + Sync;
+
 /// A source of key material owned by the caller (the core never reads the OS itself).
 #[derive(Clone)]
-pub struct Entropy(pub std::sync::Arc<dyn Fn(&mut [u8]) + Send + Sync>);
+pub struct Entropy(pub std::sync::Arc<FillFn>);
 
 impl std::fmt::Debug for Entropy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
