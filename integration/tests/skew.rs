@@ -4,23 +4,27 @@
 use std::time::Duration;
 
 use integration::agent::{Agent, Options};
-use integration::{peers, wait_for};
+use integration::wait_for;
 
 #[test]
 fn agents_thirty_minutes_apart_join_at_once_and_each_logs_the_skew() {
-    let Some(faketime) = peers::find("faketime") else {
-        assert!(std::env::var_os("CI").is_none(), "faketime is missing (apt-get install faketime)");
-        eprintln!("skipped: faketime not installed");
+    // libfaketime preloaded by `env`, which execs the agent: the harness's child is the agent
+    // itself (the `faketime` wrapper forks, and its child would outlive the test).
+    let lib = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(lib) = lib else {
+        assert!(std::env::var_os("CI").is_none(), "libfaketime is missing (apt-get install faketime)");
+        eprintln!("skipped: libfaketime not installed");
         return;
     };
     let root = tempfile::tempdir().unwrap();
     let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
     let wrapper = vec![
         "env".to_string(),
+        format!("LD_PRELOAD={lib}"),
+        "FAKETIME=-30m".into(),
         "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
-        faketime.display().to_string(),
-        "-f".into(),
-        "-30m".into(),
     ];
     let b = Agent::start(
         root.path(),
