@@ -7,12 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Net, WALL, addr, secure};
+use common::{Net, WALL, addr, secure, svc};
 use gossip_core::cert::{CertRequest, Certificate, ROLE_OPERATOR, Revocation, Trust};
 use gossip_core::message::{KEYRING_KEY, Value};
 use gossip_core::secure::SecureConfig;
 use gossip_core::secure::keys::Identity;
-use gossip_core::{CommandError, Config, Event, Gossip, ServiceInstance};
+use gossip_core::{CommandError, Config, Event, Gossip};
 
 const NOW_S: u64 = WALL / 1_000_000_000;
 
@@ -61,17 +61,6 @@ fn certified(net: &mut Net, ca: &Ca, i: usize, services: &[&str], roles: u8, max
     let mut sec = secure(7000 + i as u64, 9000 + i as u64);
     sec.cert = Some(Arc::new(ca.sign(&name, &sec, services, roles, max)));
     add(net, i, &name, sec, Some(ca))
-}
-
-fn svc(id: &str, name: &str) -> ServiceInstance {
-    ServiceInstance {
-        id: id.into(),
-        name: name.into(),
-        port: 80,
-        weight_passing: 1,
-        weight_warning: 1,
-        ..Default::default()
-    }
 }
 
 fn members(net: &Net, i: usize) -> usize {

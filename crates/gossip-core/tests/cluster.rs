@@ -6,20 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Net, addr};
+use common::{Net, addr, svc};
 use gossip_core::secure::keys::{ClusterKey, Keyring};
-use gossip_core::{Config, Gossip, ServiceInstance};
-
-fn svc(id: &str, name: &str) -> ServiceInstance {
-    ServiceInstance {
-        id: id.into(),
-        name: name.into(),
-        port: 80,
-        weight_passing: 1,
-        weight_warning: 1,
-        ..Default::default()
-    }
-}
+use gossip_core::{Config, Gossip};
 
 #[test]
 fn nodes_join_through_one_seed_and_converge() {

@@ -35,6 +35,18 @@ pub fn secure(identity_seed: u64, rng_seed: u64) -> SecureConfig {
     SecureConfig::new(Identity::from_secret(id), Keyring::new(ClusterKey::new(KEY)), WALL, seed)
 }
 
+/// A plain service instance: `id` of service `name` on port 80.
+pub fn svc(id: &str, name: &str) -> gossip_core::ServiceInstance {
+    gossip_core::ServiceInstance {
+        id: id.into(),
+        name: name.into(),
+        port: 80,
+        weight_passing: 1,
+        weight_warning: 1,
+        ..Default::default()
+    }
+}
+
 /// The test network.
 pub struct Net {
     pub start: Instant,
