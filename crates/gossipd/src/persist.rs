@@ -433,6 +433,17 @@ impl DataDir {
     /// Atomically replaces the file `name` (mode 0600) with `bytes`: write `name.tmp`, fsync,
     /// rename over `name`, fsync the directory.
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), PersistError> {
+        // The fsyncs can take long on a busy disk: on the agent's multi-threaded runtime, tell
+        // tokio this worker blocks, so that DNS and HTTP tasks move to another one meanwhile.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.write_atomic_now(name, bytes))
+            }
+            _ => self.write_atomic_now(name, bytes),
+        }
+    }
+
+    fn write_atomic_now(&self, name: &str, bytes: &[u8]) -> Result<(), PersistError> {
         let path = self.path.join(name);
         let tmp = self.path.join(format!("{name}.tmp"));
         let io_err = |action, path: &Path| {
