@@ -348,10 +348,7 @@ impl Message {
         if version == 4 {
             buf.push(0x04);
         }
-        debug_assert!(
-            (crate::version::BUILD_MIN..=crate::version::BUILD_MAX).contains(&version),
-            "version {version}"
-        );
+        debug_assert!((crate::version::BUILD_MIN..=crate::version::BUILD_MAX).contains(&version), "version {version}");
         let _ = version;
         buf
     }

@@ -472,8 +472,7 @@ impl SecureLayer {
             self.stats.decrypt_failures += 1;
             return;
         }
-        let Some((binding, version)) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static())
-        else {
+        let Some((binding, version)) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static()) else {
             return;
         };
         let their_idx = u32_at(data, 1);
