@@ -56,10 +56,13 @@ fn messages() -> Vec<Message> {
         Entry::signed(&id, 3, "svc/web-1", 2, Value::Service(svc)),
         Entry::signed(&id, 3, "@key", 3, Value::Binding(layer(5, now0()).binding())),
         Entry::signed(&id, 3, "svc/old", 4, Value::Tombstone),
+        Entry::signed(&id, 3, "@proto", 5, Value::Proto(gossip_core::version::VersionRange::DEFAULT)),
+        // A kind this build does not know (value framing: tag, length, body kept as bytes).
+        Entry::signed(&id, 3, "x/new", 6, Value::Unknown { tag: 200, bytes: b"newer agent".to_vec() }),
     ];
     let sender = NodeId([3; 16]);
     vec![
-        Message::Delta { sender, delta: Delta { ttl: 2, node: info, from_version: 0, to_version: 4, entries } },
+        Message::Delta { sender, delta: Delta { ttl: 2, node: info, from_version: 0, to_version: 6, entries } },
         Message::Reconcile {
             sender,
             initial: true,

@@ -34,6 +34,15 @@ enum ValueSpec {
         not_before: u64,
         not_after: u64,
     },
+    /// A kind this build does not know (a newer agent's): kept and relayed as its bytes.
+    Unknown {
+        tag: u8,
+        bytes: Vec<u8>,
+    },
+    Proto {
+        min: u8,
+        max: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -83,6 +92,14 @@ fn value(spec: &ValueSpec, id: &Identity) -> Value {
         }),
         ValueSpec::Binding { static_pub, not_before, not_after } => {
             Value::Binding(Binding::sign(id, *static_pub, *not_before, *not_after))
+        }
+        ValueSpec::Unknown { tag, bytes } => Value::Unknown {
+            tag: (*tag).max(*gossip_core::message::KNOWN_VALUE_TAGS.end() + 1),
+            bytes: bytes.iter().copied().take(400).collect(),
+        },
+        ValueSpec::Proto { min, max } => {
+            let (lo, hi) = ((*min).min(*max), (*min).max(*max));
+            Value::Proto(gossip_core::version::VersionRange::new(lo, hi).expect("ordered"))
         }
     }
 }

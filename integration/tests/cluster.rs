@@ -103,6 +103,19 @@ fn a_node_joins_through_any_seed_that_answers() {
     let b =
         Agent::start(root.path(), Options { name: "bravo".into(), seeds: vec![dead, a.gossip], ..Default::default() });
     wait_for("bravo to join through the live seed", WAIT, || (b.alive_members().len() == 2).then_some(()));
+    // Each member shows the wire protocol range it speaks and the version spoken with it
+    // (Consul's `vsn_min`, `vsn_max`, `vsn` tags), in the API and in `gossipd members`.
+    let members = b.get("/v1/agent/members").unwrap();
+    for m in members.as_array().unwrap() {
+        let tags = &m["Tags"];
+        assert_eq!((&tags["vsn_min"], &tags["vsn_max"], &tags["vsn"]), (&"3".into(), &"3".into(), &"3".into()), "{m}");
+    }
+    let out = std::process::Command::new(integration::agent::binary())
+        .args(["members", "--http", &b.http.to_string()])
+        .output()
+        .expect("run gossipd members");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PROTOCOL") && text.contains("3 (3..=3)"), "members output:\n{text}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub mod secure;
 pub mod session;
 pub mod state;
 pub mod types;
+pub mod version;
 pub mod wire;
 
 pub use gossip::{

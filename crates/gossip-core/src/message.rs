@@ -140,6 +140,31 @@ pub enum Value {
     /// A CA-signed revocation this owner spreads (key [`REVOKE_PREFIX`] + the revoked
     /// identity in hex): every node that trusts the CA drops the revoked identity.
     Revocation(crate::cert::Revocation),
+    /// The owner's protocol range (key [`PROTO_KEY`]): the wire versions it speaks.
+    Proto(crate::version::VersionRange),
+    /// A value of a kind this build does not know (written by a newer agent): kept, verified
+    /// and relayed as the owner's bytes, ignored by every view. `bytes` is the body as
+    /// received (bounded by the datagram); re-encoding reproduces the received value exactly,
+    /// so the owner's signature over its digest still verifies.
+    Unknown {
+        /// The value tag (none of the tags this build knows).
+        tag: u8,
+        /// The value's body, as received.
+        bytes: Vec<u8>,
+    },
+}
+
+/// Key of the entry holding the owner's protocol range ([`Value::Proto`]).
+pub const PROTO_KEY: &str = "@proto";
+
+/// Value tags this build knows; any other tag decodes as [`Value::Unknown`].
+pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=8;
+
+impl Value {
+    /// True for a value of a kind this build does not know.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Value::Unknown { .. })
+    }
 }
 
 /// Key prefix of revocation entries.
@@ -313,7 +338,35 @@ impl Message {
         }
     }
 
-    /// Encodes into a fresh buffer.
+    /// Encodes at wire version `version` (one this build speaks; see [`crate::version`]). Version
+    /// 3 is the only format; the synthetic version 4 of the `testing` feature appends one byte
+    /// `0x04`, so that a message encoded at the wrong version does not decode.
+    pub fn encode_for(&self, version: u8) -> Vec<u8> {
+        #[allow(unused_mut)]
+        let mut buf = self.encode();
+        #[cfg(feature = "testing")]
+        if version == 4 {
+            buf.push(0x04);
+        }
+        debug_assert!((crate::version::BUILD_MIN..=crate::version::BUILD_MAX).contains(&version), "version {version}");
+        let _ = version;
+        buf
+    }
+
+    /// Decodes a message encoded at wire version `version`; the whole input must be consumed.
+    pub fn decode_for(version: u8, buf: &[u8]) -> Result<Message, DecodeError> {
+        match version {
+            #[cfg(feature = "testing")]
+            4 => match buf.split_last() {
+                Some((0x04, rest)) => Message::decode(rest),
+                _ => Err(DecodeError::BadTag { what: "version 4 trailer", tag: buf.last().copied().unwrap_or(0) }),
+            },
+            3 => Message::decode(buf),
+            v => Err(DecodeError::BadTag { what: "wire version", tag: v }),
+        }
+    }
+
+    /// Encodes at wire version 3.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
@@ -372,7 +425,7 @@ impl Message {
         w.buf
     }
 
-    /// Decodes one message; the whole input must be consumed.
+    /// Decodes one message encoded at wire version 3; the whole input must be consumed.
     pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         let mut r = Reader::new(buf);
         let kind = r.u8()?;
@@ -395,7 +448,7 @@ impl Message {
             }
             KIND_DELTA => {
                 let mut delta = decode_delta_header(&mut r)?;
-                let n = r.count(67)?;
+                let n = r.count(68)?;
                 delta.entries.reserve_exact(n);
                 let mut last = delta.from_version;
                 for _ in 0..n {
@@ -635,51 +688,96 @@ fn encode_entry_body(w: &mut Writer, e: &Entry) {
     encode_value(w, &e.value);
 }
 
+/// Encodes a value: `tag ‖ varint len ‖ body` (docs/PROTOCOL.md section 3.2), so that a
+/// receiver that does not know the tag can skip the body and keep it as bytes.
 fn encode_value(w: &mut Writer, value: &Value) {
+    if let Value::Unknown { tag, bytes } = value {
+        w.u8(*tag);
+        w.varint(bytes.len() as u64);
+        w.bytes(bytes);
+        return;
+    }
+    let mut b = Writer::new();
+    let tag = encode_value_body(&mut b, value);
+    w.u8(tag);
+    w.varint(b.len() as u64);
+    w.bytes(&b.buf);
+}
+
+/// Writes the body of a known value and returns its tag.
+fn encode_value_body(w: &mut Writer, value: &Value) -> u8 {
     match value {
-        Value::Tombstone => w.u8(0),
+        Value::Tombstone => 0,
         Value::Status(s) => {
-            w.u8(1);
             w.u8(match s {
                 NodeStatus::Alive => 0,
                 NodeStatus::Left => 1,
             });
+            1
         }
         Value::Service(s) => {
-            w.u8(2);
             encode_service(w, s);
+            2
         }
         Value::Binding(b) => {
-            w.u8(3);
             b.encode(w);
+            3
         }
         Value::Keyring { stamp, keys } => {
-            w.u8(4);
             w.varint(*stamp);
             w.varint(keys.len() as u64);
             for k in keys {
                 w.bytes(k);
             }
+            4
         }
         Value::Accusation(a) => {
-            w.u8(5);
             a.encode(w);
+            5
         }
         Value::Revocation(r) => {
-            w.u8(6);
             r.encode(w);
+            6
         }
         Value::RingStamp(s) => {
-            w.u8(7);
             w.varint(*s);
+            7
+        }
+        Value::Proto(range) => {
+            w.u8(range.min());
+            w.u8(range.max());
+            8
+        }
+        Value::Unknown { tag, bytes } => {
+            w.bytes(bytes);
+            *tag
         }
     }
 }
 
-fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
-    let key = r.string(MAX_KEY)?;
-    let version = r.varint()?;
-    let value = match r.u8()? {
+/// Decodes a value: its tag, its length (the shortest varint for it, so that re-encoding
+/// reproduces the bytes the owner signed), then a body of exactly that length. A tag this build
+/// does not know yields [`Value::Unknown`] with the body as received.
+pub fn decode_value(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
+    let tag = r.u8()?;
+    let before = r.remaining();
+    let len = r.varint()?;
+    if before - r.remaining() != crate::wire::varint_len(len) {
+        return Err(DecodeError::BadVarint);
+    }
+    let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
+    let body = r.bytes(len)?;
+    if !KNOWN_VALUE_TAGS.contains(&tag) {
+        return Ok(Value::Unknown { tag, bytes: body.to_vec() });
+    }
+    let mut r = Reader::new(body);
+    let value = decode_value_body(&mut r, tag)?;
+    r.finish()?;
+    Ok(value)
+}
+
+fn decode_value_body(r: &mut Reader<'_>, tag: u8) -> Result<Value, DecodeError> {
+    Ok(match tag {
         0 => Value::Tombstone,
         1 => Value::Status(match r.u8()? {
             0 => NodeStatus::Alive,
@@ -707,10 +805,18 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         5 => Value::Accusation(Accusation::decode(r)?),
         6 => Value::Revocation(crate::cert::Revocation::decode(r)?),
         7 => Value::RingStamp(r.varint()?),
-        tag => {
-            return Err(DecodeError::BadTag { what: "entry value", tag });
+        8 => {
+            let (min, max) = (r.u8()?, r.u8()?);
+            Value::Proto(crate::version::VersionRange::new(min, max).ok_or(DecodeError::OutOfRange("protocol range"))?)
         }
-    };
+        tag => return Err(DecodeError::BadTag { what: "entry value", tag }),
+    })
+}
+
+fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+    let key = r.string(MAX_KEY)?;
+    let version = r.varint()?;
+    let value = decode_value(r)?;
     let mut sig = [0u8; 64];
     sig.copy_from_slice(r.bytes(64)?);
     Ok(Entry { key, version, value, sig })
@@ -767,4 +873,10 @@ fn decode_service(r: &mut Reader<'_>) -> Result<ServiceInstance, DecodeError> {
         }
     };
     Ok(ServiceInstance { id, name, address, port, tags, meta, weight_passing, weight_warning, health })
+}
+
+/// Re-encodes a message from wire version `from` to `to` (for payloads queued before their
+/// session negotiated its version). `None` if it does not decode at `from`.
+pub fn transcode(payload: &[u8], from: u8, to: u8) -> Option<Vec<u8>> {
+    Message::decode_for(from, payload).ok().map(|m| m.encode_for(to))
 }

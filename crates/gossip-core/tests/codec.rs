@@ -63,6 +63,12 @@ fn value() -> impl Strategy<Value = Value> {
                 Value::Accusation(Accusation { accused, charge: Charge::Equivocation(Box::new(proof)) })
             }
         ),
+        any::<u64>().prop_map(Value::RingStamp),
+        (3u8..=9, 0u8..=6)
+            .prop_map(|(min, d)| Value::Proto(gossip_core::version::VersionRange::new(min, min + d).unwrap())),
+        // A kind this build does not know (a newer agent's): kept as its bytes.
+        (9u8..=255, proptest::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(tag, bytes)| Value::Unknown { tag, bytes }),
     ]
 }
 

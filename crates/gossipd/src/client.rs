@@ -239,11 +239,18 @@ fn members(api: &Api, format: Format) -> anyhow::Result<String> {
             if let Some(reason) = m["Tags"]["banned"].as_str() {
                 status = format!("{status}, banned: {reason}");
             }
-            vec![text(&m["Name"]), format!("{addr}:{}", text(&m["Port"])), status]
+            // Wire protocol: the version spoken with the member, and the range it speaks.
+            let tags = &m["Tags"];
+            let protocol = match (text(&tags["vsn"]), text(&tags["vsn_min"]), text(&tags["vsn_max"])) {
+                (_, min, max) if min.is_empty() || max.is_empty() => "?".to_string(),
+                (vsn, min, max) if vsn.is_empty() => format!("none ({min}..={max})"),
+                (vsn, min, max) => format!("{vsn} ({min}..={max})"),
+            };
+            vec![text(&m["Name"]), format!("{addr}:{}", text(&m["Port"])), status, protocol]
         })
         .collect();
     rows.sort();
-    let mut out = format_table(&["NAME", "ADDRESS", "STATUS"], &rows);
+    let mut out = format_table(&["NAME", "ADDRESS", "STATUS", "PROTOCOL"], &rows);
     let metrics = api.get("/v1/agent/metrics").unwrap_or(Value::Null);
     if metrics["Catalog"]["SelfPreservation"] == true {
         out.push_str("\nSELF-PRESERVATION ENGAGED: too many peers seem to fail at once; this agent suspects its own\nnetwork, declares no node dead and keeps serving the last known instances.\n");
@@ -563,10 +570,14 @@ mod tests {
         let args = serve(vec![http(
             "200 OK",
             r#"[{"Name": "b", "Addr": "::1", "Port": 7946, "Status": 3, "Tags": {}},
-                {"Name": "a", "Addr": "10.0.0.1", "Port": 7946, "Status": 1, "Tags": {}}]"#,
+                {"Name": "a", "Addr": "10.0.0.1", "Port": 7946, "Status": 1,
+                 "Tags": {"vsn": "3", "vsn_min": "3", "vsn_max": "4"}}]"#,
         )]);
         let out = members(&Api::new(&args).unwrap(), Format::Table).unwrap();
-        assert_eq!(out, "NAME  ADDRESS        STATUS\na     10.0.0.1:7946  alive\nb     [::1]:7946     left\n");
+        assert_eq!(
+            out,
+            "NAME  ADDRESS        STATUS  PROTOCOL\na     10.0.0.1:7946  alive   3 (3..=4)\nb     [::1]:7946     left    ?\n"
+        );
 
         let args = serve(vec![
             http("200 OK", r#"{"web": ["a"], "db": []}"#),

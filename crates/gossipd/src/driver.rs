@@ -482,6 +482,10 @@ impl Driver {
                 Event::CertRefused { peer, identity, reason } => tracing::warn!(%peer,
                     identity = %crate::keys::encode_key(&identity.0), %reason,
                     "refused a handshake for its certificate (sign one with `gossipd ca sign`, check --ca-file)"),
+                Event::VersionRefused { peer, identity, ours, theirs } => tracing::warn!(%peer,
+                    identity = %crate::keys::encode_key(&identity.0), ours = %ours, theirs = %theirs,
+                    "refused a handshake: the peer speaks no wire protocol version this agent speaks \
+                    (upgrade one agent at a time, each build overlapping the previous one)"),
                 Event::KeyringChanged { stamp, keys } => {
                     let fps: Vec<String> = keys.iter().map(crate::keys::fingerprint).collect();
                     tracing::info!(stamp, keys = ?fps, "cluster keyring changed");

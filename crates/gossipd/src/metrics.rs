@@ -97,7 +97,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
 
     let g = i.gossip;
-    let counters: [(&str, &str, u64); 18] = [
+    let counters: [(&str, &str, u64); 19] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -107,6 +107,11 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("gossip_rumors_forwarded_total", "Rumors forwarded to peers.", g.rumors_forwarded),
         ("gossip_rumor_retransmits_total", "Rumor retransmissions on rumor ticks.", g.rumor_retransmits),
         ("gossip_dropped_decode_total", "Datagrams dropped: undecodable.", g.dropped_decode),
+        (
+            "gossip_unknown_entries_total",
+            "Records of a kind this build does not know (a newer agent's), kept and relayed as signed.",
+            g.unknown_entries,
+        ),
         ("gossip_dropped_malformed_total", "Datagrams dropped: malformed content.", g.dropped_malformed),
         ("gossip_forged_records_total", "Records dropped: bad owner signature.", g.forged_records),
         ("gossip_equivocations_total", "Owners caught signing two records under one version.", g.equivocations),
@@ -126,13 +131,23 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
 
     let s = i.secure;
-    let counters: [(&str, &str, u64); 12] = [
+    let counters: [(&str, &str, u64); 14] = [
         (
             "secure_cert_refusals_total",
             "Handshakes refused for a missing, invalid, expired or revoked certificate.",
             s.cert_refusals,
         ),
         ("secure_handshakes_initiated_total", "Noise handshakes initiated.", s.handshakes_initiated),
+        (
+            "secure_version_refusals_total",
+            "Handshakes refused: the peer speaks no wire protocol version this agent speaks.",
+            s.version_refusals,
+        ),
+        (
+            "secure_version_mismatch_drops_total",
+            "Queued payloads dropped: encoded at another wire version than their session's.",
+            s.version_mismatch_drops,
+        ),
         ("secure_handshakes_completed_total", "Noise handshakes completed.", s.handshakes_completed),
         (
             "secure_dropped_unauthenticated_total",
@@ -229,6 +244,8 @@ mod tests {
             liveness,
             banned: None,
             excluded: None,
+            versions: None,
+            vsn: None,
         }
     }
 

@@ -27,6 +27,12 @@ pub struct Member {
     pub banned: Option<String>,
     /// Why the cluster excluded the node (a majority of members accuse it), if it did.
     pub excluded: Option<String>,
+    /// The wire versions the node speaks (its signed `@proto` entry; `None` if it has not
+    /// said).
+    pub versions: Option<gossip_core::version::VersionRange>,
+    /// The version this agent and the node speak: the highest both speak (this agent's
+    /// highest for itself); `None` when unknown or there is none.
+    pub vsn: Option<u8>,
 }
 
 /// One service instance with its node.
@@ -75,6 +81,8 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
             status,
             banned: bans.iter().find(|(i, _)| *i == n.info.identity).map(|(_, b)| b.reason.clone()),
             excluded: g.exclusions().find(|(id, _)| **id == n.info.id).map(|(_, r)| r.clone()),
+            versions: g.versions_of(&n.info.id),
+            vsn: g.versions_of(&n.info.id).and_then(|theirs| g.versions().negotiate(&theirs)),
         });
         // Suspects are still served (they may only be slow); dead, excluded and left nodes are not.
         let alive = status == NodeStatus::Alive && liveness.serves();

@@ -177,6 +177,13 @@ impl Gossip {
                 self.events.push_back(Event::ClockSkew { peer, identity, offset_secs, tolerated });
             }
         }
+        for (peer, identity, theirs) in self.secure.take_version_refusals() {
+            let key = (identity.node_id(), format!("versions {theirs}"));
+            if self.authority.reported.len() < MAX_REPORTED && self.authority.reported.insert(key) {
+                let ours = self.secure.versions();
+                self.events.push_back(Event::VersionRefused { peer, identity, ours, theirs });
+            }
+        }
         for (peer, identity, why) in self.secure.take_refusals() {
             let reason = why.to_string();
             if self.authority.reported.len() < MAX_REPORTED

@@ -185,6 +185,18 @@ pub enum Event {
         /// The skew tolerated (seconds).
         tolerated: u64,
     },
+    /// A handshake was refused because the peer speaks no wire version this node speaks
+    /// (reported once per identity and range).
+    VersionRefused {
+        /// Where it came from.
+        peer: SocketAddr,
+        /// The identity it proved.
+        identity: IdentityPub,
+        /// The versions this node speaks.
+        ours: crate::version::VersionRange,
+        /// The versions the peer speaks.
+        theirs: crate::version::VersionRange,
+    },
     /// A CA-signed revocation was learned: the identity is dropped (persist it).
     Revoked(crate::cert::Revocation),
     /// An owner signed two different entries under one version (proof of misbehaviour).
@@ -226,6 +238,9 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes sent.
     pub bytes_out: u64,
+    /// Entries of a value kind this build does not know, received in deltas that were applied
+    /// (kept and relayed unchanged, ignored by views).
+    pub unknown_entries: u64,
     /// Authenticated payloads that did not decode.
     pub dropped_decode: u64,
     /// Messages that decoded but broke a protocol rule (forged records included).

@@ -29,8 +29,8 @@ impl Gossip {
         let received = self.secure.recv(now, from, data, &mut out);
         self.emit(out);
         self.report_cert_refusals();
-        let Some(Received { identity, payload, .. }) = received else { return };
-        let msg = match Message::decode(&payload) {
+        let Some(Received { identity, payload, version, .. }) = received else { return };
+        let msg = match Message::decode_for(version, &payload) {
             Ok(m) => m,
             Err(e) => {
                 self.stats.dropped_decode += 1;
@@ -196,6 +196,9 @@ impl Gossip {
             }
             Applied::Changed { new_node, status_changed } => {
                 self.stats.deltas_applied += 1;
+                // Entries of a kind this build does not know (a newer agent's): kept and relayed
+                // as their owner signed them, ignored by every view.
+                self.stats.unknown_entries += delta.entries.iter().filter(|e| e.value.is_unknown()).count() as u64;
                 self.events.push_back(Event::CatalogChanged);
                 self.state_advanced(&owner);
                 if delta.entries.iter().any(|e| e.key == crate::message::KEYRING_KEY) {

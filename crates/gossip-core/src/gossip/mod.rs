@@ -89,6 +89,7 @@ impl Gossip {
         let mut rng = Rng::from_seed(cfg.rng_seed);
         let local = NodeInfo::signed_with_cert(&secure.identity, name, addr, generation, secure.cert.clone());
         let mut secure = SecureLayer::new(secure, now);
+        secure.set_transcoder(message::transcode);
         for (a, id) in &cfg.pinned_seeds {
             secure.pin(*a, *id);
         }
@@ -130,6 +131,8 @@ impl Gossip {
         g.keyring_stamp = g.cfg.keyring_stamp;
         let identity = g.secure.identity_key().clone();
         g.table.write_local(&identity, message::RING_KEY, Value::RingStamp(g.keyring_stamp));
+        let versions = g.secure.versions();
+        g.table.write_local(&identity, message::PROTO_KEY, Value::Proto(versions));
         g.publish_binding();
         g
     }
@@ -411,12 +414,50 @@ impl Gossip {
         self.send_with(now, dst, None, msg);
     }
 
+    /// The wire version a message to `dst` is encoded at: the version of the session with it,
+    /// else (a handshake will run) the highest this node speaks; a payload queued at another
+    /// version than the session then negotiates is transcoded ([`message::transcode`]).
+    fn version_for(&self, now: Instant, dst: SocketAddr) -> u8 {
+        self.secure.session_version(now, dst).unwrap_or(self.secure.versions().max())
+    }
+
     fn send_with(&mut self, now: Instant, dst: SocketAddr, hint: Option<Binding>, msg: &Message) {
-        let payload = msg.encode();
-        debug_assert!(payload.len() <= MAX_PAYLOAD, "message of {} bytes", payload.len());
+        let version = self.version_for(now, dst);
+        let payload = msg.encode_for(version);
+        debug_assert!(payload.len() <= MAX_PAYLOAD + 1, "message of {} bytes", payload.len());
         let mut out = Vec::new();
-        self.secure.send(now, dst, hint, &payload, &mut out);
+        self.secure.send_at(now, dst, hint, version, &payload, &mut out);
         self.emit(out);
+    }
+
+    /// Sends a payload encoded at wire version `at`, transcoded if the peer speaks another.
+    fn send_encoded(&mut self, now: Instant, dst: SocketAddr, hint: Option<Binding>, at: u8, payload: &[u8]) {
+        let version = self.version_for(now, dst);
+        let transcoded;
+        let payload = if version == at {
+            payload
+        } else {
+            let Some(p) = message::transcode(payload, at, version) else { return };
+            transcoded = p;
+            &transcoded[..]
+        };
+        let mut out = Vec::new();
+        self.secure.send_at(now, dst, hint, version, payload, &mut out);
+        self.emit(out);
+    }
+
+    /// The wire versions this node speaks.
+    pub fn versions(&self) -> crate::version::VersionRange {
+        self.secure.versions()
+    }
+
+    /// The protocol range a node advertised in its `@proto` entry (`None`: it has not said; an
+    /// agent older than the entry).
+    pub fn versions_of(&self, id: &NodeId) -> Option<crate::version::VersionRange> {
+        match self.table.get(id)?.entries.get(message::PROTO_KEY).map(|e| &e.value) {
+            Some(Value::Proto(r)) => Some(*r),
+            _ => None,
+        }
     }
 
     fn emit(&mut self, out: Vec<Outgoing>) {

@@ -14,6 +14,7 @@ use super::packet::{self, u32_at};
 use super::replay::ReplayWindow;
 use super::{IK_ATTEMPTS, MAX_PENDING, Outgoing, SecureLayer, Session, StaticKey};
 use crate::cert::CertError;
+use crate::version::VersionRange;
 use crate::wire::{Reader, Writer};
 
 /// A handshake in flight.
@@ -88,9 +89,12 @@ fn builder(pattern: &str, seed: [u8; 32]) -> Builder<'static> {
 }
 
 impl SecureLayer {
-    /// What this node proves in a handshake: its binding, then its certificate (if any).
+    /// What this node proves in a handshake: the wire versions it speaks (`min ‖ max`), its
+    /// binding, then its certificate (if any).
     fn credentials(&self) -> Vec<u8> {
         let mut w = Writer::new();
+        w.u8(self.cfg.versions.min());
+        w.u8(self.cfg.versions.max());
         self.current.binding.encode(&mut w);
         if let Some(c) = &self.cfg.cert {
             w.bytes(c.encoded());
@@ -255,20 +259,27 @@ impl SecureLayer {
         }
     }
 
-    /// Checks the credentials proved in a handshake: a binding of the Noise static key the
-    /// peer used, signed by its identity and current; the identity not banned; and, when this
-    /// layer trusts a CA, a certificate of that identity from the CA, current and unrevoked.
+    /// Checks the credentials proved in a handshake: a wire version range with a version in
+    /// common; a binding of the Noise static key the peer used, signed by its identity and
+    /// current; the identity not banned; and, when this layer trusts a CA, a certificate of
+    /// that identity from the CA, current and unrevoked. Returns the binding and the version
+    /// the session speaks (`None`: there is none, counted and reported).
     fn accept_binding(
         &mut self,
         now: Instant,
         from: SocketAddr,
         bytes: &[u8],
         remote_static: Option<&[u8]>,
-    ) -> Option<Binding> {
-        if bytes.len() < BINDING_LEN {
+    ) -> Option<(Binding, Option<u8>)> {
+        if bytes.len() < 2 + BINDING_LEN {
             self.stats.decrypt_failures += 1;
             return None;
         }
+        let Some(theirs) = VersionRange::new(bytes[0], bytes[1]) else {
+            self.stats.decrypt_failures += 1;
+            return None;
+        };
+        let bytes = &bytes[2..];
         let b = Binding::decode(&mut Reader::new(&bytes[..BINDING_LEN])).ok()?;
         let wall = self.wall_nanos(now) / 1_000_000_000;
         if remote_static != Some(&b.static_pub[..]) || !b.valid_within(wall, self.cfg.max_skew.as_secs()) {
@@ -298,7 +309,18 @@ impl SecureLayer {
                 return None;
             }
         }
-        Some(b)
+        let version = self.agree(from, b.identity, theirs);
+        Some((b, version))
+    }
+
+    /// The version a session with a peer speaking `theirs` uses; `None` (counted and reported
+    /// with both ranges) when there is none.
+    fn agree(&mut self, from: SocketAddr, identity: super::keys::IdentityPub, theirs: VersionRange) -> Option<u8> {
+        let v = self.cfg.versions.negotiate(&theirs);
+        if v.is_none() {
+            self.note_version_refusal(from, identity, theirs);
+        }
+        v
     }
 
     pub(super) fn on_ik_init(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
@@ -332,7 +354,8 @@ impl SecureLayer {
             return;
         };
         let ts = u64::from_be_bytes(payload[..8].try_into().unwrap_or_default());
-        let Some(binding) = self.accept_binding(now, from, &payload[8..want], hs.get_remote_static()) else {
+        let Some((binding, Some(version))) = self.accept_binding(now, from, &payload[8..want], hs.get_remote_static())
+        else {
             return;
         };
         if !self.remember_timestamp(binding.identity, ts) {
@@ -345,14 +368,15 @@ impl SecureLayer {
         pkt[0] = packet::IK_RESP;
         pkt[1..5].copy_from_slice(&my_idx.to_be_bytes());
         pkt[5..9].copy_from_slice(&data[1..5]);
-        let mine = self.wall_nanos(now).to_be_bytes();
+        let mut mine = self.wall_nanos(now).to_be_bytes().to_vec();
+        mine.extend_from_slice(&[self.cfg.versions.min(), self.cfg.versions.max()]);
         if hs.write_message(&mine, &mut pkt[9..9 + packet::IK2_NOISE]).ok() != Some(packet::IK2_NOISE) {
             return;
         }
         packet::seal_macs(&mut pkt, key.mac1_key(), None);
         let Ok(transport) = hs.into_stateless_transport_mode() else { return };
         let their_idx = u32_at(data, 1);
-        if self.install(now, my_idx, from, binding, transport, their_idx, false, &key) {
+        if self.install(now, my_idx, from, binding, transport, their_idx, false, &key, version) {
             out.push(Outgoing { dst: from, bytes: pkt });
         }
     }
@@ -373,17 +397,22 @@ impl SecureLayer {
         };
         let mut buf = [0u8; 16];
         let Some(binding) = peer_binding else { return };
-        if hs.read_message(&data[9..9 + packet::IK2_NOISE], &mut buf).ok() != Some(8) {
+        if hs.read_message(&data[9..9 + packet::IK2_NOISE], &mut buf).ok() != Some(packet::IK2_PAYLOAD) {
             self.stats.decrypt_failures += 1;
             return;
         }
         self.note_offset(from, binding.identity, u64::from_be_bytes(buf[..8].try_into().unwrap_or_default()), now);
+        let Some(theirs) = VersionRange::new(buf[8], buf[9]) else {
+            self.stats.decrypt_failures += 1;
+            return;
+        };
+        let Some(version) = self.agree(from, binding.identity, theirs) else { return };
         let Ok(transport) = hs.into_stateless_transport_mode() else { return };
         if self.pending_by_addr.get(&peer) == Some(&idx) {
             self.pending_by_addr.remove(&peer);
         }
         self.ik_failures.remove(&peer);
-        if self.install(now, idx, from, binding, transport, u32_at(data, 1), true, &key) {
+        if self.install(now, idx, from, binding, transport, u32_at(data, 1), true, &key, version) {
             self.flush_queue(now, from, idx, out);
         }
     }
@@ -447,7 +476,9 @@ impl SecureLayer {
             self.stats.decrypt_failures += 1;
             return;
         }
-        let Some(binding) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static()) else { return };
+        let Some((binding, version)) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static()) else {
+            return;
+        };
         let their_idx = u32_at(data, 1);
         let mine = self.credentials();
         let noise = packet::xx3_noise(mine.len());
@@ -458,13 +489,19 @@ impl SecureLayer {
             return;
         }
         packet::seal_macs(&mut pkt, key.mac1_key(), None);
-        let Ok(transport) = hs.into_stateless_transport_mode() else { return };
         if self.pending_by_addr.get(&peer) == Some(&idx) {
             self.pending_by_addr.remove(&peer);
         }
+        let Some(version) = version else {
+            // No version in common: the final message still goes (once), so that the responder
+            // learns this node's range and reports the refusal too; no session is installed.
+            out.push(Outgoing { dst: from, bytes: pkt });
+            return;
+        };
+        let Ok(transport) = hs.into_stateless_transport_mode() else { return };
         // Unconfirmed until the responder's keepalive proves it processed the final message;
         // queued payloads wait, and the final message is retransmitted meanwhile.
-        if self.install(now, idx, from, binding, transport, their_idx, false, &key) {
+        if self.install(now, idx, from, binding, transport, their_idx, false, &key, version) {
             self.fin_retx.insert(idx, (pkt.clone(), from, now, 1));
             out.push(Outgoing { dst: from, bytes: pkt });
         }
@@ -489,12 +526,15 @@ impl SecureLayer {
             self.stats.decrypt_failures += 1;
             return;
         }
-        let Some(binding) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static()) else { return };
+        let Some((binding, Some(version))) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static())
+        else {
+            return;
+        };
         let Ok(transport) = hs.into_stateless_transport_mode() else { return };
         // The final message proves the initiator holds the session keys: confirmed at once,
         // and a keepalive (an empty transport message, smaller than the final message) tells
         // the initiator so.
-        if self.install(now, idx, from, binding, transport, their_idx, true, &key) {
+        if self.install(now, idx, from, binding, transport, their_idx, true, &key, version) {
             self.encrypt(now, idx, &[], out);
             self.flush_queue(now, from, idx, out);
         }
@@ -513,6 +553,7 @@ impl SecureLayer {
         their_idx: u32,
         confirmed: bool,
         key: &ClusterKey,
+        version: u8,
     ) -> bool {
         if self.pins.get(&peer).is_some_and(|pin| *pin != binding.identity) {
             self.stats.pin_mismatches += 1;
@@ -529,6 +570,7 @@ impl SecureLayer {
             confirmed,
             cluster_key: key.fingerprint(),
             unanswered_since: None,
+            version,
         };
         self.sessions.insert(idx, session);
         self.bindings_of_sessions.insert(idx, binding);

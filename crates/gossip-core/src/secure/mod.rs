@@ -83,6 +83,9 @@ pub struct SecureConfig {
     /// past or future key; `None` (the simulator, tests) draws them from the seeded DRBG, so
     /// that runs replay exactly.
     pub entropy: Option<Entropy>,
+    /// The wire versions this node speaks, proved in every handshake: a session speaks the
+    /// highest version both sides speak, and none is established without one.
+    pub versions: crate::version::VersionRange,
 }
 
 /// Fills a buffer with key material.
@@ -124,6 +127,7 @@ impl SecureConfig {
             cert: None,
             max_skew: Duration::from_secs(3600),
             entropy: None,
+            versions: crate::version::VersionRange::DEFAULT,
         }
     }
 }
@@ -157,6 +161,11 @@ pub struct SecureStats {
     pub cert_refusals: u64,
     /// Largest clock offset seen in a peer's handshake timestamp, in seconds (absolute).
     pub max_clock_offset_secs: u64,
+    /// Handshakes refused because the peer speaks no wire version this node speaks.
+    pub version_refusals: u64,
+    /// Payloads dropped because they were encoded at another wire version than the session's
+    /// and could not be transcoded.
+    pub version_mismatch_drops: u64,
 }
 
 /// A static key pair and its binding. The secret is wiped when the key is dropped (after its
@@ -180,6 +189,8 @@ struct Session {
     cluster_key: String,
     /// When we first sent on the session since we last received on it.
     unanswered_since: Option<Instant>,
+    /// The wire version negotiated in the handshake (the highest both sides speak).
+    version: u8,
 }
 
 /// A datagram to send.
@@ -200,7 +211,12 @@ pub struct Received {
     pub binding: Binding,
     /// The plaintext.
     pub payload: Vec<u8>,
+    /// The wire version of the session it came on: the payload is encoded at that version.
+    pub version: u8,
 }
+
+/// Re-encodes a payload from one wire version to another (`None`: it cannot be).
+pub type Transcoder = fn(&[u8], u8, u8) -> Option<Vec<u8>>;
 
 /// The secure session layer.
 pub struct SecureLayer {
@@ -215,7 +231,12 @@ pub struct SecureLayer {
     by_addr: HashMap<SocketAddr, u32>,
     pending: HashMap<u32, handshake::Pending>,
     pending_by_addr: HashMap<SocketAddr, u32>,
-    queue: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    /// Payloads waiting for a handshake, with the wire version they were encoded at.
+    queue: HashMap<SocketAddr, Vec<(u8, Vec<u8>)>>,
+    /// Re-encodes queued payloads when the session negotiates another version than they were
+    /// encoded at (set by the gossip layer, which knows the message formats).
+    transcoder: Option<Transcoder>,
+    version_refusals: Vec<(SocketAddr, IdentityPub, crate::version::VersionRange)>,
     cookies: HashMap<SocketAddr, ([u8; 16], Instant)>,
     ik_failures: HashMap<SocketAddr, u32>,
     last_timestamp: HashMap<IdentityPub, u64>,
@@ -291,6 +312,8 @@ impl SecureLayer {
             pending: HashMap::new(),
             pending_by_addr: HashMap::new(),
             queue: HashMap::new(),
+            transcoder: None,
+            version_refusals: Vec::new(),
             cookies: HashMap::new(),
             ik_failures: HashMap::new(),
             last_timestamp: HashMap::new(),
@@ -495,8 +518,8 @@ impl SecureLayer {
         }
     }
 
-    /// Sends `payload` to `dst`: at once over an established session, else queued while a
-    /// handshake runs (IK if the peer's binding is known, XX otherwise).
+    /// Sends `payload` (encoded at the highest version this node speaks) to `dst`: see
+    /// [`SecureLayer::send_at`].
     pub fn send(
         &mut self,
         now: Instant,
@@ -505,13 +528,67 @@ impl SecureLayer {
         payload: &[u8],
         out: &mut Vec<Outgoing>,
     ) {
+        let version = self.cfg.versions.max();
+        self.send_at(now, dst, peer, version, payload, out);
+    }
+
+    /// The wire version of the usable session with `dst`, if there is one: what a payload sent
+    /// to `dst` now must be encoded at.
+    pub fn session_version(&self, now: Instant, dst: SocketAddr) -> Option<u8> {
+        let idx = self.by_addr.get(&dst).copied().filter(|i| self.session_usable(now, *i))?;
+        self.sessions.get(&idx).map(|s| s.version)
+    }
+
+    /// The wire versions this node speaks.
+    pub fn versions(&self) -> crate::version::VersionRange {
+        self.cfg.versions
+    }
+
+    /// Sets the function that re-encodes a queued payload when its session negotiates another
+    /// wire version than the one it was encoded at.
+    pub fn set_transcoder(&mut self, t: Transcoder) {
+        self.transcoder = Some(t);
+    }
+
+    /// Handshakes refused since the last call because the peer speaks no common wire version:
+    /// address, identity, the peer's range.
+    pub fn take_version_refusals(&mut self) -> Vec<(SocketAddr, IdentityPub, crate::version::VersionRange)> {
+        std::mem::take(&mut self.version_refusals)
+    }
+
+    pub(super) fn note_version_refusal(
+        &mut self,
+        from: SocketAddr,
+        identity: IdentityPub,
+        theirs: crate::version::VersionRange,
+    ) {
+        self.stats.version_refusals += 1;
+        if self.version_refusals.len() < 16 {
+            self.version_refusals.push((from, identity, theirs));
+        }
+    }
+
+    /// Sends `payload`, encoded at wire version `version`, to `dst`: at once over an
+    /// established session, else queued while a handshake runs (IK if the peer's binding is
+    /// known, XX otherwise). A payload queued at another version than the session negotiates
+    /// is transcoded when the session is up.
+    pub fn send_at(
+        &mut self,
+        now: Instant,
+        dst: SocketAddr,
+        peer: Option<Binding>,
+        version: u8,
+        payload: &[u8],
+        out: &mut Vec<Outgoing>,
+    ) {
         let usable = self.by_addr.get(&dst).copied().filter(|i| self.session_usable(now, *i));
         if let Some(idx) = usable {
+            let Some(payload) = self.at_session_version(idx, version, payload) else { return };
             let (age, sent) = self
                 .sessions
                 .get(&idx)
                 .map_or((Duration::ZERO, 0), |s| (now.saturating_duration_since(s.established), s.send_counter));
-            self.encrypt(now, idx, payload, out);
+            self.encrypt(now, idx, &payload, out);
             // Rekey after a bounded time or half the message budget, whichever comes first, so
             // the new session is up long before the old one is refused.
             let worn = age >= self.cfg.rekey_after || sent >= self.cfg.max_messages / 2;
@@ -525,7 +602,7 @@ impl SecureLayer {
         }
         let q = self.queue.entry(dst).or_default();
         if q.len() < MAX_QUEUED {
-            q.push(payload.to_vec());
+            q.push((version, payload.to_vec()));
         }
         if !self.pending_by_addr.contains_key(&dst) {
             self.initiate(now, dst, peer, out);
@@ -654,13 +731,37 @@ impl SecureLayer {
             return None;
         }
         let binding = self.bindings_of_sessions.get(&idx).copied()?;
-        Some(Received { identity, binding, payload })
+        let version = self.sessions.get(&idx)?.version;
+        Some(Received { identity, binding, payload, version })
     }
 
     /// Sends what was queued for `dst` over session `idx`.
     pub(super) fn flush_queue(&mut self, now: Instant, dst: SocketAddr, idx: u32, out: &mut Vec<Outgoing>) {
-        for payload in self.queue.remove(&dst).unwrap_or_default() {
-            self.encrypt(now, idx, &payload, out);
+        for (version, payload) in self.queue.remove(&dst).unwrap_or_default() {
+            if let Some(payload) = self.at_session_version(idx, version, &payload) {
+                self.encrypt(now, idx, &payload, out);
+            }
+        }
+    }
+
+    /// `payload` (encoded at `version`) as session `idx` must carry it: as it is, transcoded,
+    /// or `None` (counted) when it cannot be.
+    fn at_session_version<'p>(
+        &mut self,
+        idx: u32,
+        version: u8,
+        payload: &'p [u8],
+    ) -> Option<std::borrow::Cow<'p, [u8]>> {
+        let session = self.sessions.get(&idx)?.version;
+        if session == version || payload.is_empty() {
+            return Some(std::borrow::Cow::Borrowed(payload));
+        }
+        match self.transcoder.and_then(|t| t(payload, version, session)) {
+            Some(p) => Some(std::borrow::Cow::Owned(p)),
+            None => {
+                self.stats.version_mismatch_drops += 1;
+                None
+            }
         }
     }
 

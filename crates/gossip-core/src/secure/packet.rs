@@ -28,9 +28,9 @@ pub const XX_PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
 
 /// Largest certificate a handshake carries after the binding.
 pub const CERT_MAX: usize = crate::cert::MAX_CERT;
-/// Credentials a handshake proves: the binding, then the node certificate (0 to
-/// [`CERT_MAX`] bytes: empty for a node without one).
-pub const CRED_MIN: usize = super::keys::BINDING_LEN;
+/// Credentials a handshake proves: the wire versions spoken (`u8 min ‖ u8 max`), the binding,
+/// then the node certificate (0 to [`CERT_MAX`] bytes: empty for a node without one).
+pub const CRED_MIN: usize = 2 + super::keys::BINDING_LEN;
 /// Largest credentials.
 pub const CRED_MAX: usize = CRED_MIN + CERT_MAX;
 /// Length of the IK payload: timestamp (u64 BE unix nanoseconds) and the initiator's
@@ -42,9 +42,12 @@ pub const IK_PAYLOAD_MAX: usize = 8 + CRED_MAX;
 pub const fn ik1_noise(n: usize) -> usize {
     32 + 48 + n + 16
 }
-/// Noise bytes of IK message 2: e, encrypted payload (the responder's timestamp, u64 BE unix
-/// nanoseconds: the initiator learns the responder's clock offset).
-pub const IK2_NOISE: usize = 32 + 8 + 16;
+/// Payload of IK message 2: the responder's timestamp (u64 BE unix nanoseconds: the initiator
+/// learns the responder's clock offset) and the wire versions it speaks (`u8 min ‖ u8 max`; in
+/// IK the responder proves no other credentials).
+pub const IK2_PAYLOAD: usize = 8 + 2;
+/// Noise bytes of IK message 2: e, encrypted payload.
+pub const IK2_NOISE: usize = 32 + IK2_PAYLOAD + 16;
 /// Noise bytes of XX message 1: e, and the tag of the empty payload (in PSK mode `e` already
 /// keys the cipher).
 pub const XX1_NOISE: usize = 32 + 16;

@@ -89,6 +89,22 @@ impl Net {
     }
 
     fn build(n: usize, seed: u64, loss: f64, tweak: impl Fn(&mut Config)) -> Net {
+        Net::build_with(n, seed, loss, tweak, |_, _| {})
+    }
+
+    /// `n` nodes that know only the seed (node 0) and join, with `tweak` applied to node `i`'s
+    /// secure configuration (its protocol range, say).
+    pub fn cold_with(n: usize, seed: u64, loss: f64, tweak: impl Fn(usize, &mut SecureConfig)) -> Net {
+        Net::build_with(n, seed, loss, |_| {}, tweak)
+    }
+
+    fn build_with(
+        n: usize,
+        seed: u64,
+        loss: f64,
+        tweak: impl Fn(&mut Config),
+        secure_tweak: impl Fn(usize, &mut SecureConfig),
+    ) -> Net {
         // The only clock read: an arbitrary origin for virtual time.
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
@@ -111,7 +127,8 @@ impl Net {
         for i in 0..n {
             let mut cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), ..Config::default() };
             tweak(&mut cfg);
-            let sec = secure(net.identity_seed(i), rng.fork());
+            let mut sec = secure(net.identity_seed(i), rng.fork());
+            secure_tweak(i, &mut sec);
             net.add(Gossip::new(cfg, sec, format!("node-{i}"), addr(i), 1, start));
         }
         net

@@ -54,7 +54,7 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
         "Gossip": {
             "DatagramsIn": s.datagrams_in, "DatagramsOut": s.datagrams_out,
             "BytesIn": s.bytes_in, "BytesOut": s.bytes_out,
-            "DroppedDecode": s.dropped_decode,
+            "DroppedDecode": s.dropped_decode, "UnknownEntries": s.unknown_entries,
             "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
             "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
             "RumorRetransmits": s.rumor_retransmits,
@@ -68,7 +68,7 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "DroppedUnauthenticated": sec.dropped_unauthenticated, "DecryptFailures": sec.decrypt_failures,
             "Replays": sec.replays, "RateLimited": sec.rate_limited, "CookiesSent": sec.cookies_sent,
             "BannedDrops": sec.banned_drops, "Bans": sec.bans, "KeyRotations": sec.rotations,
-            "PinMismatches": sec.pin_mismatches,
+            "PinMismatches": sec.pin_mismatches, "VersionRefusals": sec.version_refusals,
         },
         "Catalog": {
             "Index": c.index,

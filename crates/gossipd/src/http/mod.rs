@@ -240,13 +240,22 @@ fn member_json(m: &Member) -> Value {
     if m.liveness == gossip_core::Liveness::Suspect {
         tags["suspect"] = Value::String("true".into());
     }
+    // Consul's names: the wire protocol range the member speaks, and the version spoken with it.
+    if let Some(r) = &m.versions {
+        tags["vsn_min"] = Value::String(r.min().to_string());
+        tags["vsn_max"] = Value::String(r.max().to_string());
+    }
+    if let Some(v) = m.vsn {
+        tags["vsn"] = Value::String(v.to_string());
+    }
     json!({
         "Name": m.name,
         "Addr": m.addr.ip().to_string(),
         "Port": m.addr.port(),
         "Tags": tags,
         "Status": status_code(m),
-        "ProtocolMin": 1, "ProtocolMax": 1, "ProtocolCur": 1,
+        "ProtocolMin": m.versions.map_or(0, |r| r.min()), "ProtocolMax": m.versions.map_or(0, |r| r.max()),
+        "ProtocolCur": m.vsn.unwrap_or(0),
         "DelegateMin": 0, "DelegateMax": 0, "DelegateCur": 0,
     })
 }

@@ -1,0 +1,103 @@
+//! Wire protocol versions: the range an agent speaks, and the negotiation of the version a
+//! session uses (docs/PROTOCOL.md sections 2 and 5.2).
+//!
+//! Each agent proves its range `min..=max` in its handshake; both sides of a session then speak
+//! the highest version in both ranges, and refuse the session (loudly) when there is none. A
+//! cluster upgrades one agent at a time: a build that speaks `3..=4` talks 3 to the agents not
+//! yet upgraded and 4 to the others, and a later build drops 3 once no agent needs it.
+
+use std::fmt;
+
+/// The lowest wire version this build speaks.
+pub const BUILD_MIN: u8 = 3;
+/// The highest wire version this build speaks. Builds with the `testing` feature also speak a
+/// synthetic version 4 (the message format of version 3 followed by one byte `0x04`), so that
+/// tests can run two "builds" in one cluster; without it, 3.
+#[cfg(feature = "testing")]
+pub const BUILD_MAX: u8 = 4;
+/// The highest wire version this build speaks.
+#[cfg(not(feature = "testing"))]
+pub const BUILD_MAX: u8 = 3;
+
+/// An inclusive range of wire versions, `min ≤ max`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VersionRange {
+    min: u8,
+    max: u8,
+}
+
+impl VersionRange {
+    /// What this build speaks by default: protocol 3 only (the synthetic version 4 of the
+    /// `testing` feature must be asked for).
+    pub const DEFAULT: VersionRange = VersionRange { min: BUILD_MIN, max: BUILD_MIN };
+
+    /// A range as a peer advertised it: any `min ≤ max` (a newer peer may speak versions this
+    /// build does not).
+    pub fn new(min: u8, max: u8) -> Option<VersionRange> {
+        (min <= max).then_some(VersionRange { min, max })
+    }
+
+    /// A range this build can speak (`BUILD_MIN ≤ min ≤ max ≤ BUILD_MAX`), for the local
+    /// configuration.
+    pub fn supported(min: u8, max: u8) -> Option<VersionRange> {
+        Self::new(min, max).filter(|r| r.min >= BUILD_MIN && r.max <= BUILD_MAX)
+    }
+
+    /// Lowest version.
+    pub fn min(&self) -> u8 {
+        self.min
+    }
+
+    /// Highest version.
+    pub fn max(&self) -> u8 {
+        self.max
+    }
+
+    /// True if `v` is in the range.
+    pub fn contains(&self, v: u8) -> bool {
+        self.min <= v && v <= self.max
+    }
+
+    /// The highest version in both ranges, if any: what a session between the two speaks.
+    pub fn negotiate(&self, theirs: &VersionRange) -> Option<u8> {
+        let v = self.max.min(theirs.max);
+        (v >= self.min.max(theirs.min)).then_some(v)
+    }
+}
+
+impl Default for VersionRange {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Debug for VersionRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={}", self.min, self.max)
+    }
+}
+
+impl fmt::Display for VersionRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={}", self.min, self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_picks_the_highest_common_version() {
+        let r = |a, b| VersionRange::new(a, b).unwrap();
+        assert_eq!(r(3, 3).negotiate(&r(3, 4)), Some(3));
+        assert_eq!(r(3, 4).negotiate(&r(3, 4)), Some(4));
+        assert_eq!(r(3, 4).negotiate(&r(4, 6)), Some(4));
+        assert_eq!(r(3, 3).negotiate(&r(4, 5)), None);
+        assert_eq!(r(5, 9).negotiate(&r(3, 4)), None);
+        assert!(VersionRange::new(4, 3).is_none());
+        assert!(VersionRange::supported(2, 3).is_none());
+        assert!(VersionRange::supported(3, 200).is_none());
+        assert_eq!(VersionRange::supported(3, 3), Some(VersionRange::DEFAULT));
+    }
+}
