@@ -158,15 +158,36 @@ def mp_unpack(b, i=0):
 
 
 class HttpConn:
-    """HTTP/1.1 keep-alive to a gossipd agent."""
+    """HTTP/1.1 keep-alive to a gossipd agent. The agent closes a connection idle for longer
+    than --http-header-timeout (10 s by default), so one idle for IDLE_REOPEN seconds is
+    reopened before the next request (never during a propagation trial: the poller's
+    connections are used every second between trials), and `call` retries once on a
+    connection the agent closed."""
+
+    IDLE_REOPEN = 5.0
 
     def __init__(self, addr):
-        host, port = addr.rsplit(":", 1)
+        self.addr = addr
+        self.connect()
+
+    def connect(self):
+        host, port = self.addr.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
+        self.used = time.time()
+
+    def reopen(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.connect()
 
     def send(self, method, path, body=b""):
+        if time.time() - self.used > self.IDLE_REOPEN:
+            self.reopen()
+        self.used = time.time()
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
         if body:
             head += "Content-Type: application/json\r\n"
@@ -192,14 +213,22 @@ class HttpConn:
         if not data:
             raise ConnectionError("closed")
         self.buf += data
+        self.used = time.time()
         return self.parse()
 
     def call(self, method, path, body=b""):
-        self.send(method, path, body)
-        while True:
-            r = self.feed()
-            if r:
-                return r
+        for attempt in (0, 1):
+            try:
+                self.send(method, path, body)
+                while True:
+                    r = self.feed()
+                    if r:
+                        self.used = time.time()
+                        return r
+            except (ConnectionError, BrokenPipeError) as e:
+                if attempt:
+                    raise
+                self.reopen()
 
 
 class SerfConn:
