@@ -6,7 +6,11 @@
 # once would measure the 2 CPUs, not the protocols. Details in scripts/bench-peers.py.
 # Installs serf and iptables with apt-get when missing; needs root (iptables). Asserts nothing.
 #
+# gossipd runs with a cluster CA made for the run (a certificate per agent, certificates
+# required) unless --no-ca (the cluster key only); --compare-no-ca runs both.
+#
 # usage: scripts/bench-gossip.sh [--sizes 30,100] [--trials 10] [--idle-seconds 60] [--poll-ms 10]
+#                                [--no-ca | --compare-no-ca] [--no-serf-encrypted]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 need=()

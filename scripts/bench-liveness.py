@@ -3,7 +3,12 @@
 which creates the network namespace this runs in and removes it afterwards.
 
   bench-liveness.py [--sizes 30,100] [--kills 3] [--soak-seconds 300,180] [--loss 0.1]
-                    [--loss-proto udp|all] [--systems gossipd,serf]
+                    [--loss-proto udp|all] [--systems gossipd,gossipd-no-ca,serf] [--no-ca]
+
+gossipd runs as README.md's cluster does: one cluster CA made for the run (`gossipd ca
+create`), a certificate per agent name (`gossipd ca sign`), agents started with --ca-file,
+--cert-file and --identity-file, so every handshake proves a certificate and every replica
+checks owners' certificates. `gossipd-no-ca` (or `--no-ca`) is the cluster-key-only mode.
 
 For each N, each system's cluster runs alone (gossipd, then Serf), in this process's network
 namespace, on its loopback:
@@ -97,7 +102,8 @@ class Gossipd(bp.GossipdCluster):
             args = [bp.BIN, "agent", "--node", f"g{i}", "--bind", f"127.0.0.1:{self.ports[i]}",
                     "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", d,
                     "--cluster-key-file", bp.cluster_key_file(self.root),
-                    "--gossip-interval-ms", str(interval_ms), "--log-level", "warn"]
+                    "--gossip-interval-ms", str(interval_ms), "--log-level", "warn",
+                    *bp.gossipd_flags(self.system, f"g{i}")]
             if i:
                 args += ["--seed", f"127.0.0.1:{self.ports[0]}"]
             self.args.append(args)
@@ -321,7 +327,7 @@ def stats(xs):
 def run_system(system, n, a, soak, loss, results):
     root = tempfile.mkdtemp(prefix=f"gossipd-live-{system}-", dir=bp.SHM)
     ports = bp.port_block(n, 20000)
-    c = Gossipd(n, root, ports) if system == "gossipd" else Serf(n, root, ports, bp.port_block(n, ports[-1] + 1))
+    c = Gossipd(n, root, ports, system) if system.startswith("gossipd") else Serf(n, root, ports, bp.port_block(n, ports[-1] + 1))
     try:
         t0 = time.time()
         c.start()
@@ -352,7 +358,7 @@ def run_system(system, n, a, soak, loss, results):
             r["agent_median"] = stats(medians)[0]
         # Soak at loss.
         mon = c.monitor(range(n)) if system == "serf" else None
-        before = c.counters() if system == "gossipd" else None
+        before = c.counters() if system.startswith("gossipd") else None
         rule = LossRule(loss, a.loss_proto)
         counts = dict.fromkeys(SERF_PATTERNS, 0)
         victims = set()
@@ -373,7 +379,7 @@ def run_system(system, n, a, soak, loss, results):
             dropped = rule.dropped()
         finally:
             rule.remove()
-        if system == "gossipd":
+        if system.startswith("gossipd"):
             after = c.counters()
             d = {k: after[k] - before[k] for k in after}
             counts = {"accusations": d["SuspicionsRaised"], "suspicions": d["Suspicions"],
@@ -404,7 +410,11 @@ def main():
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--soak-seconds", default="300,180", help="one per size")
     ap.add_argument("--loss", type=float, default=0.1)
-    ap.add_argument("--systems", default="gossipd,serf")
+    ap.add_argument("--systems", default="gossipd,serf",
+                    help="in order, each alone: gossipd (with a cluster CA made for this run, "
+                         "certificates required), gossipd-no-ca (the cluster key only), serf")
+    ap.add_argument("--ca", action=argparse.BooleanOptionalAction, default=True,
+                    help="--no-ca: run `gossipd` with the cluster key only (as gossipd-no-ca)")
     ap.add_argument("--loss-proto", default="udp", choices=["udp", "all"],
                     help="what the loss rule drops: UDP only (the default), or every packet, "
                          "TCP included (memberlist's TCP fallback ping and push-pull then see it too)")
@@ -412,15 +422,19 @@ def main():
     sizes = [int(x) for x in a.sizes.split(",")]
     soaks = [int(x) for x in a.soak_seconds.split(",")]
     soaks += [soaks[-1]] * (len(sizes) - len(soaks))
+    systems = bp.gossipd_systems(a.systems.split(","), a.ca)
     print(f"# {bp.describe()}")
     print(f"# {os.cpu_count()} CPUs, load average {' '.join(open('/proc/loadavg').read().split()[:3])}; "
           f"each system's cluster runs alone, in one network namespace; {a.kills} kills per cluster; "
-          f"soak at {a.loss:.0%} loss per packet ({a.loss_proto})")
+          f"soak at {a.loss:.0%} loss per packet ({a.loss_proto}); systems in order: {', '.join(systems)}")
     results = {}
-    for n, soak in zip(sizes, soaks):
-        for system in a.systems.split(","):
-            run_system(system, n, a, soak, a.loss, results)
-            time.sleep(2)
+    try:
+        for n, soak in zip(sizes, soaks):
+            for system in systems:
+                run_system(system, n, a, soak, a.loss, results)
+                time.sleep(2)
+    finally:
+        bp.close_authority()
 
     print("\n## summary (kill: seconds from SIGKILL to 'failed' on every other agent, median and max over "
           "kills, inf when some agent had not declared the victim failed within 90 s; soak: counts summed over "
@@ -431,14 +445,17 @@ def main():
     for (system, n), r in results.items():
         print(f"| {system} | {n} | " + " | ".join(
             (f"{r[k]:.2f}" if isinstance(r.get(k), float) else str(r.get(k, "-"))) for k in cols) + " |")
+    mine = [x for x in systems if x.startswith("gossipd")]
+    pairs = [(x, "serf") for x in mine] + ([("gossipd", "gossipd-no-ca")] if len(mine) == 2 else [])
     for n in sizes:
-        g, s = results.get(("gossipd", n)), results.get(("serf", n))
-        if g and s and "all_median" in g and "all_median" in s:
-            print(f"N = {n}: gossipd / Serf, kill to removal on all: median {g['all_median']:.2f} / "
-                  f"{s['all_median']:.2f} s = {g['all_median'] / s['all_median']:.2f}, max {g['all_max']:.2f} / "
-                  f"{s['all_max']:.2f} s = {g['all_max'] / s['all_max']:.2f}; false deaths at loss "
-                  f"{g.get('soak_deaths')} / {s.get('soak_deaths')}; accusations {g.get('soak_accusations')} / "
-                  f"{s.get('soak_accusations')}")
+        for x, y in pairs:
+            g, s = results.get((x, n)), results.get((y, n))
+            if g and s and "all_median" in g and "all_median" in s:
+                print(f"N = {n}: {x} / {y}, kill to removal on all: median {g['all_median']:.2f} / "
+                      f"{s['all_median']:.2f} s = {g['all_median'] / s['all_median']:.2f}, max {g['all_max']:.2f} / "
+                      f"{s['all_max']:.2f} s = {g['all_max'] / s['all_max']:.2f}; false deaths at loss "
+                      f"{g.get('soak_deaths')} / {s.get('soak_deaths')}; accusations {g.get('soak_accusations')} / "
+                      f"{s.get('soak_accusations')}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 # nothing.
 #
 # usage: scripts/bench-liveness.sh [--sizes 30,100] [--kills 3] [--soak-seconds 300,180] [--loss 0.1]
-#                                  [--loss-proto udp|all] [--systems gossipd,serf]
+#                                  [--loss-proto udp|all] [--systems gossipd,gossipd-no-ca,serf] [--no-ca]
+# gossipd runs with a cluster CA made for the run (a certificate per agent, certificates
+# required); gossipd-no-ca (or --no-ca) with the cluster key only.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export PATH=$PATH:/usr/sbin:/sbin

@@ -5,7 +5,16 @@ The engine behind scripts/bench-gossip.sh and scripts/bench-footprint.sh (run th
 install Serf and clean up iptables); standard library only. Prints figures; asserts nothing.
 
   bench-peers.py gossip    [--sizes 30,100] [--trials 10] [--idle-seconds 60] [--poll-ms 10]
-  bench-peers.py footprint [--n 30] [--cpu-seconds 30] [--instances 10000] [--holders 10]
+                           [--no-ca | --compare-no-ca] [--no-serf-encrypted]
+  bench-peers.py footprint [--n 30] [--cpu-seconds 30] [--instances 10000] [--holders 10] [--no-ca]
+
+gossipd runs as README.md's cluster does: one cluster CA made for the run (`gossipd ca create`),
+a certificate per agent name (`gossipd ca sign --services '*' --roles operator`), every agent
+started with --ca-file, --cert-file and --identity-file, so every handshake proves a
+certificate and every replica checks owners' certificates. `--no-ca` runs it with the cluster
+key only (the mode before issue #10); `--compare-no-ca` runs both, one after the other.
+HTTP requests send `Host: 127.0.0.1` (the API's DNS-rebinding check takes an IP literal) and
+use no operator endpoint.
 
 Clusters are started one system at a time (gossipd alone, then Serf alone) so that the two
 never share the 2 CPUs during a measurement. Every agent binds 127.0.0.1 on ports below the
@@ -149,15 +158,36 @@ def mp_unpack(b, i=0):
 
 
 class HttpConn:
-    """HTTP/1.1 keep-alive to a gossipd agent."""
+    """HTTP/1.1 keep-alive to a gossipd agent. The agent closes a connection idle for longer
+    than --http-header-timeout (10 s by default), so one idle for IDLE_REOPEN seconds is
+    reopened before the next request (never during a propagation trial: the poller's
+    connections are used every second between trials), and `call` retries once on a
+    connection the agent closed."""
+
+    IDLE_REOPEN = 5.0
 
     def __init__(self, addr):
-        host, port = addr.rsplit(":", 1)
+        self.addr = addr
+        self.connect()
+
+    def connect(self):
+        host, port = self.addr.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
+        self.used = time.time()
+
+    def reopen(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.connect()
 
     def send(self, method, path, body=b""):
+        if time.time() - self.used > self.IDLE_REOPEN:
+            self.reopen()
+        self.used = time.time()
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
         if body:
             head += "Content-Type: application/json\r\n"
@@ -183,14 +213,22 @@ class HttpConn:
         if not data:
             raise ConnectionError("closed")
         self.buf += data
+        self.used = time.time()
         return self.parse()
 
     def call(self, method, path, body=b""):
-        self.send(method, path, body)
-        while True:
-            r = self.feed()
-            if r:
-                return r
+        for attempt in (0, 1):
+            try:
+                self.send(method, path, body)
+                while True:
+                    r = self.feed()
+                    if r:
+                        self.used = time.time()
+                        return r
+            except (ConnectionError, BrokenPipeError) as e:
+                if attempt:
+                    raise
+                self.reopen()
 
 
 class SerfConn:
@@ -330,6 +368,71 @@ def cluster_key_file(root):
     return os.path.join(root, "cluster.key")
 
 
+class Authority:
+    """The cluster CA of one run (`gossipd ca create`) and a certificate per agent name (`gossipd
+    ca sign --services '*' --roles operator`, signed on first use), so that gossipd runs as
+    README.md's cluster does: every handshake proves a certificate and every replica checks
+    owners' certificates (docs/SECURITY.md, "Authority"). Removed at exit."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="gossipd-bench-ca-", dir=SHM)
+        self.ca = os.path.join(self.dir, "ca")
+        self.certs = os.path.join(self.dir, "certs")
+        subprocess.run([BIN, "ca", "create", "--out", self.ca], check=True, capture_output=True)
+        self.signed = set()
+
+    def flags(self, name):
+        """The agent flags for node `name`: --ca-file, --cert-file, --identity-file."""
+        if name not in self.signed:
+            subprocess.run([BIN, "ca", "sign", "--ca", self.ca, "--name", name, "--services", "*",
+                            "--roles", "operator", "--out", self.certs], check=True, capture_output=True)
+            self.signed.add(name)
+        return ["--ca-file", os.path.join(self.ca, "ca.crt"),
+                "--cert-file", os.path.join(self.certs, f"{name}.crt"),
+                "--identity-file", os.path.join(self.certs, f"{name}.key")]
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_AUTHORITY = None
+
+
+def authority():
+    """The run's CA, created at first use."""
+    global _AUTHORITY
+    if _AUTHORITY is None:
+        _AUTHORITY = Authority()
+    return _AUTHORITY
+
+
+def close_authority():
+    global _AUTHORITY
+    if _AUTHORITY is not None:
+        _AUTHORITY.close()
+        _AUTHORITY = None
+
+
+def gossipd_flags(system, name):
+    """Flags for a gossipd agent of `system`: "gossipd" runs with the run's CA (certificates
+    required), "gossipd-no-ca" with the cluster key only."""
+    if system == "gossipd":
+        return authority().flags(name)
+    if system == "gossipd-no-ca":
+        return []
+    raise ValueError(system)
+
+
+def gossipd_systems(systems, ca):
+    """`systems` with "gossipd" read as the cluster-key-only mode when `ca` is false."""
+    out = []
+    for s in systems:
+        s = "gossipd-no-ca" if s == "gossipd" and not ca else s
+        if s not in out:
+            out.append(s)
+    return out
+
+
 def describe():
     """Versions of both systems and the commit measured."""
     rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True)
@@ -355,6 +458,10 @@ class Cluster:
 class GossipdCluster(Cluster):
     system = "gossipd"
 
+    def __init__(self, n, root, ports, system="gossipd"):
+        super().__init__(n, root, ports)
+        self.system = system
+
     def start(self, interval_ms=1000):
         self.addrs = []
         for i in range(self.n):
@@ -363,7 +470,8 @@ class GossipdCluster(Cluster):
             args = [BIN, "agent", "--node", f"g{i}", "--bind", f"127.0.0.1:{self.ports[i]}",
                     "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", d,
                     "--cluster-key-file", cluster_key_file(self.root),
-                    "--gossip-interval-ms", str(interval_ms), "--log-level", "warn"]
+                    "--gossip-interval-ms", str(interval_ms), "--log-level", "warn",
+                    *gossipd_flags(self.system, f"g{i}")]
             if i:
                 args += ["--seed", f"127.0.0.1:{self.ports[0]}"]
             self.procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
@@ -611,9 +719,13 @@ def serf_push_pull_seconds(n):
 
 def run_gossip(a):
     sizes = [int(x) for x in a.sizes.split(",")]
+    systems = gossipd_systems(["gossipd"] + (["gossipd-no-ca"] if a.compare_no_ca else []), a.ca)
+    systems += ["serf"] + (["serf-encrypted"] if a.serf_encrypted else [])
     counters = Counters()
     summary = {}
     print(f"# {describe()}")
+    print(f"# systems, each alone, in this order: {', '.join(systems)} (gossipd: with a cluster CA, "
+          f"certificates required; gossipd-no-ca: the cluster key only)")
     print(f"# {os.cpu_count()} CPUs, load average {open('/proc/loadavg').read().split()[:3]}; "
           f"each system's cluster runs alone; poll every {a.poll_ms} ms; idle window "
           f"max({a.idle_seconds} s, 2 Serf push-pull periods)")
@@ -622,11 +734,11 @@ def run_gossip(a):
             # Serf's TCP push-pull runs once per period per agent, from a random phase: a window
             # shorter than two periods samples it badly. Both systems get the same window.
             window = max(a.idle_seconds, 2 * serf_push_pull_seconds(n))
-            for system in ["gossipd", "serf"] + (["serf-encrypted"] if a.serf_encrypted else []):
+            for system in systems:
                 root = tempfile.mkdtemp(prefix=f"gossipd-bench-{system}-", dir=SHM)
                 ports = port_block(n, 20000)
-                if system == "gossipd":
-                    c = GossipdCluster(n, root, ports)
+                if system.startswith("gossipd"):
+                    c = GossipdCluster(n, root, ports, system)
                 else:
                     c = SerfCluster(n, root, ports, port_block(n, ports[-1] + 1), system == "serf-encrypted")
                 try:
@@ -668,7 +780,7 @@ def run_gossip(a):
                     counters.reset()
                     counters.watch(ports)
                     b0 = counters.read()
-                    g0 = c.bytes_out_counter() if system == "gossipd" else 0
+                    g0 = c.bytes_out_counter() if system.startswith("gossipd") else 0
                     cpu0 = [cpu_ns(p.pid) for p in c.procs]
                     w0 = time.time()
                     time.sleep(window)
@@ -682,7 +794,7 @@ def run_gossip(a):
                           f"({t['udp_payload']:.1f} B payload, {t['udp_dgrams']:.2f} datagrams; busiest agent "
                           f"{t['udp_ip_max']:.1f} B); TCP {t['tcp_ip']:.1f} B ({t['tcp_pkts']:.2f} packets); "
                           f"total {t['udp_ip'] + t['tcp_ip']:.1f} B/s")
-                    if system == "gossipd":
+                    if system.startswith("gossipd"):
                         g1 = c.bytes_out_counter()
                         print(f"cross-check: gossipd's BytesOut counter {(g1 - g0) / n / w:.1f} B/s per agent "
                               f"(UDP payload; iptables says {t['udp_payload']:.1f})")
@@ -698,11 +810,16 @@ def run_gossip(a):
                 time.sleep(2)
     finally:
         counters.close()
+        close_authority()
 
-    for peer in ["serf"] + (["serf-encrypted"] if a.serf_encrypted else []):
-        print(f"\n## ratios gossipd / {peer}")
+    mine = [x for x in systems if x.startswith("gossipd")]
+    pairs = [(g, p) for g in mine for p in systems if not p.startswith("gossipd")]
+    if len(mine) == 2:
+        pairs.append(("gossipd", "gossipd-no-ca"))
+    for mine_, peer in pairs:
+        print(f"\n## ratios {mine_} / {peer}")
         for n in sizes:
-            g, s = summary.get(("gossipd", n)), summary.get((peer, n))
+            g, s = summary.get((mine_, n)), summary.get((peer, n))
             if g and s:
                 print(f"N = {n}: propagation (mean of trials) {g['prop']:.0f} / {s['prop']:.0f} ms = {g['prop'] / s['prop']:.2f}, "
                       f"(median trial) {g['prop_med']:.0f} / {s['prop_med']:.0f} ms = {g['prop_med'] / s['prop_med']:.2f}, "
@@ -716,11 +833,11 @@ def run_footprint(a):
     print(f"# {os.cpu_count()} CPUs, load average {open('/proc/loadavg').read().split()[:3]}; "
           f"each cluster runs alone; CPU window {a.cpu_seconds} s")
     res = {}
-    systems = ["gossipd", "serf"] + (["serf-encrypted"] if a.serf_encrypted else [])
+    systems = gossipd_systems(["gossipd"], a.ca) + ["serf"] + (["serf-encrypted"] if a.serf_encrypted else [])
     for system in systems:
         root = tempfile.mkdtemp(prefix=f"gossipd-bench-{system}-")
         ports = port_block(a.n, 20000)
-        c = GossipdCluster(a.n, root, ports) if system == "gossipd" else SerfCluster(
+        c = GossipdCluster(a.n, root, ports, system) if system.startswith("gossipd") else SerfCluster(
             a.n, root, ports, port_block(a.n, ports[-1] + 1), system == "serf-encrypted")
         try:
             c.start()
@@ -745,7 +862,7 @@ def run_footprint(a):
             c.close()
             shutil.rmtree(root, ignore_errors=True)
         time.sleep(2)
-    g = res["gossipd"]
+    g = res[systems[0]]
     for peer in systems[1:]:
         s = res[peer]
         print(f"ratio gossipd/{peer} at N = {a.n}: idle CPU {g[0] / s[0]:.3f} (utime+stime: "
@@ -755,7 +872,7 @@ def run_footprint(a):
     shm = SHM
     root = tempfile.mkdtemp(prefix="gossipd-bench-big-", dir=shm)
     k, per_agent = a.holders, a.instances // a.holders
-    c = GossipdCluster(k, root, port_block(k, 20000))
+    c = GossipdCluster(k, root, port_block(k, 20000), systems[0])
     try:
         c.start()
         wait_converged(c)
@@ -792,6 +909,7 @@ def run_footprint(a):
     finally:
         c.close()
         shutil.rmtree(root, ignore_errors=True)
+        close_authority()
 
 
 def main():
@@ -807,6 +925,11 @@ def main():
     g.add_argument("--poll-ms", type=int, default=10)
     g.add_argument("--serf-encrypted", action=argparse.BooleanOptionalAction, default=True,
                    help="also run Serf with -encrypt (AES-GCM), as gossipd always encrypts")
+    g.add_argument("--ca", action=argparse.BooleanOptionalAction, default=True,
+                   help="gossipd with a cluster CA made for this run, certificates required "
+                        "(the default); --no-ca: the cluster key only")
+    g.add_argument("--compare-no-ca", action="store_true",
+                   help="also run gossipd with the cluster key only (gossipd-no-ca), after the CA mode")
     f = sub.add_parser("footprint")
     f.add_argument("--n", type=int, default=30)
     f.add_argument("--cpu-seconds", type=int, default=30)
@@ -814,6 +937,8 @@ def main():
     f.add_argument("--instances", type=int, default=10000)
     f.add_argument("--holders", type=int, default=10)
     f.add_argument("--serf-encrypted", action=argparse.BooleanOptionalAction, default=True)
+    f.add_argument("--ca", action=argparse.BooleanOptionalAction, default=True,
+                   help="gossipd with a cluster CA (the default); --no-ca: the cluster key only")
     f.add_argument("--converge-timeout", type=int, default=300,
                    help="seconds to wait, after the last registration, for every agent to hold them all")
     a = ap.parse_args()
