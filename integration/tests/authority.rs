@@ -80,6 +80,17 @@ fn a_cluster_under_a_ca_enforces_grants_refuses_outsiders_and_revocations_stick(
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("not granted") && body.contains("web,api-*"), "{body}");
     assert_eq!(b.put("/v1/agent/service/register", &web("w1", "web")).0, 200);
+    // A keyring change needs the operator role in the agent's certificate; alpha has it, and
+    // its change is in force on every agent before it answers.
+    let key = r#"{"Key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#;
+    let (status, body) = b.send("POST", "/v1/operator/keyring", key);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("operator role"), "{body}");
+    let (status, body) = a.send("POST", "/v1/operator/keyring", key);
+    assert_eq!(status, 200, "{body}");
+    let ring = c.get("/v1/operator/keyring").unwrap();
+    assert_eq!(ring[0]["NumNodes"], 3, "{ring}");
+    assert_eq!(ring[0]["NotInForceOn"], serde_json::json!([]), "{ring}");
     assert_eq!(c.put("/v1/agent/service/register", &web("w2", "web")).0, 200);
     wait_for("both web instances everywhere", WAIT, || (answers(&a, "web") == 2).then_some(()));
     assert_eq!(answers(&a, "probed"), 0);

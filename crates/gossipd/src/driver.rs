@@ -175,6 +175,9 @@ pub enum KeyringError {
     /// The new keyring could not be saved, so it was not applied.
     #[error("could not save the keyring, so it was not changed: {0}")]
     Persist(String),
+    /// This agent's certificate lacks the operator role.
+    #[error("Permission denied: {0}")]
+    Forbidden(String),
 }
 
 /// Why a registration change was refused. Nothing changed.
@@ -703,7 +706,10 @@ impl Driver {
             if let Err(undo) = crate::keys::save(&self.data, old_stamp, &old) {
                 tracing::error!(error = %undo, "cannot restore the stored keyring after a refused change");
             }
-            return Err(KeyringError::Refused(e.to_string()));
+            return Err(match e {
+                gossip_core::CommandError::NotOperator => KeyringError::Forbidden(e.to_string()),
+                e => KeyringError::Refused(e.to_string()),
+            });
         }
         Ok(keys)
     }

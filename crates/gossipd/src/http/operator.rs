@@ -88,6 +88,7 @@ async fn keyring_change(api: &Api, body: &[u8], op: fn([u8; 32]) -> crate::drive
             Err(r) => r,
         },
         Ok(Err(e @ crate::driver::KeyringError::Persist(_))) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e @ crate::driver::KeyringError::Forbidden(_))) => text(StatusCode::FORBIDDEN, e.to_string()),
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => r,
     }
