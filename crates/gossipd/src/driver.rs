@@ -441,13 +441,7 @@ impl Driver {
                 Event::GenerationChanged(generation) => {
                     tracing::info!(generation, "re-incarnated to collect tombstones");
                     let local = self.gossip.local();
-                    let record = crate::persist::NodeRecord {
-                        identity: self.gossip.secure().identity_key().clone(),
-                        id: local.id,
-                        name: local.name.clone(),
-                        generation: *generation,
-                    };
-                    if let Err(e) = self.data.save_generation(&record, *generation) {
+                    if let Err(e) = self.data.save_generation(&local.id, &local.name, *generation) {
                         tracing::error!(error = %e, "cannot persist the new generation");
                     }
                 }
@@ -685,7 +679,7 @@ impl Driver {
     }
 
     fn keyring(&self) -> Vec<[u8; 32]> {
-        self.gossip.secure().keyring().keys().iter().map(|k| *k.bytes()).collect()
+        self.gossip.keyring_keys()
     }
 
     /// Saves the changed keyring first, then applies it (so an acknowledged change survives a

@@ -372,11 +372,11 @@ impl DataDir {
 
     /// Records a generation raised at run time (the node re-incarnated to collect tombstones),
     /// so that the next start goes above it.
-    pub fn save_generation(&self, record: &NodeRecord, generation: u64) -> Result<(), PersistError> {
+    pub fn save_generation(&self, id: &NodeId, name: &str, generation: u64) -> Result<(), PersistError> {
         let file = NodeFile {
-            node_id: record.id.to_hex(),
+            node_id: id.to_hex(),
             generation,
-            name: record.name.clone(),
+            name: name.to_string(),
             services_file: self.services_file_recorded()?,
         };
         self.write_atomic(NODE_FILE, &to_json(&file))

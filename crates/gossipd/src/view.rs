@@ -63,7 +63,7 @@ pub struct Catalog {
 
 /// Builds the API catalog and the DNS snapshot from the table.
 pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_front::snapshot::Snapshot) {
-    let bans = g.secure().bans(now);
+    let bans = g.bans(now);
     let mut members = Vec::new();
     let mut services: BTreeMap<String, Vec<CatalogInstance>> = BTreeMap::new();
     let mut dns_instances = Vec::new();

@@ -167,9 +167,31 @@ impl Gossip {
         self.secure.stats()
     }
 
-    /// The secure layer (keyring, bans, bindings).
+    /// The secure layer itself, for tests (it hands out the identity secret and the keyring):
+    /// the driver reads the narrow views below instead.
+    #[cfg(feature = "testing")]
     pub fn secure(&self) -> &SecureLayer {
         &self.secure
+    }
+
+    /// This node's identity public key.
+    pub fn identity(&self) -> crate::secure::keys::IdentityPub {
+        self.secure.identity()
+    }
+
+    /// This node's certificate, if it has one.
+    pub fn cert(&self) -> Option<&Arc<crate::cert::Certificate>> {
+        self.secure.cert()
+    }
+
+    /// The cluster keys in force, primary first: secrets, for the operator's keyring API only.
+    pub fn keyring_keys(&self) -> Vec<[u8; 32]> {
+        self.secure.keyring().keys().iter().map(|k| *k.bytes()).collect()
+    }
+
+    /// Identities banned at `now`, with why and until when.
+    pub fn bans(&self, now: Instant) -> Vec<(crate::secure::keys::IdentityPub, crate::secure::limits::Ban)> {
+        self.secure.bans(now)
     }
 
     /// Changes the cluster keyring everywhere (as `serf keys`): applies `keys` (primary first)
