@@ -301,6 +301,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..=100))]
     pub dns_rrl_slip: u32,
+    /// An upstream resolver, IP or IP:PORT (port 53 by default), for names outside the
+    /// domain (and reverse names of addresses the catalog does not know): forwarded instead
+    /// of REFUSED. Repeat for more; they are tried in order, 2 s each; SERVFAIL if all fail.
+    #[arg(long = "recursor", value_name = "ADDR", value_parser = parse_recursor)]
+    pub recursors: Vec<SocketAddr>,
     /// Log format: `text` for people, `json` (one object per line) for log pipelines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -518,6 +523,18 @@ pub(crate) fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = s.parse().map_err(|e| format!("{e} (want IP:PORT)"))?;
     if addr.ip().is_unspecified() {
         return Err(format!("cannot advertise the unspecified address {addr}"));
+    }
+    Ok(addr)
+}
+
+/// An upstream resolver for `--recursor`: `IP:PORT`, `[V6]:PORT`, or a bare IP (port 53).
+pub(crate) fn parse_recursor(s: &str) -> Result<SocketAddr, String> {
+    let addr = match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, 53),
+        Err(_) => s.parse().map_err(|e| format!("{s:?}: {e} (want IP or IP:PORT)"))?,
+    };
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(format!("{addr} is not a resolver address"));
     }
     Ok(addr)
 }
