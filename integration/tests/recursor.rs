@@ -9,6 +9,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use integration::agent::{Agent, Options};
 use integration::dns;
+use integration::netns::Netns;
 use integration::peers::{self, Running};
 use integration::wait_for;
 
@@ -88,4 +89,52 @@ fn a_dead_recursor_gives_servfail_and_none_keeps_refused() {
     let b = agent_with(root.path(), "beta", &[]);
     let r = wait_for("an answer for upstream.test", WAIT, || dns::udp(b.dns, "upstream.test.", RecordType::A));
     assert_eq!(r.rcode, ResponseCode::Refused, "no recursor: REFUSED as before");
+}
+
+/// The issue's form: in a namespace whose resolv.conf names only the agent (on 127.0.0.1:53,
+/// with a dnsmasq inside as its recursor), unmodified glibc lookups get both the catalog's
+/// names and names only the upstream knows.
+#[test]
+fn resolv_conf_naming_only_the_agent_reaches_catalog_and_upstream_names() {
+    let Some(getent) = peers::require("getent") else { return };
+    let Some(dnsmasq) = peers::require("dnsmasq") else { return };
+    let Some(ns) = Netns::create("recursor") else { return };
+    ns.write_etc("resolv.conf", "nameserver 127.0.0.1\noptions ndots:1 timeout:1 attempts:3\n");
+    let root = tempfile::tempdir().unwrap();
+    let _dnsmasq = Running(
+        ns.command(dnsmasq)
+            .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address=127.0.0.1", "--port=5353", "--address=/upstream.test/127.0.0.77"])
+            .arg(format!("--pid-file={}", root.path().join("dnsmasq.pid").display()))
+            .args(["--user=root", "--cache-size=0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq in the namespace"),
+    );
+    let config = root.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("web.json"),
+        r#"{"service": {"id": "web-1", "name": "web", "address": "127.0.0.10", "port": 80}}"#,
+    )
+    .unwrap();
+    let agent = Agent::start(
+        root.path(),
+        Options {
+            name: "inside".into(),
+            dns: Some("127.0.0.1:53".parse().unwrap()),
+            config_dir: Some(config),
+            netns: Some(ns.name.clone()),
+            extra: vec!["--recursor".into(), "127.0.0.1:5353".into()],
+            ..Default::default()
+        },
+    );
+    for (name, addr) in [("web.service.gossip", "127.0.0.10"), ("upstream.test", "127.0.0.77")] {
+        let out = wait_for(&format!("getent hosts {name} in the namespace"), WAIT, || {
+            let out = ns.command(&getent).args(["hosts", name]).output().expect("run getent");
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        });
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), [addr, name], "{}", agent.log());
+    }
 }
