@@ -78,6 +78,7 @@ use crate::resolve::{Answer, QType, Question, Rcode, Record, resolve};
 use crate::snapshot::{ResolverConfig, Snapshot};
 use crate::stats::{CountedRcode, DnsStats};
 use crate::wire::parse_query;
+use relay::Relay;
 
 pub use crate::wire::MAX_UDP_PAYLOAD;
 
@@ -316,45 +317,6 @@ fn serve_udp(
     None
 }
 
-/// What the UDP thread needs to hand a query to the forwarder: the runtime its tasks run on
-/// and a clone of the socket to answer from.
-struct Relay {
-    runtime: tokio::runtime::Handle,
-    socket: Arc<std::net::UdpSocket>,
-}
-
-impl Relay {
-    /// Forwards `query` on a task of its own when a permit is free, else answers SERVFAIL at
-    /// once; either way the thread goes back to its socket without waiting.
-    fn forward(
-        &self,
-        forwarder: &Arc<Forwarder>,
-        handler: &Arc<Handler>,
-        query: &[u8],
-        src: SocketAddr,
-        start: Instant,
-    ) {
-        let Some(permit) = forwarder.try_permit() else {
-            handler.stats.record_forwarded(false);
-            if let Some(reply) = servfail(query) {
-                handler.stats.record(CountedRcode::ServFail);
-                let _ = self.socket.send_to(&reply, src);
-                handler.stats.record_latency(start.elapsed());
-            }
-            return;
-        };
-        let (forwarder, handler, socket) = (Arc::clone(forwarder), Arc::clone(handler), Arc::clone(&self.socket));
-        let query = query.to_vec();
-        self.runtime.spawn(async move {
-            let _permit = permit;
-            if let Some(reply) = handler.relayed(&forwarder, &query, false).await {
-                let _ = socket.send_to(&reply, src);
-                handler.stats.record_latency(start.elapsed());
-            }
-        });
-    }
-}
-
 /// The rate limiter's verdict on the answer to `query` (a query whose question does not read
 /// is keyed by its source alone).
 fn rrl_verdict(rrl: &mut Rrl, now: Instant, src: SocketAddr, query: &[u8]) -> Verdict {
@@ -469,23 +431,6 @@ impl Handler {
             Reply::Send(bytes) => Some(bytes),
             Reply::Forward | Reply::Nothing => None,
         }
-    }
-
-    /// Relays `query` and counts the outcome: the upstream's reply, or SERVFAIL when every
-    /// upstream failed (`None` only when the question does not read).
-    async fn relayed(&self, forwarder: &Forwarder, query: &[u8], tcp_client: bool) -> Option<Vec<u8>> {
-        let reply = forwarder.forward(query, tcp_client).await;
-        self.stats.record_forwarded(reply.is_some());
-        let reply = reply.or_else(|| servfail(query))?;
-        self.stats.record(match reply[3] & 0x0F {
-            0 => CountedRcode::NoError,
-            3 => CountedRcode::NxDomain,
-            5 => CountedRcode::Refused,
-            1 => CountedRcode::FormErr,
-            4 => CountedRcode::NotImp,
-            _ => CountedRcode::ServFail,
-        });
-        Some(reply)
     }
 
     /// The full path: decodes `raw` with hickory, resolves it against `snapshot` and encodes
@@ -705,5 +650,6 @@ fn to_hickory(record: &Record, question: &Question, qname: &Name) -> Result<HRec
     })
 }
 
+mod relay;
 #[cfg(test)]
 mod tests;
