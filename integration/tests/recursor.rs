@@ -138,3 +138,27 @@ fn resolv_conf_naming_only_the_agent_reaches_catalog_and_upstream_names() {
         assert_eq!(out.split_whitespace().collect::<Vec<_>>(), [addr, name], "{}", agent.log());
     }
 }
+
+/// A real client's view: `dig -x` gets the node and the service for their addresses, and a
+/// forwarded answer keeps the EDNS that dig asked with.
+#[test]
+fn dig_gets_ptr_and_forwarded_edns() {
+    let Some(dig_bin) = peers::require("dig") else { return };
+    let root = tempfile::tempdir().unwrap();
+    let Some((_dnsmasq, up)) = upstream(root.path()) else { return };
+    let a = agent_with(root.path(), "alpha", &["--recursor".into(), up.to_string()]);
+    wait_for("web registered", WAIT, || {
+        dns::udp(a.dns, "web.service.gossip.", RecordType::A).filter(|r| !r.addrs.is_empty())
+    });
+    let out = peers::dig(&dig_bin, a.dns, &["-x", "127.0.0.9", "+short"]);
+    assert_eq!(out.trim(), "web.service.gossip.");
+    let out = peers::dig(&dig_bin, a.dns, &["-x", "127.0.0.1", "+short"]);
+    assert_eq!(out.trim(), "alpha.node.gossip.");
+    let out = peers::dig(&dig_bin, a.dns, &["-x", "127.0.0.1"]);
+    assert!(out.contains(" aa"), "authoritative: {out}");
+    let out = peers::dig(&dig_bin, a.dns, &["upstream.test", "A"]);
+    assert!(out.contains("status: NOERROR") && out.contains("127.0.0.77"), "{out}");
+    assert!(out.contains("OPT PSEUDOSECTION"), "EDNS passed through: {out}");
+    let out = peers::dig(&dig_bin, a.dns, &["upstream.test", "A", "+tcp", "+short"]);
+    assert_eq!(out.trim(), "127.0.0.77");
+}

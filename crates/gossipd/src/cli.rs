@@ -609,6 +609,17 @@ mod tests {
     }
 
     #[test]
+    fn recursors_repeat_and_default_to_port_53() {
+        let a = agent(&["agent", "--dev", "--recursor", "10.0.0.53", "--recursor", "[fd00::53]:5353"]);
+        let want: Vec<SocketAddr> = vec!["10.0.0.53:53".parse().unwrap(), "[fd00::53]:5353".parse().unwrap()];
+        assert_eq!(a.recursors, want);
+        assert!(agent(&["agent", "--dev"]).recursors.is_empty());
+        for bad in ["0.0.0.0", "10.0.0.1:0", "resolver.example", "10.0.0.1:99999"] {
+            assert!(parse(&["agent", "--dev", "--recursor", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
     }
