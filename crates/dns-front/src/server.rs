@@ -36,7 +36,8 @@
 //!   instead, as the client sent it: over UDP on a tokio task (the UDP thread never waits
 //!   for an upstream), at most [`crate::forward::ForwardConfig::max_in_flight`] at once
 //!   (beyond it, SERVFAIL at once); over TCP within the connection. SERVFAIL when every
-//!   upstream fails. Forwarded replies are never cached. Without upstreams nothing changes.
+//!   upstream fails. Forwarded replies are never cached. Our own answers then carry RA, as
+//!   Consul's with recursors. Without upstreams nothing changes.
 //! * Not exactly one question → FORMERR; a query hickory cannot decode → FORMERR if its header
 //!   reads, else no answer; opcode other than QUERY → NOTIMP; class other than IN → REFUSED;
 //!   a record that hickory cannot encode (e.g. a node name hickory rejects) → SERVFAIL,
@@ -506,6 +507,7 @@ impl Handler {
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = answer.authoritative;
+        metadata.recursion_available = self.forward.is_some();
         metadata.response_code = match answer.rcode {
             Rcode::NoError => ResponseCode::NoError,
             Rcode::NxDomain => ResponseCode::NXDomain,

@@ -484,6 +484,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         (!args.recursors.is_empty()).then(|| dns_front::forward::ForwardConfig::new(args.recursors.clone()));
     if !args.recursors.is_empty() {
         tracing::info!(recursors = ?args.recursors, "DNS forwards names outside the domain");
+        if !dns_addr.ip().is_loopback() {
+            tracing::warn!(%dns_addr, "--recursor with DNS beyond loopback: an open resolver for whoever reaches it");
+        }
     }
     let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg)
         .with_tcp_limits(tcp_limits)
