@@ -36,7 +36,8 @@
 //!   instead, as the client sent it: over UDP on a tokio task (the UDP thread never waits
 //!   for an upstream), at most [`crate::forward::ForwardConfig::max_in_flight`] at once
 //!   (beyond it, SERVFAIL at once); over TCP within the connection. SERVFAIL when every
-//!   upstream fails. Forwarded replies are never cached. Our own answers then carry RA, as
+//!   upstream fails. Forwarded replies are never cached, and their time is not in the
+//!   latency histogram (it is the upstream's). Our own answers then carry RA, as
 //!   Consul's with recursors. Without upstreams nothing changes.
 //! * Not exactly one question → FORMERR; a query hickory cannot decode → FORMERR if its header
 //!   reads, else no answer; opcode other than QUERY → NOTIMP; class other than IN → REFUSED;
@@ -373,12 +374,14 @@ async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: A
         }
         let start = Instant::now();
         let snapshot = handler.snapshot.load_full();
+        let mut relayed = false;
         let answer = match handler.reply(&query, src, Protocol::Tcp, &snapshot) {
             Reply::Send(answer) => answer,
             Reply::Forward => match handler.forward.as_ref() {
                 Some(forwarder) => match forwarder.try_permit() {
                     Some(_permit) => {
                         let Some(reply) = handler.relayed(forwarder, &query, true).await else { continue };
+                        relayed = true;
                         reply
                     }
                     None => {
@@ -399,7 +402,9 @@ async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: A
         if !matches!(timeout(slot.idle_timeout(), stream.write_all(&framed)).await, Ok(Ok(()))) {
             return;
         }
-        handler.stats.record_latency(start.elapsed());
+        if !relayed {
+            handler.stats.record_latency(start.elapsed()); // an upstream's time is not ours
+        }
     }
 }
 
