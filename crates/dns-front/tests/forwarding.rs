@@ -28,6 +28,44 @@ async fn reply(client: &UdpSocket) -> Message {
     Message::from_vec(&buf[..n]).expect("decodes")
 }
 
+/// A server forwarding to `upstream`, and a client connected to it.
+async fn serve(upstream: SocketAddr, max_in_flight: usize) -> (UdpSocket, tokio::sync::oneshot::Sender<()>) {
+    let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let cfg = ForwardConfig { upstreams: vec![upstream], timeout: Duration::from_secs(30), max_in_flight };
+    let server = DnsServer::new(snap, ResolverConfig::default()).with_forwarding(Some(cfg));
+    let (udp, tcp) = (UdpSocket::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let dns: SocketAddr = udp.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(udp, tcp, async move {
+        let _ = stopped.await;
+    }));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(dns).await.unwrap();
+    (client, stop)
+}
+
+#[tokio::test]
+async fn a_forwarded_reply_larger_than_our_udp_bound_goes_out_truncated() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let (n, src) = upstream.recv_from(&mut buf).await.unwrap();
+        let mut r = buf[..n].to_vec();
+        r[2] |= 0x80;
+        r.resize(3000, 0); // an upstream answering a client that asked for 4096
+        upstream.send_to(&r, src).await.unwrap();
+    });
+    let (client, _stop) = serve(up_addr, 4).await;
+    client.send(&query(5, "large.example.")).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = timeout(WAIT, client.recv(&mut buf)).await.expect("a reply").expect("recv");
+    assert!(n <= 1232, "{n} bytes");
+    let m = Message::from_vec(&buf[..n]).expect("decodes");
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    assert_eq!(m.metadata.id, 5);
+}
+
 #[tokio::test]
 async fn a_full_forwarder_answers_servfail_at_once_and_the_held_query_completes() {
     // The upstream holds the first query it gets until told to answer it.

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Handler;
+use super::{Handler, MAX_UDP_PAYLOAD};
 use crate::forward::{Forwarder, servfail};
+use crate::limits::truncated_reply;
 use crate::stats::CountedRcode;
 
 /// What the UDP thread needs to hand a query to the forwarder: the runtime its tasks run on
@@ -41,9 +42,16 @@ impl Relay {
         self.runtime.spawn(async move {
             let _permit = permit;
             // Not in the latency histogram: that time is the upstream's, not ours.
-            if let Some(reply) = handler.relayed(&forwarder, &query, false).await {
-                let _ = socket.send_to(&reply, src);
+            let Some(mut reply) = handler.relayed(&forwarder, &query, false).await else { return };
+            // Our UDP answers never pass MAX_UDP_PAYLOAD, forwarded or not (the amplification
+            // bound of docs/SECURITY.md): a larger reply becomes a bare truncated one, and the
+            // client retries over TCP.
+            if reply.len() > usize::from(MAX_UDP_PAYLOAD) {
+                let Some(bare) = truncated_reply(&query) else { return };
+                handler.stats.record_truncated();
+                reply = bare;
             }
+            let _ = socket.send_to(&reply, src);
         });
     }
 }
