@@ -3,7 +3,7 @@
 //! optional.
 #![no_main]
 
-use dns_front::name::{labels, parse};
+use dns_front::name::{labels, parse, parse_in};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,6 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = labels(&s);
     let _ = parse(&s, "consul.example");
     let _ = parse("web.service.gossip", &s);
+    let _ = parse_in(&s, "gossip", "gossip");
+    let _ = parse_in("web.service.gossip.gossip", "gossip", &s);
     assert_eq!(parse(&s.to_ascii_uppercase(), "gossip"), q, "case changed the meaning of {s:?}");
     assert_eq!(parse(&s, "GoSsIp."), q, "the domain's case or trailing dot changed the meaning of {s:?}");
     if !s.ends_with('.') {

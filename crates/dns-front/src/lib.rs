@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod forward;
 pub mod limits;
 pub mod name;
 pub mod order;

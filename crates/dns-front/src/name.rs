@@ -16,9 +16,16 @@
 //! | `_NAME._TAG.service.D`       | RFC 2782 form with tag filter `TAG`                  |
 //! | `NODE.node.D`                | [`Query::Node`]                                      |
 //! | `HEX.addr.D`                 | [`Query::Addr`]: 8 (IPv4) or 32 (IPv6) hex digits    |
-//! | `service.D`, `node.D`, `addr.D`, `_X.service.D` | [`Query::EmptyNonTerminal`]       |
+//! | `NAME.service.DC.D`, `NODE.node.DC.D`, ... | the same as without `DC` (the datacenter)  |
+//! | `service.D`, `node.D`, `addr.D`, `_X.service.D`, `DC.D` | [`Query::EmptyNonTerminal`] |
 //! | anything else under `D`      | [`Query::Unknown`] (NXDOMAIN)                        |
+//! | `a.b.c.d.in-addr.arpa`, 32 nibbles `.ip6.arpa` | [`Query::Reverse`] (PTR), any domain |
 //! | anything not under `D`       | [`Query::NotOurs`] (REFUSED)                         |
+//!
+//! The datacenter label is accepted only by [`parse_in`] (the resolver passes its configured
+//! datacenter); another label in that place is [`Query::Unknown`], as any unknown name.
+//! Reverse names are recognised only when complete (4 decimal octets, or 32 hex nibbles):
+//! partial ones (`10.in-addr.arpa`) are not ours.
 //!
 //! Empty non-terminals (names that only exist because names below them exist) are reported
 //! separately so the resolver can answer NODATA rather than NXDOMAIN: per RFC 8020 a resolver
@@ -54,6 +61,9 @@ pub enum Query {
     /// An address encoded in hex (`c0a80001.addr.D.`), used as an SRV target when a service
     /// instance's address differs from its node's address.
     Addr(IpAddr),
+    /// A complete reverse-mapping name (`4.3.2.1.in-addr.arpa.`, or 32 nibbles under
+    /// `ip6.arpa.`): the address it stands for.
+    Reverse(IpAddr),
     /// Inside the domain but of no known form: NXDOMAIN.
     Unknown,
     /// Outside the domain: REFUSED.
@@ -88,19 +98,37 @@ pub fn labels(name: &str) -> Vec<String> {
     out
 }
 
-/// Parses `name` relative to `domain` (both case-insensitive, trailing dots optional).
+/// Parses `name` relative to `domain` (both case-insensitive, trailing dots optional), with
+/// no datacenter label.
 pub fn parse(name: &str, domain: &str) -> Query {
+    parse_in(name, domain, "")
+}
+
+/// Parses `name` relative to `domain`, accepting the datacenter label `datacenter` (ignored
+/// when empty) after `service` and `node`.
+pub fn parse_in(name: &str, domain: &str, datacenter: &str) -> Query {
     let labels = labels(name);
     let domain = self::labels(domain);
     let Some(split) = labels.len().checked_sub(domain.len()) else {
-        return Query::NotOurs;
+        return reverse(&labels).map_or(Query::NotOurs, Query::Reverse);
     };
     let (rest, suffix) = labels.split_at(split);
     if suffix != domain.as_slice() {
-        return Query::NotOurs;
+        return reverse(&labels).map_or(Query::NotOurs, Query::Reverse);
     }
     if rest.iter().any(String::is_empty) {
         return Query::Unknown;
+    }
+    let dc = datacenter.to_ascii_lowercase();
+    let mut rest = rest;
+    if !dc.is_empty() {
+        match rest {
+            [only] if *only == dc => return Query::EmptyNonTerminal,
+            [.., kind, last] if *last == dc && matches!(kind.as_str(), "service" | "node") => {
+                rest = &rest[..rest.len() - 1];
+            }
+            _ => {}
+        }
     }
     match rest {
         [] => Query::Apex,
@@ -117,6 +145,49 @@ pub fn parse(name: &str, domain: &str) -> Query {
         [name, kind] if kind == "node" => Query::Node { name: name.clone() },
         [hex, kind] if kind == "addr" => decode_addr(hex).map_or(Query::Unknown, Query::Addr),
         _ => Query::Unknown,
+    }
+}
+
+/// The address of a complete reverse name: four decimal octets under `in-addr.arpa`, or 32
+/// single hex nibbles under `ip6.arpa`, least significant first.
+fn reverse(labels: &[String]) -> Option<IpAddr> {
+    match labels {
+        [d, c, b, a, in_addr, arpa] if in_addr == "in-addr" && arpa == "arpa" => {
+            let octet = |s: &String| {
+                let canonical =
+                    s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+                if canonical { s.parse::<u8>().ok() } else { None }
+            };
+            Some(IpAddr::V4(Ipv4Addr::new(octet(a)?, octet(b)?, octet(c)?, octet(d)?)))
+        }
+        [nibbles @ .., ip6, arpa] if ip6 == "ip6" && arpa == "arpa" && nibbles.len() == 32 => {
+            let mut bytes = [0u8; 16];
+            for (i, n) in nibbles.iter().rev().enumerate() {
+                let [digit] = n.as_bytes() else { return None };
+                let value = char::from(*digit).to_digit(16)? as u8;
+                bytes[i / 2] |= if i % 2 == 0 { value << 4 } else { value };
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
+}
+
+/// The reverse-mapping name of `ip` (`4.3.2.1.in-addr.arpa.`, or 32 nibbles `.ip6.arpa.`).
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa.")
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::with_capacity(73);
+            for byte in v6.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", byte & 0x0F, byte >> 4));
+            }
+            s.push_str("ip6.arpa.");
+            s
+        }
     }
 }
 
@@ -217,6 +288,47 @@ mod tests {
         assert_eq!(labels("a\\.b.c."), vec!["a\\.b".to_string(), "c".to_string()]);
         assert_eq!(parse("we\\.b.service.gossip", "gossip"), svc("we\\.b", None));
         assert_eq!(labels("trailing\\"), vec!["trailing\\".to_string()]);
+    }
+
+    #[test]
+    fn datacenter_label() {
+        let p = |n: &str| parse_in(n, "gossip", "gossip");
+        assert_eq!(p("web.service.gossip.gossip"), svc("web", None));
+        assert_eq!(p("v1.web.service.gossip.gossip"), svc("web", Some("v1")));
+        assert_eq!(p("_web._tcp.service.GOSSIP.gossip"), svc("web", None));
+        assert_eq!(p("n1.node.gossip.gossip"), Query::Node { name: "n1".into() });
+        assert_eq!(p("web.service.gossip"), svc("web", None));
+        assert_eq!(p("gossip.gossip"), Query::EmptyNonTerminal);
+        assert_eq!(p("service.gossip.gossip"), Query::EmptyNonTerminal);
+        assert_eq!(p("web.service.dc2.gossip"), Query::Unknown);
+        assert_eq!(p("n1.node.dc2.gossip"), Query::Unknown);
+        assert_eq!(p("x.addr.gossip.gossip"), Query::Unknown);
+        // Without a configured datacenter the label is not accepted.
+        assert_eq!(parse("web.service.gossip.gossip", "gossip"), Query::Unknown);
+        assert_eq!(parse_in("web.service.dc1.consul", "consul", "DC1"), svc("web", None));
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(parse("1.0.0.10.in-addr.arpa.", "gossip"), Query::Reverse(ip("10.0.0.1")));
+        assert_eq!(parse("1.0.0.10.IN-ADDR.ARPA", "gossip"), Query::Reverse(ip("10.0.0.1")));
+        for partial in ["0.10.in-addr.arpa", "in-addr.arpa", "256.0.0.10.in-addr.arpa", "01.0.0.10.in-addr.arpa"] {
+            assert_eq!(parse(partial, "gossip"), Query::NotOurs, "{partial}");
+        }
+        assert_eq!(parse("x.1.0.0.10.in-addr.arpa", "gossip"), Query::NotOurs);
+        for addr in ["fd00::1", "::1", "2001:db8::ff:1"] {
+            let name = reverse_name(ip(addr));
+            assert_eq!(parse(&name, "gossip"), Query::Reverse(ip(addr)), "{name}");
+        }
+        assert_eq!(reverse_name(ip("10.0.0.1")), "1.0.0.10.in-addr.arpa.");
+        let short = reverse_name(ip("fd00::1")).replacen("1.", "", 1);
+        assert_eq!(parse(&short, "gossip"), Query::NotOurs);
+        let wide = reverse_name(ip("fd00::1")).replacen("1.", "10.", 1);
+        assert_eq!(parse(&wide, "gossip"), Query::NotOurs);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum QType {
     Soa,
     /// Name server (2).
     Ns,
+    /// Domain name pointer (12): answered for reverse names of known addresses.
+    Ptr,
     /// Any (255): A + AAAA for service, node and address names; SOA + NS at the apex.
     Any,
     /// Any other type, by number: always NODATA for an existing name.
@@ -31,6 +33,7 @@ impl QType {
             1 => QType::A,
             2 => QType::Ns,
             6 => QType::Soa,
+            12 => QType::Ptr,
             28 => QType::Aaaa,
             33 => QType::Srv,
             255 => QType::Any,
@@ -132,6 +135,15 @@ pub enum Record {
         /// Time to live of the record itself, seconds.
         ttl: u32,
     },
+    /// Domain name pointer (reverse mapping).
+    Ptr {
+        /// Owner name (the reverse name asked).
+        name: String,
+        /// The name the address belongs to, fully qualified.
+        target: String,
+        /// Time to live, seconds.
+        ttl: u32,
+    },
     /// Name server.
     Ns {
         /// Owner name (the apex).
@@ -176,7 +188,7 @@ impl Record {
             Record::Aaaa { name: n, .. } => (n, 16),
             Record::Srv { name: n, target, .. } => (n, 6 + name(target)),
             Record::Soa { name: n, mname, rname, .. } => (n, name(mname) + name(rname) + 20),
-            Record::Ns { name: n, target, .. } => (n, name(target)),
+            Record::Ns { name: n, target, .. } | Record::Ptr { name: n, target, .. } => (n, name(target)),
         };
         name(owner) + 10 + rdata
     }

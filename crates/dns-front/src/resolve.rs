@@ -28,7 +28,17 @@
 //!   refresh 3600, retry 600, expire 86400, minimum = `negative_ttl`, record TTL =
 //!   `negative_ttl`) and NS `ns.D.`, whose A record `127.0.0.1` goes in the additional section:
 //!   the agent serves DNS on loopback, next to its clients.
-//! * Positive records (A, AAAA, SRV, NS and additional) carry `cfg.ttl`.
+//! * Datacenter: `NAME.service.DC.D`, `NODE.node.DC.D` (and the tag and RFC 2782 forms) with
+//!   `DC = cfg.datacenter` answer exactly as without the label; another label there is
+//!   NXDOMAIN (no other datacenter exists).
+//! * Reverse names (`4.3.2.1.in-addr.arpa.`, `...ip6.arpa.`, complete only): if alive nodes
+//!   have that address, PTR `NODE.node.D.` for each (sorted); otherwise, if answerable
+//!   instances have it, PTR `NAME.service.D.` for each distinct service (sorted), as Consul.
+//!   ANY means PTR there; other types are NODATA with no SOA. An address we do not know is
+//!   NXDOMAIN, not authoritative and with no SOA (the agent is no authority for the reverse
+//!   zones: it only knows some of their names). Partial reverse names are not ours (REFUSED).
+//! * TXT on a node name is NODATA: nodes carry no metadata (Consul answers node meta there).
+//! * Positive records (A, AAAA, SRV, PTR, NS and additional) carry `cfg.ttl`.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -48,7 +58,7 @@ pub const NS_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub fn resolve(q: &Question, snap: &Snapshot, cfg: &ResolverConfig, rng_seed: u64) -> Answer {
     let ctx = Ctx { q, snap, cfg, apex: apex_name(&cfg.domain) };
     let mut rng = Rng::new(rng_seed);
-    match name::parse(q.name(), &cfg.domain) {
+    match name::parse_in(q.name(), &cfg.domain, &cfg.datacenter) {
         Query::NotOurs => Answer::empty(Rcode::Refused, false),
         Query::Unknown => ctx.negative(Rcode::NxDomain),
         Query::EmptyNonTerminal => ctx.negative(Rcode::NoError),
@@ -60,6 +70,7 @@ pub fn resolve(q: &Question, snap: &Snapshot, cfg: &ResolverConfig, rng_seed: u6
             _ => ctx.negative(Rcode::NxDomain),
         },
         Query::Service { name, tag } => ctx.service(&name, tag.as_deref(), &mut rng),
+        Query::Reverse(ip) => ctx.reverse(ip),
     }
 }
 
@@ -206,6 +217,39 @@ impl Ctx<'_> {
             });
         }
         self.positive(answers, additional)
+    }
+
+    /// PTR for a reverse name: the alive nodes with that address, else the services of the
+    /// answerable instances with it. See the module documentation.
+    fn reverse(&self, ip: IpAddr) -> Answer {
+        let mut targets: Vec<String> = self
+            .snap
+            .nodes
+            .iter()
+            .filter(|(key, n)| n.alive && n.address == ip && is_plain_label(key))
+            .map(|(key, _)| self.sub(&format!("{key}.node")))
+            .collect();
+        if targets.is_empty() {
+            targets = self
+                .snap
+                .services
+                .iter()
+                .filter(|(key, list)| {
+                    is_plain_label(key) && list.iter().any(|i| i.address == ip && is_answerable(i, self.cfg))
+                })
+                .map(|(key, _)| self.sub(&format!("{key}.service")))
+                .collect();
+        }
+        if targets.is_empty() {
+            return Answer::empty(Rcode::NxDomain, false);
+        }
+        if !matches!(self.q.qtype, QType::Ptr | QType::Any) {
+            return Answer::empty(Rcode::NoError, true);
+        }
+        targets.sort_unstable();
+        let (name, ttl) = (self.q.name(), self.cfg.ttl);
+        let answers = targets.into_iter().map(|target| Record::Ptr { name: name.to_owned(), target, ttl }).collect();
+        Answer { rcode: Rcode::NoError, authoritative: true, answers, authority: vec![], additional: vec![] }
     }
 
     /// `NODE.node.D.` if that name resolves to exactly the instance address, else

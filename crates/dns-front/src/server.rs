@@ -30,6 +30,15 @@
 //!   answer records as fit, no authority or additional records, the OPT record if the query
 //!   had one, and TC=1, so the client retries over TCP; records are never dropped silently.
 //!   Over TCP nothing is truncated (short of DNS's 64 KiB message limit).
+//! * Forwarding ([`DnsServer::with_forwarding`], [`crate::forward`]): when upstreams are
+//!   configured, a query the resolver would answer REFUSED (outside the domain, class IN) or
+//!   NXDOMAIN without authority (a reverse name of an unknown address) is relayed to them
+//!   instead, as the client sent it: over UDP on a tokio task (the UDP thread never waits
+//!   for an upstream), at most [`crate::forward::ForwardConfig::max_in_flight`] at once
+//!   (beyond it, SERVFAIL at once); over TCP within the connection. SERVFAIL when every
+//!   upstream fails. Forwarded replies are never cached, and their time is not in the
+//!   latency histogram (it is the upstream's). Our own answers then carry RA, as
+//!   Consul's with recursors. Without upstreams nothing changes.
 //! * Not exactly one question → FORMERR; a query hickory cannot decode → FORMERR if its header
 //!   reads, else no answer; opcode other than QUERY → NOTIMP; class other than IN → REFUSED;
 //!   a record that hickory cannot encode (e.g. a node name hickory rejects) → SERVFAIL,
@@ -51,7 +60,7 @@ use arc_swap::ArcSwap;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record as HRecord};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::Request;
@@ -64,12 +73,14 @@ use tracing::{debug, warn};
 
 use crate::DnsError;
 use crate::cache::{AnswerCache, CacheLimits, Outcome};
+use crate::forward::{ForwardConfig, Forwarder, servfail};
 use crate::limits::{Rrl, RrlConfig, TcpLimits, TcpSlot, TcpSlots, Verdict, truncated_reply};
 use crate::order::Rng;
 use crate::resolve::{Answer, QType, Question, Rcode, Record, resolve};
 use crate::snapshot::{ResolverConfig, Snapshot};
 use crate::stats::{CountedRcode, DnsStats};
 use crate::wire::parse_query;
+use relay::Relay;
 
 pub use crate::wire::MAX_UDP_PAYLOAD;
 
@@ -95,7 +106,7 @@ impl DnsServer {
     /// A server answering from whatever snapshot `snapshot` holds at query time.
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, cfg: ResolverConfig) -> Self {
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let handler = Handler { snapshot, cfg, stats: Arc::default(), seed, queries: AtomicU64::new(0) };
+        let handler = Handler { snapshot, cfg, stats: Arc::default(), seed, queries: AtomicU64::new(0), forward: None };
         DnsServer { handler, cache: CacheLimits::default(), tcp: TcpLimits::default(), rrl: None }
     }
 
@@ -108,6 +119,13 @@ impl DnsServer {
     /// Enables response rate limiting of UDP answers ([`crate::limits::Rrl`]); off by default.
     pub fn with_rrl(mut self, cfg: Option<RrlConfig>) -> Self {
         self.rrl = cfg;
+        self
+    }
+
+    /// Forwards names outside the domain (and reverse names of unknown addresses) to
+    /// upstream resolvers instead of refusing them ([`crate::forward`]); `None` refuses.
+    pub fn with_forwarding(mut self, cfg: Option<ForwardConfig>) -> Self {
+        self.handler.forward = cfg.filter(|c| !c.upstreams.is_empty()).map(|c| Arc::new(Forwarder::new(c)));
         self
     }
 
@@ -145,10 +163,17 @@ impl DnsServer {
         let (udp_done, mut udp_stopped) = tokio::sync::oneshot::channel();
         let (h, limits, flag) = (Arc::clone(&handler), self.cache, Arc::clone(&stop));
         let rrl = self.rrl.map(Rrl::new);
+        let relay = match handler.forward {
+            Some(_) => Some(Relay {
+                runtime: tokio::runtime::Handle::current(),
+                socket: Arc::new(udp.try_clone().map_err(|e| DnsError::Serve(format!("udp: {e}")))?),
+            }),
+            None => None,
+        };
         std::thread::Builder::new()
             .name("dns-udp".into())
             .spawn(move || {
-                let _ = udp_done.send(serve_udp(&udp, &h, limits, rrl, &flag));
+                let _ = udp_done.send(serve_udp(&udp, &h, limits, rrl, relay, &flag));
             })
             .map_err(|e| DnsError::Serve(format!("udp thread: {e}")))?;
         let mut tcp_task = AbortOnDrop(tokio::spawn(serve_tcp(tcp, handler, TcpSlots::new(self.tcp))));
@@ -200,9 +225,10 @@ fn transient(error: &io::Error) -> bool {
 /// (seen within [`UDP_POLL`]), or the first socket error that is not transient.
 fn serve_udp(
     socket: &std::net::UdpSocket,
-    handler: &Handler,
+    handler: &Arc<Handler>,
     limits: CacheLimits,
     mut rrl: Option<Rrl>,
+    relay: Option<Relay>,
     stop: &AtomicBool,
 ) -> Option<io::Error> {
     if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
@@ -241,9 +267,17 @@ fn serve_udp(
         }
         let snapshot = handler.snapshot.load_full();
         let fast = parse_query(query).filter(|_| limits.entries > 0);
+        let mut forward = false;
         let sent = match fast {
             Some(q) => {
-                let full = |canonical: &[u8]| handler.answer(canonical, src, Protocol::Udp, &snapshot);
+                let full = |canonical: &[u8]| match handler.reply(canonical, src, Protocol::Udp, &snapshot) {
+                    Reply::Send(bytes) => Some(bytes),
+                    Reply::Forward => {
+                        forward = true;
+                        None
+                    }
+                    Reply::Nothing => None,
+                };
                 match cache.answer(query, &q, &snapshot, picks.next_u64(), &mut out, full) {
                     Outcome::Hit { rcode, truncated } => {
                         handler.stats.record_qtype(QType::from_u16(q.qtype));
@@ -257,14 +291,22 @@ fn serve_udp(
                     Outcome::NoAnswer => false,
                 }
             }
-            None => match handler.answer(query, src, Protocol::Udp, &snapshot) {
-                Some(answer) => {
+            None => match handler.reply(query, src, Protocol::Udp, &snapshot) {
+                Reply::Send(answer) => {
                     out = answer;
                     true
                 }
-                None => false,
+                Reply::Forward => {
+                    forward = true;
+                    false
+                }
+                Reply::Nothing => false,
             },
         };
+        if forward && let (Some(relay), Some(forwarder)) = (relay.as_ref(), handler.forward.as_ref()) {
+            relay.forward(forwarder, handler, query, src, start);
+            continue;
+        }
         if sent {
             if let Err(error) = socket.send_to(&out, src)
                 && !transient(&error)
@@ -332,7 +374,27 @@ async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: A
         }
         let start = Instant::now();
         let snapshot = handler.snapshot.load_full();
-        let Some(answer) = handler.answer(&query, src, Protocol::Tcp, &snapshot) else { continue };
+        let mut relayed = false;
+        let answer = match handler.reply(&query, src, Protocol::Tcp, &snapshot) {
+            Reply::Send(answer) => answer,
+            Reply::Forward => match handler.forward.as_ref() {
+                Some(forwarder) => match forwarder.try_permit() {
+                    Some(_permit) => {
+                        let Some(reply) = handler.relayed(forwarder, &query, true).await else { continue };
+                        relayed = true;
+                        reply
+                    }
+                    None => {
+                        handler.stats.record_forwarded(false);
+                        handler.stats.record(CountedRcode::ServFail);
+                        let Some(reply) = servfail(&query) else { continue };
+                        reply
+                    }
+                },
+                None => continue,
+            },
+            Reply::Nothing => continue,
+        };
         let Ok(n) = u16::try_from(answer.len()) else { continue };
         let mut framed = Vec::with_capacity(answer.len() + 2);
         framed.extend_from_slice(&n.to_be_bytes());
@@ -340,7 +402,9 @@ async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: A
         if !matches!(timeout(slot.idle_timeout(), stream.write_all(&framed)).await, Ok(Ok(()))) {
             return;
         }
-        handler.stats.record_latency(start.elapsed());
+        if !relayed {
+            handler.stats.record_latency(start.elapsed()); // an upstream's time is not ours
+        }
     }
 }
 
@@ -352,34 +416,54 @@ struct Handler {
     stats: Arc<DnsStats>,
     seed: u64,
     queries: AtomicU64,
+    forward: Option<Arc<Forwarder>>,
+}
+
+/// What the full path decided for one query.
+enum Reply {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Relay the query to the upstreams (only when forwarding is on).
+    Forward,
+    /// Send nothing.
+    Nothing,
 }
 
 impl Handler {
-    /// The full path: decodes `raw` with hickory, resolves it against `snapshot` and encodes
-    /// the answer (counted in the stats). `None` when nothing should be sent: fewer than 12
-    /// bytes, or a message that is itself a response (no reflection).
+    /// The full path without forwarding (unit tests).
+    #[cfg(test)]
     fn answer(&self, raw: &[u8], src: SocketAddr, protocol: Protocol, snapshot: &Snapshot) -> Option<Vec<u8>> {
+        match self.reply(raw, src, protocol, snapshot) {
+            Reply::Send(bytes) => Some(bytes),
+            Reply::Forward | Reply::Nothing => None,
+        }
+    }
+
+    /// The full path: decodes `raw` with hickory, resolves it against `snapshot` and encodes
+    /// the answer (counted in the stats), or asks for it to be forwarded. Nothing is sent for
+    /// fewer than 12 bytes, or a message that is itself a response (no reflection).
+    fn reply(&self, raw: &[u8], src: SocketAddr, protocol: Protocol, snapshot: &Snapshot) -> Reply {
         let request = match Request::from_bytes(raw.to_vec(), src, protocol) {
             Ok(request) => request,
             Err(_) => {
                 // As hickory's own server: FORMERR with no question if the header reads.
-                let header = Header::read(&mut BinDecoder::new(raw)).ok()?;
+                let Ok(header) = Header::read(&mut BinDecoder::new(raw)) else { return Reply::Nothing };
                 if header.metadata.message_type == MessageType::Response {
-                    return None;
+                    return Reply::Nothing;
                 }
-                let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+                let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else { return Reply::Nothing };
                 let response =
                     MessageResponseBuilder::new(&queries, None).error_msg(&header.metadata, ResponseCode::FormErr);
-                return Some(self.emit(response, 512));
+                return Reply::Send(self.emit(response, 512));
             }
         };
         if request.metadata.message_type == MessageType::Response {
-            return None;
+            return Reply::Nothing;
         }
-        Some(self.handle(&request, snapshot))
+        self.handle(&request, snapshot)
     }
 
-    fn handle(&self, request: &Request, snapshot: &Snapshot) -> Vec<u8> {
+    fn handle(&self, request: &Request, snapshot: &Snapshot) -> Reply {
         let resp_edns = request.edns.as_ref().map(|req| {
             let mut edns = Edns::new();
             edns.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
@@ -395,17 +479,17 @@ impl Handler {
         let fail = |code| builder().error_msg(&request.metadata, code);
 
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return self.emit(fail(ResponseCode::BADVERS), limit);
+            return Reply::Send(self.emit(fail(ResponseCode::BADVERS), limit));
         }
         if request.metadata.op_code != OpCode::Query {
-            return self.emit(fail(ResponseCode::NotImp), limit);
+            return Reply::Send(self.emit(fail(ResponseCode::NotImp), limit));
         }
         let Ok(info) = request.request_info() else {
-            return self.emit(fail(ResponseCode::FormErr), limit);
+            return Reply::Send(self.emit(fail(ResponseCode::FormErr), limit));
         };
         if info.query.query_class() != DNSClass::IN {
             self.stats.record_qtype(QType::from_u16(info.query.query_type().into()));
-            return self.emit(fail(ResponseCode::Refused), limit);
+            return Reply::Send(self.emit(fail(ResponseCode::Refused), limit));
         }
 
         let qname = info.query.original().name();
@@ -413,17 +497,22 @@ impl Handler {
         self.stats.record_qtype(question.qtype);
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let answer = resolve(&question, snapshot, &self.cfg, self.seed ^ n);
+        let not_ours = answer.rcode == Rcode::Refused || (answer.rcode == Rcode::NxDomain && !answer.authoritative);
+        if not_ours && self.forward.is_some() {
+            return Reply::Forward;
+        }
 
         let (answers, authority, additional) = match convert(&answer, &question, qname) {
             Ok(sections) => sections,
             Err(error) => {
                 warn!(%error, name = question.name(), "cannot encode answer");
-                return self.emit(fail(ResponseCode::ServFail), limit);
+                return Reply::Send(self.emit(fail(ResponseCode::ServFail), limit));
             }
         };
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = answer.authoritative;
+        metadata.recursion_available = self.forward.is_some();
         metadata.response_code = match answer.rcode {
             Rcode::NoError => ResponseCode::NoError,
             Rcode::NxDomain => ResponseCode::NXDomain,
@@ -440,7 +529,7 @@ impl Handler {
                 .sum::<usize>();
         let full = || builder().build(metadata, &answers, &authority, [], &additional);
         if upper_bound <= limit || trial_encode(full(), limit).0 {
-            return self.emit(full(), limit);
+            return Reply::Send(self.emit(full(), limit));
         }
 
         // Too big for this UDP client: as many whole answers as fit next to the OPT record,
@@ -451,7 +540,7 @@ impl Handler {
         metadata.truncation = true;
         self.stats.record_truncated();
         let truncated = builder().build(metadata, &answers[..kept], [], [], []);
-        self.emit(truncated, limit)
+        Reply::Send(self.emit(truncated, limit))
     }
 
     /// Encodes `response` into at most `limit` bytes and counts it; an encoding error gives a
@@ -559,11 +648,15 @@ fn to_hickory(record: &Record, question: &Question, qname: &Name) -> Result<HRec
             );
             HRecord::from_rdata(owner(name)?, *ttl, RData::SOA(soa))
         }
+        Record::Ptr { name, target, ttl } => {
+            HRecord::from_rdata(owner(name)?, *ttl, RData::PTR(PTR(Name::from_ascii(target)?)))
+        }
         Record::Ns { name, target, ttl } => {
             HRecord::from_rdata(owner(name)?, *ttl, RData::NS(NS(Name::from_ascii(target)?)))
         }
     })
 }
 
+mod relay;
 #[cfg(test)]
 mod tests;

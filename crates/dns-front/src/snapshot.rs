@@ -85,10 +85,20 @@ pub struct ResolverConfig {
     /// SOA minimum / negative-caching TTL, seconds (default 0: a recovered service is
     /// never hidden by a cached NXDOMAIN).
     pub negative_ttl: u32,
+    /// The datacenter label accepted between `service`/`node` and the domain
+    /// (`web.service.DC.D`), lower-case (default `gossip`, the name the HTTP API reports);
+    /// empty accepts none.
+    pub datacenter: String,
 }
 
 impl Default for ResolverConfig {
     fn default() -> Self {
-        ResolverConfig { domain: "gossip".into(), only_passing: true, ttl: 0, negative_ttl: 0 }
+        ResolverConfig {
+            domain: "gossip".into(),
+            only_passing: true,
+            ttl: 0,
+            negative_ttl: 0,
+            datacenter: "gossip".into(),
+        }
     }
 }

@@ -20,7 +20,7 @@ pub const LATENCY_BUCKETS: [f64; 12] =
     [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1];
 
 /// Query types the server counts separately (everything else is `other`).
-pub const COUNTED_QTYPES: [&str; 7] = ["a", "aaaa", "srv", "soa", "ns", "any", "other"];
+pub const COUNTED_QTYPES: [&str; 8] = ["a", "aaaa", "srv", "soa", "ns", "any", "ptr", "other"];
 
 fn qtype_index(q: QType) -> usize {
     match q {
@@ -30,7 +30,8 @@ fn qtype_index(q: QType) -> usize {
         QType::Soa => 3,
         QType::Ns => 4,
         QType::Any => 5,
-        QType::Other(_) => 6,
+        QType::Ptr => 6,
+        QType::Other(_) => 7,
     }
 }
 
@@ -63,6 +64,8 @@ pub struct DnsStats {
     rrl_dropped: AtomicU64,
     rrl_slipped: AtomicU64,
     tcp_refused: AtomicU64,
+    forwarded: AtomicU64,
+    forward_failed: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
     latency_count: AtomicU64,
@@ -121,6 +124,11 @@ pub struct DnsCounts {
     pub rrl_slipped: u64,
     /// TCP connections closed on accept (total or per-source limit).
     pub tcp_refused: u64,
+    /// Queries relayed to an upstream resolver (`--recursor`) and answered by one.
+    pub forwarded: u64,
+    /// Queries to relay that no upstream answered, or that found no free forwarding slot:
+    /// each was answered SERVFAIL.
+    pub forward_failed: u64,
     /// Queries with exactly one question, by its type, in the order of [`COUNTED_QTYPES`].
     pub by_qtype: [u64; COUNTED_QTYPES.len()],
     /// Time to handle each query, from the request to the response handed to the socket.
@@ -144,6 +152,12 @@ impl DnsStats {
     /// Counts one TCP connection refused at accept.
     pub fn record_tcp_refused(&self) {
         self.tcp_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one query relayed upstream: answered (`ok`) or failed (SERVFAIL sent).
+    pub fn record_forwarded(&self, ok: bool) {
+        let c = if ok { &self.forwarded } else { &self.forward_failed };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one truncated (TC) UDP response.
@@ -185,6 +199,8 @@ impl DnsStats {
             rrl_dropped: self.rrl_dropped.load(Ordering::Relaxed),
             rrl_slipped: self.rrl_slipped.load(Ordering::Relaxed),
             tcp_refused: self.tcp_refused.load(Ordering::Relaxed),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            forward_failed: self.forward_failed.load(Ordering::Relaxed),
             by_qtype: std::array::from_fn(|i| self.by_qtype[i].load(Ordering::Relaxed)),
             latency: LatencyHistogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
@@ -213,10 +229,10 @@ mod tests {
     #[test]
     fn counts_query_types() {
         let s = DnsStats::default();
-        for q in [QType::A, QType::Srv, QType::Srv, QType::Other(16), QType::Any] {
+        for q in [QType::A, QType::Srv, QType::Srv, QType::Other(16), QType::Any, QType::Ptr] {
             s.record_qtype(q);
         }
-        assert_eq!(s.counts().by_qtype, [1, 0, 2, 0, 0, 1, 1]);
+        assert_eq!(s.counts().by_qtype, [1, 0, 2, 0, 0, 1, 1, 1]);
     }
 
     #[test]

@@ -36,6 +36,12 @@ fn label() -> impl Strategy<Value = String> {
         Just("_web".to_owned()),
         Just("_tcp".to_owned()),
         Just("c0a80001".to_owned()),
+        Just("in-addr".to_owned()),
+        Just("ip6".to_owned()),
+        Just("arpa".to_owned()),
+        Just("1".to_owned()),
+        Just("10".to_owned()),
+        Just("0".to_owned()),
         Just(String::new()),
         "[_a-zA-Z0-9\\\\.-]{0,12}",
         any::<String>(),
@@ -61,8 +67,10 @@ proptest! {
         let a = resolve(&Question::new(&name, t), &snapshot(), &ResolverConfig::default(), seed);
         // REFUSED exactly when the parser says the name is not ours.
         prop_assert_eq!(a.rcode == Rcode::Refused, q == Query::NotOurs);
-        // Every negative answer carries exactly one SOA.
-        if a.answers.is_empty() && a.rcode != Rcode::Refused {
+        // Every negative answer carries exactly one SOA (reverse names are not our zone: none).
+        if matches!(q, Query::Reverse(_)) {
+            prop_assert!(a.authority.is_empty());
+        } else if a.answers.is_empty() && a.rcode != Rcode::Refused {
             prop_assert_eq!(a.authority.len(), 1);
         }
     }
@@ -74,5 +82,28 @@ proptest! {
         let expected = name::parse(&name, "gossip");
         prop_assert_eq!(&name::parse(&format!("{name}."), "gossip"), &expected);
         prop_assert_eq!(&name::parse(&name.to_ascii_uppercase(), "GOSSIP."), &expected);
+    }
+
+    #[test]
+    fn reverse_names_round_trip(v4 in any::<[u8; 4]>(), v6 in any::<[u8; 16]>(), upper in any::<bool>()) {
+        for ip in [IpAddr::from(v4), IpAddr::from(v6)] {
+            let mut n = name::reverse_name(ip);
+            if upper {
+                n = n.to_ascii_uppercase();
+            }
+            prop_assert_eq!(name::parse(&n, "gossip"), Query::Reverse(ip));
+        }
+    }
+
+    #[test]
+    fn forwarding_reads_any_bytes_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let span = dns_front::forward::question_span(&bytes);
+        let failed = dns_front::forward::servfail(&bytes);
+        prop_assert_eq!(span.is_some(), failed.is_some());
+        if let (Some(span), Some(failed)) = (span, failed) {
+            prop_assert!(span.end <= bytes.len());
+            prop_assert_eq!(&failed[12..], &bytes[span]);
+            prop_assert_eq!(failed[3] & 0x0F, 2);
+        }
     }
 }

@@ -465,6 +465,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dns_cfg = dns_front::ResolverConfig {
         domain: args.domain.clone(),
         only_passing: !args.dns_allow_warning,
+        datacenter: crate::http::DATACENTER.into(),
         ..Default::default()
     };
     let rrl_on = match args.dns_rrl {
@@ -479,7 +480,18 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     });
     let tcp_limits =
         dns_front::limits::TcpLimits { per_source: args.dns_tcp_per_source as usize, ..Default::default() };
-    let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg).with_tcp_limits(tcp_limits).with_rrl(rrl);
+    let forwarding =
+        (!args.recursors.is_empty()).then(|| dns_front::forward::ForwardConfig::new(args.recursors.clone()));
+    if !args.recursors.is_empty() {
+        tracing::info!(recursors = ?args.recursors, "DNS forwards names outside the domain");
+        if !dns_addr.ip().is_loopback() {
+            tracing::warn!(%dns_addr, "--recursor with DNS beyond loopback: an open resolver for whoever reaches it");
+        }
+    }
+    let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg)
+        .with_tcp_limits(tcp_limits)
+        .with_rrl(rrl)
+        .with_forwarding(forwarding);
     tracing::info!(
         rrl = rrl_on,
         tcp_per_source = args.dns_tcp_per_source,

@@ -301,6 +301,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..=100))]
     pub dns_rrl_slip: u32,
+    /// An upstream resolver, IP or IP:PORT (port 53 by default), for names outside the
+    /// domain (and reverse names of addresses the catalog does not know): forwarded instead
+    /// of REFUSED. Repeat for more; they are tried in order, 2 s each; SERVFAIL if all fail.
+    #[arg(long = "recursor", value_name = "ADDR", value_parser = parse_recursor)]
+    pub recursors: Vec<SocketAddr>,
     /// Log format: `text` for people, `json` (one object per line) for log pipelines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -522,6 +527,18 @@ pub(crate) fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// An upstream resolver for `--recursor`: `IP:PORT`, `[V6]:PORT`, or a bare IP (port 53).
+pub(crate) fn parse_recursor(s: &str) -> Result<SocketAddr, String> {
+    let addr = match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, 53),
+        Err(_) => s.parse().map_err(|e| format!("{s:?}: {e} (want IP or IP:PORT)"))?,
+    };
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(format!("{addr} is not a resolver address"));
+    }
+    Ok(addr)
+}
+
 /// A host name for `--http-allowed-hosts`: lower-cased, without a trailing dot.
 pub(crate) fn parse_allowed_host(s: &str) -> Result<String, String> {
     let h = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
@@ -588,6 +605,17 @@ mod tests {
         match parse(args).unwrap().command {
             Command::Agent(a) => a,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn recursors_repeat_and_default_to_port_53() {
+        let a = agent(&["agent", "--dev", "--recursor", "10.0.0.53", "--recursor", "[fd00::53]:5353"]);
+        let want: Vec<SocketAddr> = vec!["10.0.0.53:53".parse().unwrap(), "[fd00::53]:5353".parse().unwrap()];
+        assert_eq!(a.recursors, want);
+        assert!(agent(&["agent", "--dev"]).recursors.is_empty());
+        for bad in ["0.0.0.0", "10.0.0.1:0", "resolver.example", "10.0.0.1:99999"] {
+            assert!(parse(&["agent", "--dev", "--recursor", bad]).is_err(), "{bad}");
         }
     }
 

@@ -57,6 +57,7 @@ pub const KEYS: &[&str] = &[
     "dns_rrl",
     "dns_rrl_rate",
     "dns_rrl_slip",
+    "recursor",
 ];
 
 /// One key's value, converted and validated.
@@ -95,6 +96,7 @@ enum Setting {
     DnsRrl(Rrl),
     DnsRrlRate(u32),
     DnsRrlSlip(u32),
+    Recursors(Vec<SocketAddr>),
 }
 
 impl Setting {
@@ -134,6 +136,7 @@ impl Setting {
             Setting::DnsRrl(_) => "dns_rrl",
             Setting::DnsRrlRate(_) => "dns_rrl_rate",
             Setting::DnsRrlSlip(_) => "dns_rrl_slip",
+            Setting::Recursors(_) => "recursors",
         }
     }
 
@@ -172,6 +175,7 @@ impl Setting {
             Setting::DnsRrl(v) => a.dns_rrl = v,
             Setting::DnsRrlRate(v) => a.dns_rrl_rate = v,
             Setting::DnsRrlSlip(v) => a.dns_rrl_slip = v,
+            Setting::Recursors(v) => a.recursors = v,
         }
     }
 }
@@ -223,6 +227,18 @@ fn seeds(v: &Value) -> Result<Vec<HostPort>, String> {
         }
     }
     Ok(out)
+}
+
+/// A resolver address or an array of them (`recursor`).
+fn recursors(v: &Value) -> Result<Vec<SocketAddr>, String> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .map(|item| cli::parse_recursor(string(item, "a resolver address (or an array of them)")?))
+        .collect()
 }
 
 /// An integer in `lo..=hi`.
@@ -311,6 +327,7 @@ fn setting(key: &str, v: &Value) -> Result<Setting, String> {
         }),
         "dns_rrl_rate" => Setting::DnsRrlRate(int_in(v, 1, 100_000)?),
         "dns_rrl_slip" => Setting::DnsRrlSlip(int_in(v, 0, 100)?),
+        "recursor" => Setting::Recursors(recursors(v)?),
         _ => return Err("unknown key".to_string()),
     })
 }
@@ -415,6 +432,7 @@ mod tests {
         dns_rrl = "on"
         dns_rrl_rate = 50
         dns_rrl_slip = 0
+        recursor = ["10.0.0.53", "[fd00::53]:5353"]
     "#;
 
     #[test]
@@ -444,6 +462,8 @@ mod tests {
         assert_eq!(a.http_max_conns, 64);
         assert_eq!(a.http_header_timeout, Duration::from_secs(5));
         assert_eq!((a.dns_tcp_per_source, a.dns_rrl, a.dns_rrl_rate, a.dns_rrl_slip), (4, Rrl::On, 50, 0));
+        let recursors: Vec<SocketAddr> = vec!["10.0.0.53:53".parse().unwrap(), "[fd00::53]:5353".parse().unwrap()];
+        assert_eq!(a.recursors, recursors);
         // Every agent flag (but --config itself) is a key.
         let cmd = Cli::command();
         let agent_cmd = cmd.find_subcommand("agent").unwrap();

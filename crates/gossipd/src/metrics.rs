@@ -214,6 +214,18 @@ pub fn render(i: &Inputs<'_>) -> String {
             "DNS TCP connections closed at accept (connection limits).",
             d.tcp_refused,
         );
+        w.one(
+            "dns_forwarded_total",
+            "counter",
+            "DNS queries relayed to an upstream resolver (--recursor) and answered by one.",
+            d.forwarded,
+        );
+        w.one(
+            "dns_forward_failures_total",
+            "counter",
+            "DNS queries to relay that no upstream answered (or with no free slot): SERVFAIL.",
+            d.forward_failed,
+        );
         let by_type: Vec<(&str, u64)> =
             dns_front::COUNTED_QTYPES.iter().copied().zip(d.by_qtype.iter().copied()).collect();
         w.labelled("dns_queries_total", "counter", "DNS queries with one question, by type.", "type", &by_type);

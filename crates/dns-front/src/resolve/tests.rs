@@ -318,3 +318,90 @@ fn weighted_srv_order_is_deterministic_and_weighted() {
     let share = heavy_first as f64 / trials as f64;
     assert!((0.80..0.92).contains(&share), "heavy-first share {share}");
 }
+
+fn ptrs(a: &Answer) -> Vec<String> {
+    a.answers
+        .iter()
+        .map(|r| match r {
+            Record::Ptr { target, .. } => target.clone(),
+            other => panic!("expected PTR, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn ptr_of_a_node_address_names_the_node() {
+    let a = ask("1.0.0.10.in-addr.arpa.", QType::Ptr);
+    assert_eq!((a.rcode, a.authoritative), (Rcode::NoError, true));
+    assert_eq!(ptrs(&a), vec!["n1.node.gossip.".to_owned()]);
+    assert!(matches!(&a.answers[0], Record::Ptr { name, ttl: 0, .. } if name == "1.0.0.10.in-addr.arpa."));
+    let v6 = ask(&name::reverse_name(ip("fd00::6")), QType::Ptr);
+    assert_eq!(ptrs(&v6), vec!["n6.node.gossip.".to_owned()]);
+    assert_eq!(ptrs(&ask("1.0.0.10.in-addr.arpa.", QType::Any)), vec!["n1.node.gossip.".to_owned()]);
+}
+
+#[test]
+fn ptr_of_an_instance_address_names_the_service() {
+    let a = ask(&name::reverse_name(ip("fd00::1")), QType::Ptr);
+    assert_eq!(ptrs(&a), vec!["v6web.service.gossip.".to_owned()]);
+    // Several services on one address: one PTR each, sorted.
+    let s = Snapshot::build(
+        1,
+        vec![
+            inst("b", "1", "n", "10.9.0.1", &[], Health::Passing),
+            inst("a", "2", "n", "10.9.0.1", &[], Health::Passing),
+            inst("a", "3", "m", "10.9.0.1", &[], Health::Passing),
+        ],
+        vec![node("n", "10.9.9.9", true)],
+    );
+    let a = resolve(&Question::new("1.0.9.10.in-addr.arpa", QType::Ptr), &s, &cfg(), 1);
+    assert_eq!(ptrs(&a), vec!["a.service.gossip.".to_owned(), "b.service.gossip.".to_owned()]);
+}
+
+#[test]
+fn ptr_of_unknown_dead_or_unhealthy_addresses_is_nxdomain_without_authority() {
+    // 10.0.0.4: a dead node whose instance is critical; 10.0.0.3 is an alive node (n3).
+    for addr in ["10.0.0.4", "192.0.2.1", "fd00::99"] {
+        let a = ask(&name::reverse_name(ip(addr)), QType::Ptr);
+        assert_eq!(a, Answer::empty(Rcode::NxDomain, false), "{addr}");
+    }
+    assert_eq!(ptrs(&ask("3.0.0.10.in-addr.arpa", QType::Ptr)), vec!["n3.node.gossip.".to_owned()]);
+}
+
+#[test]
+fn other_types_on_a_known_reverse_name_are_nodata_and_partial_ones_refused() {
+    assert_eq!(ask("1.0.0.10.in-addr.arpa.", QType::A), Answer::empty(Rcode::NoError, true));
+    assert_eq!(ask("0.0.10.in-addr.arpa.", QType::Ptr), Answer::empty(Rcode::Refused, false));
+}
+
+#[test]
+fn node_txt_is_nodata() {
+    assert_negative(&ask("n1.node.gossip", QType::Other(16)), Rcode::NoError);
+    assert_negative(&ask("n4.node.gossip", QType::Other(16)), Rcode::NxDomain);
+}
+
+#[test]
+fn any_is_a_and_aaaa_on_services_and_nodes() {
+    assert_eq!(addrs(&ask("web.service.gossip", QType::Any)), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+    assert_eq!(addrs(&ask("v6web.service.gossip", QType::Any)), vec![ip("fd00::1")]);
+    assert_eq!(addrs(&ask("n6.node.gossip", QType::Any)), vec![ip("fd00::6")]);
+}
+
+#[test]
+fn the_datacenter_label_answers_as_without_it() {
+    for (with, without) in [
+        ("web.service.gossip.gossip", "web.service.gossip"),
+        ("v1.web.service.gossip.gossip", "v1.web.service.gossip"),
+        ("n1.node.gossip.gossip", "n1.node.gossip"),
+    ] {
+        for t in [QType::A, QType::Srv, QType::Aaaa] {
+            let (a, b) = (ask(with, t), ask(without, t));
+            assert_eq!((a.rcode, addrs(&a), srv_targets(&a)), (b.rcode, addrs(&b), srv_targets(&b)), "{with} {t:?}");
+        }
+    }
+    assert_negative(&ask("web.service.dc2.gossip", QType::A), Rcode::NxDomain);
+    assert_negative(&ask("n1.node.dc2.gossip", QType::A), Rcode::NxDomain);
+    let c = ResolverConfig { datacenter: "dc1".into(), ..cfg() };
+    let a = resolve(&Question::new("web.service.DC1.gossip", QType::A), &snap(), &c, 1);
+    assert_eq!(addrs(&a), vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+}

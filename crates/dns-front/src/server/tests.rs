@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_server::proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_server::proto::rr::{Name, RecordType};
+use hickory_server::proto::rr::{Name, RData, RecordType};
 
 use super::*;
 use crate::snapshot::{Health, Instance, Node};
@@ -32,6 +32,7 @@ fn handler(snap: &Arc<Snapshot>) -> Handler {
         stats: Arc::default(),
         seed: 99,
         queries: AtomicU64::new(0),
+        forward: None,
     }
 }
 
@@ -76,6 +77,11 @@ fn hits_are_the_full_path_bytes_with_id_flags_and_case_patched() {
         ("gossip.", RecordType::SOA, Some(1232)),
         ("node-7.node.gossip.", RecordType::A, None),
         ("0a000001.addr.gossip.", RecordType::A, None),
+        ("7.0.0.10.in-addr.arpa.", RecordType::PTR, None),
+        ("7.0.0.10.in-addr.arpa.", RecordType::ANY, Some(1232)),
+        ("1.2.0.10.in-addr.arpa.", RecordType::PTR, None), // NXDOMAIN, not authoritative
+        ("web.service.gossip.gossip.", RecordType::A, None),
+        ("node-7.node.gossip.gossip.", RecordType::TXT, None), // NODATA
     ];
     for (name, rtype, edns) in cases {
         let (h, mut cache) = (handler(&snap), AnswerCache::new(CacheLimits::default()));
@@ -132,4 +138,44 @@ fn stats_count_hits_once() {
     let (o2, _) = cached(&h, &mut cache, &snap, &q);
     assert_eq!((o1, o2), (Outcome::Miss, Outcome::Hit { rcode: CountedRcode::NxDomain, truncated: false }));
     assert_eq!(h.stats.counts().nxdomain, 1, "the full path counted the miss; the loop counts hits");
+}
+
+#[test]
+fn ptr_is_encoded() {
+    let snap = snapshot();
+    let reply = Message::from_vec(&uncached(&snap, &query(1, "7.0.0.10.in-addr.arpa.", RecordType::PTR, None, true)))
+        .expect("decodes");
+    assert!(reply.metadata.authoritative);
+    let targets: Vec<String> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(p) => Some(p.0.to_ascii()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets, vec!["node-7.node.gossip.".to_owned()]);
+}
+
+#[test]
+fn with_forwarding_names_not_ours_are_handed_over_and_never_cached() {
+    let snap = snapshot();
+    let mut h = handler(&snap);
+    h.forward = Some(Arc::new(Forwarder::new(ForwardConfig::new(vec!["127.0.0.1:9".parse().expect("addr")]))));
+    let mut cache = AnswerCache::new(CacheLimits::default());
+    for (name, rtype) in [("example.com.", RecordType::A), ("1.2.0.10.in-addr.arpa.", RecordType::PTR)] {
+        let raw = query(7, name, rtype, None, true);
+        assert!(matches!(h.reply(&raw, SRC, Protocol::Udp, &snap), Reply::Forward), "{name}");
+        for _ in 0..2 {
+            let (outcome, _) = cached(&h, &mut cache, &snap, &raw);
+            assert_eq!(outcome, Outcome::NoAnswer, "{name}: the UDP loop forwards it, uncached");
+        }
+    }
+    // Our names, and the catalog's own NXDOMAIN, are still answered here.
+    for name in ["web.service.gossip.", "nope.service.gossip.", "7.0.0.10.in-addr.arpa."] {
+        assert!(matches!(
+            h.reply(&query(7, name, RecordType::A, None, true), SRC, Protocol::Udp, &snap),
+            Reply::Send(_)
+        ));
+    }
 }

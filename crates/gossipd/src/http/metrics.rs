@@ -45,6 +45,8 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "RrlDropped": d.rrl_dropped,
             "RrlSlipped": d.rrl_slipped,
             "TcpRefused": d.tcp_refused,
+            "Forwarded": d.forwarded,
+            "ForwardFailures": d.forward_failed,
             "LatencyCount": d.latency.count,
             "LatencySumSeconds": d.latency.sum_nanos as f64 / 1e9,
         })
