@@ -16,26 +16,47 @@ use integration::wait_for;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A dnsmasq on 127.0.0.1:PORT answering `upstream.test` with 127.0.0.77 and nothing else.
+/// The port is picked free, but another test's socket can take it (UDP or TCP) before dnsmasq
+/// binds it: a dnsmasq that exits or stays silent is replaced on a new port (3 attempts).
 fn upstream(root: &std::path::Path) -> Option<(Running, SocketAddr)> {
     let dnsmasq = peers::require("dnsmasq")?;
-    let port = peers::free_udp_port();
-    let child = Command::new(dnsmasq)
-        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg("--address=/upstream.test/127.0.0.77")
-        .arg(format!("--pid-file={}", root.join("dnsmasq.pid").display()))
-        .arg("--user=root")
-        .arg("--cache-size=0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dnsmasq");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Running(child);
-    wait_for("dnsmasq to answer upstream.test", WAIT, || {
-        dns::udp(addr, "upstream.test.", RecordType::A).filter(|r| r.rcode == ResponseCode::NoError)
-    });
-    Some((child, addr))
+    for attempt in 1..=3 {
+        let port = peers::free_udp_port();
+        let log = std::fs::File::create(root.join(format!("dnsmasq-{attempt}.log"))).expect("dnsmasq log");
+        let child = Command::new(&dnsmasq)
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg("--address=/upstream.test/127.0.0.77")
+            .arg(format!("--pid-file={}", root.join(format!("dnsmasq-{attempt}.pid")).display()))
+            .arg("--user=root")
+            .arg("--cache-size=0")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dnsmasq");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut child = Running(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        while std::time::Instant::now() < deadline {
+            if child.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            let answered = dns::udp(addr, "upstream.test.", RecordType::A).filter(|r| r.rcode == ResponseCode::NoError);
+            if answered.is_some() {
+                return Some((child, addr));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let why = std::fs::read_to_string(root.join(format!("dnsmasq-{attempt}.log"))).unwrap_or_default();
+        eprintln!("dnsmasq attempt {attempt} on port {port} did not answer: {why}");
+    }
+    panic!("dnsmasq did not answer upstream.test in 3 attempts (logs in the test's directory)");
 }
 
 fn agent_with(root: &std::path::Path, name: &str, extra: &[String]) -> Agent {
