@@ -302,7 +302,7 @@ fn keys(api: &Api, command: crate::cli::KeysCommand, format: Format) -> anyhow::
     if format == Format::Json {
         return Ok(pretty(&answer));
     }
-    Ok(format!("key {} {verb}; the change spreads to every agent\n", crate::keys::fingerprint(&bytes)))
+    Ok(format!("key {} {verb}; in force on every live agent\n", crate::keys::fingerprint(&bytes)))
 }
 
 /// Serf's member status codes, as Consul reports them.
