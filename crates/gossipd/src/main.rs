@@ -58,8 +58,25 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     }
 }
 
+/// A bare word in a filter is a target name to tracing (`verbose` would silence every log):
+/// each comma-separated directive must be a level, or `target=level`.
+fn check_log_level(filter: &str) -> anyhow::Result<()> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = d.rsplit_once('=').map_or(d, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            anyhow::bail!(
+                "--log-level {filter:?}: {d:?} is not a level (trace, debug, info, warn, error, off) nor \
+                 TARGET=LEVEL (e.g. gossipd=debug)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` when set, else by `default`.
 fn init_tracing(default: &str, format: cli::LogFormat) -> anyhow::Result<()> {
+    check_log_level(default)?;
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.trim().is_empty() => {
             EnvFilter::try_new(&env).map_err(|e| anyhow::anyhow!("invalid RUST_LOG {env:?}: {e}"))?
@@ -68,10 +85,25 @@ fn init_tracing(default: &str, format: cli::LogFormat) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(format!("hickory_server=warn,{default}"))
             .map_err(|e| anyhow::anyhow!("invalid --log-level {default:?}: {e}"))?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: a file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match format {
         cli::LogFormat::Text => builder.try_init(),
         cli::LogFormat::Json => builder.json().try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bare_word_that_is_no_level_is_refused() {
+        assert!(super::check_log_level("info").is_ok());
+        assert!(super::check_log_level("gossipd=debug,warn").is_ok());
+        assert!(super::check_log_level("WARN").is_ok());
+        let e = super::check_log_level("verbose").unwrap_err().to_string();
+        assert!(e.contains("\"verbose\" is not a level"), "{e}");
+        assert!(super::check_log_level("gossipd=loud").is_err());
+    }
 }
