@@ -39,6 +39,16 @@ fn wrong_cluster_key_gets_zero_reply_bytes() {
     assert_eq!(a.metric("Secure", "HandshakesCompleted"), 0);
     assert_eq!(b.alive_members(), vec!["bravo"]);
     assert_eq!(a.alive_members(), vec!["alpha"]);
+    // Both sides say why, in their logs: the joiner names the cluster key as the likely cause,
+    // the seed names the address whose handshakes proved no key of its keyring.
+    wait_for("bravo to name the cluster key", Duration::from_secs(10), || {
+        let log = b.log();
+        (log.contains("no seed answers") && log.contains("cluster key")).then_some(())
+    });
+    wait_for("alpha to name bravo's address", Duration::from_secs(10), || {
+        let log = a.log();
+        (log.contains("proved no key of our keyring") && log.contains(&b.gossip.to_string())).then_some(())
+    });
 }
 
 #[test]

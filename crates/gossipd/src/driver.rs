@@ -460,6 +460,18 @@ impl Driver {
                     %newcomer,
                     "refused node {newcomer}: its name {name} belongs to live node {holder}"
                 ),
+                Event::SeedsSilent { seeds, attempts } => {
+                    let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+                    tracing::warn!(seeds = %seeds.join(","), attempts,
+                        "no seed answers, so this agent is alone. Likeliest causes: a cluster key the seeds \
+                         do not hold (a seed answers nothing to a datagram without its cluster key: compare \
+                         `gossipd keys list` on a member with --cluster-key-file, or this data dir's \
+                         keyring.json, which wins over the flag after the first start), a seed that is down \
+                         or unreachable (UDP port, firewall), or a --seed ADDR#IDENTITY pin that does not match")
+                }
+                Event::Unadmitted { from, count } => tracing::warn!(%from, count,
+                    "handshakes from this address proved no key of our keyring: an agent there has a wrong \
+                     or removed cluster key (give it the current one: `gossipd keys list`)"),
                 Event::Revoked(r) => {
                     tracing::warn!(identity = %crate::keys::encode_key(&r.identity.0),
                         node = %r.identity.node_id(), "certificate revoked by the CA: the node is dropped");

@@ -197,6 +197,22 @@ pub enum Event {
         /// The versions the peer speaks.
         theirs: crate::version::VersionRange,
     },
+    /// No seed has answered for a while (this node knows no peer): a wrong or removed cluster
+    /// key, a seed down or unreachable, a pin that does not match. Reported with backoff.
+    SeedsSilent {
+        /// The seeds tried.
+        seeds: Vec<SocketAddr>,
+        /// Attempts so far.
+        attempts: u32,
+    },
+    /// Handshake initiations from `from` proved no key of the keyring (reported at most once a
+    /// minute per source): likely an agent with a wrong or removed cluster key.
+    Unadmitted {
+        /// The source (unauthenticated: it may be spoofed).
+        from: SocketAddr,
+        /// How many since the last report.
+        count: u64,
+    },
     /// A CA-signed revocation was learned: the identity is dropped (persist it).
     Revoked(crate::cert::Revocation),
     /// An owner signed two different entries under one version (proof of misbehaviour).

@@ -54,6 +54,10 @@ pub struct Gossip {
     next_round: Instant,
     next_seed_try: Instant,
     seed_backoff: std::time::Duration,
+    /// Seed attempts without an answer since this node last had a peer.
+    seed_attempts: u32,
+    /// When unadmitted handshakes were last reported.
+    next_unadmitted_report: Instant,
     published_binding: Option<Binding>,
     keyring_stamp: u64,
     suspicions: std::collections::BTreeMap<NodeId, liveness::Suspicion>,
@@ -101,6 +105,8 @@ impl Gossip {
             seed_backoff: cfg.seed_backoff_min,
             next_round: now + first,
             next_seed_try: now,
+            seed_attempts: 0,
+            next_unadmitted_report: now,
             cfg,
             local,
             rng,
@@ -511,9 +517,27 @@ impl Gossip {
             self.next_round = now + self.cfg.gossip_interval.mul_f64(jitter);
             self.round(now);
         }
+        if now >= self.next_unadmitted_report {
+            let unadmitted = self.secure.take_unadmitted();
+            if !unadmitted.is_empty() {
+                self.next_unadmitted_report = now + std::time::Duration::from_secs(60);
+            }
+            for (from, count) in unadmitted {
+                self.events.push_back(Event::Unadmitted { from, count });
+            }
+        }
+        if !self.peers.is_empty() {
+            self.seed_attempts = 0;
+        }
         if self.peers.is_empty() && !self.cfg.seeds.is_empty() && now >= self.next_seed_try {
             self.next_seed_try = now + self.seed_backoff;
             self.seed_backoff = (self.seed_backoff * 2).min(self.cfg.seed_backoff_max);
+            self.seed_attempts += 1;
+            // 3, 6, 12, ... attempts without a peer: say so, with backoff.
+            if self.seed_attempts == 3 || (self.seed_attempts > 3 && self.seed_attempts.is_power_of_two()) {
+                self.events
+                    .push_back(Event::SeedsSilent { seeds: self.cfg.seeds.clone(), attempts: self.seed_attempts });
+            }
             // Our own state goes along with the opening, so that a seed learns of us from one
             // exchange even when the rest of it is lost.
             let own = self.table.deltas_for(&self.local.id, 0, 0, 0, MAX_PAYLOAD);

@@ -187,6 +187,7 @@ impl SecureLayer {
     fn admit(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) -> Option<ClusterKey> {
         let Some(key) = self.cfg.keyring.keys().iter().find(|k| packet::mac1_ok(data, k.mac1_key())).cloned() else {
             self.stats.dropped_unauthenticated += 1;
+            self.note_unadmitted(from);
             return None;
         };
         if self.under_load(now) {

@@ -255,6 +255,9 @@ pub struct SecureLayer {
     /// Peers whose handshake showed a clock offset beyond [`SKEW_REPORTED`]: address, identity,
     /// offset in seconds (theirs minus ours), for the gossip layer to report (bounded).
     skews: Vec<(SocketAddr, IdentityPub, i64)>,
+    /// Handshake initiations that proved no key of the keyring, by source (bounded): a member
+    /// with a wrong or removed cluster key, or junk (sources can be spoofed: only reported).
+    unadmitted: HashMap<SocketAddr, u64>,
 }
 
 impl std::fmt::Debug for SecureLayer {
@@ -327,6 +330,7 @@ impl SecureLayer {
             stats: SecureStats::default(),
             refusals: Vec::new(),
             skews: Vec::new(),
+            unadmitted: HashMap::new(),
             cfg,
         }
     }
@@ -415,6 +419,20 @@ impl SecureLayer {
         if self.refusals.len() < 16 {
             self.refusals.push((from, identity, e));
         }
+    }
+
+    pub(super) fn note_unadmitted(&mut self, from: SocketAddr) {
+        if self.unadmitted.len() < 64 || self.unadmitted.contains_key(&from) {
+            *self.unadmitted.entry(from).or_default() += 1;
+        }
+    }
+
+    /// Sources whose handshake initiations proved no key of the keyring since the last call,
+    /// with how many, sorted by address.
+    pub fn take_unadmitted(&mut self) -> Vec<(SocketAddr, u64)> {
+        let mut v: Vec<(SocketAddr, u64)> = self.unadmitted.drain().collect();
+        v.sort_unstable();
+        v
     }
 
     /// Peers seen since the last call whose clock is off by more than [`SKEW_REPORTED`]:
