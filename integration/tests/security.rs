@@ -45,6 +45,13 @@ fn wrong_cluster_key_gets_zero_reply_bytes() {
         let log = b.log();
         (log.contains("no seed answers") && log.contains("cluster key")).then_some(())
     });
+    // `gossipd info` shows it too.
+    let info = std::process::Command::new(binary())
+        .args(["info", "--http", &b.http.to_string()])
+        .output()
+        .expect("run gossipd info");
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("no seed answers") && info.contains("members:           1 alive of 1"), "{info}");
     wait_for("alpha to name bravo's address", Duration::from_secs(10), || {
         let log = a.log();
         (log.contains("proved no key of our keyring") && log.contains(&b.gossip.to_string())).then_some(())

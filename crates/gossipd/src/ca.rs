@@ -211,7 +211,7 @@ pub fn revoke(ca_dir: &Path, cert_file: &Path) -> anyhow::Result<String> {
     Ok(revocation_to_pem(&Revocation::sign(&ca, &cert)))
 }
 
-fn date(secs: u64) -> String {
+pub(crate) fn date(secs: u64) -> String {
     // Days since the epoch to a civil date (Howard Hinnant's algorithm), UTC.
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

@@ -45,6 +45,9 @@ pub enum Command {
     Keygen,
     /// List or change the cluster keyring (the change spreads to every agent).
     Keys(KeysArgs),
+    /// This agent at a glance: name, members, protocol, self-preservation, catalog, and the
+    /// latest problems it reported (why it may not join, refusals, skewed clocks, failures).
+    Info(ClientArgs),
     /// The cluster CA, offline: create it, sign node certificates, revoke them.
     Ca(CaArgs),
     /// Inspect a certificate file.

@@ -29,6 +29,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let api = Api::new(&k.client)?;
             keys(&api, k.command, k.client.format)?
         }
+        Command::Info(client) => info(&Api::new(&client)?, client.format)?,
         Command::Ca(c) => ca(c.command)?,
         Command::Cert(c) => match c.command {
             crate::cli::CertCommand::Show { file } => {
@@ -43,6 +44,33 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     };
     print!("{out}");
     Ok(())
+}
+
+fn info(api: &Api, format: Format) -> anyhow::Result<String> {
+    let me = api.get("/v1/agent/self")?;
+    if format == Format::Json {
+        return Ok(pretty(&me));
+    }
+    let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let tags = &me["Member"]["Tags"];
+    let lan = &me["Stats"]["serf_lan"];
+    let mut out = String::new();
+    out.push_str(&format!("node:              {}\n", s(&me["Config"]["NodeName"])));
+    out.push_str(&format!("members:           {} alive of {}\n", s(&lan["alive_members"]), s(&lan["members"])));
+    out.push_str(&format!("protocol:          {}..={}\n", s(&tags["vsn_min"]), s(&tags["vsn_max"])));
+    out.push_str(&format!("self-preservation: {}\n", s(&lan["self_preservation"])));
+    out.push_str(&format!("services:          {}\n", s(&me["Stats"]["catalog"]["services"])));
+    let problems = me["Problems"].as_array().cloned().unwrap_or_default();
+    if problems.is_empty() {
+        out.push_str("problems:          none reported\n");
+    } else {
+        out.push_str("problems (latest last):\n");
+        for p in problems {
+            let when = p["Time"].as_u64().map(crate::ca::date).unwrap_or_default();
+            out.push_str(&format!("  {when}  {}\n", s(&p["Problem"])));
+        }
+    }
+    Ok(out)
 }
 
 fn ca(command: crate::cli::CaCommand) -> anyhow::Result<String> {

@@ -60,6 +60,8 @@ pub enum Command {
     AddRevocation(gossip_core::cert::Revocation, oneshot::Sender<Result<bool, String>>),
     /// The revocations in force.
     Revocations(oneshot::Sender<Vec<gossip_core::cert::Revocation>>),
+    /// The latest problems the agent reported (unix seconds, text), oldest first.
+    Problems(oneshot::Sender<Vec<(u64, String)>>),
     /// The keyring stamp in force here, and the one each live member (this one included) says
     /// it has in force, by name.
     KeyringStamps(oneshot::Sender<KeyringStamps>),
@@ -68,6 +70,42 @@ pub enum Command {
     /// its own writes from this agent at once (views are otherwise rebuilt at most once per
     /// [`PUBLISH_INTERVAL`]).
     Sync(oneshot::Sender<()>),
+}
+
+/// Most problems kept for `gossipd info`.
+const MAX_PROBLEMS: usize = 32;
+
+/// A one-line summary of an event that is a problem an operator should see, if it is one.
+fn problem_of(e: &Event) -> Option<String> {
+    let id = |i: &gossip_core::secure::keys::IdentityPub| crate::keys::encode_key(&i.0);
+    Some(match e {
+        Event::SeedsSilent { seeds, attempts } => format!(
+            "no seed answers after {attempts} attempts ({}): a cluster key the seeds do not hold, a seed down or \
+             unreachable, or a pin that does not match",
+            seeds.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+        ),
+        Event::Unadmitted { from, count } => {
+            format!("{count} handshakes from {from} proved no key of our keyring (a wrong or removed cluster key)")
+        }
+        Event::CertRefused { peer, identity, reason } => {
+            format!("refused a handshake from {peer} ({}) for its certificate: {reason}", id(identity))
+        }
+        Event::Refused { name, reason, .. } => format!("refused the state of {name}: {reason}"),
+        Event::ClockSkew { peer, offset_secs, tolerated, .. } => {
+            format!("the clock of {peer} is {offset_secs} s off ours (tolerated: {tolerated} s)")
+        }
+        Event::VersionRefused { peer, ours, theirs, .. } => {
+            format!("no common wire version with {peer}: ours {ours}, theirs {theirs}")
+        }
+        Event::Banned { identity, reason, .. } => format!("banned {}: {reason}", identity.node_id()),
+        Event::Excluded { node, reason, .. } => format!("{node} excluded by the cluster: {reason}"),
+        Event::MemberFailed(n) => format!("member {n} failed"),
+        Event::SelfPreservation { engaged: true, failing, cluster } => {
+            format!("self-preservation engaged: {failing} of {cluster} nodes seem to fail at once")
+        }
+        Event::Revoked(r) => format!("revoked {} ({})", r.identity.node_id(), id(&r.identity)),
+        _ => return None,
+    })
 }
 
 /// The answer to [`Command::KeyringStamps`]: the stamp in force here, and each live member's
@@ -227,6 +265,8 @@ pub struct Driver {
     running: BTreeMap<String, Running>,
     /// Last run number handed out.
     runs: u64,
+    /// The latest problems reported (unix seconds, text), newest last; `gossipd info` shows them.
+    problems: std::collections::VecDeque<(u64, String)>,
     /// The health each local service was last registered with.
     health: BTreeMap<String, Health>,
     local_checks: Arc<ArcSwap<LocalChecks>>,
@@ -304,6 +344,7 @@ impl Driver {
             last_publish: None,
             publish_due: None,
             syncs: Vec::new(),
+            problems: std::collections::VecDeque::new(),
         };
         d.publish();
         (d, handle)
@@ -408,6 +449,13 @@ impl Driver {
         // leaves, so that a crash right after cannot make the next start reuse it.
         let mut changed = false;
         while let Some(ev) = self.gossip.poll_event() {
+            if let Some(p) = problem_of(&ev) {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                if self.problems.len() == MAX_PROBLEMS {
+                    self.problems.pop_front();
+                }
+                self.problems.push_back((now, p));
+            }
             match &ev {
                 Event::MemberJoined(n) => tracing::info!(node = %n.name, addr = %n.addr, "member joined"),
                 Event::MemberLeft(n) => tracing::info!(node = %n.name, addr = %n.addr, "member left"),
@@ -553,6 +601,9 @@ impl Driver {
             }
             Command::Revocations(reply) => {
                 let _ = reply.send(self.gossip.revocations());
+            }
+            Command::Problems(reply) => {
+                let _ = reply.send(self.problems.iter().cloned().collect());
             }
             Command::KeyringStamps(reply) => {
                 let members = self.gossip.keyring_stamps().into_iter().map(|(n, s)| (n.name, s)).collect();

@@ -96,6 +96,11 @@ pub async fn members(State(api): State<Arc<Api>>) -> Response {
 /// `GET /v1/agent/self`: the part of Consul's answer that describes this agent (`Config`,
 /// `Member`, `Meta`, `Stats`); no `DebugConfig`, `Coord` is null.
 pub async fn agent_self(State(api): State<Arc<Api>>) -> Response {
+    let problems = match ask(&api, Command::Problems).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let problems: Vec<Value> = problems.iter().map(|(t, text)| json!({ "Time": t, "Problem": text })).collect();
     let c = api.handle.catalog.load_full();
     let local = api.handle.checks.load_full();
     let member = local_member(&c, &local);
@@ -122,6 +127,7 @@ pub async fn agent_self(State(api): State<Arc<Api>>) -> Response {
             },
             "catalog": { "index": c.index.to_string(), "services": c.services.len().to_string() },
         },
+        "Problems": problems,
     }))
     .into_response()
 }
