@@ -213,3 +213,24 @@ fn a_write_through_the_api_is_read_back_at_once_from_the_same_agent() {
         assert_eq!((reply.rcode, reply.srv.len()), (ResponseCode::NoError, 1), "instance {i} not in DNS yet");
     }
 }
+
+/// HTTP service lookups ignore ASCII case, as DNS does; `filter` is refused on the agent
+/// endpoints as on catalog and health ones, never silently ignored.
+#[test]
+fn service_names_ignore_case_and_filter_is_refused_everywhere() {
+    let root = tempfile::tempdir().unwrap();
+    let a = integration::agent::Agent::start(
+        root.path(),
+        integration::agent::Options { name: "alpha".into(), ..Default::default() },
+    );
+    let (status, body) = a.put("/v1/agent/service/register", r#"{"ID":"web-1","Name":"web","Port":80}"#);
+    assert_eq!(status, 200, "{body}");
+    for path in ["/v1/catalog/service/WEB", "/v1/health/service/Web", "/v1/health/checks/wEb"] {
+        let v = a.get(path).unwrap();
+        assert_eq!(v.as_array().map(Vec::len), Some(1), "{path}: {v}");
+    }
+    for path in ["/v1/agent/services?filter=x", "/v1/agent/checks?filter=x", "/v1/catalog/services?filter=x"] {
+        let err = a.get(path).expect_err("filter refused");
+        assert!(err.contains("400"), "{path}: {err}");
+    }
+}

@@ -61,7 +61,10 @@ fn agent_service(def: &service_def::ServiceDef) -> Value {
 }
 
 /// `GET /v1/agent/services`: this agent's services by id.
-pub async fn services(State(api): State<Arc<Api>>) -> Response {
+pub async fn services(State(api): State<Arc<Api>>, q: Params) -> Response {
+    if let Err((status, msg)) = super::check_read_params(&q) {
+        return text(status, msg);
+    }
     match ask(&api, Command::LocalServices).await {
         Ok(defs) => {
             let map: serde_json::Map<String, Value> = defs.iter().map(|d| (d.id.clone(), agent_service(d))).collect();
@@ -133,7 +136,10 @@ pub async fn agent_self(State(api): State<Arc<Api>>) -> Response {
 }
 
 /// `GET /v1/agent/checks`: this agent's checks by id.
-pub async fn checks(State(api): State<Arc<Api>>) -> Response {
+pub async fn checks(State(api): State<Arc<Api>>, q: Params) -> Response {
+    if let Err((status, msg)) = super::check_read_params(&q) {
+        return text(status, msg);
+    }
     let local = api.handle.checks.load_full();
     let map: serde_json::Map<String, Value> =
         local.checks.iter().map(|(id, c)| (id.clone(), super::health::check_json(&local.node, c))).collect();

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{Api, DATACENTER, Params, blocking, json_with_index, node_json, status_code, uuid};
-use crate::view::CatalogInstance;
+use crate::view::{Catalog, CatalogInstance};
 
 /// `GET /v1/catalog/datacenters`: this cluster's only datacenter.
 pub async fn datacenters() -> Response {
@@ -31,10 +31,15 @@ pub async fn services(State(api): State<Arc<Api>>, q: Params) -> Response {
     json_with_index(&c, json!(map))
 }
 
+/// The instances of the service `name`, matched ignoring ASCII case (as DNS matches it).
+pub(super) fn instances_named<'a>(c: &'a Catalog, name: &str) -> Vec<&'a CatalogInstance> {
+    c.services.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v.iter()).collect()
+}
+
 /// The instances that carry every `tag` asked for (Consul: repeated `tag` parameters AND).
-pub(super) fn filter_tags<'a>(list: &'a [CatalogInstance], q: &Params) -> impl Iterator<Item = &'a CatalogInstance> {
+pub(super) fn filter_tags<'a>(list: Vec<&'a CatalogInstance>, q: &Params) -> impl Iterator<Item = &'a CatalogInstance> {
     let tags: Vec<String> = q.all("tag").map(str::to_owned).collect();
-    list.iter().filter(move |i| tags.iter().all(|t| i.service.tags.iter().any(|x| x == t)))
+    list.into_iter().filter(move |i| tags.iter().all(|t| i.service.tags.iter().any(|x| x == t)))
 }
 
 pub(super) fn weights(i: &CatalogInstance) -> Value {
@@ -47,7 +52,7 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
         Ok(c) => c,
         Err(r) => return r,
     };
-    let list = c.services.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+    let list = instances_named(&c, &name);
     let out: Vec<Value> = filter_tags(list, &q)
         .map(|i| {
             json!({

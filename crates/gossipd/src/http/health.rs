@@ -60,7 +60,7 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
     // Consul: `passing` present (any value but "false"/"0") keeps passing instances only.
     let passing_only = q.has("passing") && !matches!(q.get("passing"), Some("false" | "0"));
     let local = api.handle.checks.load_full();
-    let list = c.services.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+    let list = super::catalog::instances_named(&c, &name);
     let out: Vec<Value> = filter_tags(list, &q)
         .filter(|i| !passing_only || i.service.health == Health::Passing)
         .map(|i| {
@@ -91,8 +91,8 @@ pub async fn checks(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Pa
         Err(r) => return r,
     };
     let local = api.handle.checks.load_full();
-    let list = c.services.get(&name).map(Vec::as_slice).unwrap_or(&[]);
-    let out: Vec<Value> = list.iter().flat_map(|i| service_checks(i, &local)).collect();
+    let list = super::catalog::instances_named(&c, &name);
+    let out: Vec<Value> = list.into_iter().flat_map(|i| service_checks(i, &local)).collect();
     json_with_index(&c, Value::Array(out))
 }
 
