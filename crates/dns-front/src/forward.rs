@@ -158,27 +158,7 @@ async fn tcp_exchange(upstream: SocketAddr, query: &[u8], question: std::ops::Ra
     if matches(&reply, query, &question) { Ok(reply) } else { Err(io::ErrorKind::InvalidData.into()) }
 }
 
-/// The bytes of the (single) question of `query`, from its name to its class; `None` unless
-/// the header reads, there is exactly one question and its name is uncompressed.
-pub fn question_span(query: &[u8]) -> Option<std::ops::Range<usize>> {
-    let header = query.get(..12)?;
-    if header[4..6] != [0, 1] {
-        return None;
-    }
-    let mut at = 12;
-    loop {
-        let len = usize::from(*query.get(at)?);
-        at += 1;
-        if len == 0 {
-            break;
-        }
-        if len > 63 || at + len > query.len() {
-            return None;
-        }
-        at += len;
-    }
-    (at + 4 <= query.len()).then_some(12..at + 4)
-}
+use crate::wire::question_span;
 
 /// SERVFAIL for `query`: its ID, opcode and RD, RA set, its question, nothing else. `None`
 /// when the question does not read.

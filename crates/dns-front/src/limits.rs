@@ -214,22 +214,10 @@ impl Rrl {
 }
 
 /// A bare truncated answer to `query`: its header with QR, AA and TC set, no records, and its
-/// question; `None` when the question does not read. Never longer than the query.
+/// question; `None` when the one question does not read. Never longer than the query.
 pub fn truncated_reply(query: &[u8]) -> Option<Vec<u8>> {
     let header = query.get(..12)?;
-    let mut at = 12;
-    loop {
-        let len = usize::from(*query.get(at)?);
-        at += 1;
-        if len == 0 {
-            break;
-        }
-        if len > 63 || at + len > query.len() {
-            return None;
-        }
-        at += len;
-    }
-    let question = query.get(12..at + 4)?;
+    let question = query.get(crate::wire::question_span(query)?)?;
     let mut out = Vec::with_capacity(12 + question.len());
     out.extend_from_slice(&header[..2]);
     // QR, opcode kept, AA, TC, RD kept; RA clear, rcode NOERROR.

@@ -167,6 +167,28 @@ pub fn patch_into(template: &[u8], owners: &[u16], query: &[u8], q: &WireQuery, 
 
 /// A query as a stub resolver sends it (RD set, one question of class IN, an OPT record with
 /// `edns` as payload size and the DO bit as given, no options), for the crate's tests.
+/// The bytes of the (single) question of `query`, from its name to its class; `None` unless
+/// the header reads, there is exactly one question and its name is uncompressed.
+pub fn question_span(query: &[u8]) -> Option<std::ops::Range<usize>> {
+    let header = query.get(..12)?;
+    if header[4..6] != [0, 1] {
+        return None;
+    }
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        if len > 63 || at + len > query.len() {
+            return None;
+        }
+        at += len;
+    }
+    (at + 4 <= query.len()).then_some(12..at + 4)
+}
+
 #[cfg(test)]
 pub(crate) fn test_query(id: u16, name: &str, qtype: u16, edns: Option<u16>, dnssec_ok: bool) -> Vec<u8> {
     let mut m = id.to_be_bytes().to_vec();

@@ -97,7 +97,7 @@ proptest! {
 
     #[test]
     fn forwarding_reads_any_bytes_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-        let span = dns_front::forward::question_span(&bytes);
+        let span = dns_front::wire::question_span(&bytes);
         let failed = dns_front::forward::servfail(&bytes);
         prop_assert_eq!(span.is_some(), failed.is_some());
         if let (Some(span), Some(failed)) = (span, failed) {
