@@ -68,7 +68,7 @@ fn a_cluster_under_a_ca_enforces_grants_refuses_outsiders_and_revocations_stick(
     let shown = gossipd(&["cert", "show", &format!("{certs}/bravo.crt")]);
     assert!(shown.contains("\"api-*\"") && shown.contains("\"bravo\""), "{shown}");
 
-    let a = certified(r, "alpha", vec![]);
+    let mut a = certified(r, "alpha", vec![]);
     let mut b = certified(r, "bravo", vec![a.gossip]);
     let c = certified(r, "charlie", vec![a.gossip]);
     for x in [&a, &b, &c] {
@@ -125,7 +125,10 @@ fn a_cluster_under_a_ca_enforces_grants_refuses_outsiders_and_revocations_stick(
     }
     wait_for("charlie's instance out of answers", WAIT, || (answers(&b, "web") == 1).then_some(()));
 
-    // It stays gone after a restart: bravo kept the revocation.
+    // It stays gone after a restart: bravo kept the revocation. Alpha, which wrote it, is down,
+    // so bravo can only have it from its own data directory; charlie keeps running and knows
+    // bravo's address.
+    a.kill();
     b.restart();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(b.get("/v1/operator/revocations").unwrap().as_array().map(Vec::len), Some(1));
