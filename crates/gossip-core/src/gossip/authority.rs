@@ -168,7 +168,7 @@ impl Gossip {
 
     /// Reports handshakes the secure layer refused for their certificate, and peers whose clock
     /// is off.
-    pub(super) fn report_cert_refusals(&mut self) {
+    pub(super) fn report_handshake_findings(&mut self) {
         for (peer, identity, offset_secs) in self.secure.take_skews() {
             // Once per identity and order of magnitude of the offset.
             let key = (identity.node_id(), format!("skew {}", offset_secs.unsigned_abs().ilog10()));

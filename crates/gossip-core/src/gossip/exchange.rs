@@ -28,7 +28,7 @@ impl Gossip {
         let mut out = Vec::new();
         let received = self.secure.recv(now, from, data, &mut out);
         self.emit(out);
-        self.report_cert_refusals();
+        self.report_handshake_findings();
         let Some(Received { identity, payload, version, .. }) = received else { return };
         let msg = match Message::decode_for(version, &payload) {
             Ok(m) => m,
