@@ -142,6 +142,21 @@ pub enum Value {
     Revocation(crate::cert::Revocation),
     /// The owner's protocol range (key [`PROTO_KEY`]): the wire versions it speaks.
     Proto(crate::version::VersionRange),
+    /// A failure record (key [`FAILED_PREFIX`] + the target's id in hex): the owner declared
+    /// `target` failed when the state it held of it was `(generation, version)`. Death is part
+    /// of the replicated state: an agent that syncs learns who is dead with everything else.
+    /// The target refutes it by writing any newer version.
+    Failed {
+        /// The node declared failed.
+        target: NodeId,
+        /// Its generation when declared.
+        generation: u64,
+        /// Its version when declared.
+        version: u64,
+        /// When the owner declared it (unix seconds, owner's clock): every replica collects the
+        /// failed node's state `failed_grace` after this, so that all collect it together.
+        at: u64,
+    },
     /// A value of a kind this build does not know (written by a newer agent): kept, verified
     /// and relayed as the owner's bytes, ignored by every view. `bytes` is the body as
     /// received (bounded by the datagram); re-encoding reproduces the received value exactly,
@@ -158,7 +173,15 @@ pub enum Value {
 pub const PROTO_KEY: &str = "@proto";
 
 /// Value tags this build knows; any other tag decodes as [`Value::Unknown`].
-pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=8;
+pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=9;
+
+/// Key prefix of failure records ([`Value::Failed`]), followed by the target's id in hex.
+pub const FAILED_PREFIX: &str = "@failed/";
+
+/// The key of the failure record about `target`.
+pub fn failed_key(target: &NodeId) -> String {
+    format!("{FAILED_PREFIX}{}", target.to_hex())
+}
 
 impl Value {
     /// True for a value of a kind this build does not know.
@@ -748,6 +771,13 @@ fn encode_value_body(w: &mut Writer, value: &Value) -> u8 {
             w.u8(range.max());
             8
         }
+        Value::Failed { target, generation, version, at } => {
+            w.node_id(target);
+            w.varint(*generation);
+            w.varint(*version);
+            w.varint(*at);
+            9
+        }
         Value::Unknown { tag, bytes } => {
             w.bytes(bytes);
             *tag
@@ -809,6 +839,7 @@ fn decode_value_body(r: &mut Reader<'_>, tag: u8) -> Result<Value, DecodeError> 
             let (min, max) = (r.u8()?, r.u8()?);
             Value::Proto(crate::version::VersionRange::new(min, max).ok_or(DecodeError::OutOfRange("protocol range"))?)
         }
+        9 => Value::Failed { target: r.node_id()?, generation: r.varint()?, version: r.varint()?, at: r.varint()? },
         tag => return Err(DecodeError::BadTag { what: "entry value", tag }),
     })
 }

@@ -151,7 +151,7 @@ impl Gossip {
         }
     }
 
-    fn counts_as_live(&self, id: &NodeId) -> bool {
+    pub(super) fn counts_as_live(&self, id: &NodeId) -> bool {
         *id == self.local.id
             || (!self.accusations.excluded.contains_key(id)
                 && self.table.get(id).is_some_and(|n| n.status() == NodeStatus::Alive)

@@ -42,19 +42,32 @@ pub struct Config {
     pub indirect_probes: usize,
     /// Shortest suspicion before a node is declared dead.
     pub suspicion_min: Duration,
-    /// Suspicion timeout = max(`suspicion_min`, mult × log10(N) × gossip interval).
+    /// Suspicion timeout = max(`suspicion_min`, mult × log10(N) × gossip interval), for a
+    /// suspicion only heard of (Lifeguard's upper bound).
     pub suspicion_mult: f64,
+    /// Suspicion timeout for a suspicion this node confirmed with a probe of its own (it raised
+    /// it, or probed the suspect when it heard of it and got no answer either).
+    pub suspicion_confirmed: Duration,
     /// Share of the cluster suspect or recently dead above which the agent suspects its own
     /// network and stops declaring deaths.
     pub self_preservation_share: f64,
     /// Window in which deaths count towards self-preservation.
     pub self_preservation_window: Duration,
+    /// Share of the cluster (at least one node) that may be declared dead within
+    /// `self_preservation_burst_window` before self-preservation engages: a simultaneous loss
+    /// of most peers evicts at most this share (Eureka counts renewals per window the same way).
+    pub self_preservation_burst: f64,
+    /// Window of the death-rate budget.
+    pub self_preservation_burst_window: Duration,
     /// Probability per round of probing a dead node instead (to notice its return).
     pub dead_probe_probability: f64,
     /// Garbage collection grace: a left or dead node's state is dropped this long after it
     /// departed, and an owner whose oldest tombstone is this old re-incarnates (a new
     /// generation holding only its live entries) so that replicas resync without it.
     pub gc_grace: Duration,
+    /// A failed (not left) node's state is collected this long after it was declared failed
+    /// (the time in its failure record, so that every replica collects it together).
+    pub failed_grace: Duration,
     /// Stamp of the keyring the node starts with (0 for one given on the command line; the
     /// stored stamp for one adopted or changed earlier).
     pub keyring_stamp: u64,
@@ -80,10 +93,14 @@ impl Default for Config {
             indirect_probes: 3,
             suspicion_min: Duration::from_secs(2),
             suspicion_mult: 2.0,
+            suspicion_confirmed: Duration::from_secs(1),
             self_preservation_share: 0.4,
             self_preservation_window: Duration::from_secs(30),
+            self_preservation_burst: 0.1,
+            self_preservation_burst_window: Duration::from_secs(10),
             dead_probe_probability: 0.1,
             gc_grace: Duration::from_secs(24 * 3600),
+            failed_grace: Duration::from_secs(3600),
             keyring_stamp: 0,
         }
     }
@@ -284,13 +301,28 @@ pub struct Stats {
     /// Times this replica marked a node suspect, whether its own probes failed or a
     /// suspicion rumor arrived (each at most once per suspicion episode).
     pub suspicions: u64,
-    /// Times this replica declared a node dead (an unrefuted suspicion timed out).
+    /// Times this replica declared a node dead: an unrefuted suspicion timed out, or it adopted
+    /// a failure record about a member it knew (see also `deaths_learned`).
     pub deaths: u64,
     /// Suspicions of this node that it refuted with a fresh status entry.
     pub refutations: u64,
     /// Suspicions ignored because they named a state of the target newer than the one held
     /// (the sender may be ahead, or lying: only the target can tell, and bans the liar).
     pub suspicions_beyond_held: u64,
+    /// Deaths this replica learned from another member's failure record rather than from its
+    /// own timer (a newcomer learning old deaths, or a member that heard of the failure late).
+    pub deaths_learned: u64,
+    /// Suspicions heard of that this node's own probe of the suspect then confirmed.
+    pub suspicions_confirmed: u64,
+    /// Failure records this node wrote (one per death it declared first).
+    pub failure_records_written: u64,
+    /// Failure records about a node this replica had just heard from: not adopted, and the node
+    /// was told so that it refutes.
+    pub failure_records_contradicted: u64,
+    /// Failure records about this node that it refuted.
+    pub failure_records_refuted: u64,
+    /// Times the death-rate budget held a ripe suspicion back (self-preservation engaged).
+    pub deaths_held: u64,
 }
 
 /// Why a local command was refused. Nothing changed when an error is returned.

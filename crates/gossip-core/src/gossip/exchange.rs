@@ -210,6 +210,7 @@ impl Gossip {
                 }
                 self.note_accusations(&owner);
                 self.review_exclusions_if(false);
+                self.note_failures(now, &owner);
                 if delta.ttl > 0 {
                     let fwd = Delta { ttl: delta.ttl - 1, ..delta };
                     let pushed = self.spread(now, fwd, &[sender, owner], self.cfg.fanout, true);
@@ -249,6 +250,7 @@ impl Gossip {
             }
             NodeStatus::Left => {
                 self.suspicions.remove(id);
+                self.failures.failed_at.remove(id);
                 self.departed(self.last_now, *id);
                 if self.peers.remove(id) {
                     self.active.retain(|a| a != id);

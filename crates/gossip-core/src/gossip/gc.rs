@@ -25,6 +25,7 @@ impl Gossip {
     /// Notes that `id` is back.
     pub(super) fn returned(&mut self, id: &NodeId) {
         self.departed_at.remove(id);
+        self.failures.failed_at.remove(id);
     }
 
     /// True if deltas of `id` at `generation` belong to a collected incarnation.
@@ -35,14 +36,24 @@ impl Gossip {
     /// Runs the collections that are due.
     pub(super) fn collect_garbage(&mut self, now: Instant) {
         let grace = self.cfg.gc_grace;
-        let due: Vec<NodeId> = self
+        let failed_grace = self.cfg.failed_grace;
+        let mut due: Vec<NodeId> = self
             .departed_at
             .iter()
             .filter(|(_, t)| now.saturating_duration_since(**t) >= grace)
             .map(|(id, _)| *id)
             .collect();
+        // Failed nodes on their own, shorter timer, from the time of their failure record.
+        due.extend(
+            self.failures
+                .failed_at
+                .iter()
+                .filter(|(_, t)| now.saturating_duration_since(**t) >= failed_grace)
+                .map(|(id, _)| *id),
+        );
         for id in due {
             self.departed_at.remove(&id);
+            self.forget_failures(&id);
             if let Some(state) = self.table.remove(&id) {
                 self.forgotten.insert(id, (state.info.generation, now));
                 self.suspicions.remove(&id);

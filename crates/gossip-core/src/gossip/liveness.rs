@@ -3,17 +3,27 @@
 //!
 //! - **Probing.** Each anti-entropy exchange with an active-view partner is a probe: its answer
 //!   is the ack. No answer within `probe_timeout`: a direct `Ping` and `PingReq`s through
-//!   `indirect_probes` other peers. Still nothing by three times `probe_timeout`: the partner is
+//!   `indirect_probes` other peers. Still nothing by twice `probe_timeout`: the partner is
 //!   **suspect**. Any authenticated message from a node clears its pending probes.
 //! - **Suspicion** spreads as a rumor naming the state version the accuser held. A replica that
 //!   holds a newer state of the suspect ignores it; the suspect itself refutes by writing a fresh
-//!   signed status entry, which spreads and clears the suspicion everywhere. An unrefuted
-//!   suspicion becomes **dead** after the suspicion timeout: the node leaves peers and answers.
+//!   signed status entry, which spreads and clears the suspicion everywhere.
+//! - **Confirmation** (Lifeguard's idea, applied locally): a replica that hears of a suspicion
+//!   probes the suspect itself at once (direct ping, then indirect). Its answer clears the
+//!   suspicion here and tells the suspect to refute; no answer *confirms* it. A confirmed
+//!   suspicion becomes **dead** after `suspicion_confirmed`; one only heard of waits the full
+//!   suspicion timeout (`suspicion_mult × log10(N)` rounds, at least `suspicion_min`).
+//! - **Death is replicated state** (`death.rs`): the first replica to declare a death writes a
+//!   failure record, which every agent that syncs learns with the rest of the catalog.
 //! - **Dead nodes** are still probed now and then; one that answers is alive again here, and is
 //!   told it was suspected so that it refutes everywhere (healed partitions, reboots).
-//! - **Self-preservation** (Eureka's guard): when more than `self_preservation_share` of the
-//!   cluster is suspect or died within the window, the agent suspects its own network: it stops
-//!   declaring deaths (suspects keep being served) until the share falls back.
+//! - **Self-preservation** (Eureka's guard) engages when more than `self_preservation_share`
+//!   of the cluster is suspect or died within the window, or when more deaths ripen than the
+//!   death-rate budget allows (`self_preservation_burst` of the cluster, at least one node, per
+//!   `self_preservation_burst_window`): the agent suspects its own network and stops declaring
+//!   deaths (suspects keep being served) until the share falls back and the rate is within
+//!   budget. A simultaneous loss of most peers therefore evicts at most the budget before it
+//!   engages.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,10 +56,25 @@ impl Liveness {
 /// A doubt about a node.
 #[derive(Debug, Clone)]
 pub(super) struct Suspicion {
-    since: Instant,
-    generation: u64,
-    version: u64,
-    dead: bool,
+    pub(super) since: Instant,
+    pub(super) generation: u64,
+    pub(super) version: u64,
+    pub(super) dead: bool,
+    /// This node's own probe went unanswered too (it raised the suspicion, or probed the
+    /// suspect when it heard of it).
+    confirmed: bool,
+    /// This node raised it (its own probe of a partner failed first).
+    raised: bool,
+    /// Dead, and this node still owes a failure record at this time unless one is held by then
+    /// (`death.rs`).
+    pub(super) record_due: Option<Instant>,
+}
+
+impl Suspicion {
+    /// A fresh suspicion of the state `(generation, version)`, raised by this node or heard of.
+    pub(super) fn new(since: Instant, generation: u64, version: u64, raised: bool) -> Suspicion {
+        Suspicion { since, generation, version, dead: false, confirmed: raised, raised, record_due: None }
+    }
 }
 
 /// A probe in flight.
@@ -59,6 +84,12 @@ pub(super) struct Probe {
     nonce: u64,
     started: Instant,
     indirect: bool,
+}
+
+impl Probe {
+    fn new(target: NodeId, nonce: u64, started: Instant) -> Probe {
+        Probe { target, nonce, started, indirect: false }
+    }
 }
 
 /// A probe made on another node's behalf.
@@ -96,10 +127,16 @@ impl Gossip {
         self.self_preservation
     }
 
+    /// Timeout of a suspicion only heard of.
     fn suspicion_timeout(&self) -> Duration {
         let n = (self.peers.len() + 1) as f64;
         let scaled = self.cfg.gossip_interval.mul_f64(self.cfg.suspicion_mult * n.log10().max(1.0));
         scaled.max(self.cfg.suspicion_min)
+    }
+
+    /// When a suspicion ripens into a death.
+    fn ripens_at(&self, s: &Suspicion, slow: Duration) -> Instant {
+        s.since + if s.confirmed { self.cfg.suspicion_confirmed.min(slow) } else { slow }
     }
 
     /// Registers the probe that an exchange opened with `target` is.
@@ -108,12 +145,25 @@ impl Gossip {
             return;
         }
         let nonce = self.rng.next_u64();
-        self.probes.push(Probe { target, nonce, started: now, indirect: false });
+        self.probes.push(Probe::new(target, nonce, now));
+    }
+
+    /// Probes a node this replica just heard is suspect, to confirm or clear the suspicion
+    /// itself: a direct ping now, indirect pings after `probe_timeout`.
+    fn confirm_probe(&mut self, now: Instant, target: NodeId) {
+        if self.probes.iter().any(|p| p.target == target) {
+            return;
+        }
+        let nonce = self.rng.next_u64();
+        self.probes.push(Probe::new(target, nonce, now));
+        let me = self.local.id;
+        self.send_to_node(now, &target, &Message::Ping { sender: me, nonce });
     }
 
     /// An authenticated message arrived from `id`: it is alive.
     pub(super) fn heard_from(&mut self, now: Instant, from: SocketAddr, id: NodeId) {
         self.probes.retain(|p| p.target != id);
+        self.last_heard.insert(id, now);
         // The node itself speaks: whatever was collected of it, it exists (a long partition
         // healed); its state is relearned through the ordinary exchange.
         self.forgotten.remove(&id);
@@ -194,7 +244,15 @@ impl Gossip {
         }
         let Some(n) = self.table.get(&target) else { return };
         let held = (n.info.generation, n.max_version);
-        if held > (generation, version) || self.suspicions.contains_key(&target) {
+        if held > (generation, version) {
+            return;
+        }
+        if let Some(s) = self.suspicions.get_mut(&target) {
+            // Our own probe of a node already suspect: it confirms the suspicion here.
+            if sender == self.local.id && !s.confirmed && (s.generation, s.version) == held {
+                s.confirmed = true;
+                self.stats.suspicions_confirmed += 1;
+            }
             return;
         }
         if (generation, version) > held {
@@ -208,10 +266,13 @@ impl Gossip {
         if n.status() != NodeStatus::Alive {
             return;
         }
-        self.suspicions.insert(target, Suspicion { since: now, generation, version, dead: false });
+        let raised = sender == self.local.id;
+        self.suspicions.insert(target, Suspicion::new(now, generation, version, raised));
         self.stats.suspicions += 1;
-        if sender == self.local.id {
+        if raised {
             self.stats.suspicions_raised += 1;
+        } else {
+            self.confirm_probe(now, target);
         }
         self.events.push_back(Event::MemberSuspect(target));
         if ttl > 0 {
@@ -236,7 +297,7 @@ impl Gossip {
             if !p.indirect && now >= p.started + t {
                 p.indirect = true;
                 due_indirect.push((p.target, p.nonce));
-            } else if now >= p.started + t * 3 {
+            } else if now >= p.started + t * 2 {
                 due_suspect.push(p.target);
             }
         }
@@ -253,60 +314,104 @@ impl Gossip {
         }
         self.relays.retain(|r| now < r.started + t * 3);
 
-        // Deaths, unless too much of the cluster seems to be failing at once. A death shrinks the
-        // cluster and with it the suspicion timeout, which can ripen more suspicions: repeat
-        // until none is ripe (each pass kills at least one, so this ends).
+        self.ripen(now);
+    }
+
+    /// Declares the ripe suspicions dead, unless too much of the cluster seems to be failing at
+    /// once (share) or deaths come faster than the budget allows (rate). A death shrinks the
+    /// cluster and with it the suspicion timeout, which can ripen more suspicions: repeat until
+    /// none is ripe (each pass kills at least one, so this ends).
+    fn ripen(&mut self, now: Instant) {
         let window = self.cfg.self_preservation_window;
         self.recent_deaths.retain(|d| now < *d + window);
+        let burst_window = self.cfg.self_preservation_burst_window;
+        let threshold = self.cfg.self_preservation_share;
         loop {
-            let timeout = self.suspicion_timeout();
-            let ripe: Vec<NodeId> = self
+            let slow = self.suspicion_timeout();
+            let mut ripe: Vec<(Instant, NodeId)> = self
                 .suspicions
                 .iter()
-                .filter(|(_, s)| !s.dead && now >= s.since + timeout)
-                .map(|(id, _)| *id)
+                .filter(|(_, s)| !s.dead && now >= self.ripens_at(s, slow))
+                .map(|(id, s)| (s.since, *id))
                 .collect();
+            ripe.sort();
             let suspects = self.suspicions.values().filter(|s| !s.dead).count();
             let failing = suspects + self.recent_deaths.len();
             let cluster = self.peers.len() + self.recent_deaths.len();
             let share = if cluster == 0 { 0.0 } else { failing as f64 / cluster as f64 };
-            let preserve = cluster >= 3 && share > self.cfg.self_preservation_share;
-            if preserve != self.self_preservation
-                && (preserve || suspects == 0 || share < self.cfg.self_preservation_share / 2.0)
-            {
-                self.self_preservation = preserve;
-                self.events.push_back(Event::SelfPreservation { engaged: preserve, failing, cluster });
-            }
-            if self.self_preservation || ripe.is_empty() {
+            let burst = self.recent_deaths.iter().filter(|d| now < **d + burst_window).count();
+            let budget = ((cluster as f64 * self.cfg.self_preservation_burst).floor() as usize).max(1);
+            let over_share = cluster >= 3 && share > threshold;
+            let over_rate = cluster >= 3 && burst + ripe.len() > budget;
+            if !self.self_preservation && (over_share || over_rate) {
+                // What the budget still allows dies first (the oldest suspicions), then the
+                // rest is held.
+                let allowed = if over_share { 0 } else { budget.saturating_sub(burst).min(ripe.len()) };
+                for (_, id) in ripe.iter().take(allowed) {
+                    self.declare_dead(now, *id, true);
+                }
+                self.stats.deaths_held += (ripe.len() - allowed) as u64;
+                self.self_preservation = true;
+                self.events.push_back(Event::SelfPreservation { engaged: true, failing, cluster });
                 return;
             }
-            for id in ripe {
-                if let Some(s) = self.suspicions.get_mut(&id) {
-                    s.dead = true;
+            if self.self_preservation {
+                let calm = (suspects == 0 || share < threshold / 2.0) && !over_rate;
+                if !calm {
+                    return;
                 }
-                self.recent_deaths.push(now);
-                self.stats.deaths += 1;
-                self.departed(now, id);
-                self.peers.remove(&id);
-                self.active.retain(|a| *a != id);
-                self.probes.retain(|p| p.target != id);
-                self.events.push_back(Event::MemberFailed(id));
-                self.events.push_back(Event::CatalogChanged);
+                self.self_preservation = false;
+                self.events.push_back(Event::SelfPreservation { engaged: false, failing, cluster });
+            }
+            if ripe.is_empty() {
+                return;
+            }
+            for (_, id) in ripe {
+                self.declare_dead(now, id, true);
             }
         }
+    }
+
+    /// Marks `id` dead here: out of peers and answers. `counted`: a death this node detected
+    /// (it counts towards self-preservation and owes a failure record); otherwise one learned
+    /// from a record.
+    pub(super) fn declare_dead(&mut self, now: Instant, id: NodeId, counted: bool) {
+        let Some(n) = self.table.get(&id) else { return };
+        let (generation, version) = (n.info.generation, n.max_version);
+        let s = self.suspicions.entry(id).or_insert_with(|| Suspicion::new(now, generation, version, false));
+        if s.dead {
+            return;
+        }
+        s.dead = true;
+        if counted {
+            // The node that raised the suspicion records it at once; the others wait a little,
+            // so that one record (theirs) usually suffices.
+            let delay = if s.raised { Duration::ZERO } else { self.cfg.gossip_interval.mul_f64(self.rng.unit()) };
+            s.record_due = Some(now + delay);
+            self.recent_deaths.push(now);
+            self.stats.deaths += 1;
+        } else {
+            self.stats.deaths_learned += 1;
+        }
+        self.failures.failed_at.insert(id, now);
+        self.peers.remove(&id);
+        self.active.retain(|a| *a != id);
+        self.probes.retain(|p| p.target != id);
+        self.events.push_back(Event::MemberFailed(id));
+        self.events.push_back(Event::CatalogChanged);
     }
 
     /// The earliest liveness deadline.
     pub(super) fn liveness_deadline(&self) -> Option<Instant> {
         let t = self.cfg.probe_timeout;
-        let probe = self.probes.iter().map(|p| if p.indirect { p.started + t * 3 } else { p.started + t }).min();
+        let probe = self.probes.iter().map(|p| if p.indirect { p.started + t * 2 } else { p.started + t }).min();
         // While self-preservation holds deaths back, ripe suspicions are looked at again each
         // round, not at their (past) deadline: that would wake the driver in a loop.
-        let timeout = self.suspicion_timeout();
+        let slow = self.suspicion_timeout();
         let suspicion = if self.self_preservation {
             None
         } else {
-            self.suspicions.values().filter(|s| !s.dead).map(|s| s.since + timeout).min()
+            self.suspicions.values().filter(|s| !s.dead).map(|s| self.ripens_at(s, slow)).min()
         };
         [probe, suspicion].into_iter().flatten().min()
     }

@@ -12,6 +12,7 @@
 mod accuse;
 mod authority;
 mod config;
+mod death;
 mod exchange;
 mod gc;
 mod liveness;
@@ -66,6 +67,9 @@ pub struct Gossip {
     recent_deaths: Vec<Instant>,
     self_preservation: bool,
     departed_at: std::collections::BTreeMap<NodeId, Instant>,
+    /// When each node was last heard from (any authenticated message).
+    last_heard: std::collections::BTreeMap<NodeId, Instant>,
+    failures: death::Failures,
     forgotten: std::collections::BTreeMap<NodeId, (u64, Instant)>,
     oldest_tombstone: Option<Instant>,
     /// The latest `now` any input carried.
@@ -125,6 +129,8 @@ impl Gossip {
             recent_deaths: Vec::new(),
             self_preservation: false,
             departed_at: Default::default(),
+            last_heard: Default::default(),
+            failures: Default::default(),
             forgotten: Default::default(),
             oldest_tombstone: None,
             last_now: now,
@@ -513,6 +519,7 @@ impl Gossip {
         if now >= self.next_round {
             self.withdraw_expired_accusations(now);
             self.review_exclusions_if(true);
+            self.review_failure_records(now);
             let jitter = 0.9 + 0.2 * self.rng.unit();
             self.next_round = now + self.cfg.gossip_interval.mul_f64(jitter);
             self.round(now);
