@@ -66,9 +66,8 @@ fn value() -> impl Strategy<Value = Value> {
         any::<u64>().prop_map(Value::RingStamp),
         (3u8..=9, 0u8..=6)
             .prop_map(|(min, d)| Value::Proto(gossip_core::version::VersionRange::new(min, min + d).unwrap())),
-        (node_id(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(target, generation, version, at)| {
-            Value::Failed { target, generation, version, at }
-        }),
+        (node_id(), any::<u64>(), any::<u64>(), any::<u64>())
+            .prop_map(|(target, generation, version, at)| { Value::Failed { target, generation, version, at } }),
         // A kind this build does not know (a newer agent's): kept as its bytes.
         (10u8..=255, proptest::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(tag, bytes)| Value::Unknown { tag, bytes }),

@@ -54,8 +54,9 @@ pub struct Config {
     /// Window in which deaths count towards self-preservation.
     pub self_preservation_window: Duration,
     /// Share of the cluster (at least one node) that may be declared dead within
-    /// `self_preservation_burst_window` before self-preservation engages: a simultaneous loss
-    /// of most peers evicts at most this share (Eureka counts renewals per window the same way).
+    /// `self_preservation_burst_window`: the death-rate budget. Ripe suspicions beyond it wait,
+    /// so a simultaneous loss of most peers evicts at most this share before the
+    /// self-preservation stop engages (Eureka counts renewals per window the same way).
     pub self_preservation_burst: f64,
     /// Window of the death-rate budget.
     pub self_preservation_burst_window: Duration,
@@ -97,7 +98,7 @@ impl Default for Config {
             self_preservation_share: 0.4,
             self_preservation_window: Duration::from_secs(30),
             self_preservation_burst: 0.1,
-            self_preservation_burst_window: Duration::from_secs(10),
+            self_preservation_burst_window: Duration::from_secs(5),
             dead_probe_probability: 0.1,
             gc_grace: Duration::from_secs(24 * 3600),
             failed_grace: Duration::from_secs(3600),
@@ -321,7 +322,7 @@ pub struct Stats {
     pub failure_records_contradicted: u64,
     /// Failure records about this node that it refuted.
     pub failure_records_refuted: u64,
-    /// Times the death-rate budget held a ripe suspicion back (self-preservation engaged).
+    /// Ripe suspicions the death-rate budget held back (each counted once).
     pub deaths_held: u64,
 }
 

@@ -6,7 +6,7 @@
 //!   a moment later write one only if no record has reached them within a round. The record
 //!   spreads with the catalog, so an agent that syncs learns who is dead with everything else
 //!   and never answers a crashed node's instances after syncing.
-//! - A replica **adopts** a record of a live member that names exactly the state it holds of
+//! - A replica **adopts** a record of a member (not excluded) that names exactly the state it holds of
 //!   the target, unless it heard from the target within `suspicion_confirmed` (then it tells the
 //!   target, which refutes) or self-preservation is engaged and the target is a member it knew
 //!   (a newcomer's old news is never held back, and does not count towards self-preservation).
@@ -87,12 +87,14 @@ impl Gossip {
         }
     }
 
-    /// The record of a live member naming exactly `(generation, version)` of `target`, if any.
+    /// A record naming exactly `(generation, version)` of `target`, if any, by a member that is
+    /// not excluded. (The accuser need not be alive now: it was when it wrote the record, and
+    /// it outlives the target in every table, being collected later.)
     fn live_record(&self, target: &NodeId, held: (u64, u64)) -> Option<Record> {
         let records = self.failures.by_target.get(target)?;
         records
             .iter()
-            .filter(|(accuser, _)| *accuser != target && self.counts_as_live(accuser))
+            .filter(|(accuser, _)| *accuser != target && !self.is_excluded(accuser))
             .map(|(_, r)| *r)
             .find(|r| (r.generation, r.version) == held)
     }
@@ -113,7 +115,13 @@ impl Gossip {
         if heard.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.suspicion_confirmed) {
             // It spoke a moment ago: the record is wrong (or stale); the target refutes it.
             self.stats.failure_records_contradicted += 1;
-            let msg = Message::Suspect { sender: self.local.id, ttl: 0, target: *target, generation: held.0, version: held.1 };
+            let msg = Message::Suspect {
+                sender: self.local.id,
+                ttl: 0,
+                target: *target,
+                generation: held.0,
+                version: held.1,
+            };
             self.send_to_node(now, target, &msg);
             return;
         }
@@ -189,10 +197,8 @@ impl Gossip {
         let own: Vec<(NodeId, Record)> = self.table.get(&me).map(records_of).unwrap_or_default();
         let keep = self.cfg.failed_grace.as_secs().saturating_mul(2);
         for (target, r) in own {
-            let advanced = self
-                .table
-                .get(&target)
-                .is_some_and(|n| (n.info.generation, n.max_version) > (r.generation, r.version));
+            let advanced =
+                self.table.get(&target).is_some_and(|n| (n.info.generation, n.max_version) > (r.generation, r.version));
             let expired = wall >= r.at.saturating_add(keep);
             if advanced || expired {
                 self.write_local(now, &failed_key(&target), Value::Tombstone);

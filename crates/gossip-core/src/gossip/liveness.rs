@@ -17,13 +17,14 @@
 //!   failure record, which every agent that syncs learns with the rest of the catalog.
 //! - **Dead nodes** are still probed now and then; one that answers is alive again here, and is
 //!   told it was suspected so that it refutes everywhere (healed partitions, reboots).
-//! - **Self-preservation** (Eureka's guard) engages when more than `self_preservation_share`
-//!   of the cluster is suspect or died within the window, or when more deaths ripen than the
-//!   death-rate budget allows (`self_preservation_burst` of the cluster, at least one node, per
-//!   `self_preservation_burst_window`): the agent suspects its own network and stops declaring
-//!   deaths (suspects keep being served) until the share falls back and the rate is within
-//!   budget. A simultaneous loss of most peers therefore evicts at most the budget before it
-//!   engages.
+//! - **Self-preservation** (Eureka's guard), in two parts. A *death-rate budget*: at most
+//!   `self_preservation_burst` of the cluster (at least one node) is declared dead per
+//!   `self_preservation_burst_window`; ripe suspicions beyond it wait (still served), oldest
+//!   first. And a *stop*: when more than `self_preservation_share` of the cluster is suspect or
+//!   died within `self_preservation_window`, the agent suspects its own network and declares no
+//!   death until the share falls below half of that. A simultaneous loss of most peers
+//!   therefore evicts at most the budget before the stop engages, while ordinary churn (deaths
+//!   spread over time) only ever meets the budget.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -65,6 +66,8 @@ pub(super) struct Suspicion {
     confirmed: bool,
     /// This node raised it (its own probe of a partner failed first).
     raised: bool,
+    /// Ripe, but held back by the death-rate budget (counted once).
+    held: bool,
     /// Dead, and this node still owes a failure record at this time unless one is held by then
     /// (`death.rs`).
     pub(super) record_due: Option<Instant>,
@@ -73,7 +76,7 @@ pub(super) struct Suspicion {
 impl Suspicion {
     /// A fresh suspicion of the state `(generation, version)`, raised by this node or heard of.
     pub(super) fn new(since: Instant, generation: u64, version: u64, raised: bool) -> Suspicion {
-        Suspicion { since, generation, version, dead: false, confirmed: raised, raised, record_due: None }
+        Suspicion { since, generation, version, dead: false, confirmed: raised, raised, held: false, record_due: None }
     }
 }
 
@@ -318,14 +321,16 @@ impl Gossip {
     }
 
     /// Declares the ripe suspicions dead, unless too much of the cluster seems to be failing at
-    /// once (share) or deaths come faster than the budget allows (rate). A death shrinks the
-    /// cluster and with it the suspicion timeout, which can ripen more suspicions: repeat until
-    /// none is ripe (each pass kills at least one, so this ends).
+    /// once (self-preservation: none dies), and no faster than the death-rate budget (the oldest
+    /// suspicions first; the rest wait for the budget). A death shrinks the cluster and with it
+    /// the suspicion timeout, which can ripen more suspicions: repeat until none is ripe (each
+    /// pass kills at least one, so this ends).
     fn ripen(&mut self, now: Instant) {
         let window = self.cfg.self_preservation_window;
         self.recent_deaths.retain(|d| now < *d + window);
         let burst_window = self.cfg.self_preservation_burst_window;
         let threshold = self.cfg.self_preservation_share;
+        self.death_hold = None;
         loop {
             let slow = self.suspicion_timeout();
             let mut ripe: Vec<(Instant, NodeId)> = self
@@ -339,34 +344,31 @@ impl Gossip {
             let failing = suspects + self.recent_deaths.len();
             let cluster = self.peers.len() + self.recent_deaths.len();
             let share = if cluster == 0 { 0.0 } else { failing as f64 / cluster as f64 };
-            let burst = self.recent_deaths.iter().filter(|d| now < **d + burst_window).count();
+            let preserve = cluster >= 3 && share > threshold;
+            if preserve != self.self_preservation && (preserve || suspects == 0 || share < threshold / 2.0) {
+                self.self_preservation = preserve;
+                self.events.push_back(Event::SelfPreservation { engaged: preserve, failing, cluster });
+            }
+            if self.self_preservation || ripe.is_empty() {
+                return;
+            }
+            let burst: Vec<Instant> = self.recent_deaths.iter().copied().filter(|d| now < *d + burst_window).collect();
             let budget = ((cluster as f64 * self.cfg.self_preservation_burst).floor() as usize).max(1);
-            let over_share = cluster >= 3 && share > threshold;
-            let over_rate = cluster >= 3 && burst + ripe.len() > budget;
-            if !self.self_preservation && (over_share || over_rate) {
-                // What the budget still allows dies first (the oldest suspicions), then the
-                // rest is held.
-                let allowed = if over_share { 0 } else { budget.saturating_sub(burst).min(ripe.len()) };
-                for (_, id) in ripe.iter().take(allowed) {
-                    self.declare_dead(now, *id, true);
+            let allowed = budget.saturating_sub(burst.len()).min(ripe.len());
+            for (_, id) in &ripe[allowed..] {
+                if let Some(s) = self.suspicions.get_mut(id) {
+                    if !s.held {
+                        s.held = true;
+                        self.stats.deaths_held += 1;
+                    }
                 }
-                self.stats.deaths_held += (ripe.len() - allowed) as u64;
-                self.self_preservation = true;
-                self.events.push_back(Event::SelfPreservation { engaged: true, failing, cluster });
+            }
+            if allowed == 0 {
+                // Over the budget: wait until the oldest death in the window leaves it.
+                self.death_hold = burst.iter().min().map(|d| *d + burst_window);
                 return;
             }
-            if self.self_preservation {
-                let calm = (suspects == 0 || share < threshold / 2.0) && !over_rate;
-                if !calm {
-                    return;
-                }
-                self.self_preservation = false;
-                self.events.push_back(Event::SelfPreservation { engaged: false, failing, cluster });
-            }
-            if ripe.is_empty() {
-                return;
-            }
-            for (_, id) in ripe {
+            for (_, id) in ripe.into_iter().take(allowed) {
                 self.declare_dead(now, id, true);
             }
         }
@@ -411,7 +413,13 @@ impl Gossip {
         let suspicion = if self.self_preservation {
             None
         } else {
-            self.suspicions.values().filter(|s| !s.dead).map(|s| self.ripens_at(s, slow)).min()
+            let hold = self.death_hold;
+            self.suspicions
+                .values()
+                .filter(|s| !s.dead)
+                .map(|s| self.ripens_at(s, slow))
+                .map(|t| hold.map_or(t, |h| t.max(h)))
+                .min()
         };
         [probe, suspicion].into_iter().flatten().min()
     }

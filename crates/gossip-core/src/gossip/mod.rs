@@ -66,6 +66,8 @@ pub struct Gossip {
     relays: Vec<liveness::Relay>,
     recent_deaths: Vec<Instant>,
     self_preservation: bool,
+    /// Ripe suspicions wait for the death-rate budget until then.
+    death_hold: Option<Instant>,
     departed_at: std::collections::BTreeMap<NodeId, Instant>,
     /// When each node was last heard from (any authenticated message).
     last_heard: std::collections::BTreeMap<NodeId, Instant>,
@@ -128,6 +130,7 @@ impl Gossip {
             relays: Vec::new(),
             recent_deaths: Vec::new(),
             self_preservation: false,
+            death_hold: None,
             departed_at: Default::default(),
             last_heard: Default::default(),
             failures: Default::default(),
