@@ -292,9 +292,35 @@ impl Agent {
         wait_for("the agent to exit after SIGTERM", Duration::from_secs(15), || c.try_wait().ok().flatten())
     }
 
+    /// Waits for the agent to exit on its own (after `gossipd leave`, say).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("agent is running");
+        wait_for("the agent to exit", Duration::from_secs(15), || c.try_wait().ok().flatten())
+    }
+
+    /// Sends SIGINT (a graceful leave) and waits for the exit status.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("agent is running");
+        let pid = c.id().to_string();
+        let _ = Command::new("kill").arg("-INT").arg(&pid).status();
+        wait_for("the agent to exit after SIGINT", Duration::from_secs(15), || c.try_wait().ok().flatten())
+    }
+
+    /// Restarts as a service manager does: SIGTERM, wait for the exit, start again on the same
+    /// data directory and ports.
+    pub fn restart_gracefully(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "SIGTERM should exit 0, got {status}");
+        self.start_again();
+    }
+
     /// Restarts on the same data directory and the same ports.
     pub fn restart(&mut self) {
         self.kill();
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
         let mut opts = self.opts.clone();
         opts.bind = Some(self.gossip);
         opts.dns = Some(self.dns);

@@ -165,8 +165,8 @@ fn ui_page_renders_members_services_and_health_in_chromium() {
     wait_for("alpha to see charlie failed", Duration::from_secs(30), || {
         (member_status(&a, "charlie") == 4).then_some(())
     });
-    let status = b.terminate();
-    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+    let status = b.interrupt();
+    assert!(status.success(), "SIGINT should exit 0, got {status}");
     wait_for("alpha to see bravo left", WAIT, || (member_status(&a, "bravo") == 3).then_some(()));
     let dom = dump_dom(&chrome, &tmp, &url);
     assert_eq!(attr_of(&dom, "data-member=\"alpha\"", "data-state"), Some("alive"), "{dom}");

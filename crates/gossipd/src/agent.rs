@@ -74,19 +74,33 @@ async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> 
     bail!("cannot find a free port for DNS on {}", addr.ip())
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn termination() {
+/// Why the agent stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT: leave, then exit.
+    Interrupt,
+    /// SIGTERM: exit (leave only with `--leave-on-terminate`).
+    Terminate,
+    /// `PUT /v1/agent/leave` (`gossipd leave`): leave, then exit.
+    LeaveRequested,
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, or a leave is requested through the API.
+async fn termination(leave: Arc<tokio::sync::Notify>) -> Stop {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Stop::Interrupt,
+                () = leave.notified() => return Stop::LeaveRequested,
+            }
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+        _ = term.recv() => Stop::Terminate,
+        () = leave.notified() => Stop::LeaveRequested,
     }
 }
 
@@ -419,6 +433,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         seeds,
         pinned_seeds,
         gc_grace: args.gc_grace,
+        failed_grace: args.failed_grace,
         rng_seed: random_seed()?,
         keyring_stamp: ring.stamp,
         ..Config::default()
@@ -510,22 +525,34 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         handle.commands.clone(),
         stopped(stop_rx.clone()),
     ));
+    let leave_requested = Arc::new(tokio::sync::Notify::new());
     let app = http::router(
         Api {
             handle,
             dns_stats: Some(dns_stats),
             domain: args.domain.clone(),
             script_checks: args.enable_script_checks,
+            leave: Some(leave_requested.clone()),
         },
         guard,
     );
     let limits =
         http::serve::Limits { max_conns: args.http_max_conns as usize, header_timeout: args.http_header_timeout };
     let http_task = tokio::spawn(http::serve::serve(http_listener, app, limits, stop_rx.clone()));
-    let driver_task = tokio::spawn(driver.run(stopped(stop_rx.clone())));
+    let leave_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let driver_stop = {
+        let (rx, flag) = (stop_rx.clone(), leave_flag.clone());
+        async move {
+            stopped(rx).await;
+            flag.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    };
+    let driver_task = tokio::spawn(driver.run(driver_stop));
 
-    termination().await;
-    tracing::info!("shutting down");
+    let why = termination(leave_requested).await;
+    let leave = why != Stop::Terminate || args.leave_on_terminate;
+    tracing::info!(signal = ?why, leave, "shutting down");
+    leave_flag.store(leave, std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
     driver_task.await.context("gossip driver")??;
     let _ = reload_task.await;

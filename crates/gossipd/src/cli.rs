@@ -54,6 +54,10 @@ pub enum Command {
     Cert(CertArgs),
     /// Install a CA-signed revocation through an agent (it spreads to every agent), or list them.
     Revocations(RevocationsArgs),
+    /// Make the local agent leave the cluster gracefully and exit: its services leave every
+    /// agent's answers at once (needs the operator token when tokens are on). Stopping the
+    /// agent with SIGTERM does not leave (see --leave-on-terminate).
+    Leave(ClientArgs),
 }
 
 /// `gossipd ca` subcommands (no agent needed).
@@ -233,10 +237,21 @@ pub struct AgentArgs {
     /// Directory of service definition files (*.json) loaded at start.
     #[arg(long, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
-    /// How long a left or dead node's state, and a deleted service's tombstone, are kept
-    /// before they are collected (e.g. 24h, 90m).
+    /// How long a left node's state, and a deleted service's tombstone, are kept before they
+    /// are collected (e.g. 24h, 90m).
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub gc_grace: std::time::Duration,
+    /// Leave the cluster on SIGTERM too (for autoscaling groups that stop hosts with SIGTERM).
+    /// By default SIGTERM stops the agent without leaving, so that a restart never takes its
+    /// services out of other agents' answers (they keep them until the agent is back with a new
+    /// generation, or until they detect it failed); SIGINT and `gossipd leave` always leave.
+    #[arg(long)]
+    pub leave_on_terminate: bool,
+    /// How long a failed (crashed, not left) node's state is kept, counted from its failure
+    /// record, before every agent collects it; dead nodes are probed meanwhile, so a partition
+    /// shorter than this heals without seeds (e.g. 1h, 30m).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub failed_grace: std::time::Duration,
     /// Answer instances whose checks warn too (by default DNS answers only passing ones, as
     /// Consul's `only_passing`).
     #[arg(long)]

@@ -30,6 +30,16 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             keys(&api, k.command, k.client.format)?
         }
         Command::Info(client) => info(&Api::new(&client)?, client.format)?,
+        Command::Leave(client) => {
+            let api = Api::new(&client)?;
+            api.put("/v1/agent/leave", None)?;
+            match client.format {
+                Format::Json => "{\"left\":true}\n".to_string(),
+                Format::Table => {
+                    "left the cluster: the agent is stopping; its services left every answer\n".to_string()
+                }
+            }
+        }
         Command::Ca(c) => ca(c.command)?,
         Command::Cert(c) => match c.command {
             crate::cli::CertCommand::Show { file } => {

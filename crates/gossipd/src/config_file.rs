@@ -34,7 +34,9 @@ pub const KEYS: &[&str] = &[
     "data_dir",
     "config_dir",
     "gc_grace",
+    "failed_grace",
     "dns_allow_warning",
+    "leave_on_terminate",
     "domain",
     "cluster_key_file",
     "key_rotation",
@@ -73,7 +75,9 @@ enum Setting {
     DataDir(PathBuf),
     ConfigDir(PathBuf),
     GcGrace(Duration),
+    FailedGrace(Duration),
     DnsAllowWarning(bool),
+    LeaveOnTerminate(bool),
     Domain(String),
     ClusterKeyFile(PathBuf),
     KeyRotation(Duration),
@@ -113,7 +117,9 @@ impl Setting {
             Setting::DataDir(_) => "data_dir",
             Setting::ConfigDir(_) => "config_dir",
             Setting::GcGrace(_) => "gc_grace",
+            Setting::FailedGrace(_) => "failed_grace",
             Setting::DnsAllowWarning(_) => "dns_allow_warning",
+            Setting::LeaveOnTerminate(_) => "leave_on_terminate",
             Setting::Domain(_) => "domain",
             Setting::ClusterKeyFile(_) => "cluster_key_file",
             Setting::KeyRotation(_) => "key_rotation",
@@ -152,7 +158,9 @@ impl Setting {
             Setting::DataDir(v) => a.data_dir = Some(v),
             Setting::ConfigDir(v) => a.config_dir = Some(v),
             Setting::GcGrace(v) => a.gc_grace = v,
+            Setting::FailedGrace(v) => a.failed_grace = v,
             Setting::DnsAllowWarning(v) => a.dns_allow_warning = v,
+            Setting::LeaveOnTerminate(v) => a.leave_on_terminate = v,
             Setting::Domain(v) => a.domain = v,
             Setting::ClusterKeyFile(v) => a.cluster_key_file = Some(v),
             Setting::KeyRotation(v) => a.key_rotation = v,
@@ -272,7 +280,9 @@ fn setting(key: &str, v: &Value) -> Result<Setting, String> {
         "data_dir" => Setting::DataDir(path(v)?),
         "config_dir" => Setting::ConfigDir(path(v)?),
         "gc_grace" => Setting::GcGrace(duration(v)?),
+        "failed_grace" => Setting::FailedGrace(duration(v)?),
         "dns_allow_warning" => Setting::DnsAllowWarning(boolean(v)?),
+        "leave_on_terminate" => Setting::LeaveOnTerminate(boolean(v)?),
         "domain" => Setting::Domain(cli::parse_domain(string(v, "a DNS domain")?)?),
         "cluster_key_file" => Setting::ClusterKeyFile(path(v)?),
         "key_rotation" => Setting::KeyRotation(duration(v)?),
@@ -413,6 +423,7 @@ mod tests {
         data_dir = "/var/lib/g"
         config_dir = "/etc/g.d"
         gc_grace = "90m"
+        failed_grace = "20m"
         dns_allow_warning = true
         domain = "consul"
         cluster_key_file = "/etc/g.key"
@@ -448,6 +459,7 @@ mod tests {
         assert_eq!(a.data_dir.as_deref(), Some(Path::new("/var/lib/g")));
         assert_eq!(a.config_dir.as_deref(), Some(Path::new("/etc/g.d")));
         assert_eq!(a.gc_grace, Duration::from_secs(5400));
+        assert_eq!(a.failed_grace, Duration::from_secs(1200));
         assert_eq!(a.domain, "consul");
         assert_eq!(a.cluster_key_file.as_deref(), Some(Path::new("/etc/g.key")));
         assert_eq!(a.key_rotation, Duration::from_secs(1800));

@@ -378,8 +378,9 @@ impl Driver {
         self.index_tx.send_replace(self.index);
     }
 
-    /// Runs until `shutdown` resolves, then announces the leave, flushes and returns.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    /// Runs until `shutdown` resolves, then announces the leave if it resolved to true, flushes
+    /// and returns.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = bool>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let defs: Vec<ServiceDef> = self.local.values().cloned().collect();
         for def in &defs {
@@ -387,7 +388,7 @@ impl Driver {
         }
         self.publish_checks();
         let mut buf = vec![0u8; 2048];
-        loop {
+        let leave = loop {
             let deadline = self.gossip.poll_timeout().map(tokio::time::Instant::from_std);
             let sleep = async {
                 match deadline {
@@ -421,7 +422,7 @@ impl Driver {
                     }
                     self.commit(Instant::now());
                 }
-                () = &mut shutdown => break,
+                l = &mut shutdown => break l,
             }
             self.after_input().await;
             if !self.syncs.is_empty() {
@@ -432,11 +433,19 @@ impl Driver {
                     let _ = s.send(());
                 }
             }
-        }
+        };
         self.commit(Instant::now());
         self.running.clear();
-        tracing::info!("leaving the cluster");
-        self.gossip.leave(Instant::now());
+        if leave {
+            tracing::info!("leaving the cluster");
+            self.gossip.leave(Instant::now());
+        } else {
+            tracing::info!(
+                "stopping without leaving: other agents keep answering this agent's services until it is back \
+                 (a restart) or they find it failed; to leave for good use `gossipd leave`, SIGINT, or \
+                 --leave-on-terminate"
+            );
+        }
         self.after_input().await;
         if self.publish_due.is_some() {
             self.publish();

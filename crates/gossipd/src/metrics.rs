@@ -97,7 +97,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
 
     let g = i.gossip;
-    let counters: [(&str, &str, u64); 19] = [
+    let counters: [(&str, &str, u64); 26] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -125,6 +125,37 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("member_suspicions_total", "Times this agent marked a node suspect (own probes or rumor).", g.suspicions),
         ("member_deaths_total", "Times this agent declared a node dead.", g.deaths),
         ("member_refutations_total", "Suspicions of this agent that it refuted.", g.refutations),
+        (
+            "member_suspicions_confirmed_total",
+            "Suspicions heard of that this agent's own probe of the suspect confirmed.",
+            g.suspicions_confirmed,
+        ),
+        (
+            "member_deaths_learned_total",
+            "Deaths this agent learned from another member's failure record (catalog sync).",
+            g.deaths_learned,
+        ),
+        ("member_failure_records_written_total", "Failure records this agent wrote.", g.failure_records_written),
+        (
+            "member_failure_records_contradicted_total",
+            "Failure records about a node this agent had just heard from (not adopted; the node was told).",
+            g.failure_records_contradicted,
+        ),
+        (
+            "member_failure_records_refuted_total",
+            "Failure records about this agent that it refuted.",
+            g.failure_records_refuted,
+        ),
+        (
+            "member_deaths_held_total",
+            "Ripe suspicions the death-rate budget held back (self-preservation).",
+            g.deaths_held,
+        ),
+        (
+            "member_suspicions_beyond_held_total",
+            "Suspicions or failure records naming a state beyond the one held (ignored).",
+            g.suspicions_beyond_held,
+        ),
     ];
     for (name, help, v) in counters {
         w.one(name, "counter", help, v);

@@ -96,6 +96,19 @@ pub async fn members(State(api): State<Arc<Api>>) -> Response {
     (headers, axum::Json(Value::Array(c.members.iter().map(member_json).collect()))).into_response()
 }
 
+/// `PUT /v1/agent/leave`: a graceful leave, then the agent exits (Consul's endpoint). The
+/// answer (200, empty) comes first; the leave is announced as the agent stops.
+pub async fn leave(State(api): State<Arc<Api>>) -> Response {
+    match &api.leave {
+        Some(n) => {
+            tracing::info!("leave requested through the API");
+            n.notify_one();
+            StatusCode::OK.into_response()
+        }
+        None => text(StatusCode::NOT_IMPLEMENTED, "this agent cannot be stopped through the API"),
+    }
+}
+
 /// `GET /v1/agent/self`: the part of Consul's answer that describes this agent (`Config`,
 /// `Member`, `Meta`, `Stats`); no `DebugConfig`, `Coord` is null.
 pub async fn agent_self(State(api): State<Arc<Api>>) -> Response {

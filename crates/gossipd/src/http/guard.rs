@@ -84,7 +84,8 @@ impl Guard {
             }
         }
         let path = uri.path();
-        let needed = if path == "/v1/operator" || path.starts_with("/v1/operator/") {
+        // Leaving stops the agent: as strong as any operator action.
+        let needed = if path == "/v1/operator" || path.starts_with("/v1/operator/") || path == "/v1/agent/leave" {
             Some(Power::Operator)
         } else if write {
             (self.require >= RequireToken::Write).then_some(Power::Write)

@@ -54,12 +54,15 @@ pub struct Api {
     pub domain: String,
     /// Exec checks are accepted from the API (`--enable-script-checks`).
     pub script_checks: bool,
+    /// Notified by `PUT /v1/agent/leave` (`None`: leaving through the API is not offered).
+    pub leave: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The API's routes, each behind the [`guard`].
 pub fn router(api: Api, guard: guard::Guard) -> Router {
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
+        .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/agent/service/register", put(agent::register))
         .route("/v1/agent/service/deregister/{id}", put(agent::deregister))
         .route("/v1/agent/service/{id}", get(agent::service))
