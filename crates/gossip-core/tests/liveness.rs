@@ -215,3 +215,15 @@ fn a_duplicate_name_with_another_identity_is_refused_and_reported() {
     net.run_for(Duration::from_secs(10));
     assert!(net.nodes[0].node(&impostor).is_some(), "the name is free once its holder left");
 }
+
+#[test]
+#[ignore = "slow: 100 nodes for 300 s of virtual time (run with --ignored)"]
+fn ten_percent_loss_causes_no_false_death_at_100_nodes() {
+    let mut net = warm(100, 12, 0.10);
+    net.run_for(Duration::from_secs(300));
+    let false_deaths = net.events.iter().filter(|(_, e, _)| matches!(e, Event::MemberFailed(_))).count();
+    let suspicions: u64 = net.nodes.iter().map(|n| n.stats().suspicions_raised).sum();
+    let confirmed: u64 = net.nodes.iter().map(|n| n.stats().suspicions_confirmed).sum();
+    println!("10% loss, N=100, 300 s: {suspicions} suspicions raised, {confirmed} confirmed by another's probe, {false_deaths} deaths");
+    assert_eq!(false_deaths, 0, "false deaths at 10% loss");
+}
