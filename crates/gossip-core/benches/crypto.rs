@@ -165,9 +165,10 @@ fn records(c: &mut Criterion) {
     let e2 = Entry::signed(&id, info.generation, "svc/web-2", 2, service(2));
     assert!(e2.verify(&info));
     let mut held = Table::new();
-    let d1 = Delta { ttl: 0, node: info.clone(), from_version: 0, to_version: 1, entries: vec![e1] };
+    let d1 = Delta { ttl: 0, node: info.clone(), from_version: 0, to_version: 1, entries: vec![e1], head: None };
     assert!(matches!(held.apply(&d1), Applied::Changed { .. }));
-    let d2 = Delta { ttl: 0, node: info.clone(), from_version: 1, to_version: 2, entries: vec![e2.clone()] };
+    let d2 =
+        Delta { ttl: 0, node: info.clone(), from_version: 1, to_version: 2, entries: vec![e2.clone()], head: None };
     assert!(matches!(held.clone().apply(&d2), Applied::Changed { .. }));
 
     let mut g = c.benchmark_group("records");

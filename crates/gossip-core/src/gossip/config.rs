@@ -291,6 +291,11 @@ pub struct Stats {
     /// Suspicions ignored because they named a state of the target newer than the one held
     /// (the sender may be ahead, or lying: only the target can tell, and bans the liar).
     pub suspicions_beyond_held: u64,
+    /// Owner copies found incomplete: still unverified against the owner's signed head a grace
+    /// after a delta (a relay withheld entries or the head), once per episode.
+    pub incomplete_states: u64,
+    /// Pulls of an owner's whole state sent to repair an incomplete copy.
+    pub incomplete_pulls: u64,
 }
 
 /// Why a local command was refused. Nothing changed when an error is returned.
