@@ -352,11 +352,10 @@ impl Table {
             None => true,
         };
         let news: Vec<Entry> = d.entries.iter().filter(|e| differs(e)).cloned().collect();
-        let head = d.head.filter(|_| {
-            d.to_version == node.max_version
-                && node.head.is_none_or(|(v, _)| v < node.max_version)
-                && d.entries.last().is_some_and(|e| e.version == d.to_version)
-        });
+        // Its version is the one held (the delta's entries were merged before, or came with it;
+        // a head-only chunk `(v, v]` follows a full last chunk): never beyond what is held.
+        let head =
+            d.head.filter(|_| d.to_version == node.max_version && node.head.is_none_or(|(v, _)| v < node.max_version));
         if news.is_empty() && head.is_none() {
             return Applied::Stale;
         }
