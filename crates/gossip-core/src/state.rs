@@ -283,7 +283,12 @@ impl Table {
     /// A delta at or below the held version is not news, but it is still compared entry by
     /// entry (no cryptography unless something differs): reconciliation sends one when two
     /// replicas at one version hold different entries, and this is where the difference is
-    /// repaired (a missing entry) or proven (a second entry under a held version).
+    /// repaired (a missing entry) or proven (a second entry under a held version). It is also
+    /// where a copy that came without the owner's head gets it ([`Applied::Head`]).
+    ///
+    /// A head is taken only if it is for the version held once the delta is merged and newer
+    /// than the head held; only then is its signature checked, and a bad one makes the whole
+    /// delta [`Applied::Forged`].
     pub fn apply(&mut self, d: &Delta) -> Applied {
         let id = d.node.id;
         let held = self.nodes.get(&id).map(|n| (n.info.generation, n.max_version));

@@ -355,3 +355,24 @@ fn a_large_owner_reaches_a_newcomer_in_split_deltas_verified() {
     }
     assert_eq!(net.nodes[newcomer].node(&owner).unwrap().entries.len(), state.entries.len());
 }
+
+#[test]
+fn a_head_costs_80_bytes_beside_its_tag() {
+    // A rumor of one typical change, with and without the head: the tag byte is always there.
+    let owner = identity(13);
+    let (info, entries) = owner_history(&owner, 2, 12);
+    let head = head_of(&owner, 2, &entries);
+    let rumor = |head| Delta {
+        ttl: 6,
+        node: info.clone(),
+        from_version: 1,
+        to_version: 2,
+        entries: entries[1..].to_vec(),
+        head,
+    };
+    let len = |d: Delta| Message::Delta { sender: NodeId::MIN, delta: d }.encode().len();
+    let (with, without) = (len(rumor(Some(head))), len(rumor(None)));
+    println!("one-entry rumor: {without} bytes without the head, {with} with it");
+    assert_eq!(with - without, gossip_core::message::HEAD_LEN);
+    assert_eq!(gossip_core::message::HEAD_LEN, 80);
+}
