@@ -62,7 +62,10 @@ fn messages() -> Vec<Message> {
     ];
     let sender = NodeId([3; 16]);
     vec![
-        Message::Delta { sender, delta: Delta { ttl: 2, node: info, from_version: 0, to_version: 6, entries } },
+        Message::Delta {
+            sender,
+            delta: Delta { ttl: 2, node: info, from_version: 0, to_version: 6, entries, head: None },
+        },
         Message::Reconcile {
             sender,
             initial: true,

@@ -138,11 +138,11 @@ fn signed(s: &Signed) {
     let mut table = Table::new();
     if k > 0 {
         let d1 =
-            Delta { ttl: 0, node: info.clone(), from_version: 0, to_version: k as u64, entries: entries[..k].to_vec() };
+            Delta { ttl: 0, node: info.clone(), from_version: 0, to_version: k as u64, entries: entries[..k].to_vec(), head: None };
         assert!(matches!(table.apply(&d1), Applied::Changed { new_node: true, .. }), "a valid delta was refused");
     }
     let d2 =
-        Delta { ttl: s.ttl, node: info, from_version: k as u64, to_version: n as u64, entries: entries[k..].to_vec() };
+        Delta { ttl: s.ttl, node: info, from_version: k as u64, to_version: n as u64, entries: entries[k..].to_vec(), head: None };
     let msg = Message::Delta { sender: NodeId([3; 16]), delta: d2.clone() };
     let mut bytes = msg.encode();
     assert_eq!(Message::decode(&bytes).as_ref(), Ok(&msg), "a signed delta does not round-trip");

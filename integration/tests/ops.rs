@@ -106,6 +106,8 @@ fn prometheus_metrics_after_a_cluster_forms() {
         "gossipd_secure_bans_total",
         "gossipd_secure_banned_drops_total",
         "gossipd_gossip_forged_records_total",
+        "gossipd_gossip_incomplete_states_total",
+        "gossipd_gossip_incomplete_pulls_total",
     ] {
         assert_eq!(m.get(series), Some(&0.0), "{series} should be present and 0");
     }

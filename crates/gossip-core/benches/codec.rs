@@ -56,7 +56,7 @@ fn full_delta() -> Message {
     );
     let entries: Vec<Entry> = (1..=40).map(|v| service_entry(v, v)).collect();
     let refs: Vec<&Entry> = entries.iter().collect();
-    let delta = split_delta(&info, 0, 40, &refs, 2, MAX_PAYLOAD).remove(0);
+    let delta = split_delta(&info, 0, 40, &refs, 2, MAX_PAYLOAD, None).remove(0);
     Message::Delta { sender: id(2), delta }
 }
 

@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use gossip_core::message::{Delta, Entry, Value};
+use gossip_core::message::{Delta, Entry, Head, Value};
 use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
 use gossip_core::secure::{Outgoing, SecureConfig, SecureLayer};
 use gossip_core::state::{Applied, Table};
@@ -165,15 +165,42 @@ fn records(c: &mut Criterion) {
     let e2 = Entry::signed(&id, info.generation, "svc/web-2", 2, service(2));
     assert!(e2.verify(&info));
     let mut held = Table::new();
-    let d1 = Delta { ttl: 0, node: info.clone(), from_version: 0, to_version: 1, entries: vec![e1] };
+    let d1 = Delta { ttl: 0, node: info.clone(), from_version: 0, to_version: 1, entries: vec![e1], head: None };
     assert!(matches!(held.apply(&d1), Applied::Changed { .. }));
-    let d2 = Delta { ttl: 0, node: info.clone(), from_version: 1, to_version: 2, entries: vec![e2.clone()] };
+    let d2 =
+        Delta { ttl: 0, node: info.clone(), from_version: 1, to_version: 2, entries: vec![e2.clone()], head: None };
     assert!(matches!(held.clone().apply(&d2), Applied::Changed { .. }));
+
+    // The same change with the owner's head (protocol 4): one more signature to check.
+    let mut owner = Table::new();
+    owner.insert_local(info.clone());
+    for v in 1..=2u64 {
+        owner.write_local(&id, &format!("svc/web-{v}"), service(v));
+    }
+    let d2h = owner.deltas_for(&id.node_id(), info.generation, 1, 0, 1136).remove(0);
+    assert!(d2h.head.is_some());
+    let head = d2h.head.unwrap();
+    assert!(matches!(held.clone().apply(&d2h), Applied::Changed { .. }));
 
     let mut g = c.benchmark_group("records");
     g.bench_function("entry_verify", |bench| bench.iter(|| black_box(&e2).verify(black_box(&info))));
+    g.bench_function("head_sign", |bench| {
+        bench.iter(|| Head::signed(black_box(&id), info.generation, 2, black_box(head.digest)))
+    });
+    g.bench_function("head_verify", |bench| bench.iter(|| black_box(&head).verify(black_box(&info), 2)));
     g.bench_function("apply_1_entry", |bench| {
         bench.iter_batched_ref(|| held.clone(), |t| t.apply(black_box(&d2)), BatchSize::SmallInput)
+    });
+    g.bench_function("apply_1_entry_with_head", |bench| {
+        bench.iter_batched_ref(|| held.clone(), |t| t.apply(black_box(&d2h)), BatchSize::SmallInput)
+    });
+    // A local change: the entry's signature, the digest, the head's signature.
+    g.bench_function("write_local", |bench| {
+        bench.iter_batched_ref(
+            || owner.clone(),
+            |t| t.write_local(black_box(&id), "svc/web-3", service(3)),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }

@@ -57,7 +57,7 @@ fn service_entry(owner: u64, i: u64, version: u64) -> Entry {
 fn deltas(n: u64, count: u64) -> Vec<Delta> {
     let entries: Vec<Entry> = (1..=count).map(|v| service_entry(n, v, v)).collect();
     let refs: Vec<&Entry> = entries.iter().collect();
-    split_delta(&info(n), 0, count, &refs, 0, MAX_PAYLOAD)
+    split_delta(&info(n), 0, count, &refs, 0, MAX_PAYLOAD, None)
 }
 
 /// The first (full) chunk of owner `n`'s history of `count` service writes.
@@ -106,6 +106,7 @@ fn bench(c: &mut Criterion) {
                 from_version: 10 + k,
                 to_version: 11 + k,
                 entries: vec![service_entry(500, k, 11 + k)],
+                head: None,
             };
             let deltas: Vec<Delta> = (1..=iters).map(step).collect();
             let mut table = base.clone();

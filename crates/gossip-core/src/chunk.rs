@@ -1,6 +1,6 @@
 //! Splitting messages so that every datagram fits the payload budget.
 
-use crate::message::{self, Delta, Entry, Message, Range, Want};
+use crate::message::{self, Delta, Entry, HEAD_LEN, Head, Message, Range, Want};
 use crate::types::{NodeId, NodeInfo};
 
 /// Splits one owner's entries `(from, to]` into deltas of at most `budget` encoded bytes each.
@@ -11,10 +11,22 @@ use crate::types::{NodeId, NodeInfo};
 /// replica that does not know the owner applies first); every other chunk carries its digest.
 /// When the first entry does not fit beside the certificate, the certificate gets a chunk of
 /// its own.
-pub fn split_delta(info: &NodeInfo, from: u64, to: u64, entries: &[&Entry], ttl: u8, budget: usize) -> Vec<Delta> {
+///
+/// `head`, the owner's signed head at `to` if the sender holds it, rides in the last chunk only
+/// (the one that ends at `to`): a receiver takes it once it holds every entry up to `to`. When
+/// it does not fit beside the last chunk's entries it gets a chunk of its own, `(to, to]`.
+pub fn split_delta(
+    info: &NodeInfo,
+    from: u64,
+    to: u64,
+    entries: &[&Entry],
+    ttl: u8,
+    budget: usize,
+    head: Option<&Head>,
+) -> Vec<Delta> {
     let mut out = Vec::new();
     let stripped = NodeInfo { cert: None, ..info.clone() };
-    let empty = Delta { ttl, node: stripped, from_version: from, to_version: to, entries: Vec::new() };
+    let empty = Delta { ttl, node: stripped, from_version: from, to_version: to, entries: Vec::new(), head: None };
     let overhead = message::delta_overhead(&empty);
     let mut cur = empty.clone();
     let mut size = overhead;
@@ -38,6 +50,13 @@ pub fn split_delta(info: &NodeInfo, from: u64, to: u64, entries: &[&Entry], ttl:
         size += len;
     }
     cur.to_version = to;
+    if let Some(h) = head {
+        if size + HEAD_LEN > budget {
+            out.push(cur);
+            cur = Delta { from_version: to, ..empty.clone() };
+        }
+        cur.head = Some(*h);
+    }
     out.push(cur);
     out
 }

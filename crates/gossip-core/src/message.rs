@@ -251,6 +251,46 @@ pub fn claim_bytes(owner: &NodeId, generation: u64, key: &str, version: u64, dig
     w.buf
 }
 
+/// The owner's signed **head**: a commitment to its whole entry set at one version of one
+/// generation (the version is the carrying delta's `to_version`, or the one a replica holds it
+/// for). A replica whose computed digest ([`crate::state::owner_digest`]) equals the head's at
+/// its `max_version` holds exactly what the owner published; one that differs, or holds no head
+/// for its `max_version`, knows its copy is incomplete (docs/PROTOCOL.md section 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The owner's digest of its entries at that version.
+    pub digest: [u8; 16],
+    /// Ed25519 signature by the owner's identity over [`head_bytes`].
+    pub sig: [u8; 64],
+}
+
+/// Encoded size of a head in a delta header beyond the one-byte tag every header carries.
+pub const HEAD_LEN: usize = 16 + 64;
+
+impl Head {
+    /// The owner signs its digest at `(generation, version)`.
+    pub fn signed(identity: &Identity, generation: u64, version: u64, digest: [u8; 16]) -> Head {
+        Head { digest, sig: identity.sign(&head_bytes(&identity.node_id(), generation, version, &digest)) }
+    }
+
+    /// True if `owner`'s identity signed this head for its generation and `version`.
+    pub fn verify(&self, owner: &NodeInfo, version: u64) -> bool {
+        owner.identity.verify(&head_bytes(&owner.id, owner.generation, version, &self.digest), &self.sig)
+    }
+}
+
+/// The bytes an owner signs for a head: `"gossipd head v4"`, owner id (16 B), generation
+/// (u64 BE), version (u64 BE), digest (16 B).
+pub fn head_bytes(owner: &NodeId, generation: u64, version: u64, digest: &[u8; 16]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(b"gossipd head v4");
+    w.node_id(owner);
+    w.u64_fixed(generation);
+    w.u64_fixed(version);
+    w.bytes(digest);
+    w.buf
+}
+
 /// A contiguous slice of one owner's history: every entry whose version lies in
 /// `(from_version, to_version]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +305,10 @@ pub struct Delta {
     pub to_version: u64,
     /// Entries with versions in the range, ascending.
     pub entries: Vec<Entry>,
+    /// The owner's head at `to_version`, when the sender holds it: attached to every delta that
+    /// ends at the sender's newest version (the last chunk of a split one), absent from the
+    /// chunks before.
+    pub head: Option<Head>,
 }
 
 /// A pull: "send me what you hold of these owners beyond this version".
@@ -362,14 +406,14 @@ impl Message {
     }
 
     /// Encodes at wire version `version` (one this build speaks; see [`crate::version`]). Version
-    /// 3 is the only format; the synthetic version 4 of the `testing` feature appends one byte
-    /// `0x04`, so that a message encoded at the wrong version does not decode.
+    /// 4 is the only format; the synthetic version 5 of the `testing` feature appends one byte
+    /// `0x05`, so that a message encoded at the wrong version does not decode.
     pub fn encode_for(&self, version: u8) -> Vec<u8> {
         #[allow(unused_mut)]
         let mut buf = self.encode();
         #[cfg(feature = "testing")]
-        if version == 4 {
-            buf.push(0x04);
+        if version == 5 {
+            buf.push(0x05);
         }
         debug_assert!((crate::version::BUILD_MIN..=crate::version::BUILD_MAX).contains(&version), "version {version}");
         let _ = version;
@@ -380,16 +424,16 @@ impl Message {
     pub fn decode_for(version: u8, buf: &[u8]) -> Result<Message, DecodeError> {
         match version {
             #[cfg(feature = "testing")]
-            4 => match buf.split_last() {
-                Some((0x04, rest)) => Message::decode(rest),
-                _ => Err(DecodeError::BadTag { what: "version 4 trailer", tag: buf.last().copied().unwrap_or(0) }),
+            5 => match buf.split_last() {
+                Some((0x05, rest)) => Message::decode(rest),
+                _ => Err(DecodeError::BadTag { what: "version 5 trailer", tag: buf.last().copied().unwrap_or(0) }),
             },
-            3 => Message::decode(buf),
+            4 => Message::decode(buf),
             v => Err(DecodeError::BadTag { what: "wire version", tag: v }),
         }
     }
 
-    /// Encodes at wire version 3.
+    /// Encodes at wire version 4.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
@@ -448,7 +492,7 @@ impl Message {
         w.buf
     }
 
-    /// Decodes one message encoded at wire version 3; the whole input must be consumed.
+    /// Decodes one message encoded at wire version 4; the whole input must be consumed.
     pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         let mut r = Reader::new(buf);
         let kind = r.u8()?;
@@ -642,7 +686,21 @@ fn encode_delta_header(w: &mut Writer, d: &Delta) {
     }
     w.varint(d.from_version);
     w.varint(d.to_version);
+    match &d.head {
+        Some(h) => {
+            w.u8(HEAD_PRESENT);
+            w.bytes(&h.digest);
+            w.bytes(&h.sig);
+        }
+        None => w.u8(HEAD_NONE),
+    }
 }
+
+/// Delta header head tag: no head.
+const HEAD_NONE: u8 = 0;
+/// Delta header head tag: the owner's head at `to_version` follows (16-byte digest, 64-byte
+/// signature).
+const HEAD_PRESENT: u8 = 1;
 
 /// Delta header certificate tag: the owner has no certificate.
 const CERT_NONE: u8 = 0;
@@ -689,8 +747,18 @@ fn decode_delta_header(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
     if to_version < from_version {
         return Err(DecodeError::OutOfRange("version range"));
     }
+    let head = match r.u8()? {
+        HEAD_NONE => None,
+        HEAD_PRESENT => {
+            let digest = commitment(r)?;
+            let mut sig = [0u8; 64];
+            sig.copy_from_slice(r.bytes(64)?);
+            Some(Head { digest, sig })
+        }
+        tag => return Err(DecodeError::BadTag { what: "head", tag }),
+    };
     let node = NodeInfo { id: identity.node_id(), identity, name, addr, generation, cert_digest, cert, sig };
-    Ok(Delta { ttl, node, from_version, to_version, entries: Vec::new() })
+    Ok(Delta { ttl, node, from_version, to_version, entries: Vec::new(), head })
 }
 
 /// Encoded size of one entry.

@@ -5,6 +5,12 @@
 //! and generation and only grow; a higher generation replaces everything known of the older
 //! one; a replica keeps the highest version of each entry and the highest contiguous version
 //! of each owner it holds (`max_version`), so a delta that would leave a gap is not applied.
+//!
+//! The owner signs a **head** with every version: its digest at `(generation, max_version)`.
+//! Replicas keep the newest head they verified, so that each can tell by itself whether it holds
+//! exactly what the owner published ([`NodeState::verified`]): a relay that withheld entries
+//! leaves a digest that differs from the head, one that stripped the head leaves none for the
+//! version held, and either way the replica knows its copy is incomplete.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use std::sync::OnceLock;
 
 use blake2::{Blake2s256, Digest};
 
-use crate::message::{Bound, Delta, Entry, NodeStatus, STATUS_KEY, Summary, Value, Want};
+use crate::message::{Bound, Delta, Entry, Head, NodeStatus, STATUS_KEY, Summary, Value, Want};
 use crate::proof::Proof;
 use crate::secure::keys::Identity;
 use crate::types::{NodeId, NodeInfo};
@@ -34,6 +40,9 @@ pub struct NodeState {
     item: Commitment,
     /// Entries that are not tombstones (what an owner's quota counts).
     pub live: usize,
+    /// The newest head of the owner this replica verified (the owner's own state: the head it
+    /// signed at its last change), with the version it was signed for.
+    pub head: Option<(u64, Head)>,
 }
 
 impl NodeState {
@@ -50,9 +59,29 @@ impl NodeState {
         Summary { id: self.info.id, generation: self.info.generation, version: self.max_version, digest: self.digest }
     }
 
+    /// True if this copy is exactly what the owner published at `max_version`: the replica holds
+    /// the owner's head for that version and its own digest equals the head's. A copy that is
+    /// not verified is incomplete (a relay withheld entries or the head), or in the middle of
+    /// a split delta.
+    pub fn verified(&self) -> bool {
+        self.head.is_some_and(|(v, h)| v == self.max_version && h.digest == self.digest)
+    }
+
+    /// The head to send with a delta ending at the newest version held, if held.
+    pub fn current_head(&self) -> Option<&Head> {
+        self.head.as_ref().filter(|(v, _)| *v == self.max_version).map(|(_, h)| h)
+    }
+
     fn new(info: NodeInfo) -> Self {
-        let mut n =
-            NodeState { info, max_version: 0, entries: BTreeMap::new(), digest: [0; 16], item: [0; 16], live: 0 };
+        let mut n = NodeState {
+            info,
+            max_version: 0,
+            entries: BTreeMap::new(),
+            digest: [0; 16],
+            item: [0; 16],
+            live: 0,
+            head: None,
+        };
         n.seal();
         n
     }
@@ -149,6 +178,9 @@ pub enum Applied {
     },
     /// Nothing new.
     Stale,
+    /// Only the owner's head for the version held was learned (the entries were all held): the
+    /// replica can now tell whether its copy is complete.
+    Head,
     /// The delta starts past what is held: this is what to ask for instead.
     Gap(Want),
     /// A signature did not verify (the node info or an entry was forged or altered): nothing
@@ -233,14 +265,15 @@ impl Table {
         self.nodes.insert(info.id, Arc::new(NodeState::new(info)));
     }
 
-    /// The owner writes one entry under a fresh version, signed by its identity. Returns the
-    /// new version.
+    /// The owner writes one entry under a fresh version, signed by its identity, and signs its
+    /// head for that version (one more signature per change, cached). Returns the new version.
     pub fn write_local(&mut self, identity: &Identity, key: &str, value: Value) -> Option<u64> {
         let node = Arc::make_mut(self.nodes.get_mut(&identity.node_id())?);
         node.max_version += 1;
         let version = node.max_version;
         node.put(Entry::signed(identity, node.info.generation, key, version, value));
         node.seal();
+        node.head = Some((version, Head::signed(identity, node.info.generation, version, node.digest)));
         self.changed();
         Some(version)
     }
@@ -250,7 +283,12 @@ impl Table {
     /// A delta at or below the held version is not news, but it is still compared entry by
     /// entry (no cryptography unless something differs): reconciliation sends one when two
     /// replicas at one version hold different entries, and this is where the difference is
-    /// repaired (a missing entry) or proven (a second entry under a held version).
+    /// repaired (a missing entry) or proven (a second entry under a held version). It is also
+    /// where a copy that came without the owner's head gets it ([`Applied::Head`]).
+    ///
+    /// A head is taken only if it is for the version held once the delta is merged and newer
+    /// than the head held; only then is its signature checked, and a bad one makes the whole
+    /// delta [`Applied::Forged`].
     pub fn apply(&mut self, d: &Delta) -> Applied {
         let id = d.node.id;
         let held = self.nodes.get(&id).map(|n| (n.info.generation, n.max_version));
@@ -277,6 +315,14 @@ impl Table {
             return Applied::Forged;
         }
         let fresh = held.is_none_or(|(g, _)| d.node.generation > g);
+        // The delta ends past the version held, so a head it carries is newer than any held; it
+        // is taken only if the delta holds the entry it names (a head for a version beyond the
+        // entries it came with is refused), and then it must verify.
+        let newest_signed = d.entries.iter().map(|e| e.version).max().unwrap_or(0);
+        let head = d.head.filter(|_| newest_signed == d.to_version);
+        if head.is_some_and(|h| !h.verify(&d.node, d.to_version)) {
+            return Applied::Forged;
+        }
         self.changed();
         if fresh {
             self.nodes.insert(id, Arc::new(NodeState::new(d.node.clone())));
@@ -289,9 +335,11 @@ impl Table {
         // The high-water mark comes from signed entries only, never from the delta's (unsigned)
         // bounds: the owner's newest version is always the version of a live entry it holds,
         // so a replica holding that entry holds everything newer than what it had.
-        let newest_signed = d.entries.iter().map(|e| e.version).max().unwrap_or(0);
         node.max_version = node.max_version.max(newest_signed);
         node.seal();
+        if let Some(h) = head {
+            node.head = Some((d.to_version, h));
+        }
         let status_changed = fresh || node.status() != status_before;
         if let Some((key, version, proof)) = equivocation {
             return Applied::Equivocation { key, version, proof };
@@ -300,7 +348,8 @@ impl Table {
     }
 
     /// A delta within the held version of the held generation: applies the entries the replica
-    /// lacks (held older or not at all) and detects a second entry under a held version.
+    /// lacks (held older or not at all) and detects a second entry under a held version. A head
+    /// for the version held is taken if no head for it is held (a copy that came without one).
     fn repair(&mut self, d: &Delta) -> Applied {
         let Some(node) = self.nodes.get(&d.node.id) else { return Applied::Stale };
         let differs = |e: &Entry| match node.entries.get(&e.key) {
@@ -308,16 +357,33 @@ impl Table {
             None => true,
         };
         let news: Vec<Entry> = d.entries.iter().filter(|e| differs(e)).cloned().collect();
-        if news.is_empty() {
+        // Its version is the one held (the delta's entries were merged before, or came with it;
+        // a head-only chunk `(v, v]` follows a full last chunk): never beyond what is held.
+        let head =
+            d.head.filter(|_| d.to_version == node.max_version && node.head.is_none_or(|(v, _)| v < node.max_version));
+        if news.is_empty() && head.is_none() {
             return Applied::Stale;
         }
         // The node info must be the one held (same generation): verify against it.
-        if !d.node.verify() || d.node.identity != node.info.identity || !news.iter().all(|e| e.verify(&node.info)) {
+        if !d.node.verify()
+            || d.node.identity != node.info.identity
+            || !news.iter().all(|e| e.verify(&node.info))
+            || head.is_some_and(|h| !h.verify(&node.info, d.to_version))
+        {
             return Applied::Forged;
         }
         let status_before = node.status();
-        self.changed();
+        if !news.is_empty() {
+            self.changed();
+        }
         let Some(node) = self.nodes.get_mut(&d.node.id).map(Arc::make_mut) else { return Applied::Stale };
+        if let Some(h) = head {
+            node.head = Some((d.to_version, h));
+        }
+        if news.is_empty() {
+            // The summary is unchanged: the root fingerprint stays valid.
+            return Applied::Head;
+        }
         let equivocation = merge(node, &news);
         node.seal();
         let status_changed = node.status() != status_before;
@@ -353,7 +419,7 @@ impl Table {
         };
         let mut entries: Vec<&Entry> = node.entries.values().filter(|e| e.version > from).collect();
         entries.sort_by_key(|e| e.version);
-        crate::chunk::split_delta(&node.info, from, node.max_version, &entries, ttl, budget)
+        crate::chunk::split_delta(&node.info, from, node.max_version, &entries, ttl, budget, node.current_head())
     }
 }
 

@@ -3,21 +3,24 @@
 //!
 //! Each agent proves its range `min..=max` in its handshake; both sides of a session then speak
 //! the highest version in both ranges, and refuse the session (loudly) when there is none. A
-//! cluster upgrades one agent at a time: a build that speaks `3..=4` talks 3 to the agents not
-//! yet upgraded and 4 to the others, and a later build drops 3 once no agent needs it.
+//! cluster upgrades one agent at a time: a build that speaks `4..=5` talks 4 to the agents not
+//! yet upgraded and 5 to the others, and a later build drops 4 once no agent needs it.
+//!
+//! Version 4 added the owner's signed head to deltas (docs/PROTOCOL.md section 3.2). Version 3
+//! was never released, and this build no longer speaks it.
 
 use std::fmt;
 
 /// The lowest wire version this build speaks.
-pub const BUILD_MIN: u8 = 3;
+pub const BUILD_MIN: u8 = 4;
 /// The highest wire version this build speaks. Builds with the `testing` feature also speak a
-/// synthetic version 4 (the message format of version 3 followed by one byte `0x04`), so that
-/// tests can run two "builds" in one cluster; without it, 3.
+/// synthetic version 5 (the message format of version 4 followed by one byte `0x05`), so that
+/// tests can run two "builds" in one cluster; without it, 4.
 #[cfg(feature = "testing")]
-pub const BUILD_MAX: u8 = 4;
+pub const BUILD_MAX: u8 = 5;
 /// The highest wire version this build speaks.
 #[cfg(not(feature = "testing"))]
-pub const BUILD_MAX: u8 = 3;
+pub const BUILD_MAX: u8 = 4;
 
 /// An inclusive range of wire versions, `min ≤ max`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,7 +30,7 @@ pub struct VersionRange {
 }
 
 impl VersionRange {
-    /// What this build speaks by default: protocol 3 only (the synthetic version 4 of the
+    /// What this build speaks by default: protocol 4 only (the synthetic version 5 of the
     /// `testing` feature must be asked for).
     pub const DEFAULT: VersionRange = VersionRange { min: BUILD_MIN, max: BUILD_MIN };
 
@@ -90,14 +93,14 @@ mod tests {
     #[test]
     fn negotiation_picks_the_highest_common_version() {
         let r = |a, b| VersionRange::new(a, b).unwrap();
-        assert_eq!(r(3, 3).negotiate(&r(3, 4)), Some(3));
-        assert_eq!(r(3, 4).negotiate(&r(3, 4)), Some(4));
-        assert_eq!(r(3, 4).negotiate(&r(4, 6)), Some(4));
-        assert_eq!(r(3, 3).negotiate(&r(4, 5)), None);
-        assert_eq!(r(5, 9).negotiate(&r(3, 4)), None);
-        assert!(VersionRange::new(4, 3).is_none());
-        assert!(VersionRange::supported(2, 3).is_none());
-        assert!(VersionRange::supported(3, 200).is_none());
-        assert_eq!(VersionRange::supported(3, 3), Some(VersionRange::DEFAULT));
+        assert_eq!(r(4, 4).negotiate(&r(4, 5)), Some(4));
+        assert_eq!(r(4, 5).negotiate(&r(4, 5)), Some(5));
+        assert_eq!(r(4, 5).negotiate(&r(5, 7)), Some(5));
+        assert_eq!(r(4, 4).negotiate(&r(5, 6)), None);
+        assert_eq!(r(6, 9).negotiate(&r(4, 5)), None);
+        assert!(VersionRange::new(5, 4).is_none());
+        assert!(VersionRange::supported(3, 4).is_none(), "protocol 3 is no longer spoken");
+        assert!(VersionRange::supported(4, 200).is_none());
+        assert_eq!(VersionRange::supported(4, 4), Some(VersionRange::DEFAULT));
     }
 }

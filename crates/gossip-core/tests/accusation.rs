@@ -156,7 +156,7 @@ fn a_bogus_proof_convinces_no_one() {
         Entry::signed(&id, 1, &Accusation::key(&victim), 2, Value::Accusation(accusation)),
     ];
     let node = NodeInfo::signed(&id, "liar".into(), liar_addr, 1);
-    let delta = Delta { ttl: 3, node, from_version: 0, to_version: 2, entries };
+    let delta = Delta { ttl: 3, node, from_version: 0, to_version: 2, entries, head: None };
     let msg = Message::Delta { sender: id.node_id(), delta };
     deliver(&mut net, 0, &mut liar, liar_addr, &msg.encode());
     net.run_for(Duration::from_secs(10));

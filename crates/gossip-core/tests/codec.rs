@@ -91,9 +91,9 @@ fn delta() -> impl Strategy<Value = Delta> {
         any::<u64>(),
         0u64..1000,
         proptest::collection::vec(("[a-z/@]{1,30}", value(), sig()), 0..5),
-        (any::<u8>(), sig()),
+        (any::<u8>(), sig(), proptest::option::of((any::<[u8; 16]>(), sig()))),
     )
-        .prop_map(|(identity, name, addr, generation, from, vals, (ttl, node_sig))| {
+        .prop_map(|(identity, name, addr, generation, from, vals, (ttl, node_sig, head))| {
             let entries: Vec<Entry> = vals
                 .into_iter()
                 .enumerate()
@@ -111,7 +111,8 @@ fn delta() -> impl Strategy<Value = Delta> {
                 cert: None,
                 sig: node_sig,
             };
-            Delta { ttl, node, from_version: from, to_version: to, entries }
+            let head = head.map(|(digest, sig)| gossip_core::message::Head { digest, sig });
+            Delta { ttl, node, from_version: from, to_version: to, entries, head }
         })
 }
 

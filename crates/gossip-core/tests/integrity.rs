@@ -92,7 +92,8 @@ fn a_relay_withholding_entries_whose_old_digests_cancel_is_repaired() {
     let mut kept: Vec<Entry> =
         state.entries.values().filter(|e| !withheld.contains(&e.key.as_str())).cloned().collect();
     kept.sort_by_key(|e| e.version);
-    let doctored = Delta { ttl: 0, node: state.info.clone(), from_version: 0, to_version: newest, entries: kept };
+    let doctored =
+        Delta { ttl: 0, node: state.info.clone(), from_version: 0, to_version: newest, entries: kept, head: None };
     let mut t = Table::new();
     assert!(matches!(t.apply(&doctored), Applied::Changed { .. }));
     let doctored = Arc::new(t.get(&owner).unwrap().clone());

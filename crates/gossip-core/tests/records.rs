@@ -29,7 +29,7 @@ fn svc(port: u16) -> Value {
 fn owner_delta(owner: &Identity, entries: Vec<Entry>) -> Delta {
     let info = NodeInfo::signed(owner, "owner".into(), addr(1), 1);
     let to = entries.iter().map(|e| e.version).max().unwrap_or(0);
-    Delta { ttl: 0, node: info, from_version: 0, to_version: to, entries }
+    Delta { ttl: 0, node: info, from_version: 0, to_version: to, entries, head: None }
 }
 
 #[test]

@@ -97,7 +97,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
 
     let g = i.gossip;
-    let counters: [(&str, &str, u64); 26] = [
+    let counters: [(&str, &str, u64); 28] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -117,6 +117,16 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("gossip_equivocations_total", "Owners caught signing two records under one version.", g.equivocations),
         ("gossip_accusations_written_total", "Accusations this agent wrote.", g.accusations_written),
         ("gossip_dropped_excluded_total", "Messages dropped: sender excluded by the cluster.", g.dropped_excluded),
+        (
+            "gossip_incomplete_states_total",
+            "Owner copies found incomplete: they do not verify against the owner's signed head (a relay withheld records).",
+            g.incomplete_states,
+        ),
+        (
+            "gossip_incomplete_pulls_total",
+            "Pulls of an owner's whole state from another peer to repair an incomplete copy.",
+            g.incomplete_pulls,
+        ),
         (
             "member_suspicions_raised_total",
             "Suspicions this agent raised: a partner missed its direct and indirect probes.",

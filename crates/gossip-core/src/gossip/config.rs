@@ -324,6 +324,11 @@ pub struct Stats {
     pub failure_records_refuted: u64,
     /// Ripe suspicions the death-rate budget held back (each counted once).
     pub deaths_held: u64,
+    /// Owner copies found incomplete: still unverified against the owner's signed head a grace
+    /// after a delta (a relay withheld entries or the head), once per episode.
+    pub incomplete_states: u64,
+    /// Pulls of an owner's whole state sent to repair an incomplete copy.
+    pub incomplete_pulls: u64,
 }
 
 /// Why a local command was refused. Nothing changed when an error is returned.

@@ -176,6 +176,16 @@ impl Gossip {
         }
         match self.table.apply(&delta) {
             Applied::Stale => self.rumor_heard(sender, &delta),
+            Applied::Head => {
+                // The entries were held, the owner's head for them was not: the copy can now be
+                // checked, and the peers a rumor goes to may lack the head too.
+                self.check_copy(now, owner, sender);
+                if delta.ttl > 0 {
+                    let fwd = Delta { ttl: delta.ttl - 1, ..delta };
+                    let pushed = self.spread(now, fwd, &[sender, owner], self.cfg.fanout, true);
+                    self.stats.rumors_forwarded += pushed as u64;
+                }
+            }
             Applied::Gap(want) => {
                 for m in chunk::pack_wants(self.local.id, vec![want], MAX_PAYLOAD) {
                     self.send(now, from, &m);
@@ -188,6 +198,7 @@ impl Gossip {
             }
             Applied::Equivocation { key, version, proof } => {
                 self.stats.equivocations += 1;
+                self.check_copy(now, owner, sender);
                 self.events.push_back(Event::CatalogChanged);
                 self.events.push_back(Event::Equivocation { owner, key, version });
                 self.note_accusations(&owner);
@@ -200,6 +211,7 @@ impl Gossip {
                 // as their owner signed them, ignored by every view.
                 self.stats.unknown_entries += delta.entries.iter().filter(|e| e.value.is_unknown()).count() as u64;
                 self.events.push_back(Event::CatalogChanged);
+                self.check_copy(now, owner, sender);
                 self.state_advanced(&owner);
                 if delta.entries.iter().any(|e| e.key == crate::message::KEYRING_KEY) {
                     self.consider_keyring(now, &owner);

@@ -11,6 +11,7 @@
 
 mod accuse;
 mod authority;
+mod complete;
 mod config;
 mod death;
 mod exchange;
@@ -80,6 +81,8 @@ pub struct Gossip {
     reported_duplicates: Vec<NodeId>,
     accusations: accuse::Accusations,
     authority: authority::Authority,
+    /// Owner copies that did not verify against their owner's head, being repaired.
+    unverified: std::collections::BTreeMap<NodeId, complete::Unverified>,
     left: bool,
     stats: Stats,
 }
@@ -140,6 +143,7 @@ impl Gossip {
             reported_duplicates: Vec::new(),
             accusations: Default::default(),
             authority: Default::default(),
+            unverified: Default::default(),
             left: false,
             stats: Stats::default(),
         };
@@ -526,6 +530,7 @@ impl Gossip {
             let jitter = 0.9 + 0.2 * self.rng.unit();
             self.next_round = now + self.cfg.gossip_interval.mul_f64(jitter);
             self.round(now);
+            self.pull_incomplete(now);
         }
         if now >= self.next_unadmitted_report {
             let unadmitted = self.secure.take_unadmitted();

@@ -223,8 +223,8 @@ impl Gossip {
         debug_assert!(payload.len() <= crate::session::MAX_PAYLOAD, "message of {} bytes", payload.len());
         if let Some(addr) = self.table.get(id).map(|n| n.info.addr) {
             let hint = self.binding_of(id);
-            // Rumors are encoded once, at version 3, and transcoded for peers that speak another.
-            self.send_encoded(now, addr, hint, 3, payload);
+            // Rumors are encoded once, at version 4, and transcoded for peers that speak another.
+            self.send_encoded(now, addr, hint, crate::version::BUILD_MIN, payload);
         }
     }
 }

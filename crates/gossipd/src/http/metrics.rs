@@ -62,6 +62,7 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "RumorRetransmits": s.rumor_retransmits,
             "ForgedRecords": s.forged_records, "Equivocations": s.equivocations,
             "AccusationsWritten": s.accusations_written, "DroppedExcluded": s.dropped_excluded,
+            "IncompleteStates": s.incomplete_states, "IncompletePulls": s.incomplete_pulls,
             "SuspicionsRaised": s.suspicions_raised, "Suspicions": s.suspicions,
             "Deaths": s.deaths, "Refutations": s.refutations,
         },
