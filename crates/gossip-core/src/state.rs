@@ -43,6 +43,10 @@ pub struct NodeState {
     /// The newest head of the owner this replica verified (the owner's own state: the head it
     /// signed at its last change), with the version it was signed for.
     pub head: Option<(u64, Head)>,
+    /// The previous generation's state, kept while this one is not yet verified (a restarted
+    /// owner's new generation arriving in several datagrams): answers are served from it until
+    /// this copy is complete, so that a restart never shrinks them (see [`NodeState::served`]).
+    pub previous: Option<Arc<NodeState>>,
 }
 
 impl NodeState {
@@ -67,6 +71,15 @@ impl NodeState {
         self.head.is_some_and(|(v, h)| v == self.max_version && h.digest == self.digest)
     }
 
+    /// The state answers are served from: this one, or while it is not verified yet, the
+    /// previous generation's (if the owner was alive in it).
+    pub fn served(&self) -> &NodeState {
+        match &self.previous {
+            Some(p) if !self.verified() => p,
+            _ => self,
+        }
+    }
+
     /// The head to send with a delta ending at the newest version held, if held.
     pub fn current_head(&self) -> Option<&Head> {
         self.head.as_ref().filter(|(v, _)| *v == self.max_version).map(|(_, h)| h)
@@ -81,6 +94,7 @@ impl NodeState {
             item: [0; 16],
             live: 0,
             head: None,
+            previous: None,
         };
         n.seal();
         n
@@ -325,7 +339,17 @@ impl Table {
         }
         self.changed();
         if fresh {
-            self.nodes.insert(id, Arc::new(NodeState::new(d.node.clone())));
+            let mut state = NodeState::new(d.node.clone());
+            // A restart: keep serving the older generation until the new one is complete (only
+            // one generation back, and only an owner that was alive in it).
+            if let Some(old) = self.nodes.get(&id) {
+                if old.status() == NodeStatus::Alive {
+                    let mut old = NodeState::clone(old.served());
+                    old.previous = None;
+                    state.previous = Some(Arc::new(old));
+                }
+            }
+            self.nodes.insert(id, Arc::new(state));
         }
         let Some(node) = self.nodes.get_mut(&id).map(Arc::make_mut) else {
             return Applied::Stale;
@@ -339,6 +363,9 @@ impl Table {
         node.seal();
         if let Some(h) = head {
             node.head = Some((d.to_version, h));
+        }
+        if node.previous.is_some() && node.verified() {
+            node.previous = None;
         }
         let status_changed = fresh || node.status() != status_before;
         if let Some((key, version, proof)) = equivocation {
@@ -381,11 +408,19 @@ impl Table {
             node.head = Some((d.to_version, h));
         }
         if news.is_empty() {
-            // The summary is unchanged: the root fingerprint stays valid.
+            // The summary is unchanged: the root fingerprint stays valid. The copy may now be
+            // complete, and answered instead of the previous generation: that is a change.
+            if node.previous.is_some() && node.verified() {
+                node.previous = None;
+                return Applied::Changed { new_node: false, status_changed: false };
+            }
             return Applied::Head;
         }
         let equivocation = merge(node, &news);
         node.seal();
+        if node.previous.is_some() && node.verified() {
+            node.previous = None;
+        }
         let status_changed = node.status() != status_before;
         if let Some((key, version, proof)) = equivocation {
             return Applied::Equivocation { key, version, proof };

@@ -224,6 +224,8 @@ fn ten_percent_loss_causes_no_false_death_at_100_nodes() {
     let false_deaths = net.events.iter().filter(|(_, e, _)| matches!(e, Event::MemberFailed(_))).count();
     let suspicions: u64 = net.nodes.iter().map(|n| n.stats().suspicions_raised).sum();
     let confirmed: u64 = net.nodes.iter().map(|n| n.stats().suspicions_confirmed).sum();
-    println!("10% loss, N=100, 300 s: {suspicions} suspicions raised, {confirmed} confirmed by another's probe, {false_deaths} deaths");
+    println!(
+        "10% loss, N=100, 300 s: {suspicions} suspicions raised, {confirmed} confirmed by another's probe, {false_deaths} deaths"
+    );
     assert_eq!(false_deaths, 0, "false deaths at 10% loss");
 }

@@ -631,9 +631,10 @@ pub fn check_instance(inst: ServiceInstance) -> Result<(String, Value), CommandE
     Ok((entry.key, entry.value))
 }
 
-/// The live (non-deleted) service instances of a node.
+/// The live (non-deleted) service instances of a node, as answered: while a restarted owner's
+/// new generation is still arriving, those of its previous generation ([`NodeState::served`]).
 pub fn services_of(node: &NodeState) -> impl Iterator<Item = &ServiceInstance> {
-    node.entries.values().filter_map(|e| match &e.value {
+    node.served().entries.values().filter_map(|e| match &e.value {
         Value::Service(s) => Some(s),
         _ => None,
     })
