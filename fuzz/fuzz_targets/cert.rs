@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use gossip_core::cert::{CertRequest, Certificate, Revocation, Trust};
 use gossip_core::secure::keys::Identity;
-use gossip_core::wire::Reader;
 use libfuzzer_sys::fuzz_target;
 
 const NOW: u64 = 1_790_000_000;
@@ -55,8 +54,7 @@ fuzz_target!(|input: Input| {
         }
         let _ = c.grants(&input.name);
     }
-    let mut r = Reader::new(&input.raw);
-    if let Ok(rev) = Revocation::decode(&mut r) {
+    if let Ok(rev) = Revocation::from_bytes(&input.raw) {
         let _ = trust.check_revocation(&rev);
     }
     // A real certificate with chosen fields, then one byte changed.

@@ -423,7 +423,16 @@ impl Revocation {
     }
 
     /// Decodes one revocation (signature not checked).
-    pub fn decode(r: &mut Reader<'_>) -> Result<Revocation, DecodeError> {
+    /// Decodes exactly one revocation from `bytes` (trailing bytes refused).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Revocation, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let rev = Revocation::decode(&mut r)?;
+        r.finish()?;
+        Ok(rev)
+    }
+
+    /// Decodes a revocation from a reader.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Revocation, DecodeError> {
         if r.u8()? != REVOCATION_V1 {
             return Err(DecodeError::OutOfRange("revocation version"));
         }

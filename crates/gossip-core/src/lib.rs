@@ -6,24 +6,32 @@
 //! simulator run exactly this code. `docs/PROTOCOL.md` describes the algorithm and the bytes.
 #![deny(missing_docs)]
 
+/// Modules internal to the core: private, and public only under the `testing` feature (the
+/// core's own tests, the fuzz targets). The driver and the simulator use the root re-exports and
+/// the public modules below, as quinn's driver uses `quinn-proto`'s: events, small views, no
+/// tables or secrets.
+macro_rules! internal {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "testing")]
+        pub mod $name;
+        #[cfg(not(feature = "testing"))]
+        pub(crate) mod $name;
+    )*};
+}
+
+internal!(chunk, gossip, message, peers, proof, reconcile, session, state, wire);
+
 pub mod cert;
-pub mod chunk;
-pub mod gossip;
-pub mod message;
-pub mod peers;
-pub mod proof;
-pub mod reconcile;
 pub mod rng;
 pub mod secure;
-pub mod session;
-pub mod state;
 pub mod types;
 pub mod version;
-pub mod wire;
 
 pub use gossip::{
     CommandError, Config, Event, Gossip, Liveness, MAX_ENTRY, Stats, Transmit, check_instance, services_of,
 };
-pub use message::NodeStatus;
-pub use state::NodeState;
+pub use message::{Head, NodeStatus, Value};
+pub use session::{MAX_DATAGRAM, MAX_PAYLOAD};
+pub use state::{Commitment, NodeState};
 pub use types::{Health, NodeId, NodeInfo, ServiceInstance};
+pub use wire::DecodeError;

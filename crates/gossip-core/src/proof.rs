@@ -22,7 +22,9 @@ use crate::wire::{DecodeError, Reader, Writer};
 pub const ACCUSE_PREFIX: &str = "@accuse/";
 /// Longest reason carried by a [`Charge::Misbehaved`], in bytes.
 pub const MAX_REASON: usize = 200;
-/// Largest encoded proof: identity, generation and two claims with keys of the longest size.
+/// Largest encoded proof: identity, generation and two claims with keys of the longest size
+/// (the bound tests and docs check the encoding against).
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub const MAX_PROOF: usize = 32 + 10 + 2 * (2 + crate::message::MAX_KEY + 10 + 32 + 64);
 
 /// One signed claim of an owner: "version `version` of my history is `key` = the value whose

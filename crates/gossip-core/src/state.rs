@@ -231,11 +231,13 @@ impl Table {
     }
 
     /// Number of nodes held.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
     /// True when no node is held.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }

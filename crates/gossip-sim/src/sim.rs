@@ -10,7 +10,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use gossip_core::session::MAX_DATAGRAM;
+use gossip_core::MAX_DATAGRAM;
 use gossip_core::{CommandError, Gossip, ServiceInstance, Stats, services_of};
 
 use crate::cluster::{SimConfig, build};
@@ -340,7 +340,7 @@ impl Sim {
     }
 
     /// Every node's `(count, fingerprint)` of its whole table.
-    pub fn fingerprints(&self) -> Vec<(u64, gossip_core::state::Commitment)> {
+    pub fn fingerprints(&self) -> Vec<(u64, gossip_core::Commitment)> {
         self.nodes.iter().map(|g| g.root_fingerprint()).collect()
     }
 
@@ -351,7 +351,7 @@ impl Sim {
 
     /// Number of distinct table fingerprints among live nodes (1 = converged).
     pub fn distinct_fingerprints(&self) -> usize {
-        let mut fps: Vec<(u64, gossip_core::state::Commitment)> =
+        let mut fps: Vec<(u64, gossip_core::Commitment)> =
             self.up_nodes().map(|i| self.nodes[i].root_fingerprint()).collect();
         fps.sort_unstable();
         fps.dedup();

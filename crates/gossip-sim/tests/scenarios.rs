@@ -88,7 +88,7 @@ fn a_failed_assertion_names_the_step_and_the_seed() {
 
 /// Per-node counters and table fingerprints after a run with loss, a registration on every
 /// node, a kill and a restart.
-fn fingerprint_run(seed: u64) -> Vec<(gossip_core::Stats, (u64, gossip_core::state::Commitment))> {
+fn fingerprint_run(seed: u64) -> Vec<(gossip_core::Stats, (u64, gossip_core::Commitment))> {
     let mut steps = vec![Step::SetLoss(0.1)];
     for i in 0..25 {
         steps.push(Step::Register { node: i, service: service(&format!("d-{i}"), "det", 80) });

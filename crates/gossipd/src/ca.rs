@@ -11,7 +11,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use gossip_core::cert::{CertKind, CertRequest, Certificate, ROLE_OPERATOR, Revocation};
 use gossip_core::secure::keys::{Identity, IdentityPub};
-use gossip_core::wire::Reader;
 
 /// The CA's secret key, in the CA directory.
 pub const CA_KEY: &str = "ca.key";
@@ -73,15 +72,7 @@ pub fn certs_from_pem(text: &str) -> anyhow::Result<Vec<Certificate>> {
 /// The revocations in a text.
 pub fn revocations_from_pem(text: &str) -> anyhow::Result<Vec<Revocation>> {
     let blocks = unarmor(REVOCATION_LABEL, text)?;
-    blocks
-        .iter()
-        .map(|b| {
-            let mut r = Reader::new(b);
-            let rev = Revocation::decode(&mut r).map_err(|e| anyhow::anyhow!("malformed revocation: {e}"))?;
-            r.finish().map_err(|e| anyhow::anyhow!("malformed revocation: {e}"))?;
-            Ok(rev)
-        })
-        .collect()
+    blocks.iter().map(|b| Revocation::from_bytes(b).map_err(|e| anyhow::anyhow!("malformed revocation: {e}"))).collect()
 }
 
 /// Reads the certificates of a file, naming it in errors.

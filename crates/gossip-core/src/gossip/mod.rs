@@ -209,7 +209,7 @@ impl Gossip {
     }
 
     /// Identities banned at `now`, with why and until when.
-    pub fn bans(&self, now: Instant) -> Vec<(crate::secure::keys::IdentityPub, crate::secure::limits::Ban)> {
+    pub fn bans(&self, now: Instant) -> Vec<(crate::secure::keys::IdentityPub, crate::secure::Ban)> {
         self.secure.bans(now)
     }
 

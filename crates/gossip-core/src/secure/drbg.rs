@@ -57,6 +57,7 @@ impl Drbg {
     }
 
     /// 32 fresh bytes (e.g. the seed of a child generator).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn bytes32(&mut self) -> [u8; 32] {
         let mut out = [0u8; 32];
         self.fill(&mut out);

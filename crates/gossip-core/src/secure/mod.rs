@@ -17,12 +17,10 @@
 //! Sans-IO like the rest of the core: `now` is a parameter, wall-clock time is derived from the
 //! `wall_clock_at_start` given in [`SecureConfig`], and all randomness comes from a seeded DRBG.
 
-pub mod drbg;
+internal!(drbg, limits, mac, packet, replay);
 pub mod keys;
-pub mod limits;
-pub mod mac;
-pub mod packet;
-pub mod replay;
+
+pub use limits::Ban;
 
 mod handshake;
 
