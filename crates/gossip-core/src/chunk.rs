@@ -61,6 +61,17 @@ pub fn split_delta(
     out
 }
 
+/// Packs "ask again" notices into as few `More` messages as fit `budget` bytes each.
+pub fn pack_more(sender: NodeId, owners: Vec<Want>, budget: usize) -> Vec<Message> {
+    pack_wants(sender, owners, budget)
+        .into_iter()
+        .map(|m| match m {
+            Message::Request { sender, wants } => Message::More { sender, owners: wants },
+            other => other,
+        })
+        .collect()
+}
+
 /// Packs ranges into as few `Reconcile` messages as fit `budget` bytes each. An empty list
 /// still yields one (empty) message when `initial_reply` is set: the acknowledgement.
 pub fn pack_ranges(sender: NodeId, ranges: Vec<Range>, budget: usize) -> Vec<Message> {

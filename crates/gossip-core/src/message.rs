@@ -32,6 +32,8 @@ pub const KIND_ACK: u8 = 5;
 pub const KIND_PING_REQ: u8 = 6;
 /// Message kind byte: a suspicion rumor.
 pub const KIND_SUSPECT: u8 = 7;
+/// Message kind: "I hold more of these owners beyond the versions named; ask again".
+pub const KIND_MORE: u8 = 8;
 
 /// A bound of a key range: a node id, or past the largest id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -375,6 +377,15 @@ pub enum Message {
         /// Node to probe.
         target: NodeId,
     },
+    /// The answer to a request stopped short: the sender holds more of each named owner beyond
+    /// `(generation, version)` and expects a new request from what the receiver then holds
+    /// (docs/PROTOCOL.md section 4.2: large owners are paced to what the receiver takes).
+    More {
+        /// Sender's node id.
+        sender: NodeId,
+        /// Owners, each with the generation and version the answer stopped at.
+        owners: Vec<Want>,
+    },
     /// "`target` did not answer probes as of its state `(generation, version)`." Forwarded as a
     /// rumor while `ttl` lasts; refuted by any newer state of the target.
     Suspect {
@@ -401,6 +412,7 @@ impl Message {
             | Message::Ping { sender, .. }
             | Message::Ack { sender, .. }
             | Message::PingReq { sender, .. }
+            | Message::More { sender, .. }
             | Message::Suspect { sender, .. } => *sender,
         }
     }
@@ -480,6 +492,14 @@ impl Message {
                 w.u64_fixed(*nonce);
                 w.node_id(target);
             }
+            Message::More { sender, owners } => {
+                w.u8(KIND_MORE);
+                w.node_id(sender);
+                w.varint(owners.len() as u64);
+                for want in owners {
+                    encode_want(&mut w, want);
+                }
+            }
             Message::Suspect { sender, ttl, target, generation, version } => {
                 w.u8(KIND_SUSPECT);
                 w.node_id(sender);
@@ -535,6 +555,14 @@ impl Message {
                     wants.push(Want { id: r.node_id()?, generation: r.varint()?, version: r.varint()? });
                 }
                 Message::Request { sender, wants }
+            }
+            KIND_MORE => {
+                let n = r.count(18)?;
+                let mut owners = Vec::with_capacity(n);
+                for _ in 0..n {
+                    owners.push(Want { id: r.node_id()?, generation: r.varint()?, version: r.varint()? });
+                }
+                Message::More { sender, owners }
             }
             KIND_PING => Message::Ping { sender, nonce: r.u64_fixed()? },
             KIND_ACK => Message::Ack { sender, nonce: r.u64_fixed()?, target: r.node_id()? },

@@ -458,6 +458,48 @@ impl Table {
         entries.sort_by_key(|e| e.version);
         crate::chunk::split_delta(&node.info, from, node.max_version, &entries, ttl, budget, node.current_head())
     }
+
+    /// As [`Table::deltas_for`], but at most about `max_bytes` of entries (at least one entry):
+    /// a longer answer stops at an entry's version, with no head, and the version it stopped
+    /// at is returned so that the receiver can be told to ask again from there (pacing a large
+    /// owner's transfer to what the receiver takes; docs/PROTOCOL.md section 4.2).
+    pub fn deltas_window(
+        &self,
+        id: &NodeId,
+        have_generation: u64,
+        have_version: u64,
+        budget: usize,
+        max_bytes: usize,
+    ) -> (Vec<Delta>, Option<u64>) {
+        let Some(node) = self.nodes.get(id) else {
+            return (Vec::new(), None);
+        };
+        let from = if have_generation == node.info.generation {
+            if have_version >= node.max_version {
+                return (Vec::new(), None);
+            }
+            have_version
+        } else if have_generation > node.info.generation {
+            return (Vec::new(), None);
+        } else {
+            0
+        };
+        let mut entries: Vec<&Entry> = node.entries.values().filter(|e| e.version > from).collect();
+        entries.sort_by_key(|e| e.version);
+        let mut total = 0;
+        let cut = entries.iter().position(|e| {
+            total += crate::message::entry_len(e);
+            total > max_bytes
+        });
+        match cut {
+            Some(k) if k + 1 < entries.len() => {
+                let k = k.max(1);
+                let to = entries[k - 1].version;
+                (crate::chunk::split_delta(&node.info, from, to, &entries[..k], 0, budget, None), Some(to))
+            }
+            _ => (crate::chunk::split_delta(&node.info, from, node.max_version, &entries, 0, budget, node.current_head()), None),
+        }
+    }
 }
 
 /// Merges verified entries into an owner's state: newer versions replace older ones; a

@@ -149,6 +149,14 @@ fn message() -> impl Strategy<Value = Message> {
                 }
             }
         ),
+        (node_id(), proptest::collection::vec((node_id(), any::<u64>(), any::<u64>()), 0..20)).prop_map(
+            |(sender, w)| {
+                Message::More {
+                    sender,
+                    owners: w.into_iter().map(|(id, generation, version)| Want { id, generation, version }).collect(),
+                }
+            }
+        ),
     ]
 }
 

@@ -313,6 +313,8 @@ pub struct Stats {
     /// Deaths this replica learned from another member's failure record rather than from its
     /// own timer (a newcomer learning old deaths, or a member that heard of the failure late).
     pub deaths_learned: u64,
+    /// Answers cut short by the serving window (a `More` followed).
+    pub paced_answers: u64,
     /// Suspicions heard of that this node's own probe of the suspect then confirmed.
     pub suspicions_confirmed: u64,
     /// Failure records this node wrote (one per death it declared first).

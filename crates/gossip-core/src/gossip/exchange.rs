@@ -12,6 +12,14 @@ use crate::session::MAX_PAYLOAD;
 use crate::state::Applied;
 use crate::types::NodeId;
 
+/// Most bytes of entries one answer to a request or reconciliation carries (about 48
+/// datagrams): more is paced by `More` and the receiver's next request.
+pub(super) const SERVE_WINDOW: usize = 48 * 1024;
+/// A request for an owner at the same held version is not repeated within this time.
+const PULL_REPEAT: std::time::Duration = std::time::Duration::from_millis(200);
+/// Most owners whose last request is remembered (beyond, requests are not deduplicated).
+const MAX_PULLS_REMEMBERED: usize = 4096;
+
 /// Most ranges accepted in one `Reconcile` (more is malformed).
 const MAX_RANGES: usize = 64;
 /// Most wants accepted in one `Request` (more is malformed).
@@ -57,6 +65,7 @@ impl Gossip {
             Message::Reconcile { initial, ranges, .. } => self.on_reconcile(now, from, identity, initial, &ranges),
             Message::Delta { sender, delta } => self.on_delta(now, from, sender, identity, delta),
             Message::Request { wants, .. } => self.on_request(now, from, identity, &wants),
+            Message::More { owners, .. } => self.on_more(now, from, identity, &owners),
             Message::Ping { nonce, .. } => self.on_ping(now, from, nonce),
             Message::Ack { nonce, target, .. } => self.on_ack(now, nonce, target),
             Message::PingReq { nonce, target, .. } => self.on_ping_req(now, from, nonce, target),
@@ -116,12 +125,85 @@ impl Gossip {
         self.serve(now, from, &out.push);
     }
 
-    /// Sends `to` the deltas it lacks for each want (at most `max_push_per_message` owners).
-    fn serve(&mut self, now: Instant, to: SocketAddr, wants: &[Want]) {
+    /// Sends `to` the deltas it lacks for each want (at most `max_push_per_message` owners), at
+    /// most [`SERVE_WINDOW`] bytes of entries in all: an answer cut short is followed by a
+    /// `More` naming where each owner stopped, and the receiver asks again from what it then
+    /// holds. A large owner's transfer is so clocked by the receiver (what it applied), never a
+    /// burst that overflows its receive buffer and is sent again whole.
+    pub(super) fn serve(&mut self, now: Instant, to: SocketAddr, wants: &[Want]) {
+        let mut left = SERVE_WINDOW;
+        let mut more = Vec::new();
         for w in wants.iter().take(self.cfg.max_push_per_message) {
-            for d in self.table.deltas_for(&w.id, w.generation, w.version, 0, MAX_PAYLOAD) {
+            if left == 0 {
+                // Nothing sent for this owner: "ask again" from where the receiver is.
+                if self.table.get(&w.id).is_some_and(|n| (n.info.generation, n.max_version) > (w.generation, w.version)) {
+                    more.push(*w);
+                }
+                continue;
+            }
+            let (deltas, stopped) = self.table.deltas_window(&w.id, w.generation, w.version, MAX_PAYLOAD, left);
+            for d in deltas {
+                let sent: usize = d.entries.iter().map(message::entry_len).sum();
+                left = left.saturating_sub(sent.max(1));
                 self.send(now, to, &Message::Delta { sender: self.local.id, delta: d });
             }
+            if let Some(version) = stopped {
+                let generation = self.table.get(&w.id).map_or(0, |n| n.info.generation);
+                more.push(Want { id: w.id, generation, version });
+                left = 0;
+            }
+        }
+        if !more.is_empty() {
+            self.stats.paced_answers += 1;
+            for m in chunk::pack_more(self.local.id, more, MAX_PAYLOAD) {
+                self.send(now, to, &m);
+            }
+        }
+    }
+
+    /// A peer cut its answer short: ask it again, from what this replica now holds, for each
+    /// owner it named (once per owner and held version, see [`Gossip::pull`]).
+    fn on_more(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        identity: crate::secure::keys::IdentityPub,
+        owners: &[Want],
+    ) {
+        if owners.len() > MAX_WANTS {
+            self.stats.dropped_malformed += 1;
+            self.ban(now, identity, format!("{} owners in one More", owners.len()));
+            return;
+        }
+        let me = self.local.id;
+        let wants: Vec<Want> = owners
+            .iter()
+            .filter(|w| w.id != me && !self.forgotten.contains_key(&w.id))
+            .map(|w| {
+                let (generation, version) =
+                    self.table.get(&w.id).map_or((0, 0), |n| (n.info.generation, n.max_version));
+                Want { id: w.id, generation, version }
+            })
+            .collect();
+        self.pull(now, from, wants);
+    }
+
+    /// Sends `to` requests for `wants`, except those this node asked for at the same held
+    /// version within the last [`PULL_REPEAT`] (a window's later chunks arriving after a lost one
+    /// each find the same gap: one request answers them all).
+    pub(super) fn pull(&mut self, now: Instant, to: SocketAddr, wants: Vec<Want>) {
+        self.pulls.retain(|_, (_, t)| now.saturating_duration_since(*t) < PULL_REPEAT);
+        let wants: Vec<Want> = wants
+            .into_iter()
+            .filter(|w| self.pulls.get(&w.id).is_none_or(|(held, _)| *held != (w.generation, w.version)))
+            .collect();
+        if self.pulls.len() < MAX_PULLS_REMEMBERED {
+            for w in &wants {
+                self.pulls.insert(w.id, ((w.generation, w.version), now));
+            }
+        }
+        for m in chunk::pack_wants(self.local.id, wants, MAX_PAYLOAD) {
+            self.send(now, to, &m);
         }
     }
 
@@ -186,11 +268,7 @@ impl Gossip {
                     self.stats.rumors_forwarded += pushed as u64;
                 }
             }
-            Applied::Gap(want) => {
-                for m in chunk::pack_wants(self.local.id, vec![want], MAX_PAYLOAD) {
-                    self.send(now, from, &m);
-                }
-            }
+            Applied::Gap(want) => self.pull(now, from, vec![want]),
             Applied::Forged => {
                 self.stats.forged_records += 1;
                 self.stats.dropped_malformed += 1;

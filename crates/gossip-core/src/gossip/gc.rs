@@ -12,8 +12,7 @@
 use std::time::Instant;
 
 use super::{Event, Gossip};
-use crate::message::{KEY_KEY, Message, STATUS_KEY, Value};
-use crate::session::MAX_PAYLOAD;
+use crate::message::{KEY_KEY, STATUS_KEY, Value};
 use crate::types::{NodeId, NodeInfo};
 
 impl Gossip {
@@ -111,12 +110,11 @@ impl Gossip {
         self.oldest_tombstone = None;
         self.events.push_back(Event::GenerationChanged(generation));
         self.events.push_back(Event::CatalogChanged);
-        // Push the new incarnation at once; anti-entropy does the rest.
-        let ttl = self.rumor_ttl();
-        let deltas = self.table.deltas_for(&self.local.id, 0, 0, ttl, MAX_PAYLOAD);
+        // Push the new incarnation at once (a window of it, then "ask again": a large owner is
+        // paced like any answer); anti-entropy does the rest.
         for t in self.peers.choose_k(&mut self.rng, self.cfg.fanout, &[]) {
-            for d in &deltas {
-                self.send_to_node(now, &t, &Message::Delta { sender: self.local.id, delta: d.clone() });
+            if let Some(addr) = self.table.get(&t).map(|n| n.info.addr) {
+                self.push_own_state(now, addr);
             }
         }
     }

@@ -73,6 +73,8 @@ pub struct Gossip {
     /// When each node was last heard from (any authenticated message).
     last_heard: std::collections::BTreeMap<NodeId, Instant>,
     failures: death::Failures,
+    /// The last request sent per owner: (held generation and version, when).
+    pulls: std::collections::BTreeMap<NodeId, ((u64, u64), Instant)>,
     forgotten: std::collections::BTreeMap<NodeId, (u64, Instant)>,
     oldest_tombstone: Option<Instant>,
     /// The latest `now` any input carried.
@@ -137,6 +139,7 @@ impl Gossip {
             departed_at: Default::default(),
             last_heard: Default::default(),
             failures: Default::default(),
+            pulls: Default::default(),
             forgotten: Default::default(),
             oldest_tombstone: None,
             last_now: now,
@@ -555,12 +558,9 @@ impl Gossip {
             }
             // Our own state goes along with the opening, so that a seed learns of us from one
             // exchange even when the rest of it is lost.
-            let own = self.table.deltas_for(&self.local.id, 0, 0, 0, MAX_PAYLOAD);
             for seed in self.cfg.seeds.clone() {
                 self.open_exchange(now, seed, None);
-                for d in &own {
-                    self.send(now, seed, &Message::Delta { sender: self.local.id, delta: d.clone() });
-                }
+                self.push_own_state(now, seed);
             }
         }
     }
@@ -605,6 +605,13 @@ impl Gossip {
                 self.open_exchange(now, addr, hint);
             }
         }
+    }
+
+    /// Sends `addr` this node's whole state from version 0, paced as an answer is (a window,
+    /// then `More`).
+    fn push_own_state(&mut self, now: Instant, addr: SocketAddr) {
+        let me = self.local.id;
+        self.serve(now, addr, &[message::Want { id: me, generation: 0, version: 0 }]);
     }
 
     fn open_exchange(&mut self, now: Instant, addr: SocketAddr, hint: Option<Binding>) {

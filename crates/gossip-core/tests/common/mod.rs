@@ -66,6 +66,12 @@ pub struct Net {
     /// Datagrams sent to addresses outside the network: (destination, source, bytes). Tests
     /// that play a raw peer (an attacker speaking the secure layer) read them from here.
     pub outside: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Most datagrams queued towards one node (its socket's receive buffer); beyond, dropped and
+    /// counted in `rx_drops`. None: unbounded.
+    pub rx_limit: Option<usize>,
+    /// Datagrams dropped per node on a full receive queue.
+    pub rx_drops: Vec<u64>,
+    queued: Vec<usize>,
 }
 
 impl Net {
@@ -123,6 +129,9 @@ impl Net {
             seed,
             events: Vec::new(),
             outside: Vec::new(),
+            rx_limit: None,
+            rx_drops: Vec::new(),
+            queued: Vec::new(),
         };
         for i in 0..n {
             let mut cfg = Config { seeds: vec![addr(0)], rng_seed: rng.fork(), ..Config::default() };
@@ -152,6 +161,8 @@ impl Net {
         self.by_addr.insert(g.local().addr, i);
         self.nodes.push(g);
         self.down.push(false);
+        self.rx_drops.push(0);
+        self.queued.push(0);
         i
     }
 
@@ -164,7 +175,9 @@ impl Net {
             }
             let from = self.nodes[i].local().addr;
             match self.by_addr.get(&t.dst) {
+                Some(&dst) if self.rx_limit.is_some_and(|l| self.queued[dst] >= l) => self.rx_drops[dst] += 1,
                 Some(&dst) if !self.blocked.contains(&(i, dst)) => {
+                    self.queued[dst] += 1;
                     self.seq += 1;
                     self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, from, t.payload)));
                 }
@@ -199,6 +212,7 @@ impl Net {
             self.now = self.now.max(t);
             if next_packet == Some(t) {
                 let Some(Reverse((_, _, dst, from, bytes))) = self.inflight.pop() else { break };
+                self.queued[dst] = self.queued[dst].saturating_sub(1);
                 if !self.down[dst] {
                     self.nodes[dst].handle_datagram(self.now, from, &bytes);
                     self.flush(dst);
@@ -219,6 +233,7 @@ impl Net {
 
     /// Delivers `bytes` from `from` (an address outside the network) to node `dst` in 1 ms.
     pub fn inject(&mut self, from: SocketAddr, dst: usize, bytes: Vec<u8>) {
+        self.queued[dst] += 1;
         self.seq += 1;
         self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, from, bytes)));
     }
