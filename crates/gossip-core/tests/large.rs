@@ -1,5 +1,6 @@
-//! Large owners, in virtual time with bounded receive queues (a socket's buffer): an owner with
-//! thousands of services reaches every agent, and a fresh agent gets the whole catalog, without
+//! Large owners, in virtual time with bounded receive queues (a socket's buffer): a burst of
+//! thousands of registrations on one owner reaches every agent (one rumor window, the rest pulled
+//! paced), and a fresh agent gets the whole catalog, without
 //! receive-queue drops and receiving at most 3× the encoded size of what it lacked (answers are
 //! paced by `More` and the receiver's next request, not sent whole every round).
 
@@ -53,6 +54,7 @@ fn a_large_owner_reaches_everyone_and_a_newcomer_gets_it_paced() {
             net.rx_drops[i]
         );
         assert!(got as f64 <= 3.0 * size as f64, "node {i} received {got} bytes for {size}");
+        assert_eq!(net.rx_drops[i], 0, "node {i}'s receive queue overflowed during the burst");
     }
     println!("{n_services} services from one owner everywhere after {all:.1} s");
 

@@ -315,6 +315,8 @@ pub struct Stats {
     pub deaths_learned: u64,
     /// Answers cut short by the serving window (a `More` followed).
     pub paced_answers: u64,
+    /// Bursts of local writes too large for one rumor (a `More` went to `fanout` peers).
+    pub paced_rumors: u64,
     /// Suspicions heard of that this node's own probe of the suspect then confirmed.
     pub suspicions_confirmed: u64,
     /// Failure records this node wrote (one per death it declared first).

@@ -73,6 +73,8 @@ pub struct Gossip {
     /// When each node was last heard from (any authenticated message).
     last_heard: std::collections::BTreeMap<NodeId, Instant>,
     failures: death::Failures,
+    /// Local writes not yet rumored: the version before the first, and its time.
+    pending_rumor: Option<(u64, Instant)>,
     /// The last request sent per owner: (held generation and version, when).
     pulls: std::collections::BTreeMap<NodeId, ((u64, u64), Instant)>,
     forgotten: std::collections::BTreeMap<NodeId, (u64, Instant)>,
@@ -140,6 +142,7 @@ impl Gossip {
             last_heard: Default::default(),
             failures: Default::default(),
             pulls: Default::default(),
+            pending_rumor: None,
             forgotten: Default::default(),
             oldest_tombstone: None,
             last_now: now,
@@ -325,6 +328,7 @@ impl Gossip {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.flush_rumor();
         self.transmits.pop_front()
     }
 
@@ -395,6 +399,7 @@ impl Gossip {
         if self.left {
             return;
         }
+        self.flush_rumor();
         let before = self.own_version();
         self.table.write_local(self.secure.identity_key(), STATUS_KEY, Value::Status(NodeStatus::Left));
         self.rumor(now, before, self.cfg.fanout * 2, false);
@@ -405,11 +410,38 @@ impl Gossip {
         self.table.get(&self.local.id).map_or(0, |n| n.max_version)
     }
 
+    /// Writes a local entry; its rumor leaves with the next [`Gossip::poll_transmit`], together
+    /// with every other local write made since (a burst of registrations is one rumor).
     fn write_local(&mut self, now: Instant, key: &str, value: Value) {
         let before = self.own_version();
         self.table.write_local(self.secure.identity_key(), key, value);
         self.events.push_back(Event::CatalogChanged);
-        self.rumor(now, before, self.cfg.fanout, true);
+        self.pending_rumor.get_or_insert((before, now));
+    }
+
+    /// Spreads the local writes not yet rumored: one rumor of at most [`exchange::SERVE_WINDOW`]
+    /// bytes of entries; a larger burst sends `fanout` peers a `More` for the rest, which they
+    /// pull paced (and pass on by anti-entropy).
+    fn flush_rumor(&mut self) {
+        let Some((from, now)) = self.pending_rumor.take() else { return };
+        let me = self.local.id;
+        let (deltas, stopped) =
+            self.table.deltas_window(&me, self.local.generation, from, MAX_PAYLOAD, exchange::SERVE_WINDOW);
+        let ttl = self.rumor_ttl();
+        for mut d in deltas {
+            d.ttl = ttl;
+            let _ = self.spread(now, d, &[], self.cfg.fanout, true);
+        }
+        if let Some(version) = stopped {
+            self.stats.paced_rumors += 1;
+            let more = Message::More {
+                sender: me,
+                owners: vec![message::Want { id: me, generation: self.local.generation, version }],
+            };
+            for t in self.peers.choose_k(&mut self.rng, self.cfg.fanout, &[]) {
+                self.send_to_node(now, &t, &more);
+            }
+        }
     }
 
     /// Writes the current static-key binding as the `@key` entry when it changed (at start and
