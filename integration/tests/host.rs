@@ -397,9 +397,23 @@ fn a_full_disk_refuses_changes_with_5xx_and_loses_nothing_acknowledged() {
 
     let filler = disk.join("filler");
     assert!(fill(&filler) > 0);
-    let (status, msg) = a.put("/v1/agent/service/register", r#"{"ID":"lost","Name":"lost","Port":2}"#);
-    assert!((500..600).contains(&status), "a registration on a full disk got {status}: {msg}");
-    assert!(msg.contains("No space left") && !msg.contains("Invalid service definition"), "{msg}");
+    // Registrations are appended to a journal: the first few may still fit the journal's last
+    // page. Every one acknowledged must survive; the first refused must be a clear 5xx.
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..200 {
+        let body = format!(r#"{{"ID":"fill-{i}","Name":"fill","Port":2,"Meta":{{"pad":"{}"}}}}"#, "x".repeat(400));
+        let (status, msg) = a.put("/v1/agent/service/register", &body);
+        if status == 200 {
+            acked.push(format!("fill-{i}"));
+            continue;
+        }
+        assert!((500..600).contains(&status), "a registration on a full disk got {status}: {msg}");
+        assert!(msg.contains("No space left") && !msg.contains("Invalid service definition"), "{msg}");
+        refused = Some(format!("fill-{i}"));
+        break;
+    }
+    let lost = refused.expect("200 registrations fitted a full disk");
     let new = "bmV3IGtleSBmb3IgdGhlIG9wZXJhdG9yIHRlc3QhISE=";
     let (status, msg) = a.send("POST", "/v1/operator/keyring", &format!("{{\"Key\": \"{new}\"}}"));
     assert!((500..600).contains(&status), "a keyring install on a full disk got {status}: {msg}");
@@ -407,13 +421,16 @@ fn a_full_disk_refuses_changes_with_5xx_and_loses_nothing_acknowledged() {
     // Refused means not applied.
     assert_eq!(keyring_keys(&a), old_keys);
     let services = a.get("/v1/agent/services").unwrap();
-    assert!(services.get("lost").is_none() && services.get("kept").is_some(), "{services}");
+    assert!(services.get(&lost).is_none() && services.get("kept").is_some(), "{services}");
 
     // Free the space, restart: what was acknowledged is there, what was refused is not.
     std::fs::remove_file(&filler).unwrap();
     a.restart();
     let services = a.get("/v1/agent/services").unwrap();
-    assert!(services.get("kept").is_some() && services.get("lost").is_none(), "{services}");
+    assert!(services.get("kept").is_some() && services.get(&lost).is_none(), "{services}");
+    for id in &acked {
+        assert!(services.get(id).is_some(), "{id} was acknowledged on the full disk but lost: {services}");
+    }
     assert_eq!(keyring_keys(&a), old_keys);
     let (status, msg) = a.send("POST", "/v1/operator/keyring", &format!("{{\"Key\": \"{new}\"}}"));
     assert_eq!(status, 200, "{msg}");

@@ -399,7 +399,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
 
     let (services, config_ids) = initial_services(&args, &data, http_addr.port())?;
-    data.save_services(&services).context("cannot store the registrations")?;
+    data.compact_services(&services).context("cannot store the registrations")?;
 
     let flag_key = crate::keys::flag_key(args.cluster_key_file.as_deref())?;
     let flag_key = match (flag_key, args.dev) {

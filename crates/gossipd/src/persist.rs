@@ -43,6 +43,10 @@ use crate::service_def::{self, ServiceDef};
 pub const NODE_FILE: &str = "node.json";
 /// The registered services file.
 pub const SERVICES_FILE: &str = "services.json";
+/// The registrations journal: changes since the `services.json` snapshot, one JSON line each
+/// (`{"put": {service}}` or `{"del": "id"}`), appended and fsynced per group commit, so that a
+/// registration costs O(its own size), not a rewrite of everything the agent owns.
+pub const SERVICES_LOG: &str = "services.log";
 /// The node's Ed25519 identity secret (base64, mode 0600).
 pub const IDENTITY_FILE: &str = "identity.key";
 
@@ -52,6 +56,15 @@ pub const LOCK_FILE: &str = "lock";
 pub const SECRET_FILES: &[&str] = &[IDENTITY_FILE, "keyring.json", "operator.token"];
 
 /// Why the data directory could not be used.
+/// One registration change in the journal ([`SERVICES_LOG`]).
+#[derive(Debug, Clone)]
+pub enum ServiceChange {
+    /// Registered or replaced.
+    Put(ServiceDef),
+    /// Deregistered (by id).
+    Delete(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PersistError {
@@ -403,9 +416,108 @@ impl DataDir {
         }
     }
 
-    /// The persisted services; none if the file does not exist yet. A missing file that
-    /// `node.json` says was written is an error.
+    /// Appends registration changes to the journal and fsyncs it (one write for the whole
+    /// batch). On failure (a full disk) the journal is cut back to its length before, so a
+    /// partial line never stays, and nothing of the batch counts. Returns the journal's length.
+    pub fn append_services(&self, changes: &[ServiceChange]) -> Result<u64, PersistError> {
+        let path = self.path.join(SERVICES_LOG);
+        let io_err = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |error| PersistError::Io { action, path, error }
+        };
+        let mut buf = Vec::new();
+        for c in changes {
+            let line = match c {
+                ServiceChange::Put(def) => serde_json::json!({ "put": def }),
+                ServiceChange::Delete(id) => serde_json::json!({ "del": id }),
+            };
+            buf.extend_from_slice(line.to_string().as_bytes());
+            buf.push(b'\n');
+        }
+        let run = || {
+            let existed = path.exists();
+            let mut options = fs::OpenOptions::new();
+            options.append(true).create(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path).map_err(io_err("open", &path))?;
+            let before = file.metadata().map_err(io_err("stat", &path))?.len();
+            let written = file
+                .write_all(&buf)
+                .map_err(io_err("write", &path))
+                .and_then(|()| file.sync_data().map_err(io_err("fsync", &path)));
+            if let Err(e) = written {
+                let _ = file.set_len(before);
+                let _ = file.sync_data();
+                return Err(e);
+            }
+            if !existed {
+                fs::File::open(&self.path).and_then(|dir| dir.sync_all()).map_err(io_err("fsync", &self.path))?;
+            }
+            Ok(before + buf.len() as u64)
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        }
+    }
+
+    /// Writes the whole snapshot (`services.json`), then empties the journal. (A crash between
+    /// the two replays the journal over a snapshot that already holds it: the same result.)
+    pub fn compact_services(&self, services: &[ServiceDef]) -> Result<(), PersistError> {
+        self.save_services(services)?;
+        if self.path.join(SERVICES_LOG).exists() {
+            self.write_atomic(SERVICES_LOG, b"")?;
+        }
+        Ok(())
+    }
+
+    /// The persisted services: the snapshot with the journal replayed over it; none if neither
+    /// exists yet. A missing snapshot that `node.json` says was written is an error, and so is a
+    /// malformed journal line, except a last line without its newline (a write that a crash cut
+    /// short, never acknowledged: dropped).
     pub fn load_services(&self) -> Result<Vec<ServiceDef>, PersistError> {
+        let snapshot = self.load_snapshot()?;
+        let Some(log) = self.read(SERVICES_LOG)? else { return Ok(snapshot) };
+        let mut by_id: std::collections::BTreeMap<String, ServiceDef> =
+            snapshot.into_iter().map(|d| (d.id.clone(), d)).collect();
+        let complete = log.ends_with(b"\n");
+        let lines: Vec<&[u8]> = log.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        let corrupt = |line: usize, reason: String| PersistError::Corrupt {
+            path: self.path.join(SERVICES_LOG),
+            reason: format!("line {line}: {reason} (remove the line, or the file to go back to services.json)"),
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let last_torn = !complete && i + 1 == lines.len();
+            let value: serde_json::Value = match serde_json::from_slice(line) {
+                Ok(v) => v,
+                Err(_) if last_torn => {
+                    tracing::warn!(path = %self.path.join(SERVICES_LOG).display(),
+                        "the last registration change was cut short by a crash before it was acknowledged: dropped");
+                    break;
+                }
+                Err(e) => return Err(corrupt(i + 1, e.to_string())),
+            };
+            if let Some(def) = value.get("put") {
+                let bytes = def.to_string();
+                let def = service_def::parse_service_list(format!("[{bytes}]").as_bytes())
+                    .map_err(|e| corrupt(i + 1, e.to_string()))?
+                    .pop()
+                    .ok_or_else(|| corrupt(i + 1, "empty put".into()))?;
+                by_id.insert(def.id.clone(), def);
+            } else if let Some(id) = value.get("del").and_then(|v| v.as_str()) {
+                by_id.remove(id);
+            } else {
+                return Err(corrupt(i + 1, "neither a put nor a del".into()));
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    /// The `services.json` snapshot alone.
+    fn load_snapshot(&self) -> Result<Vec<ServiceDef>, PersistError> {
         match self.read(SERVICES_FILE)? {
             None if self.services_file_recorded()? => Err(PersistError::Corrupt {
                 path: self.path.join(SERVICES_FILE),
@@ -580,6 +692,49 @@ mod tests {
         fs::write(dir.path().join(SERVICES_FILE), r#"[{"Name": "bad name"}]"#).unwrap();
         let e = data.load_services().unwrap_err().to_string();
         assert!(e.contains("services.json is corrupt: [0].Name: must be a DNS label"), "{e}");
+    }
+
+    #[test]
+    fn the_journal_replays_over_the_snapshot_and_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let mut b = web();
+        b.id = "web-2".into();
+        data.compact_services(&[web()]).unwrap();
+        data.append_services(&[ServiceChange::Put(b.clone())]).unwrap();
+        let mut b2 = b.clone();
+        b2.port = 9999;
+        data.append_services(&[ServiceChange::Delete("web-1".into()), ServiceChange::Put(b2.clone())]).unwrap();
+        assert_eq!(data.load_services().unwrap(), [b2.clone()]);
+        // The snapshot is untouched until a compaction; then the journal is empty.
+        assert_eq!(data.load_snapshot().unwrap(), [web()]);
+        data.compact_services(&[b2.clone()]).unwrap();
+        assert_eq!(fs::read(dir.path().join(SERVICES_LOG)).unwrap(), b"");
+        assert_eq!(data.load_services().unwrap(), [b2.clone()]);
+        // A crash between the snapshot and the journal's truncation: replaying it again over the
+        // new snapshot gives the same result.
+        data.append_services(&[ServiceChange::Put(web())]).unwrap();
+        data.save_services(&[b2.clone(), web()]).unwrap();
+        let mut both = data.load_services().unwrap();
+        both.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(both, [web(), b2]);
+    }
+
+    #[test]
+    fn a_torn_last_journal_line_is_dropped_and_a_corrupt_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        data.compact_services(&[]).unwrap();
+        data.append_services(&[ServiceChange::Put(web())]).unwrap();
+        // A crash in the middle of the next append (never acknowledged).
+        let mut f = fs::OpenOptions::new().append(true).open(dir.path().join(SERVICES_LOG)).unwrap();
+        f.write_all(br#"{"put": {"ID": "half"#).unwrap();
+        drop(f);
+        assert_eq!(data.load_services().unwrap(), [web()]);
+        // A bad line that is not the last one is corruption, named with its line.
+        fs::write(dir.path().join(SERVICES_LOG), b"{\"put\": 1}\n{\"del\": \"web-1\"}\n").unwrap();
+        let e = data.load_services().unwrap_err().to_string();
+        assert!(e.contains("services.log") && e.contains("line 1"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::{Driver, RegisterError, ReloadReport};
 use crate::checks;
+use crate::persist::ServiceChange;
 use crate::service_def::ServiceDef;
 
 /// A registration change applied to `local`, waiting for the turn's single persist.
@@ -19,10 +20,28 @@ pub(super) enum Staged {
 }
 
 impl Driver {
-    /// Writes every local registration (`services.json`, atomically).
-    pub(super) fn persist(&self) -> Result<(), RegisterError> {
-        let defs: Vec<ServiceDef> = self.local.values().cloned().collect();
-        self.data.save_services(&defs).map_err(|e| RegisterError::Persist(e.to_string()))
+    /// Journals the staged changes (one append and fsync for the batch: O(the changes), not
+    /// O(every registration)); when the journal outgrows the snapshot, rewrites the snapshot and
+    /// empties the journal.
+    pub(super) fn persist(&mut self, staged: &[Staged]) -> Result<(), RegisterError> {
+        let changes: Vec<ServiceChange> = staged
+            .iter()
+            .map(|s| match s {
+                Staged::Register { def, .. } => ServiceChange::Put(def.clone()),
+                Staged::Deregister { old, .. } => ServiceChange::Delete(old.id.clone()),
+            })
+            .collect();
+        let len = self.data.append_services(&changes).map_err(|e| RegisterError::Persist(e.to_string()))?;
+        // Compact when the journal is larger than a snapshot would be (about 300 bytes per
+        // registration) and than 256 KiB: amortized O(1) per change.
+        if len > (256 * 1024).max(self.local.len() as u64 * 300 * 2) {
+            let defs: Vec<ServiceDef> = self.local.values().cloned().collect();
+            if let Err(e) = self.data.compact_services(&defs) {
+                // The journal holds everything: a failed compaction loses nothing.
+                tracing::warn!(error = %e, "cannot compact the registrations journal; will retry at the next change");
+            }
+        }
+        Ok(())
     }
 
     /// Applies `def` to `local` (checked, not yet persisted); answered by [`Self::commit`].
@@ -71,7 +90,7 @@ impl Driver {
             return;
         }
         let staged = std::mem::take(&mut self.staged);
-        if let Err(e) = self.persist() {
+        if let Err(e) = self.persist(&staged) {
             let reason = match e {
                 RegisterError::Persist(reason) => reason,
                 other => other.to_string(),
