@@ -493,3 +493,23 @@ fn key_material_comes_from_the_entropy_source_not_the_seed() {
     a.send(now, addr(2), None, b"x", &mut out);
     assert!(draws.load(Ordering::Relaxed) > before, "the handshake's ephemeral did not come from the source");
 }
+
+#[test]
+fn transport_data_that_fails_to_decrypt_is_attributed_to_its_session() {
+    let now = t0();
+    let mut p = Pair::new(layer(1, 9, now), layer(2, 9, now), now);
+    p.a_sends(b"hello", false);
+    assert_eq!(p.got_b.len(), 1);
+    // A's next transport datagram, tampered with on the path.
+    let mut out = Vec::new();
+    p.a.send(p.now, addr(2), None, b"second", &mut out);
+    assert_eq!(out.len(), 1);
+    let mut bytes = out.remove(0).bytes;
+    *bytes.last_mut().unwrap() ^= 1;
+    let mut replies = Vec::new();
+    assert!(p.b.recv(p.now, addr(1), &bytes, &mut replies).is_none());
+    assert_eq!(p.b.stats().decrypt_failures, 1);
+    let failed = p.b.take_decrypt_failures();
+    assert_eq!(failed, vec![(addr(1), Some(Identity::from_secret([1; 32]).public()), 1)]);
+    assert!(p.b.take_decrypt_failures().is_empty(), "reported once");
+}

@@ -87,6 +87,10 @@ fn problem_of(e: &Event) -> Option<String> {
         Event::Unadmitted { from, count } => {
             format!("{count} handshakes from {from} proved no key of our keyring (a wrong or removed cluster key)")
         }
+        Event::DecryptFailures { from, identity, count } => match identity {
+            Some(i) => format!("{count} datagrams from {from} (node {}) failed to decrypt in its session", i.node_id()),
+            None => format!("{count} handshake messages from {from} failed to decrypt"),
+        },
         Event::CertRefused { peer, identity, reason } => {
             format!("refused a handshake from {peer} ({}) for its certificate: {reason}", id(identity))
         }
@@ -529,6 +533,15 @@ impl Driver {
                 Event::Unadmitted { from, count } => tracing::warn!(%from, count,
                     "handshakes from this address proved no key of our keyring: an agent there has a wrong \
                      or removed cluster key (give it the current one: `gossipd keys list`)"),
+                Event::DecryptFailures { from, identity: Some(identity), count } => tracing::warn!(%from,
+                    node = %identity.node_id(), count,
+                    "datagrams claiming this peer's session failed to decrypt in the last minute: tampering on \
+                     the path, or a peer that restarted and lost the session (it opens a new one by itself; if \
+                     this repeats, check the path and that one agent per node id runs)"),
+                Event::DecryptFailures { from, identity: None, count } => tracing::warn!(%from, count,
+                    "handshake messages from this address passed the cluster key but failed to decrypt in the \
+                     last minute: a peer whose static key differs from the one it published (two agents with one \
+                     identity?), or forged packets"),
                 Event::Revoked(r) => {
                     tracing::warn!(identity = %crate::keys::encode_key(&r.identity.0),
                         node = %r.identity.node_id(), "certificate revoked by the CA: the node is dropped");

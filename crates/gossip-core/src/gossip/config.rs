@@ -231,6 +231,18 @@ pub enum Event {
         /// How many since the last report.
         count: u64,
     },
+    /// Datagrams from `from` failed to decrypt (reported at most once a minute per source):
+    /// handshakes that passed admission but did not decrypt (a peer with another static key
+    /// than the one it published, a corrupted or forged packet), or transport data under the
+    /// session of `identity` (tampering, or a peer that lost the session: it restarts one).
+    DecryptFailures {
+        /// The source (unauthenticated: it may be spoofed).
+        from: SocketAddr,
+        /// The identity of the session the transport data claimed, if any.
+        identity: Option<crate::secure::keys::IdentityPub>,
+        /// How many since the last report.
+        count: u64,
+    },
     /// A CA-signed revocation was learned: the identity is dropped (persist it).
     Revoked(crate::cert::Revocation),
     /// An owner signed two different entries under one version (proof of misbehaviour).

@@ -575,6 +575,13 @@ impl Gossip {
             for (from, count) in unadmitted {
                 self.events.push_back(Event::Unadmitted { from, count });
             }
+            let failed = self.secure.take_decrypt_failures();
+            if !failed.is_empty() {
+                self.next_unadmitted_report = now + std::time::Duration::from_secs(60);
+            }
+            for (from, identity, count) in failed {
+                self.events.push_back(Event::DecryptFailures { from, identity, count });
+            }
         }
         if !self.peers.is_empty() {
             self.seed_attempts = 0;

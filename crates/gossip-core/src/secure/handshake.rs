@@ -256,7 +256,7 @@ impl SecureLayer {
                 cookie.copy_from_slice(&c);
                 self.cookies.insert(from, (cookie, now));
             }
-            _ => self.stats.decrypt_failures += 1,
+            _ => self.note_decrypt_failure(from, None),
         }
     }
 
@@ -273,11 +273,11 @@ impl SecureLayer {
         remote_static: Option<&[u8]>,
     ) -> Option<(Binding, Option<u8>)> {
         if bytes.len() < 2 + BINDING_LEN {
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return None;
         }
         let Some(theirs) = VersionRange::new(bytes[0], bytes[1]) else {
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return None;
         };
         let bytes = &bytes[2..];
@@ -290,7 +290,7 @@ impl SecureLayer {
                 let their = b.not_before.saturating_add(300).saturating_mul(1_000_000_000);
                 self.note_offset(from, b.identity, their, now);
             }
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return None;
         }
         if self.bans.is_banned(now, &b.identity) {
@@ -351,7 +351,7 @@ impl SecureLayer {
             }
         }
         let Some(mut hs) = accepted else {
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return;
         };
         let ts = u64::from_be_bytes(payload[..8].try_into().unwrap_or_default());
@@ -399,12 +399,12 @@ impl SecureLayer {
         let mut buf = [0u8; 16];
         let Some(binding) = peer_binding else { return };
         if hs.read_message(&data[9..9 + packet::IK2_NOISE], &mut buf).ok() != Some(packet::IK2_PAYLOAD) {
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return;
         }
         self.note_offset(from, binding.identity, u64::from_be_bytes(buf[..8].try_into().unwrap_or_default()), now);
         let Some(theirs) = VersionRange::new(buf[8], buf[9]) else {
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return;
         };
         let Some(version) = self.agree(from, binding.identity, theirs) else { return };
@@ -438,7 +438,7 @@ impl SecureLayer {
         };
         let mut empty = [0u8; 0];
         if hs.read_message(&data[5..5 + packet::XX1_NOISE], &mut empty).is_err() {
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return;
         }
         let my_idx = self.fresh_index();
@@ -474,7 +474,7 @@ impl SecureLayer {
         let noise = &data[9..data.len() - 2 * super::mac::MAC_LEN];
         let want = noise.len() - packet::xx2_noise(0);
         if hs.read_message(noise, &mut payload).ok() != Some(want) {
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return;
         }
         let Some((binding, version)) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static()) else {
@@ -524,7 +524,7 @@ impl SecureLayer {
         let noise = &data[5..data.len() - 2 * super::mac::MAC_LEN];
         let want = noise.len() - packet::xx3_noise(0);
         if hs.read_message(noise, &mut payload).ok() != Some(want) {
-            self.stats.decrypt_failures += 1;
+            self.note_decrypt_failure(from, None);
             return;
         }
         let Some((binding, Some(version))) = self.accept_binding(now, from, &payload[..want], hs.get_remote_static())

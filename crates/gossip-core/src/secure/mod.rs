@@ -256,6 +256,8 @@ pub struct SecureLayer {
     /// Handshake initiations that proved no key of the keyring, by source (bounded): a member
     /// with a wrong or removed cluster key, or junk (sources can be spoofed: only reported).
     unadmitted: HashMap<SocketAddr, u64>,
+    /// Datagrams that failed to decrypt since the last report, by source.
+    decrypt_failed: HashMap<SocketAddr, (Option<IdentityPub>, u64)>,
 }
 
 impl std::fmt::Debug for SecureLayer {
@@ -329,6 +331,7 @@ impl SecureLayer {
             refusals: Vec::new(),
             skews: Vec::new(),
             unadmitted: HashMap::new(),
+            decrypt_failed: HashMap::new(),
             cfg,
         }
     }
@@ -417,6 +420,26 @@ impl SecureLayer {
         if self.refusals.len() < 16 {
             self.refusals.push((from, identity, e));
         }
+    }
+
+    /// Counts a datagram that failed to decrypt, by source (and the session's identity, for
+    /// transport data): reported by [`SecureLayer::take_decrypt_failures`] (bounded: 64 sources).
+    pub(super) fn note_decrypt_failure(&mut self, from: SocketAddr, identity: Option<IdentityPub>) {
+        self.stats.decrypt_failures += 1;
+        if self.decrypt_failed.len() < 64 || self.decrypt_failed.contains_key(&from) {
+            let e = self.decrypt_failed.entry(from).or_insert((identity, 0));
+            e.0 = e.0.or(identity);
+            e.1 += 1;
+        }
+    }
+
+    /// Sources whose datagrams failed to decrypt since the last call: address, the identity of
+    /// the session they claimed (if transport data), count.
+    pub fn take_decrypt_failures(&mut self) -> Vec<(SocketAddr, Option<IdentityPub>, u64)> {
+        let mut v: Vec<(SocketAddr, Option<IdentityPub>, u64)> =
+            self.decrypt_failed.drain().map(|(a, (i, n))| (a, i, n)).collect();
+        v.sort_unstable_by_key(|(a, _, _)| *a);
+        v
     }
 
     pub(super) fn note_unadmitted(&mut self, from: SocketAddr) {
@@ -725,7 +748,8 @@ impl SecureLayer {
         match s.transport.read_message(counter, &data[packet::TRANSPORT_HEADER..], &mut payload) {
             Ok(n) => payload.truncate(n),
             Err(_) => {
-                self.stats.decrypt_failures += 1;
+                let identity = s.identity;
+                self.note_decrypt_failure(from, Some(identity));
                 return None;
             }
         }
