@@ -212,3 +212,39 @@ fn agents_agree_after_churn_stops() {
     let agreed = agreed.expect("no agreement within 60 s of the churn's end");
     println!("16 nodes, 40 replacements in 200 s: agreement {:.1} s after the churn stopped", agreed.as_secs_f64());
 }
+
+#[test]
+fn force_leave_removes_a_crashed_node_everywhere_at_once_and_join_works_at_run_time() {
+    let mut net = registered(6, 25);
+    let victim = net.nodes[5].local().id;
+    net.down[5] = true;
+    // An operator removes it (the failure detector alone would keep its state, dead, for
+    // failed_grace).
+    net.run_for(Duration::from_millis(1500));
+    let now = net.now;
+    assert!(net.nodes[0].force_leave(now, &victim).unwrap());
+    net.flush(0);
+    net.run_for(Duration::from_secs(1));
+    for i in 0..5 {
+        assert!(net.nodes[i].node(&victim).is_none(), "node {i} still holds the force-left node");
+        assert!(!answered(&net, i).contains("web-5"), "node {i}");
+    }
+    let (me, now) = (net.nodes[0].local().id, net.now);
+    assert_eq!(net.nodes[0].force_leave(now, &me), Err(gossip_core::CommandError::NotSelf));
+
+    // A node started without seeds joins through `join`.
+    let mut rng = Rng::from_seed(9);
+    let i = net.nodes.len();
+    let cfg = Config { seeds: vec![], rng_seed: rng.fork(), ..Config::default() };
+    let sec = net.secure_now(net.identity_seed(i), rng.fork());
+    let g = Gossip::new(cfg, sec, format!("node-{i}"), addr(i), 1, net.now);
+    let n = net.add(g);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.nodes[n].live_peers(), 0, "no seeds: alone");
+    let now = net.now;
+    net.nodes[n].join(now, addr(2)).unwrap();
+    net.flush(n);
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.nodes[n].live_peers(), 5, "joined at run time");
+    assert!(net.nodes[0].node(&net.nodes[n].local().id).is_some());
+}

@@ -58,6 +58,89 @@ pub enum Command {
     /// agent's answers at once (needs the operator token when tokens are on). Stopping the
     /// agent with SIGTERM does not leave (see --leave-on-terminate).
     Leave(ClientArgs),
+    /// Join the local agent to a cluster through one or more gossip addresses, at run time
+    /// (as `consul join`).
+    Join(JoinArgs),
+    /// Remove a node from every agent now (a crashed node otherwise stays listed as failed for
+    /// --failed-grace), as `consul force-leave -prune`; a node that is alive comes back.
+    ForceLeave(ForceLeaveArgs),
+    /// The catalog as the local agent answers it: `services` (names and tags) or `nodes`.
+    Catalog(CatalogArgs),
+    /// Re-read the local agent's --config-dir service definitions (sends it SIGHUP; its PID is
+    /// in DATA_DIR/lock).
+    Reload(ReloadArgs),
+    /// Check configuration files without starting anything: agent TOML files (`*.toml`) and
+    /// service definitions (`*.json`, files or directories). Exits non-zero naming the file, the
+    /// field and the reason.
+    Validate(ValidateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+}
+
+/// `gossipd join` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct JoinArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Gossip addresses (IP:PORT) of agents already in the cluster.
+    #[arg(required = true, value_name = "ADDR")]
+    pub addrs: Vec<String>,
+}
+
+/// `gossipd force-leave` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ForceLeaveArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The node's name.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+/// `gossipd catalog` subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct CatalogArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to list.
+    #[command(subcommand)]
+    pub command: CatalogCommand,
+}
+
+/// What `gossipd catalog` lists.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CatalogCommand {
+    /// Service names with their tags.
+    Services,
+    /// Nodes with their addresses.
+    Nodes,
+}
+
+/// `gossipd reload` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
+    /// The agent's data directory (its PID is in `lock`).
+    #[arg(long, value_name = "DIR", env = "GOSSIPD_DATA_DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// `gossipd validate` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// Files or directories to check.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `gossipd completions` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `gossipd ca` subcommands (no agent needed).

@@ -30,6 +30,47 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             keys(&api, k.command, k.client.format)?
         }
         Command::Info(client) => info(&Api::new(&client)?, client.format)?,
+        Command::Join(j) => {
+            let api = Api::new(&j.client)?;
+            let mut joined = 0;
+            for a in &j.addrs {
+                api.put(&format!("/v1/agent/join/{}", encode_path(a)), None)?;
+                joined += 1;
+            }
+            match j.client.format {
+                Format::Json => format!("{{\"joined\":{joined}}}\n"),
+                Format::Table => {
+                    format!("asked the agent to join through {joined} address(es): see `gossipd members`\n")
+                }
+            }
+        }
+        Command::ForceLeave(f) => {
+            let api = Api::new(&f.client)?;
+            api.put(&format!("/v1/agent/force-leave/{}", encode_path(&f.node)), None)?;
+            match f.client.format {
+                Format::Json => "{\"removed\":true}\n".to_string(),
+                Format::Table => format!("{} removed from every agent\n", f.node),
+            }
+        }
+        Command::Catalog(c) => {
+            let api = Api::new(&c.client)?;
+            match c.command {
+                crate::cli::CatalogCommand::Services => catalog_services(&api, c.client.format)?,
+                crate::cli::CatalogCommand::Nodes => catalog_nodes(&api, c.client.format)?,
+            }
+        }
+        Command::Reload(r) => reload(&r.data_dir)?,
+        Command::Validate(v) => validate(&v.paths)?,
+        Command::Completions(c) => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                c.shell,
+                &mut <crate::cli::Cli as clap::CommandFactory>::command(),
+                "gossipd",
+                &mut out,
+            );
+            String::from_utf8(out).context("completion script")?
+        }
         Command::Leave(client) => {
             let api = Api::new(&client)?;
             api.put("/v1/agent/leave", None)?;
@@ -52,8 +93,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             revocations(&api, r.command, r.client.format)?
         }
     };
-    print!("{out}");
-    Ok(())
+    // A closed pipe (`gossipd members | head -1`) is the reader's choice, not an error.
+    use std::io::Write;
+    match std::io::stdout().write_all(out.as_bytes()).and_then(|()| std::io::stdout().flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write the output"),
+        _ => Ok(()),
+    }
 }
 
 fn info(api: &Api, format: Format) -> anyhow::Result<String> {
@@ -292,6 +337,71 @@ fn members(api: &Api, format: Format) -> anyhow::Result<String> {
     let metrics = api.get("/v1/agent/metrics").unwrap_or(Value::Null);
     if metrics["Catalog"]["SelfPreservation"] == true {
         out.push_str("\nSELF-PRESERVATION ENGAGED: too many peers seem to fail at once; this agent suspects its own\nnetwork, declares no node dead and keeps serving the last known instances.\n");
+    }
+    Ok(out)
+}
+
+/// `gossipd catalog services`: names and tags, as `consul catalog services -tags`.
+fn catalog_services(api: &Api, format: Format) -> anyhow::Result<String> {
+    let names = api.get("/v1/catalog/services")?;
+    if format == Format::Json {
+        return Ok(pretty(&names));
+    }
+    let obj =
+        names.as_object().with_context(|| format!("/v1/catalog/services: expected an object, got {}", kind(&names)))?;
+    let mut rows: Vec<Vec<String>> = obj
+        .iter()
+        .map(|(name, tags)| {
+            let tags = tags.as_array().map(|t| t.iter().map(text).collect::<Vec<_>>().join(",")).unwrap_or_default();
+            vec![name.clone(), tags]
+        })
+        .collect();
+    rows.sort();
+    Ok(format_table(&["SERVICE", "TAGS"], &rows))
+}
+
+/// `gossipd catalog nodes`: as `consul catalog nodes`.
+fn catalog_nodes(api: &Api, format: Format) -> anyhow::Result<String> {
+    let nodes = api.get("/v1/catalog/nodes")?;
+    if format == Format::Json {
+        return Ok(pretty(&nodes));
+    }
+    let mut rows: Vec<Vec<String>> = as_array(&nodes, "/v1/catalog/nodes")?
+        .iter()
+        .map(|n| vec![text(&n["Node"]), text(&n["ID"]), text(&n["Address"]), text(&n["Datacenter"])])
+        .collect();
+    rows.sort();
+    Ok(format_table(&["NODE", "ID", "ADDRESS", "DC"], &rows))
+}
+
+/// `gossipd reload`: SIGHUP to the agent whose PID is in `DATA_DIR/lock`.
+fn reload(data_dir: &Path) -> anyhow::Result<String> {
+    let lock = data_dir.join(crate::persist::LOCK_FILE);
+    let pid = std::fs::read_to_string(&lock).with_context(|| format!("cannot read {}", lock.display()))?;
+    let pid: u32 = pid.trim().parse().with_context(|| format!("{}: not a PID: {pid:?}", lock.display()))?;
+    let status =
+        std::process::Command::new("kill").arg("-HUP").arg(pid.to_string()).status().context("cannot run kill")?;
+    if !status.success() {
+        bail!("no agent runs as PID {pid} (from {}): is it stopped?", lock.display());
+    }
+    Ok(format!("sent SIGHUP to the agent (PID {pid}): it re-reads --config-dir; its log says what changed\n"))
+}
+
+/// `gossipd validate`: agent TOML files and service definitions, files or directories.
+fn validate(paths: &[std::path::PathBuf]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for p in paths {
+        if p.is_dir() {
+            let defs = service_def::load_config_dir(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            out.push_str(&format!("{}: {} service definition(s), valid\n", p.display(), defs.len()));
+        } else if p.extension().is_some_and(|e| e == "toml") {
+            let n = crate::config_file::check(p)?;
+            out.push_str(&format!("{}: agent configuration, {n} setting(s), valid\n", p.display()));
+        } else {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            let defs = service_def::parse_file_or_body(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            out.push_str(&format!("{}: {} service definition(s), valid\n", p.display(), defs.len()));
+        }
     }
     Ok(out)
 }

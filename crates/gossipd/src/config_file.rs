@@ -378,6 +378,14 @@ fn close(a: &str, b: &str) -> bool {
     prev[b.len()] <= 2
 }
 
+/// Reads and checks `file` without applying it (`gossipd validate`): the number of settings.
+pub fn check(file: &Path) -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("config file {}: cannot read it: {e}", file.display()))?;
+    let settings = parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", file.display()))?;
+    Ok(settings.len())
+}
+
 /// Reads `file` and applies its settings to `args`, except those whose flag `matches` says was
 /// given on the command line.
 pub fn apply(file: &Path, args: &mut AgentArgs, matches: &ArgMatches) -> anyhow::Result<()> {

@@ -65,6 +65,11 @@ pub enum Command {
     /// The keyring stamp in force here, and the one each live member (this one included) says
     /// it has in force, by name.
     KeyringStamps(oneshot::Sender<KeyringStamps>),
+    /// `PUT /v1/agent/join/:address`: join through that gossip address now.
+    Join(std::net::SocketAddr, oneshot::Sender<Result<(), String>>),
+    /// `PUT /v1/agent/force-leave/:node`: remove a node (by name) from every agent now;
+    /// answers whether it was known.
+    ForceLeave(String, oneshot::Sender<Result<bool, String>>),
     /// A barrier: answered once every command queued before it is handled and its effect is
     /// in the published views. The HTTP API sends it after each change, so that a client reads
     /// its own writes from this agent at once (views are otherwise rebuilt at most once per
@@ -626,6 +631,21 @@ impl Driver {
             }
             Command::Problems(reply) => {
                 let _ = reply.send(self.problems.iter().cloned().collect());
+            }
+            Command::Join(addr, reply) => {
+                tracing::info!(%addr, "joining through this address (requested through the API)");
+                let _ = reply.send(self.gossip.join(now, addr).map_err(|e| e.to_string()));
+            }
+            Command::ForceLeave(name, reply) => {
+                let id = self.gossip.nodes().find(|n| n.info.name == name).map(|n| n.info.id);
+                let result = match id {
+                    None => Ok(false),
+                    Some(id) => self.gossip.force_leave(now, &id).map_err(|e| e.to_string()),
+                };
+                if result == Ok(true) {
+                    tracing::warn!(node = %name, "force-left: removed from every agent (it comes back if it is alive)");
+                }
+                let _ = reply.send(result);
             }
             Command::KeyringStamps(reply) => {
                 let members = self.gossip.keyring_stamps().into_iter().map(|(n, s)| (n.name, s)).collect();

@@ -368,6 +368,9 @@ pub enum CommandError {
     /// The node has left; it accepts no more changes.
     #[error("the node has left the cluster")]
     Left,
+    /// A command that names another node named this one.
+    #[error("this is the local node: use leave")]
+    NotSelf,
     /// A keyring must hold 1 to 16 distinct keys.
     #[error("a keyring must hold 1 to {max} distinct keys")]
     BadKeyring {

@@ -393,6 +393,45 @@ impl Gossip {
         self.table.get(&self.local.id).map(|n| services_of(n).cloned().collect()).unwrap_or_default()
     }
 
+    /// Joins through `addr` at run time (as `serf join`): opens an exchange with it and pushes
+    /// this node's state, as with a seed, once.
+    pub fn join(&mut self, now: Instant, addr: SocketAddr) -> Result<(), CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        self.open_exchange(now, addr, None);
+        self.push_own_state(now, addr);
+        Ok(())
+    }
+
+    /// Removes a failed (or any other) node from every agent now, as `consul force-leave
+    /// -prune`: writes a failure record about the state held of it, dated `failed_grace` ago,
+    /// so that every replica collects the node at once instead of after `failed_grace`. A node
+    /// that is in fact alive comes back when it next speaks to a member (or restarts). False if
+    /// the node is not known here.
+    pub fn force_leave(&mut self, now: Instant, id: &NodeId) -> Result<bool, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        if *id == self.local.id {
+            return Err(CommandError::NotSelf);
+        }
+        let Some(n) = self.table.get(id) else { return Ok(false) };
+        let (generation, version) = (n.info.generation, n.max_version);
+        let wall = self.secure.wall_nanos(now) / 1_000_000_000;
+        let at = wall.saturating_sub(self.cfg.failed_grace.as_secs());
+        self.write_local(now, &message::failed_key(id), Value::Failed { target: *id, generation, version, at });
+        self.declare_dead(now, *id, false);
+        self.failures.failed_at.insert(*id, now.checked_sub(self.cfg.failed_grace).unwrap_or(now));
+        if let Some(s) = self.suspicions.get_mut(id) {
+            s.record_due = None;
+        }
+        let me = self.local.id;
+        self.note_failures(now, &me);
+        self.collect_garbage(now);
+        Ok(true)
+    }
+
     /// Announces a graceful leave to twice the fanout, and stops starting rounds. The driver
     /// should flush transmits, then stop.
     pub fn leave(&mut self, now: Instant) {

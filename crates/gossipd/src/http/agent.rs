@@ -109,6 +109,37 @@ pub async fn leave(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
+/// `PUT /v1/agent/join/:address`: joins through that gossip address (`HOST:PORT`; a bare host
+/// takes port 7946), as `consul join`.
+pub async fn join(State(api): State<Arc<Api>>, Path(address): Path<String>) -> Response {
+    let addr = address
+        .parse::<std::net::SocketAddr>()
+        .or_else(|_| address.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 7946)));
+    let Ok(addr) = addr else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid address {address:?}: want IP:PORT (or IP for port 7946)"),
+        );
+    };
+    match change(&api, |tx| Command::Join(addr, tx)).await {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(r) => r,
+    }
+}
+
+/// `PUT /v1/agent/force-leave/:node`: removes the node from every agent now (a failed one
+/// otherwise stays listed as failed for `--failed-grace`), as `consul force-leave -prune`.
+/// Needs the operator token when tokens are on. 404 for an unknown node.
+pub async fn force_leave(State(api): State<Arc<Api>>, Path(node): Path<String>) -> Response {
+    match change(&api, |tx| Command::ForceLeave(node.clone(), tx)).await {
+        Ok(Ok(true)) => StatusCode::OK.into_response(),
+        Ok(Ok(false)) => text(StatusCode::NOT_FOUND, format!("Unknown node {node:?}")),
+        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
+        Err(r) => r,
+    }
+}
+
 /// `GET /v1/agent/self`: the part of Consul's answer that describes this agent (`Config`,
 /// `Member`, `Meta`, `Stats`); no `DebugConfig`, `Coord` is null.
 pub async fn agent_self(State(api): State<Arc<Api>>) -> Response {

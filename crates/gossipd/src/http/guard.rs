@@ -85,7 +85,11 @@ impl Guard {
         }
         let path = uri.path();
         // Leaving stops the agent: as strong as any operator action.
-        let needed = if path == "/v1/operator" || path.starts_with("/v1/operator/") || path == "/v1/agent/leave" {
+        let needed = if path == "/v1/operator"
+            || path.starts_with("/v1/operator/")
+            || path == "/v1/agent/leave"
+            || path.starts_with("/v1/agent/force-leave/")
+        {
             Some(Power::Operator)
         } else if write {
             (self.require >= RequireToken::Write).then_some(Power::Write)

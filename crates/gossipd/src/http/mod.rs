@@ -63,6 +63,8 @@ pub fn router(api: Api, guard: guard::Guard) -> Router {
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/join/{address}", put(agent::join))
+        .route("/v1/agent/force-leave/{node}", put(agent::force_leave))
         .route("/v1/agent/service/register", put(agent::register))
         .route("/v1/agent/service/deregister/{id}", put(agent::deregister))
         .route("/v1/agent/service/{id}", get(agent::service))
