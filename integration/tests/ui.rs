@@ -135,6 +135,9 @@ fn ui_page_renders_members_services_and_health_in_chromium() {
         assert!(dom.contains(text), "{text} missing:\n{dom}");
     }
     assert!(dom.contains("Service 'api' health: warning"), "the failing check is not named:\n{dom}");
+    // Services with an instance not passing come first (api, web), then the healthy (db).
+    let at = |s: &str| dom.find(&format!("data-service=\"{s}\"")).unwrap();
+    assert!(at("api") < at("web") && at("web") < at("db"), "failing services are not first:\n{dom}");
     // The tag a user typed is shown as text, never parsed as markup.
     assert!(dom.contains("&lt;b&gt;not bold&lt;/b&gt;"), "{dom}");
     assert!(!dom.contains(PROBE_TAG), "{dom}");
