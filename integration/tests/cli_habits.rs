@@ -113,3 +113,46 @@ fn validate_names_the_file_and_field_and_completions_print() {
         assert!(ok && out.contains("gossipd") && out.contains("force-leave"), "{shell}: {err}");
     }
 }
+
+#[test]
+fn node_meta_is_answered_as_txt_and_in_the_catalog() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        root.path(),
+        Options {
+            name: "alpha".into(),
+            extra: vec!["--node-meta".into(), "rack=r1".into(), "--node-meta".into(), "env=prod".into()],
+            ..Default::default()
+        },
+    );
+    let b = Agent::start(root.path(), Options { name: "bravo".into(), seeds: vec![a.gossip], ..Default::default() });
+    wait_for("2 members", WAIT, || (b.alive_members().len() == 2).then_some(()));
+    // Asked of bravo (the metadata travelled with alpha's state), by dig.
+    let out = wait_for("alpha's TXT on bravo", WAIT, || {
+        let out = Command::new("dig")
+            .args([
+                "+short",
+                "+time=2",
+                "+tries=1",
+                "-p",
+                &b.dns.port().to_string(),
+                "@127.0.0.1",
+                "alpha.node.gossip",
+                "TXT",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("rack=r1").then_some(text)
+    });
+    assert!(out.contains("\"env=prod\"") && out.contains("\"rack=r1\""), "{out}");
+    let nodes = b.get("/v1/catalog/nodes").unwrap();
+    let alpha = nodes.as_array().unwrap().iter().find(|n| n["Node"] == "alpha").unwrap();
+    assert_eq!(alpha["Meta"]["rack"], "r1", "{alpha}");
+    // A bad key is refused at start, naming it.
+    let err = integration::agent::start_expecting_failure(
+        &root.path().join("bad"),
+        &["--node-meta".as_ref(), "no spaces=x".as_ref()],
+    );
+    assert!(err.contains("node meta key"), "{err}");
+}

@@ -27,6 +27,7 @@ fn snapshot() -> Snapshot {
             name: format!("node{n}"),
             address: IpAddr::V4(Ipv4Addr::new(10, 0, (n / 256) as u8, (n % 256) as u8)),
             alive: true,
+            meta: Vec::new(),
         })
         .collect();
     let instance = |service: String, i: u32| Instance {

@@ -20,6 +20,8 @@ pub enum QType {
     Ns,
     /// Domain name pointer (12): answered for reverse names of known addresses.
     Ptr,
+    /// Text (16): a node's metadata, `key=value` strings, as Consul answers it.
+    Txt,
     /// Any (255): A + AAAA for service, node and address names; SOA + NS at the apex.
     Any,
     /// Any other type, by number: always NODATA for an existing name.
@@ -34,6 +36,7 @@ impl QType {
             2 => QType::Ns,
             6 => QType::Soa,
             12 => QType::Ptr,
+            16 => QType::Txt,
             28 => QType::Aaaa,
             33 => QType::Srv,
             255 => QType::Any,
@@ -153,6 +156,15 @@ pub enum Record {
         /// Time to live, seconds.
         ttl: u32,
     },
+    /// Text: one character-string (at most 255 bytes).
+    Txt {
+        /// Owner name.
+        name: String,
+        /// The string.
+        text: String,
+        /// Time to live, seconds.
+        ttl: u32,
+    },
 }
 
 /// The resolver's answer to one [`Question`].
@@ -189,6 +201,7 @@ impl Record {
             Record::Srv { name: n, target, .. } => (n, 6 + name(target)),
             Record::Soa { name: n, mname, rname, .. } => (n, name(mname) + name(rname) + 20),
             Record::Ns { name: n, target, .. } | Record::Ptr { name: n, target, .. } => (n, name(target)),
+            Record::Txt { name: n, text, .. } => (n, 1 + text.len()),
         };
         name(owner) + 10 + rdata
     }

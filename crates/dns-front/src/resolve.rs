@@ -37,7 +37,7 @@
 //!   ANY means PTR there; other types are NODATA with no SOA. An address we do not know is
 //!   NXDOMAIN, not authoritative and with no SOA (the agent is no authority for the reverse
 //!   zones: it only knows some of their names). Partial reverse names are not ours (REFUSED).
-//! * TXT on a node name is NODATA: nodes carry no metadata (Consul answers node meta there).
+//! * TXT on a node name: its metadata, one `key=value` string each (NODATA without), as Consul.
 //! * Positive records (A, AAAA, SRV, PTR, NS and additional) carry `cfg.ttl`.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -66,6 +66,7 @@ pub fn resolve(q: &Question, snap: &Snapshot, cfg: &ResolverConfig, rng_seed: u6
         Query::NameServer => ctx.addresses(&[IpAddr::V4(NS_ADDRESS)], &mut rng),
         Query::Addr(ip) => ctx.addresses(&[ip], &mut rng),
         Query::Node { name } => match snap.nodes.get(&name) {
+            Some(node) if node.alive && q.qtype == QType::Txt => ctx.node_meta(node),
             Some(node) if node.alive => ctx.addresses(&[node.address], &mut rng),
             _ => ctx.negative(Rcode::NxDomain),
         },
@@ -168,6 +169,27 @@ impl Ctx<'_> {
         addrs.dedup();
         order::shuffle(&mut addrs, rng);
         let answers = addrs.into_iter().map(|ip| self.addr_record(self.q.name(), ip)).collect();
+        self.positive(answers, vec![])
+    }
+
+    /// TXT of a node name: one `key=value` string per metadata pair (cut to 255 bytes at a
+    /// character boundary, as a character-string holds no more); NODATA without metadata.
+    fn node_meta(&self, node: &crate::snapshot::Node) -> Answer {
+        let answers = node
+            .meta
+            .iter()
+            .map(|(k, v)| {
+                let mut text = format!("{k}={v}");
+                if text.len() > 255 {
+                    let mut end = 255;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.truncate(end);
+                }
+                Record::Txt { name: self.q.name().to_owned(), text, ttl: self.cfg.ttl }
+            })
+            .collect();
         self.positive(answers, vec![])
     }
 

@@ -60,7 +60,7 @@ use arc_swap::ArcSwap;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV};
+use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record as HRecord};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::Request;
@@ -653,6 +653,9 @@ fn to_hickory(record: &Record, question: &Question, qname: &Name) -> Result<HRec
         }
         Record::Ns { name, target, ttl } => {
             HRecord::from_rdata(owner(name)?, *ttl, RData::NS(NS(Name::from_ascii(target)?)))
+        }
+        Record::Txt { name, text, ttl } => {
+            HRecord::from_rdata(owner(name)?, *ttl, RData::TXT(TXT::new(vec![text.clone()])))
         }
     })
 }

@@ -48,6 +48,8 @@ pub struct Node {
     pub address: IpAddr,
     /// False once the node is dead or has left: it is then not answered.
     pub alive: bool,
+    /// Node metadata, `key=value` (answered as TXT), in key order.
+    pub meta: Vec<(String, String)>,
 }
 
 /// An immutable catalog snapshot.

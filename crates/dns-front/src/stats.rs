@@ -20,7 +20,7 @@ pub const LATENCY_BUCKETS: [f64; 12] =
     [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1];
 
 /// Query types the server counts separately (everything else is `other`).
-pub const COUNTED_QTYPES: [&str; 8] = ["a", "aaaa", "srv", "soa", "ns", "any", "ptr", "other"];
+pub const COUNTED_QTYPES: [&str; 9] = ["a", "aaaa", "srv", "soa", "ns", "any", "ptr", "txt", "other"];
 
 fn qtype_index(q: QType) -> usize {
     match q {
@@ -31,7 +31,8 @@ fn qtype_index(q: QType) -> usize {
         QType::Ns => 4,
         QType::Any => 5,
         QType::Ptr => 6,
-        QType::Other(_) => 7,
+        QType::Txt => 7,
+        QType::Other(_) => 8,
     }
 }
 
@@ -229,10 +230,10 @@ mod tests {
     #[test]
     fn counts_query_types() {
         let s = DnsStats::default();
-        for q in [QType::A, QType::Srv, QType::Srv, QType::Other(16), QType::Any, QType::Ptr] {
+        for q in [QType::A, QType::Srv, QType::Srv, QType::Txt, QType::Other(99), QType::Any, QType::Ptr] {
             s.record_qtype(q);
         }
-        assert_eq!(s.counts().by_qtype, [1, 0, 2, 0, 0, 1, 1, 1]);
+        assert_eq!(s.counts().by_qtype, [1, 0, 2, 0, 0, 1, 1, 1, 1]);
     }
 
     #[test]

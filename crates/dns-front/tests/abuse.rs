@@ -28,7 +28,11 @@ fn snapshot() -> Snapshot {
         weight: 1,
         health: Health::Passing,
     };
-    Snapshot::build(1, vec![inst], vec![Node { name: "n1".into(), address: IpAddr::from([10, 0, 0, 1]), alive: true }])
+    Snapshot::build(
+        1,
+        vec![inst],
+        vec![Node { name: "n1".into(), address: IpAddr::from([10, 0, 0, 1]), alive: true, meta: Vec::new() }],
+    )
 }
 
 async fn start(server: DnsServer, udp: UdpSocket) -> (SocketAddr, SocketAddr, tokio::sync::oneshot::Sender<()>) {

@@ -21,7 +21,7 @@ fn snapshot() -> Snapshot {
     Snapshot::build(
         u64::MAX,
         vec![inst("web", "n1", "10.0.0.1", &["v1"]), inst("web", "n.2", "fd00::2", &["_tcp"])],
-        vec![Node { name: "n1".into(), address: "10.0.0.1".parse().expect("addr"), alive: true }],
+        vec![Node { name: "n1".into(), address: "10.0.0.1".parse().expect("addr"), alive: true, meta: Vec::new() }],
     )
 }
 

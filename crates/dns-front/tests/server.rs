@@ -35,8 +35,9 @@ fn instance(service: &str, i: usize) -> Instance {
 fn snapshot(index: u64) -> Snapshot {
     let big = (0..BIG).map(|i| instance("big", i));
     let web = (0..2).map(|i| instance("web", i));
-    let nodes =
-        (0..BIG).map(|i| Node { name: format!("node-{i}"), address: instance("x", i).address, alive: true }).collect();
+    let nodes = (0..BIG)
+        .map(|i| Node { name: format!("node-{i}"), address: instance("x", i).address, alive: true, meta: Vec::new() })
+        .collect();
     Snapshot::build(index, big.chain(web).collect(), nodes)
 }
 

@@ -159,6 +159,9 @@ pub enum Value {
         /// failed node's state `failed_grace` after this, so that all collect it together.
         at: u64,
     },
+    /// The owner's node metadata (key [`META_KEY`]): answered as TXT records of
+    /// `NODE.node.<domain>` and as the catalog's `NodeMeta`, as Consul's `node_meta`.
+    NodeMeta(BTreeMap<String, String>),
     /// A value of a kind this build does not know (written by a newer agent): kept, verified
     /// and relayed as the owner's bytes, ignored by every view. `bytes` is the body as
     /// received (bounded by the datagram); re-encoding reproduces the received value exactly,
@@ -175,7 +178,12 @@ pub enum Value {
 pub const PROTO_KEY: &str = "@proto";
 
 /// Value tags this build knows; any other tag decodes as [`Value::Unknown`].
-pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=9;
+pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=10;
+
+/// Key of the entry holding the owner's node metadata ([`Value::NodeMeta`]).
+pub const META_KEY: &str = "@meta";
+/// Most node metadata pairs (Consul's limit).
+pub const MAX_NODE_META: usize = 64;
 
 /// Key prefix of failure records ([`Value::Failed`]), followed by the target's id in hex.
 pub const FAILED_PREFIX: &str = "@failed/";
@@ -874,6 +882,14 @@ fn encode_value_body(w: &mut Writer, value: &Value) -> u8 {
             w.varint(*at);
             9
         }
+        Value::NodeMeta(meta) => {
+            w.varint(meta.len() as u64);
+            for (k, v) in meta {
+                w.string(k);
+                w.string(v);
+            }
+            10
+        }
         Value::Unknown { tag, bytes } => {
             w.bytes(bytes);
             *tag
@@ -936,6 +952,19 @@ fn decode_value_body(r: &mut Reader<'_>, tag: u8) -> Result<Value, DecodeError> 
             Value::Proto(crate::version::VersionRange::new(min, max).ok_or(DecodeError::OutOfRange("protocol range"))?)
         }
         9 => Value::Failed { target: r.node_id()?, generation: r.varint()?, version: r.varint()?, at: r.varint()? },
+        10 => {
+            let n = r.count(2)?;
+            if n > MAX_NODE_META {
+                return Err(DecodeError::OutOfRange("node meta pairs"));
+            }
+            let mut meta = BTreeMap::new();
+            for _ in 0..n {
+                let k = r.string(MAX_FIELD)?;
+                let v = r.string(MAX_FIELD)?;
+                meta.insert(k, v);
+            }
+            Value::NodeMeta(meta)
+        }
         tag => return Err(DecodeError::BadTag { what: "entry value", tag }),
     })
 }

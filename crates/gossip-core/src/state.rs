@@ -58,6 +58,14 @@ impl NodeState {
         }
     }
 
+    /// The owner's node metadata (empty if it published none).
+    pub fn node_meta(&self) -> Option<&BTreeMap<String, String>> {
+        match self.served().entries.get(crate::message::META_KEY).map(|e| &e.value) {
+            Some(Value::NodeMeta(m)) => Some(m),
+            _ => None,
+        }
+    }
+
     /// The version summary.
     pub fn summary(&self) -> Summary {
         Summary { id: self.info.id, generation: self.info.generation, version: self.max_version, digest: self.digest }

@@ -68,8 +68,9 @@ fn value() -> impl Strategy<Value = Value> {
             .prop_map(|(min, d)| Value::Proto(gossip_core::version::VersionRange::new(min, min + d).unwrap())),
         (node_id(), any::<u64>(), any::<u64>(), any::<u64>())
             .prop_map(|(target, generation, version, at)| { Value::Failed { target, generation, version, at } }),
+        proptest::collection::btree_map("[a-z_-]{1,12}", "[ -~]{0,40}", 0..8).prop_map(Value::NodeMeta),
         // A kind this build does not know (a newer agent's): kept as its bytes.
-        (10u8..=255, proptest::collection::vec(any::<u8>(), 0..300))
+        (11u8..=255, proptest::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(tag, bytes)| Value::Unknown { tag, bytes }),
     ]
 }

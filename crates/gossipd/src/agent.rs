@@ -440,6 +440,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let now = Instant::now();
     let mut gossip = Gossip::new(cfg, secure, node.name.clone(), advertise, node.generation, now);
+    if !args.node_meta.is_empty() {
+        let meta: std::collections::BTreeMap<String, String> = args.node_meta.iter().cloned().collect();
+        gossip.set_node_meta(now, meta).context("--node-meta")?;
+    }
     for r in stored_revocations {
         if let Err(e) = gossip.add_revocation(now, r) {
             tracing::warn!(error = %e, "a stored revocation is not in force");

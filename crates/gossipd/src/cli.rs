@@ -324,6 +324,10 @@ pub struct AgentArgs {
     /// are collected (e.g. 24h, 90m).
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub gc_grace: std::time::Duration,
+    /// Node metadata, `KEY=VALUE` (repeatable, at most 64): answered as TXT records of
+    /// `NODE.node.<domain>` and as `NodeMeta` in the catalog, as Consul's `-node-meta`.
+    #[arg(long = "node-meta", value_name = "KEY=VALUE", value_parser = parse_node_meta)]
+    pub node_meta: Vec<(String, String)>,
     /// Leave the cluster on SIGTERM too (for autoscaling groups that stop hosts with SIGTERM).
     /// By default SIGTERM stops the agent without leaving, so that a restart never takes its
     /// services out of other agents' answers (they keep them until the agent is back with a new
@@ -626,6 +630,19 @@ pub(crate) fn parse_advertise(s: &str) -> Result<SocketAddr, String> {
         return Err(format!("cannot advertise the unspecified address {addr}"));
     }
     Ok(addr)
+}
+
+/// One `--node-meta KEY=VALUE`: a key of 1-128 characters (letters, digits, `-`, `_`), a value
+/// of at most 512 (Consul's limits).
+pub(crate) fn parse_node_meta(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: want KEY=VALUE"))?;
+    if k.is_empty() || k.len() > 128 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("{k:?}: a node meta key is 1-128 letters, digits, '-' or '_'"));
+    }
+    if v.len() > 512 {
+        return Err(format!("the value of {k:?} is {} bytes long, at most 512", v.len()));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// An upstream resolver for `--recursor`: `IP:PORT`, `[V6]:PORT`, or a bare IP (port 53).

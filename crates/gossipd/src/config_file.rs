@@ -60,6 +60,7 @@ pub const KEYS: &[&str] = &[
     "dns_rrl_rate",
     "dns_rrl_slip",
     "recursor",
+    "node_meta",
 ];
 
 /// One key's value, converted and validated.
@@ -101,6 +102,7 @@ enum Setting {
     DnsRrlRate(u32),
     DnsRrlSlip(u32),
     Recursors(Vec<SocketAddr>),
+    NodeMeta(Vec<(String, String)>),
 }
 
 impl Setting {
@@ -143,6 +145,7 @@ impl Setting {
             Setting::DnsRrlRate(_) => "dns_rrl_rate",
             Setting::DnsRrlSlip(_) => "dns_rrl_slip",
             Setting::Recursors(_) => "recursors",
+            Setting::NodeMeta(_) => "node_meta",
         }
     }
 
@@ -184,6 +187,7 @@ impl Setting {
             Setting::DnsRrlRate(v) => a.dns_rrl_rate = v,
             Setting::DnsRrlSlip(v) => a.dns_rrl_slip = v,
             Setting::Recursors(v) => a.recursors = v,
+            Setting::NodeMeta(v) => a.node_meta = v,
         }
     }
 }
@@ -338,6 +342,13 @@ fn setting(key: &str, v: &Value) -> Result<Setting, String> {
         "dns_rrl_rate" => Setting::DnsRrlRate(int_in(v, 1, 100_000)?),
         "dns_rrl_slip" => Setting::DnsRrlSlip(int_in(v, 0, 100)?),
         "recursor" => Setting::Recursors(recursors(v)?),
+        "node_meta" => Setting::NodeMeta(match v {
+            Value::Table(t) => t
+                .iter()
+                .map(|(k, v)| cli::parse_node_meta(&format!("{k}={}", string(v, "a string value")?)))
+                .collect::<Result<_, _>>()?,
+            other => return Err(format!("expected a table like {{ rack = \"r1\" }}, got {}", other.type_str())),
+        }),
         _ => return Err("unknown key".to_string()),
     })
 }

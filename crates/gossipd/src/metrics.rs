@@ -299,6 +299,7 @@ mod tests {
             excluded: None,
             versions: None,
             vsn: None,
+            meta: Default::default(),
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Member {
     /// The version this agent and the node speak: the highest both speak (this agent's
     /// highest for itself); `None` when unknown or there is none.
     pub vsn: Option<u8>,
+    /// The node's metadata (`--node-meta`).
+    pub meta: std::sync::Arc<BTreeMap<String, String>>,
 }
 
 /// One service instance with its node.
@@ -44,6 +46,8 @@ pub struct CatalogInstance {
     pub node_id: NodeId,
     /// Owning node's address (its gossip IP).
     pub node_addr: IpAddr,
+    /// Owning node's metadata.
+    pub node_meta: std::sync::Arc<BTreeMap<String, String>>,
     /// The instance as registered.
     pub service: gossip_core::ServiceInstance,
 }
@@ -71,7 +75,9 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
     for n in g.nodes() {
         let status = n.status();
         let liveness = g.liveness(&n.info.id);
+        let meta = std::sync::Arc::new(n.node_meta().cloned().unwrap_or_default());
         members.push(Member {
+            meta: meta.clone(),
             liveness,
             identity: n.info.identity.0,
             id: n.info.id,
@@ -86,7 +92,12 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
         });
         // Suspects are still served (they may only be slow); dead, excluded and left nodes are not.
         let alive = status == NodeStatus::Alive && liveness.serves();
-        dns_nodes.push(dns_front::snapshot::Node { name: n.info.name.clone(), address: n.info.addr.ip(), alive });
+        dns_nodes.push(dns_front::snapshot::Node {
+            name: n.info.name.clone(),
+            address: n.info.addr.ip(),
+            alive,
+            meta: meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        });
         if !alive {
             continue;
         }
@@ -113,6 +124,7 @@ pub fn build(g: &Gossip, index: u64, now: std::time::Instant) -> (Catalog, dns_f
                 node: n.info.name.clone(),
                 node_id: n.info.id,
                 node_addr: n.info.addr.ip(),
+                node_meta: meta.clone(),
                 service: s.clone(),
             });
         }

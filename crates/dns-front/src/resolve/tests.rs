@@ -23,7 +23,7 @@ fn inst(service: &str, id: &str, node: &str, addr: &str, tags: &[&str], health: 
 }
 
 fn node(name: &str, addr: &str, alive: bool) -> Node {
-    Node { name: name.into(), address: ip(addr), alive }
+    Node { name: name.into(), address: ip(addr), alive, meta: Vec::new() }
 }
 
 /// web: n1 (passing, v1) and n2 (passing, v2, same address as its node), n3 warning,

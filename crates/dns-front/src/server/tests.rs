@@ -21,7 +21,12 @@ fn snapshot() -> Arc<Snapshot> {
         health: Health::Passing,
     };
     let instances = (1..=2).map(|i| inst("web", i)).chain((1..=60).map(|i| inst("big", i))).collect();
-    let nodes = (1..=60).map(|i| Node { name: format!("node-{i}"), address: inst("x", i).address, alive: true });
+    let nodes = (1..=60).map(|i| Node {
+        name: format!("node-{i}"),
+        address: inst("x", i).address,
+        alive: true,
+        meta: Vec::new(),
+    });
     Arc::new(Snapshot::build(3, instances, nodes.collect()))
 }
 

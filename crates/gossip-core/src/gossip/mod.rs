@@ -393,6 +393,35 @@ impl Gossip {
         self.table.get(&self.local.id).map(|n| services_of(n).cloned().collect()).unwrap_or_default()
     }
 
+    /// Publishes this node's metadata (replacing what it published before; empty removes it).
+    pub fn set_node_meta(
+        &mut self,
+        now: Instant,
+        meta: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        if meta.len() > message::MAX_NODE_META {
+            return Err(CommandError::TooLarge { size: meta.len(), max: message::MAX_NODE_META });
+        }
+        let held = self.table.get(&self.local.id).and_then(|n| n.node_meta().cloned()).unwrap_or_default();
+        if held == meta {
+            return Ok(());
+        }
+        let value = if meta.is_empty() { Value::Tombstone } else { Value::NodeMeta(meta) };
+        let entry = Entry { key: message::META_KEY.into(), version: u64::MAX, value: value.clone(), sig: [0; 64] };
+        let size = message::entry_len(&entry);
+        if size > MAX_ENTRY {
+            return Err(CommandError::TooLarge { size, max: MAX_ENTRY });
+        }
+        if matches!(value, Value::Tombstone) {
+            self.oldest_tombstone.get_or_insert(now);
+        }
+        self.write_local(now, message::META_KEY, value);
+        Ok(())
+    }
+
     /// Joins through `addr` at run time (as `serf join`): opens an exchange with it and pushes
     /// this node's state, as with a seed, once.
     pub fn join(&mut self, now: Instant, addr: SocketAddr) -> Result<(), CommandError> {

@@ -163,7 +163,7 @@ pub async fn agent_self(State(api): State<Arc<Api>>) -> Response {
             "Version": env!("CARGO_PKG_VERSION"),
         },
         "Member": member.map(member_json),
-        "Meta": {},
+        "Meta": member.map(|m| (*m.meta).clone()).unwrap_or_default(),
         "Coord": null,
         "Stats": {
             "agent": { "gossipd": "true" },

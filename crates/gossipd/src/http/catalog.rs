@@ -61,7 +61,7 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
                 "Address": i.node_addr.to_string(),
                 "Datacenter": DATACENTER,
                 "TaggedAddresses": null,
-                "NodeMeta": {},
+                "NodeMeta": *i.node_meta,
                 "ServiceKind": "",
                 "ServiceID": i.service.id,
                 "ServiceName": i.service.name,

@@ -69,7 +69,7 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
             json!({
                 "Node": {
                     "ID": uuid(&i.node_id), "Node": i.node, "Address": i.node_addr.to_string(),
-                    "Datacenter": DATACENTER, "TaggedAddresses": null, "Meta": {},
+                    "Datacenter": DATACENTER, "TaggedAddresses": null, "Meta": *i.node_meta,
                 },
                 "Service": {
                     "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,

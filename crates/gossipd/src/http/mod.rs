@@ -269,7 +269,7 @@ fn member_json(m: &Member) -> Value {
 fn node_json(m: &Member) -> Value {
     json!({
         "ID": uuid(&m.id), "Node": m.name, "Address": m.addr.ip().to_string(),
-        "Datacenter": DATACENTER, "TaggedAddresses": null, "Meta": {},
+        "Datacenter": DATACENTER, "TaggedAddresses": null, "Meta": *m.meta,
         "CreateIndex": 0, "ModifyIndex": 0,
     })
 }
