@@ -25,6 +25,8 @@ pub mod packet;
 pub mod replay;
 
 mod handshake;
+#[cfg(feature = "testing")]
+mod template;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
