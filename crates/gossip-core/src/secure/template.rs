@@ -54,9 +54,15 @@ mod tests {
     use crate::secure::keys::{ClusterKey, Identity, Keyring};
     use crate::secure::{SecureConfig, SecureLayer};
 
+    /// Any instant (the layer never reads the clock itself).
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     #[test]
     fn a_copy_of_a_fresh_layer_is_the_layer_new_builds_and_one_with_a_handshake_is_refused() {
-        let now = Instant::now();
+        let now = t0();
         let cfg =
             SecureConfig::new(Identity::from_secret([1; 32]), Keyring::new(ClusterKey::new([9; 32])), 1 << 60, [2; 32]);
         let mut template = SecureLayer::new(cfg.clone(), now);
