@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use gossip_core::secure::{Received, packet};
+use gossip_core::version::VersionRange;
 use gossipd_fuzz::{
     BindingSpec, Mode, Mutation, PEER_ID, Pair, Plaintext, WALL, addr, builder, cert_of, check_from_peer, cluster_key,
     credentials_of, layer_in, now0, open, peer, reseal, transport,
@@ -86,7 +87,7 @@ impl IkPayload {
         match self {
             IkPayload::Shaped { skew, versions } => {
                 let ts = WALL.saturating_add_signed(i64::from(*skew) * 1_000_000_000);
-                let d = gossip_core::version::VersionRange::DEFAULT;
+                let d = VersionRange::DEFAULT;
                 let (min, max) = versions.unwrap_or((d.min(), d.max()));
                 let mut v = ts.to_be_bytes().to_vec();
                 v.extend([min, max]);
@@ -295,11 +296,22 @@ fn craft_xx_resp(ca: bool, plaintext: &Plaintext, m: &Option<Mutation>, data: &[
     assert_eq!(&got[..n], &my_creds[..], "the initiator proves its own credentials");
     let t = hs.into_stateless_transport_mode().expect("handshake done");
     let their_idx = packet::u32_at(&init, 1);
-    // The keepalive confirms the session; the initiator flushes what it queued.
     let keepalive = transport(&t, their_idx, 0, &[])?;
     let mut out = Vec::new();
     assert!(a.recv(now, addr(7), &keepalive, &mut out).is_none());
     let flushed: Vec<Vec<u8>> = out.iter().filter_map(|o| open(&t, &o.bytes)).collect();
+    let theirs = VersionRange::new(creds[0], creds[1]).expect("accepted credentials name a range");
+    if VersionRange::DEFAULT.negotiate(&theirs).is_none() {
+        // No version in common: the final message still goes (so that the responder reports the
+        // refusal too), but no session is installed, and the refusal is reported here.
+        assert!(flushed.is_empty(), "a payload went out over a session without a common version");
+        let tp = transport(&t, their_idx, 1, data)?;
+        assert!(a.recv(now, addr(7), &tp, &mut Vec::new()).is_none(), "data delivered without a common version");
+        let refused = a.take_version_refusals();
+        assert!(refused.iter().any(|(_, id, r)| *id == peer().identity.public() && *r == theirs), "{refused:?}");
+        return Some(());
+    }
+    // The keepalive confirms the session; the initiator flushes what it queued.
     assert_eq!(flushed, vec![b"queued".to_vec()], "the queued payload goes out once confirmed");
     let tp = transport(&t, their_idx, 1, data)?;
     match a.recv(now, addr(7), &tp, &mut Vec::new()) {
