@@ -78,7 +78,12 @@ fn messages() -> Vec<Message> {
                 Range {
                     lo: NodeId([0x80; 16]),
                     hi: Bound::Inf,
-                    body: RangeBody::Items(vec![Summary { id: NodeId([0x90; 16]), generation: 1, version: 9, digest: [0x5a; 16] }]),
+                    body: RangeBody::Items(vec![Summary {
+                        id: NodeId([0x90; 16]),
+                        generation: 1,
+                        version: 9,
+                        digest: [0x5a; 16],
+                    }]),
                 },
             ],
         },

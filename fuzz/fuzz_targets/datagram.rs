@@ -1,13 +1,14 @@
 //! Any bytes as a datagram: to the gossip message decoder, and to a secure layer with a fixed
 //! identity and keyring, as if from several sources (IPv4 and IPv6), as they are and with their
 //! mac1 recomputed under the cluster key (so that they get past admission), and again to a layer
-//! under load (cookies required). Never a panic, never a payload delivered (a fresh layer has no
-//! session), and never more bytes answered than received.
+//! under load (cookies required) and to one that requires certificates from a CA. Never a panic,
+//! never a payload delivered (a fresh layer has no session), and never more bytes answered than
+//! received. The layers are fresh copies of templates built once (`gossipd_fuzz::layer_in`).
 #![no_main]
 
 use gossip_core::message::Message;
 use gossip_core::secure::SecureLayer;
-use gossipd_fuzz::{addr, config, layer, now0, reseal, sources};
+use gossipd_fuzz::{Mode, addr, layer_in, now0, reseal, sources};
 use libfuzzer_sys::fuzz_target;
 
 fn deliver(layer: &mut SecureLayer, src: std::net::SocketAddr, bytes: &[u8]) {
@@ -25,15 +26,14 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut sealed = data.to_vec();
     reseal(&mut sealed);
-    let now = now0();
-    let mut b = layer(2, now);
+    let mut b = layer_in(2, Mode::default());
     for src in sources() {
         deliver(&mut b, src, data);
     }
     deliver(&mut b, addr(5), &sealed);
-    let mut cfg = config(2);
-    cfg.load_threshold = 0;
-    let mut loaded = SecureLayer::new(cfg, now);
+    let mut loaded = layer_in(2, Mode { under_load: true, ca: false });
     deliver(&mut loaded, addr(1), data);
     deliver(&mut loaded, addr(5), &sealed);
+    let mut certified = layer_in(2, Mode { under_load: false, ca: true });
+    deliver(&mut certified, addr(5), &sealed);
 });

@@ -7,21 +7,28 @@
 //!   admission into the Noise and binding parsing. Whatever was mutated, each side may only
 //!   deliver payloads the other side sent, under the other side's identity.
 //! - `Craft*`: the harness plays a peer with its own Noise state and cluster key, and puts the
-//!   fuzzer's plaintext (a shaped binding or raw bytes) inside a correctly encrypted IK
-//!   initiation, XX response, XX final message or IK response. A layer may only deliver data
-//!   from the peer under a currently valid binding, signed by the identity it names, of the
-//!   static key the peer really used; an accepted IK initiation replayed is refused.
+//!   fuzzer's plaintext (shaped credentials: wire versions, a binding, a certificate; or raw
+//!   bytes) inside a correctly encrypted IK initiation, XX response, XX final message or IK
+//!   response. A layer may only deliver data from the peer under a currently valid binding,
+//!   signed by the identity it names, of the static key the peer really used, and, when it
+//!   trusts the harness CA, after the peer proved exactly its CA-signed certificate; an
+//!   accepted IK initiation replayed is refused.
+//!
+//! Either side may run in the harness CA's mode (`ca`: certificates required and proved), so
+//! that the certificate decoder and trust checks of the handshake are reached too. Layers are
+//! copies of templates built once (`gossipd_fuzz::layer_in`); the handshakes themselves (DH,
+//! signatures) are the inputs' own work.
 #![no_main]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use gossip_core::secure::keys::BINDING_LEN;
-use gossip_core::secure::{SecureLayer, packet};
+use gossip_core::secure::{Received, packet};
+use gossip_core::version::VersionRange;
 use gossipd_fuzz::{
-    BindingSpec, Mutation, Pair, Plaintext, addr, builder, check_from_peer, cluster_key, config, encode_binding, layer,
-    now0, open, peer, reseal, transport,
+    BindingSpec, Mode, Mutation, PEER_ID, Pair, Plaintext, WALL, addr, builder, cert_of, check_from_peer, cluster_key,
+    credentials_of, layer_in, now0, open, peer, reseal, transport,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -53,23 +60,63 @@ impl Kind {
 #[derive(Arbitrary, Debug)]
 enum Case {
     /// A real exchange with the `nth` (0 or 1) packet of type `kind` mutated.
-    Mutate { ik: bool, under_load: bool, kind: Kind, nth: bool, mutation: Mutation },
-    /// An IK initiation from the harness peer carrying `ts ‖ plaintext`.
-    CraftIkInit { ts: u64, plaintext: Plaintext, mutation: Option<Mutation>, data: Vec<u8> },
+    Mutate { ik: bool, mode: Mode, kind: Kind, nth: bool, mutation: Mutation },
+    /// An IK initiation from the harness peer carrying `ts ‖ plaintext` (`ts` relative to the
+    /// layer's wall clock if `relative`, nanoseconds).
+    CraftIkInit { ca: bool, ts: u64, relative: bool, plaintext: Plaintext, mutation: Option<Mutation>, data: Vec<u8> },
     /// An XX exchange started by the harness peer whose final message carries `plaintext`.
-    CraftXxFin { plaintext: Plaintext, mutation: Option<Mutation>, data: Vec<u8> },
+    CraftXxFin { ca: bool, plaintext: Plaintext, mutation: Option<Mutation>, data: Vec<u8> },
     /// An XX response from the harness peer carrying `plaintext`.
-    CraftXxResp { plaintext: Plaintext, mutation: Option<Mutation>, data: Vec<u8> },
+    CraftXxResp { ca: bool, plaintext: Plaintext, mutation: Option<Mutation>, data: Vec<u8> },
     /// An IK initiation to the harness peer (advertised by `hint`) answered with `payload`.
-    CraftIkResp { hint: BindingSpec, payload: Vec<u8>, mutation: Option<Mutation>, data: Vec<u8> },
+    CraftIkResp { ca: bool, hint: BindingSpec, payload: IkPayload, mutation: Option<Mutation>, data: Vec<u8> },
 }
 
-fn layer_loaded(i: u8, under_load: bool) -> SecureLayer {
-    let mut cfg = config(i);
-    if under_load {
-        cfg.load_threshold = 0;
+/// The plaintext of a crafted IK response.
+#[derive(Arbitrary, Debug)]
+enum IkPayload {
+    /// `timestamp ‖ min ‖ max`, the timestamp `skew` seconds off the layer's clock and the
+    /// versions this build's if `None`.
+    Shaped { skew: i32, versions: Option<(u8, u8)> },
+    /// Any bytes (up to 400).
+    Raw(Vec<u8>),
+}
+
+impl IkPayload {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            IkPayload::Shaped { skew, versions } => {
+                let ts = WALL.saturating_add_signed(i64::from(*skew) * 1_000_000_000);
+                let d = VersionRange::DEFAULT;
+                let (min, max) = versions.unwrap_or((d.min(), d.max()));
+                let mut v = ts.to_be_bytes().to_vec();
+                v.extend([min, max]);
+                v
+            }
+            IkPayload::Raw(b) => b.iter().copied().take(400).collect(),
+        }
     }
-    SecureLayer::new(cfg, now0())
+}
+
+fn mode(ca: bool) -> Mode {
+    Mode { under_load: false, ca }
+}
+
+/// What a layer trusting the CA may only have accepted: credentials ending in exactly the
+/// peer's CA-signed certificate.
+fn check_cert(ca: bool, credentials: &[u8]) {
+    if ca {
+        assert_eq!(
+            credentials.get(packet::CRED_MIN..),
+            Some(cert_of(PEER_ID).encoded()),
+            "a layer requiring certificates accepted credentials without the peer's"
+        );
+    }
+}
+
+fn delivered(ca: bool, r: &Received, data: &[u8], credentials: &[u8]) {
+    check_from_peer(r, data);
+    check_cert(ca, credentials);
 }
 
 fn mutate(pkt: &mut Vec<u8>, m: &Option<Mutation>) {
@@ -84,8 +131,8 @@ fn amplification_ok(input: usize, out: &[gossip_core::secure::Outgoing]) {
     assert!(sent <= input, "{sent} bytes answered to {input}");
 }
 
-fn mutate_exchange(ik: bool, under_load: bool, kind: Kind, nth: bool, m: &Mutation) {
-    let mut p = Pair::new(layer_loaded(1, under_load), layer_loaded(2, under_load));
+fn mutate_exchange(ik: bool, mode: Mode, kind: Kind, nth: bool, m: &Mutation) {
+    let mut p = Pair::new(layer_in(1, mode), layer_in(2, mode));
     let (target, nth) = (kind.byte(), usize::from(nth));
     let mut seen = 0;
     let mut f = |_: SocketAddr, _: SocketAddr, bytes: &mut Vec<u8>| {
@@ -106,9 +153,16 @@ fn mutate_exchange(ik: bool, under_load: bool, kind: Kind, nth: bool, m: &Mutati
     p.check_authenticity();
 }
 
-fn craft_ik_init(ts: u64, plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Option<()> {
+fn craft_ik_init(
+    ca: bool,
+    ts: u64,
+    relative: bool,
+    plaintext: &Plaintext,
+    m: &Option<Mutation>,
+    data: &[u8],
+) -> Option<()> {
     let now = now0();
-    let mut b = layer(2, now);
+    let mut b = layer_in(2, mode(ca));
     let theirs = b.binding().static_pub;
     let me = peer();
     let mut hs = builder(packet::IK_PATTERN, [1; 32])
@@ -117,9 +171,11 @@ fn craft_ik_init(ts: u64, plaintext: &Plaintext, m: &Option<Mutation>, data: &[u
         .and_then(|x| x.psk(2, cluster_key().psk()))
         .and_then(|x| x.build_initiator())
         .ok()?;
+    let ts = if relative { WALL.wrapping_add(ts) } else { ts };
     let mut pt = ts.to_be_bytes().to_vec();
-    pt.extend(plaintext.bytes(theirs));
-    let mut noise = vec![0u8; 1024];
+    let creds = plaintext.bytes(theirs);
+    pt.extend(&creds);
+    let mut noise = vec![0u8; 4096];
     let n = hs.write_message(&pt, &mut noise).ok()?;
     let mut pkt = vec![packet::IK_INIT, 0, 0, 0, 42];
     pkt.extend_from_slice(&noise[..n]);
@@ -139,8 +195,9 @@ fn craft_ik_init(ts: u64, plaintext: &Plaintext, m: &Option<Mutation>, data: &[u
     let their_idx = packet::u32_at(&resp, 1);
     let tp = transport(&t, their_idx, 0, data)?;
     let mut out = Vec::new();
+    check_cert(ca, &creds);
     match b.recv(now, addr(7), &tp, &mut out) {
-        Some(r) => check_from_peer(&r, data),
+        Some(r) => delivered(ca, &r, data, &creds),
         None => assert!(data.is_empty(), "data over an accepted IK session was not delivered"),
     }
     // The accepted initiation replayed is refused, without an answer.
@@ -150,10 +207,11 @@ fn craft_ik_init(ts: u64, plaintext: &Plaintext, m: &Option<Mutation>, data: &[u
     Some(())
 }
 
-fn craft_xx_fin(plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Option<()> {
+fn craft_xx_fin(ca: bool, plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Option<()> {
     let now = now0();
-    let mut b = layer(2, now);
+    let mut b = layer_in(2, mode(ca));
     let theirs = b.binding();
+    let their_creds = credentials_of(&b);
     let me = peer();
     let mut hs = builder(packet::XX_PATTERN, [2; 32])
         .local_private_key(&me.secret)
@@ -170,11 +228,13 @@ fn craft_xx_fin(plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Opt
     b.recv(now, addr(7), &pkt, &mut out);
     let resp = out.first().expect("an XX initiation with the cluster key is answered").bytes.clone();
     assert_eq!(resp[0], packet::XX_RESP);
-    let mut got = [0u8; 256];
-    let n = hs.read_message(&resp[9..9 + packet::xx2_noise(BINDING_LEN)], &mut got).expect("an honest XX response");
-    assert_eq!(&got[..n], &encode_binding(&theirs)[..], "the responder proves its own binding");
-    let mut noise = vec![0u8; 1024];
-    let n = hs.write_message(&plaintext.bytes(theirs.static_pub), &mut noise).ok()?;
+    let mut got = [0u8; 1024];
+    let n =
+        hs.read_message(&resp[9..9 + packet::xx2_noise(their_creds.len())], &mut got).expect("an honest XX response");
+    assert_eq!(&got[..n], &their_creds[..], "the responder proves its own credentials");
+    let mut noise = vec![0u8; 4096];
+    let creds = plaintext.bytes(theirs.static_pub);
+    let n = hs.write_message(&creds, &mut noise).ok()?;
     let mut fin = vec![packet::XX_FIN];
     fin.extend_from_slice(&resp[1..5]);
     fin.extend_from_slice(&noise[..n]);
@@ -185,23 +245,27 @@ fn craft_xx_fin(plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Opt
     assert!(b.recv(now, addr(7), &fin, &mut out).is_none());
     amplification_ok(fin.len(), &out);
     let accepted = b.stats().handshakes_completed > before;
+    if accepted {
+        check_cert(ca, &creds);
+    }
     let t = hs.into_stateless_transport_mode().ok()?;
     let tp = transport(&t, packet::u32_at(&resp, 1), 0, data)?;
     let mut out = Vec::new();
     match b.recv(now, addr(7), &tp, &mut out) {
         Some(r) => {
             assert!(accepted, "data delivered without a completed handshake");
-            check_from_peer(&r, data);
+            delivered(ca, &r, data, &creds);
         }
         None => assert!(!accepted || data.is_empty(), "data over an accepted XX session was not delivered"),
     }
     Some(())
 }
 
-fn craft_xx_resp(plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Option<()> {
+fn craft_xx_resp(ca: bool, plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Option<()> {
     let now = now0();
-    let mut a = layer(1, now);
+    let mut a = layer_in(1, mode(ca));
     let mine = a.binding();
+    let my_creds = credentials_of(&a);
     let me = peer();
     let mut out = Vec::new();
     a.send(now, addr(7), None, b"queued", &mut out);
@@ -212,8 +276,9 @@ fn craft_xx_resp(plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Op
         .and_then(|x| x.build_responder())
         .ok()?;
     hs.read_message(&init[5..5 + packet::XX1_NOISE], &mut []).expect("an honest XX initiation");
-    let mut noise = vec![0u8; 1024];
-    let n = hs.write_message(&plaintext.bytes(mine.static_pub), &mut noise).ok()?;
+    let mut noise = vec![0u8; 4096];
+    let creds = plaintext.bytes(mine.static_pub);
+    let n = hs.write_message(&creds, &mut noise).ok()?;
     let mut resp = vec![packet::XX_RESP, 0, 0, 0, 43];
     resp.extend_from_slice(&init[1..5]);
     resp.extend_from_slice(&noise[..n]);
@@ -223,28 +288,43 @@ fn craft_xx_resp(plaintext: &Plaintext, m: &Option<Mutation>, data: &[u8]) -> Op
     assert!(a.recv(now, addr(7), &resp, &mut out).is_none());
     let fin = out.first()?.bytes.clone();
     assert_eq!(fin[0], packet::XX_FIN);
-    let mut got = [0u8; 256];
-    let n = hs.read_message(&fin[5..5 + packet::xx3_noise(BINDING_LEN)], &mut got).expect("an honest XX final message");
-    assert_eq!(&got[..n], &encode_binding(&mine)[..]);
+    // The initiator answered: it accepted the responder's credentials.
+    check_cert(ca, &creds);
+    let mut got = [0u8; 1024];
+    let n =
+        hs.read_message(&fin[5..5 + packet::xx3_noise(my_creds.len())], &mut got).expect("an honest XX final message");
+    assert_eq!(&got[..n], &my_creds[..], "the initiator proves its own credentials");
     let t = hs.into_stateless_transport_mode().expect("handshake done");
     let their_idx = packet::u32_at(&init, 1);
-    // The keepalive confirms the session; the initiator flushes what it queued.
     let keepalive = transport(&t, their_idx, 0, &[])?;
     let mut out = Vec::new();
     assert!(a.recv(now, addr(7), &keepalive, &mut out).is_none());
     let flushed: Vec<Vec<u8>> = out.iter().filter_map(|o| open(&t, &o.bytes)).collect();
+    let theirs = VersionRange::new(creds[0], creds[1]).expect("accepted credentials name a range");
+    if VersionRange::DEFAULT.negotiate(&theirs).is_none() {
+        // No version in common: the final message still goes (so that the responder reports the
+        // refusal too), but no session is installed, and the refusal is reported here.
+        assert!(flushed.is_empty(), "a payload went out over a session without a common version");
+        let tp = transport(&t, their_idx, 1, data)?;
+        assert!(a.recv(now, addr(7), &tp, &mut Vec::new()).is_none(), "data delivered without a common version");
+        let refused = a.take_version_refusals();
+        assert!(refused.iter().any(|(_, id, r)| *id == peer().identity.public() && *r == theirs), "{refused:?}");
+        return Some(());
+    }
+    // The keepalive confirms the session; the initiator flushes what it queued.
     assert_eq!(flushed, vec![b"queued".to_vec()], "the queued payload goes out once confirmed");
     let tp = transport(&t, their_idx, 1, data)?;
     match a.recv(now, addr(7), &tp, &mut Vec::new()) {
-        Some(r) => check_from_peer(&r, data),
+        Some(r) => delivered(ca, &r, data, &creds),
         None => assert!(data.is_empty(), "data over an accepted XX session was not delivered"),
     }
     Some(())
 }
 
-fn craft_ik_resp(hint: &BindingSpec, payload: &[u8], m: &Option<Mutation>, data: &[u8]) -> Option<()> {
+fn craft_ik_resp(ca: bool, hint: &BindingSpec, payload: &IkPayload, m: &Option<Mutation>, data: &[u8]) -> Option<()> {
     let now = now0();
-    let mut a = layer(1, now);
+    let mut a = layer_in(1, mode(ca));
+    let my_creds = credentials_of(&a);
     let hint = hint.build(a.binding().static_pub);
     let me = peer();
     let mut out = Vec::new();
@@ -259,14 +339,13 @@ fn craft_ik_resp(hint: &BindingSpec, payload: &[u8], m: &Option<Mutation>, data:
         .and_then(|x| x.psk(2, cluster_key().psk()))
         .and_then(|x| x.build_responder())
         .ok()?;
-    let mut got = [0u8; 256];
+    let mut got = [0u8; 1024];
     // Only readable if the hint bound the peer's real static key.
-    let n = hs.read_message(&init[5..5 + packet::ik1_noise(packet::IK_PAYLOAD_MIN)], &mut got).ok()?;
-    assert_eq!(n, 8 + BINDING_LEN);
-    assert_eq!(&got[8..n], &encode_binding(&a.binding())[..]);
+    let n = hs.read_message(&init[5..5 + packet::ik1_noise(8 + my_creds.len())], &mut got).ok()?;
+    assert_eq!(n, 8 + my_creds.len());
+    assert_eq!(&got[8..n], &my_creds[..], "the initiator proves its own credentials");
     let mut noise = vec![0u8; 1024];
-    let payload: Vec<u8> = payload.iter().copied().take(400).collect();
-    let n = hs.write_message(&payload, &mut noise).ok()?;
+    let n = hs.write_message(&payload.bytes(), &mut noise).ok()?;
     let mut resp = vec![packet::IK_RESP, 0, 0, 0, 44];
     resp.extend_from_slice(&init[1..5]);
     resp.extend_from_slice(&noise[..n]);
@@ -304,20 +383,18 @@ fuzz_target!(|case: Case| {
     // Never empty (an empty payload is a keepalive, which the exchanges above cover).
     let cap = |d: &Vec<u8>| std::iter::once(1u8).chain(d.iter().copied()).take(MAX_DATA).collect::<Vec<u8>>();
     match &case {
-        Case::Mutate { ik, under_load, kind, nth, mutation } => {
-            mutate_exchange(*ik, *under_load, *kind, *nth, mutation)
+        Case::Mutate { ik, mode, kind, nth, mutation } => mutate_exchange(*ik, *mode, *kind, *nth, mutation),
+        Case::CraftIkInit { ca, ts, relative, plaintext, mutation, data } => {
+            craft_ik_init(*ca, *ts, *relative, plaintext, mutation, &cap(data));
         }
-        Case::CraftIkInit { ts, plaintext, mutation, data } => {
-            craft_ik_init(*ts, plaintext, mutation, &cap(data));
+        Case::CraftXxFin { ca, plaintext, mutation, data } => {
+            craft_xx_fin(*ca, plaintext, mutation, &cap(data));
         }
-        Case::CraftXxFin { plaintext, mutation, data } => {
-            craft_xx_fin(plaintext, mutation, &cap(data));
+        Case::CraftXxResp { ca, plaintext, mutation, data } => {
+            craft_xx_resp(*ca, plaintext, mutation, &cap(data));
         }
-        Case::CraftXxResp { plaintext, mutation, data } => {
-            craft_xx_resp(plaintext, mutation, &cap(data));
-        }
-        Case::CraftIkResp { hint, payload, mutation, data } => {
-            craft_ik_resp(hint, payload, mutation, &cap(data));
+        Case::CraftIkResp { ca, hint, payload, mutation, data } => {
+            craft_ik_resp(*ca, hint, payload, mutation, &cap(data));
         }
     }
 });

@@ -1,16 +1,26 @@
-//! Shared harness of the gossipd fuzz targets: fixed identities and cluster key, one fixed `now`
-//! (so every input replays identically), a two-layer wire that can intercept and mutate one
-//! packet, and a peer played with snow directly so that handshake messages can carry any
+//! Shared harness of the gossipd fuzz targets: fixed identities, cluster key and CA, one fixed
+//! `now` (so every input replays identically), a two-layer wire that can intercept and mutate
+//! one packet, and a peer played with snow directly so that handshake messages can carry any
 //! plaintext the fuzzer picks.
+//!
+//! Everything expensive and input-independent is built once per process: identities (an
+//! Ed25519 key derivation each), configurations, certificates, and template layers (a static
+//! key generation and a binding signature each). Each input runs on fresh copies of the
+//! templates ([`SecureLayer::try_clone`]), never on a layer an earlier input touched, so a
+//! crash replays from its input alone.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
+use gossip_core::cert::{CertRequest, Certificate, Trust};
 use gossip_core::secure::drbg::Resolver;
-use gossip_core::secure::keys::{BINDING_LEN, Binding, ClusterKey, Identity, Keyring};
+use gossip_core::secure::keys::{Binding, ClusterKey, Identity, Keyring};
 use gossip_core::secure::{Outgoing, Received, SecureConfig, SecureLayer, packet};
+use gossip_core::version::VersionRange;
 use gossip_core::wire::Writer;
 
 /// Wall clock of every layer at [`now0`] (unix nanoseconds).
@@ -19,6 +29,8 @@ pub const WALL: u64 = 1_790_000_000_000_000_000;
 pub const WALL_SECS: u64 = WALL / 1_000_000_000;
 /// Secret of the harness peer's identity (the fuzzer's own node).
 pub const PEER_ID: u8 = 7;
+/// Secret of the cluster CA's key.
+pub const CA_ID: u8 = 3;
 
 /// The one `now` every target starts from.
 pub fn now0() -> Instant {
@@ -42,19 +54,112 @@ pub fn cluster_key() -> &'static ClusterKey {
     K.get_or_init(|| ClusterKey::new([9; 32]))
 }
 
-/// The configuration of node `i` (identity `[i; 32]`, cluster key `[9; 32]`).
-pub fn config(i: u8) -> SecureConfig {
-    SecureConfig::new(
-        Identity::from_secret([i; 32]),
-        Keyring::new(cluster_key().clone()),
-        WALL,
-        [i.wrapping_add(100); 32],
-    )
+/// Identity `[i; 32]` (derived once per process for `i < 16`).
+pub fn identity(i: u8) -> Identity {
+    static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
+    let ids = IDS.get_or_init(|| (0..16).map(|i| Identity::from_secret([i; 32])).collect());
+    ids.get(usize::from(i)).cloned().unwrap_or_else(|| Identity::from_secret([i; 32]))
 }
 
-/// Node `i`'s secure layer at `now`.
+/// The cluster CA: its key and the trust policy of a node that requires certificates from it.
+pub fn ca() -> &'static (Identity, Trust) {
+    static CA: OnceLock<(Identity, Trust)> = OnceLock::new();
+    CA.get_or_init(|| {
+        let key = Identity::from_secret([CA_ID; 32]);
+        let cert = Certificate::new_ca(&key, "fuzz-ca", 0, u64::MAX / 2).expect("a CA certificate");
+        let trust = Trust::new(vec![cert]).expect("trust");
+        (key, trust)
+    })
+}
+
+/// The CA's certificate of identity `[i; 32]` as node `node-i`, valid a day around [`WALL`]
+/// (one per `i`, signed once per process).
+pub fn cert_of(i: u8) -> Arc<Certificate> {
+    thread_local! {
+        static CERTS: RefCell<HashMap<u8, Arc<Certificate>>> = RefCell::new(HashMap::new());
+    }
+    CERTS.with(|c| {
+        c.borrow_mut()
+            .entry(i)
+            .or_insert_with(|| {
+                let req = CertRequest {
+                    name: format!("node-{i}"),
+                    identity: identity(i).public(),
+                    services: vec!["*".into()],
+                    roles: 0,
+                    max_entries: 0,
+                    not_before: WALL_SECS - 86_400,
+                    not_after: WALL_SECS + 86_400,
+                };
+                Arc::new(Certificate::sign(&ca().0, &req).expect("a node certificate"))
+            })
+            .clone()
+    })
+}
+
+/// The configuration of node `i` (identity `[i; 32]`, cluster key `[9; 32]`).
+pub fn config(i: u8) -> SecureConfig {
+    SecureConfig::new(identity(i), Keyring::new(cluster_key().clone()), WALL, [i.wrapping_add(100); 32])
+}
+
+/// How a harness layer is configured.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mode {
+    /// Cookies required from the first initiation (`load_threshold` 0).
+    pub under_load: bool,
+    /// The layer trusts the harness CA (every peer must prove a certificate from it) and proves
+    /// its own certificate.
+    pub ca: bool,
+}
+
+/// The configuration of node `i` in `mode`.
+pub fn config_in(i: u8, mode: Mode) -> SecureConfig {
+    let mut cfg = config(i);
+    if mode.under_load {
+        cfg.load_threshold = 0;
+    }
+    if mode.ca {
+        cfg.trust = Some(ca().1.clone());
+        cfg.cert = Some(cert_of(i));
+    }
+    cfg
+}
+
+/// Node `i`'s secure layer in `mode` at [`now0`]: a copy of a template built once, the same
+/// state as `SecureLayer::new(config_in(i, mode), now0())`.
+pub fn layer_in(i: u8, mode: Mode) -> SecureLayer {
+    thread_local! {
+        static TEMPLATES: RefCell<HashMap<(u8, Mode), SecureLayer>> = RefCell::new(HashMap::new());
+    }
+    TEMPLATES.with(|t| {
+        t.borrow_mut()
+            .entry((i, mode))
+            .or_insert_with(|| SecureLayer::new(config_in(i, mode), now0()))
+            .try_clone()
+            .expect("a template layer holds no session")
+    })
+}
+
+/// Node `i`'s secure layer at `now` (a template copy at [`now0`]).
 pub fn layer(i: u8, now: Instant) -> SecureLayer {
-    SecureLayer::new(config(i), now)
+    if now == now0() { layer_in(i, Mode::default()) } else { SecureLayer::new(config(i), now) }
+}
+
+/// The credentials a layer proves in its handshakes: versions, binding, certificate.
+pub fn credentials(versions: VersionRange, binding: &Binding, cert: Option<&Certificate>) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(versions.min());
+    w.u8(versions.max());
+    binding.encode(&mut w);
+    if let Some(c) = cert {
+        w.bytes(c.encoded());
+    }
+    w.buf
+}
+
+/// The credentials `layer` proves.
+pub fn credentials_of(layer: &SecureLayer) -> Vec<u8> {
+    credentials(VersionRange::DEFAULT, &layer.binding(), layer.cert().map(|c| &**c))
 }
 
 /// Recomputes mac1 (mac2 zero) of a handshake packet under the cluster key, so that a mutated
@@ -208,7 +313,7 @@ pub fn peer() -> &'static Peer {
         secret.copy_from_slice(&kp.private);
         let mut public = [0u8; 32];
         public.copy_from_slice(&kp.public);
-        Peer { identity: Identity::from_secret([PEER_ID; 32]), secret, public }
+        Peer { identity: identity(PEER_ID), secret, public }
     })
 }
 
@@ -267,7 +372,7 @@ impl BindingSpec {
         let mut b = Binding::sign(&p.identity, static_pub, at(self.not_before), at(self.not_after));
         match self.signer {
             Signer::Owner => {}
-            Signer::Other => b.sig = Identity::from_secret([PEER_ID + 1; 32]).sign(&b.signed_bytes()),
+            Signer::Other => b.sig = identity(PEER_ID + 1).sign(&b.signed_bytes()),
             Signer::Raw(s) => b.sig = s,
         }
         if let Some((i, x)) = self.flip {
@@ -277,18 +382,60 @@ impl BindingSpec {
     }
 }
 
+/// The certificate after a crafted binding.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum CertSpec {
+    /// None (what a node without a certificate proves).
+    None,
+    /// The harness peer's own, from the harness CA.
+    Peer,
+    /// The CA's certificate of another identity.
+    Other,
+    /// The peer's own with one byte changed: `(position, xor)`.
+    Flipped(u16, u8),
+    /// Any bytes (up to a certificate's maximum length).
+    Raw(Vec<u8>),
+}
+
+impl CertSpec {
+    /// The bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            CertSpec::None => Vec::new(),
+            CertSpec::Peer => cert_of(PEER_ID).encoded().to_vec(),
+            CertSpec::Other => cert_of(PEER_ID + 1).encoded().to_vec(),
+            CertSpec::Flipped(at, x) => {
+                let mut b = cert_of(PEER_ID).encoded().to_vec();
+                let i = usize::from(*at) % b.len();
+                b[i] ^= (*x).max(1);
+                b
+            }
+            CertSpec::Raw(b) => b.iter().copied().take(packet::CERT_MAX).collect(),
+        }
+    }
+}
+
 /// The plaintext of a crafted handshake message (for an IK initiation, what follows the
 /// timestamp).
 #[derive(Arbitrary, Debug, Clone)]
 pub enum Plaintext {
-    /// A binding.
-    Binding(BindingSpec),
-    /// Any bytes (up to 400); `fit` pads or truncates them to a binding's length so that the
-    /// message has the length the receiver expects and the bytes reach `Binding::decode`.
+    /// Credentials as a layer proves them: wire versions (`None`: this build's), a binding,
+    /// then a certificate.
+    Credentials {
+        /// `min ‖ max`, any bytes.
+        versions: Option<(u8, u8)>,
+        /// The binding.
+        binding: BindingSpec,
+        /// The certificate.
+        cert: CertSpec,
+    },
+    /// Any bytes (up to 400); `fit` pads or truncates them to the shortest credentials' length
+    /// so that the message has a length the receiver expects and the bytes reach the parsing of
+    /// the versions and `Binding::decode`.
     Raw {
         /// The bytes.
         bytes: Vec<u8>,
-        /// Fit to a binding's length.
+        /// Fit to the shortest credentials' length.
         fit: bool,
     },
 }
@@ -297,11 +444,17 @@ impl Plaintext {
     /// The bytes, with `theirs` the static key of the layer under test.
     pub fn bytes(&self, theirs: [u8; 32]) -> Vec<u8> {
         match self {
-            Plaintext::Binding(spec) => encode_binding(&spec.build(theirs)),
+            Plaintext::Credentials { versions, binding, cert } => {
+                let (min, max) = versions.unwrap_or((VersionRange::DEFAULT.min(), VersionRange::DEFAULT.max()));
+                let mut v = vec![min, max];
+                v.extend(encode_binding(&binding.build(theirs)));
+                v.extend(cert.bytes());
+                v
+            }
             Plaintext::Raw { bytes, fit } => {
                 let mut v: Vec<u8> = bytes.iter().copied().take(400).collect();
                 if *fit {
-                    v.resize(BINDING_LEN, 0);
+                    v.resize(packet::CRED_MIN, 0);
                 }
                 v
             }
@@ -317,12 +470,14 @@ pub fn encode_binding(b: &Binding) -> Vec<u8> {
 }
 
 /// Checks what a layer delivered from the harness peer: the identity is the one whose valid
-/// binding bound the static key the peer really used, and the payload is what it sent.
+/// binding (within the tolerated clock skew) bound the static key the peer really used, and the
+/// payload is what it sent.
 pub fn check_from_peer(r: &Received, sent: &[u8]) {
     let p = peer();
+    let skew = config(0).max_skew.as_secs();
     assert_eq!(r.binding.static_pub, p.public, "delivered under a binding of a key the peer did not use");
     assert_eq!(r.identity, r.binding.identity, "identity and binding disagree");
-    assert!(r.binding.valid_at(WALL_SECS), "delivered under an invalid or expired binding");
+    assert!(r.binding.valid_within(WALL_SECS, skew), "delivered under an invalid or expired binding");
     assert_eq!(r.identity, p.identity.public(), "delivered attributed to a stranger");
     assert_eq!(r.payload, sent, "payload altered");
 }

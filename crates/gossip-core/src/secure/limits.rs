@@ -13,6 +13,7 @@ const MAX_SOURCES: usize = 4096;
 
 /// A token bucket per source IP for handshake initiations.
 #[derive(Debug)]
+#[cfg_attr(feature = "testing", derive(Clone))]
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
@@ -56,6 +57,7 @@ pub struct Ban {
 
 /// Identities banned for sending malformed or out-of-scope data after authenticating.
 #[derive(Debug, Default)]
+#[cfg_attr(feature = "testing", derive(Clone))]
 pub struct BanList {
     bans: HashMap<IdentityPub, Ban>,
 }
@@ -87,6 +89,7 @@ impl BanList {
 
 /// The responder's cookie secret, replaced every two minutes.
 #[derive(Debug)]
+#[cfg_attr(feature = "testing", derive(Clone))]
 pub struct CookieJar {
     secret: [u8; 32],
     changed: Instant,

@@ -23,6 +23,8 @@ pub mod keys;
 pub use limits::Ban;
 
 mod handshake;
+#[cfg(feature = "testing")]
+mod template;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
