@@ -22,6 +22,24 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Path of the "newer build" for the mixed-build test (integration/tests/evolution.rs):
+/// `$GOSSIPD_NEXT_BIN`, else `gossipd-next` next to [`binary`], which `scripts/test` builds with
+/// the test-only `testing` feature (`cargo build -p gossipd --features testing`, copied). Panics,
+/// saying so, when it is missing: the test must not pass by skipping.
+pub fn next_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GOSSIPD_NEXT_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = binary().with_file_name("gossipd-next");
+    assert!(
+        bin.exists(),
+        "{} not found: run scripts/test, which builds it (cargo build -p gossipd --features testing, \
+         then copies target/debug/gossipd to gossipd-next and builds the normal gossipd again)",
+        bin.display()
+    );
+    bin
+}
+
 /// Runs `gossipd agent` on loopback port 0 with `data_dir`, `extra` arguments and no cluster key
 /// in the environment, expecting it to refuse to start: returns its stderr (panics if it ran).
 pub fn start_expecting_failure(data_dir: &Path, extra: &[&std::ffi::OsStr]) -> String {
@@ -60,6 +78,8 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Extra arguments.
     pub extra: Vec<String>,
+    /// The binary to run; default [`binary`] (e.g. [`next_binary`] for a "newer build").
+    pub binary: Option<PathBuf>,
     /// Run with the cluster key only: no CA, no certificate (the weaker mode). By default the
     /// harness certifies every agent it starts (name `name`, every service, operator role) with
     /// one CA per test root, and makes the agent require certificates.
@@ -97,20 +117,21 @@ pub struct Agent {
 
 fn spawn(opts: &Options, data_dir: &Path) -> Child {
     let _ = std::fs::remove_file(data_dir.join("addrs.json"));
+    let program = || opts.binary.clone().unwrap_or_else(binary);
     let any = "127.0.0.1:0".parse::<SocketAddr>().expect("addr");
     let mut cmd = match (&opts.netns, opts.wrapper.split_first()) {
         // `ip netns exec` execs the program in place: the child's pid is the agent's.
         (Some(ns), _) => {
             let mut c = Command::new(crate::peers::find("ip").expect("ip (iproute2) for --netns agents"));
-            c.args(["netns", "exec", ns]).arg(binary());
+            c.args(["netns", "exec", ns]).arg(program());
             c
         }
         (None, Some((prog, args))) => {
             let mut c = Command::new(prog);
-            c.args(args).arg(binary());
+            c.args(args).arg(program());
             c
         }
-        (None, None) => Command::new(binary()),
+        (None, None) => Command::new(program()),
     };
     if let Some(file) = &opts.config_file {
         cmd.arg("agent").arg("--config").arg(file).args(&opts.extra).env_remove("GOSSIPD_CLUSTER_KEY");

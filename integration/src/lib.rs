@@ -4,7 +4,9 @@
 //! inside a network namespace of their own ([`netns`]).
 //!
 //! The `gossipd` binary is taken from `$GOSSIPD_BIN`, else from the target directory these
-//! tests were built into (`cargo build -p gossipd` first; `scripts/test` does).
+//! tests were built into (`cargo build -p gossipd` first; `scripts/test` does); the mixed-build
+//! test's "newer build" from `$GOSSIPD_NEXT_BIN`, else `gossipd-next` beside it
+//! ([`agent::next_binary`], which `scripts/test` builds with the `testing` feature).
 #![deny(missing_docs)]
 
 pub mod agent;

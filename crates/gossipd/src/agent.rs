@@ -428,6 +428,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let stored_revocations = crate::ca::load_revocations(&data)?;
     secure.rotation = args.key_rotation;
     secure.overlap = (args.key_rotation / 4).max(Duration::from_secs(60));
+    args.testing.configure(&mut secure)?;
     let cfg = Config {
         gossip_interval: Duration::from_millis(args.gossip_interval_ms),
         seeds,
@@ -444,6 +445,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         let meta: std::collections::BTreeMap<String, String> = args.node_meta.iter().cloned().collect();
         gossip.set_node_meta(now, meta).context("--node-meta")?;
     }
+    args.testing.start(&mut gossip, now);
     for r in stored_revocations {
         if let Err(e) = gossip.add_revocation(now, r) {
             tracing::warn!(error = %e, "a stored revocation is not in force");

@@ -434,6 +434,9 @@ pub struct AgentArgs {
     /// peer off by more than 30 s is logged either way.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub max_clock_skew: std::time::Duration,
+    /// TEST-ONLY hidden flags (`--test-*`), present only with the `testing` feature.
+    #[command(flatten)]
+    pub testing: crate::testing::TestArgs,
 }
 
 impl AgentArgs {

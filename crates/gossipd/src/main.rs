@@ -12,6 +12,7 @@ mod keys;
 mod metrics;
 mod persist;
 mod service_def;
+mod testing;
 mod tokens;
 mod ui;
 mod view;
