@@ -5,7 +5,7 @@ answers while an agent restarts (issue #13). Loopback only, no root; standard li
 nothing.
 
   bench-churn.py [churn] [restart] [--agents 20] [--replacements 60] [--seconds 300]
-                 [--quiet-seconds 90] [--instances 2000] [--seed 13]
+                 [--quiet-seconds 90] [--instances 2000] [--seed 13] [--keep] [--log-level warn]
 
 Agents run as README.md's cluster does, with bench-peers.py's machinery (imported as
 bench-liveness.py does): one cluster key and one cluster CA made for the run (`gossipd ca
@@ -17,7 +17,8 @@ directories on tmpfs. The binary is target/release/gossipd (GOSSIPD_BIN override
 registers one instance of `web` (ID web-NAME, a few dozen bytes of meta) through the HTTP API.
 Once every agent agrees, `--replacements` replacements, one every --seconds / --replacements:
 each removes a random live agent other than c0, cycling SIGKILL, SIGTERM (which stops an agent
-without leaving) and `gossipd leave --http ADDR --data-dir DIR` (a graceful leave), and starts
+without leaving) and `gossipd leave --http ADDR --data-dir DIR` (a graceful leave), phased so
+that the last is a SIGKILL (its detection is part of the time to agreement), and starts
 a fresh agent (new name, new data directory) seeded with a random live agent, which registers
 its instance. Just before each replacement one sweep reads every agent (a sample of agreement
 during the churn). After the last replacement, quiet: every 200 ms a sweep reads every agent's
@@ -69,6 +70,17 @@ def describe():
     return f"{g} (binary {bp.BIN}, built {built}; tree at {rev.stdout.strip() or '?'})"
 
 
+KEEP = False
+LOG_LEVEL = "warn"
+
+
+def cleanup(root):
+    if KEEP:
+        print(f"(data directories and logs kept in {root})")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def kill_all():
     for p in PROCS:
         if p.poll() is None:
@@ -93,7 +105,7 @@ class Agent:
         g, d, h = (f"127.0.0.1:{p}" for p in ports) if ports else ("127.0.0.1:0",) * 3
         self.args = [bp.BIN, "agent", "--node", name, "--bind", g, "--dns", d, "--http", h,
                      "--data-dir", self.dir, "--cluster-key-file", bp.cluster_key_file(root),
-                     "--log-level", "warn", *bp.gossipd_flags("gossipd", name)]
+                     "--log-level", LOG_LEVEL, *bp.gossipd_flags("gossipd", name)]
         for s in self.seeds:
             self.args += ["--seed", s]
         self.proc = None
@@ -265,7 +277,7 @@ def run_churn(a, rng):
                 time.sleep(wait)
             views, agree = sweep(live, *truth())
             samples.append(agree)
-            how = kinds[k % 3]
+            how = kinds[(k - (a.replacements - 1)) % 3]  # the last one a SIGKILL
             victim = rng.choice(live[1:])
             live.remove(victim)
             tr = time.time()
@@ -393,7 +405,7 @@ def run_churn(a, rng):
     finally:
         kill_all()
         PROCS.clear()
-        shutil.rmtree(root, ignore_errors=True)
+        cleanup(root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,7 +601,7 @@ def run_restart(a):
     finally:
         kill_all()
         PROCS.clear()
-        shutil.rmtree(root, ignore_errors=True)
+        cleanup(root)
 
 
 def main():
@@ -604,7 +616,11 @@ def main():
     ap.add_argument("--quiet-seconds", type=float, default=90)
     ap.add_argument("--instances", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=13, help="of the choice of victims and seeds")
+    ap.add_argument("--keep", action="store_true", help="keep the data directories and agents' logs (printed)")
+    ap.add_argument("--log-level", default="warn", help="the agents' --log-level")
     a = ap.parse_args()
+    global KEEP, LOG_LEVEL
+    KEEP, LOG_LEVEL = a.keep, a.log_level
     scenarios = a.scenarios or ["churn", "restart"]
     for s in scenarios:
         if s not in ("churn", "restart"):
