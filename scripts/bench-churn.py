@@ -32,10 +32,12 @@ liveness counters, RSS and CPU.
 **restart.** 3 agents (alpha first, without a seed; bravo and charlie seeded with it) on fixed
 ports. bravo registers --instances instances of `bulk-bravo` (a few dozen bytes of meta each)
 and one `api-bravo`; alpha the same as `bulk-alpha` and `api-alpha`; every agent answers them
-all. Then a watcher agent is polled every 10 ms (GET /v1/catalog/service/bulk-R, counting
-instances, then one UDP query of `api-R.service.gossip SRV` sent by this script) while, in its
-own thread, `dig` asks it the same every 10 ms (or as fast as dig starts: tens of ms on a busy
-machine), and agent R is restarted on the same data directory and ports:
+all. Then four pollers, each in its own thread with its own connection, ask a watcher agent
+every 10 ms (or as fast as it answers): GET /v1/catalog/service/bulk-R (the instances counted;
+at 2,000 instances the agent takes tens of ms to build this answer), the size of its whole
+catalog (`Catalog.Instances` of GET /v1/agent/metrics, cheap), `api-R.service.gossip SRV` over
+UDP (sent by this script) and the same with `dig` (tens of ms per query on a busy machine),
+while agent R is restarted on the same data directory and ports:
   (i)   R = bravo, watched from alpha: SIGTERM, wait for the exit, start again with --seed;
   (ii)  R = alpha, watched from bravo: the same, alpha being the seedless first node;
   (iii) R = bravo, watched from alpha: SIGKILL, start again with --seed.
@@ -412,21 +414,25 @@ def run_churn(a, rng):
 # restart
 
 
-class DigLoop(threading.Thread):
-    """Asks `dns` for `name` SRV every `period` s until stopped; records (time, rcode, records)."""
+class Poller(threading.Thread):
+    """Calls `probe()` every `period` s (or as fast as it answers) until stopped; records
+    (time sent, result)."""
 
-    def __init__(self, dns, name, period=0.01):
+    def __init__(self, probe, period=0.01):
         super().__init__(daemon=True)
-        self.dns, self.name, self.period = dns, name, period
+        self.probe, self.period = probe, period
         self.stop = threading.Event()
         self.results = []
+        self.error = None
 
     def run(self):
-        while DIG and not self.stop.is_set():
-            s = time.time()
-            rcode, n = dig_srv(self.dns, self.name)
-            self.results.append((s, rcode, n))
-            self.stop.wait(max(0.0, self.period - (time.time() - s)))
+        try:
+            while not self.stop.is_set():
+                s = time.time()
+                self.results.append((s, self.probe()))
+                self.stop.wait(max(0.0, self.period - (time.time() - s)))
+        except Exception as e:  # reported with the figures
+            self.error = e
 
 
 def udp_srv(dns, name, qid):
@@ -461,7 +467,7 @@ def count_instances(agent, service):
 
 def misses_of(results, t0):
     """(count, {code: count}, first, last) of DNS answers other than NOERROR with one record."""
-    bad = [(t, rc, n) for t, rc, n in results if not (rc == "NOERROR" and n == 1)]
+    bad = [(t, rc, n) for t, (rc, n) in results if not (rc == "NOERROR" and n == 1)]
     codes = {}
     for _, rc, n in bad:
         key = rc if rc != "NOERROR" else f"NOERROR with {n} records"
@@ -471,25 +477,41 @@ def misses_of(results, t0):
     return len(bad), codes, bad[0][0] - t0, bad[-1][0] - t0
 
 
-def restart_trial(label, r, watcher, k, how, seeded):
+def shortfall(results, full, t0):
+    """(fewest, most, seconds below `full`, first and last time below it after t0) of (t, count)."""
+    below = sum(t2 - t1 for (t1, c1), (t2, _) in zip(results, results[1:]) if c1 != full)
+    low = [t for t, c in results if c != full]
+    counts = [c for _, c in results]
+    return (min(counts), max(counts), below, (low[0] - t0) if low else None, (low[-1] - t0) if low else None)
+
+
+def restart_trial(label, r, watcher, k, total, how, seeded):
+    """Restarts `r` while four pollers watch `watcher`, each in its own thread with its own
+    connection: its catalog answer for bulk-R (counted), its catalog size (`Catalog.Instances`
+    of /v1/agent/metrics, cheap, so polled every 10 ms even when the catalog answer takes longer),
+    and api-R SRV over UDP (sent by this script) and with dig."""
     service, api = f"bulk-{r.name}", f"api-{r.name}.service.gossip"
     gen0, _ = watcher.generation_seen(r.name)
-    digs = DigLoop(watcher.dns, api)
-    polls, udp = [], []  # (time, count), (time, rcode, answers)
+    conns = [bp.HttpConn(watcher.http_addr) for _ in range(2)]
 
-    def poll():
-        s = time.time()
-        polls.append((s, count_instances(watcher, service)))
-        udp.append((time.time(), *udp_srv(watcher.dns, api, len(udp))))
-        return s
+    def catalog():
+        status, body = conns[0].call("GET", f"/v1/catalog/service/{service}")
+        return body.count(b'"ServiceID"') if status == 200 else -1
 
-    digs.start()
+    def size():
+        status, body = conns[1].call("GET", "/v1/agent/metrics")
+        return json.loads(body)["Catalog"]["Instances"] if status == 200 else -1
+
+    qid = iter(range(1 << 30))
+    pollers = {"catalog": Poller(catalog), "size": Poller(size),
+               "udp": Poller(lambda: udp_srv(watcher.dns, api, next(qid)))}
+    if DIG:
+        pollers["dig"] = Poller(lambda: dig_srv(watcher.dns, api))
+    for p in pollers.values():
+        p.start()
     t_end = time.time() + 60
     try:
-        # A second of polls before the signal.
-        t_first = time.time()
-        while time.time() - t_first < 1:
-            time.sleep(max(0.0, 0.01 - (time.time() - poll())))
+        time.sleep(1)  # a second of polls before the signal
         t_sig = time.time()
         r.signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
         code = r.wait_exit()
@@ -497,48 +519,52 @@ def restart_trial(label, r, watcher, k, how, seeded):
         r.spawn(seeded=seeded)
         t_up = r.up
         t_gen = None
-        full_since = None
-        i = 0
         while time.time() < t_end:
-            s = poll()
-            c = polls[-1][1]
-            i += 1
-            if t_gen is None and i % 10 == 0:
+            if t_gen is None:
                 g, st = watcher.generation_seen(r.name)
                 if g is not None and gen0 is not None and g > gen0 and st == 1:
                     t_gen = time.time()
-            if c == k:
-                full_since = full_since or s
-            else:
-                full_since = None
-            if t_gen and full_since and s - max(t_gen, full_since) > 3:
+            cat = pollers["catalog"].results
+            last_bad = max((t for t, c in cat if c != k), default=t_sig)
+            if t_gen and cat and cat[-1][1] == k and time.time() - max(t_gen, last_bad) > 3:
                 break
-            time.sleep(max(0.0, 0.01 - (time.time() - s)))
+            time.sleep(0.1)
     finally:
-        digs.stop.set()
-        digs.join(timeout=5)
-    below = sum(t2 - t1 for (t1, c1), (t2, _) in zip(polls, polls[1:]) if c1 != k)
-    low = [t for t, c in polls if c != k]
-    fewest = min(c for _, c in polls)
-    most = max(c for _, c in polls)
-    span = polls[-1][0] - polls[0][0]
+        for p in pollers.values():
+            p.stop.set()
+        for p in pollers.values():
+            p.join(timeout=5)
+    res = {key: p.results for key, p in pollers.items()}
+    span = res["size"][-1][0] - res["size"][0][0]
+    rate = lambda key: f"{len(res[key])} ({span / max(1, len(res[key])) * 1000:.0f} ms apart)"
     print(f"{label}: {r.name} restarted ({how}, {'with' if seeded else 'without'} --seed), watched from "
-          f"{watcher.name} for {span:.1f} s: {len(polls)} catalog polls and UDP SRV queries (one every "
-          f"{span / len(polls) * 1000:.0f} ms), {len(digs.results)} dig queries (one every "
-          f"{span / max(1, len(digs.results)) * 1000:.0f} ms); load average {loadavg()}")
+          f"{watcher.name} for {span:.1f} s: catalog answers {rate('catalog')}, catalog sizes {rate('size')}, "
+          f"UDP SRV queries {rate('udp')}" + (f", dig queries {rate('dig')}" if DIG else "")
+          + f"; load average {loadavg()}")
+    for key, p in pollers.items():
+        if p.error:
+            print(f"  poller {key} stopped: {p.error!r}")
     print(f"  restart: signal to exit {t_exit - t_sig:.2f} s (exit {code}), signal to HTTP API answering "
           f"{t_up - t_sig:.2f} s; {watcher.name} saw the new generation alive "
           + (f"{t_gen - t_sig:.2f} s after the signal" if t_gen else "NOT within the window (60 s)"))
-    print(f"  instances of {service} on {watcher.name}: fewest {fewest} of {k} (most {most}); below {k} for "
-          f"{below:.2f} s in all"
-          + (f", from {low[0] - t_sig:+.2f} s to {low[-1] - t_sig:+.2f} s after the signal" if low else "")
-          + f"; {'full at the end' if polls[-1][1] == k else 'NOT full at the end: ' + str(polls[-1][1])}")
-    out = {"fewest": fewest, "below": below, "restart": t_up - t_sig, "gen": (t_gen - t_sig) if t_gen else None}
-    for what, results in (("UDP query", udp), ("dig", digs.results)):
-        n, codes, first, last = misses_of(results, t_sig)
-        out[what] = (n, len(results), first, last)
-        print(f"  DNS ({what}, {api} SRV on {watcher.name}): {n} misses of {len(results)}"
-              + (f" {codes}, from {first:+.2f} s to {last:+.2f} s after the signal" if n else ""), flush=True)
+    out = {"restart": t_up - t_sig, "gen": (t_gen - t_sig) if t_gen else None}
+    for key, full, what in (("catalog", k, f"instances of {service} in its catalog answer"),
+                            ("size", total, "instances in its whole catalog (Catalog.Instances)")):
+        fewest, most, below, first, last = shortfall(res[key], full, t_sig)
+        out[key] = (fewest, below)
+        print(f"  {what}: fewest {fewest} of {full} (most {most}); below {full} for {below:.2f} s in all"
+              + (f", from {first:+.2f} s to {last:+.2f} s after the signal" if first is not None else "")
+              + ("" if res[key][-1][1] == full else f"; NOT full at the end: {res[key][-1][1]}"))
+    for key in ("udp", "dig"):
+        if key not in res:
+            continue
+        n, codes, first, last = misses_of(res[key], t_sig)
+        out[key] = (n, len(res[key]), first, last)
+        print(f"  DNS ({'UDP query' if key == 'udp' else 'dig'}, {api} SRV on {watcher.name}): {n} misses of "
+              f"{len(res[key])}" + (f" {codes}, from {first:+.2f} s to {last:+.2f} s after the signal" if n else ""),
+              flush=True)
+    for c in conns:
+        c.sock.close()
     return out
 
 
@@ -580,24 +606,25 @@ def run_restart(a):
         print(f"registered {2 * k + 2} instances in {reg:.1f} s; every agent answered all {w:.1f} s later "
               f"(one catalog answer of bulk-bravo: {size / 1024:.0f} KiB)", flush=True)
         time.sleep(3)
+        total = 2 * k + 2
         res = {}
-        res["i"] = restart_trial("(i)", bravo, alpha, k, "SIGTERM", True)
+        res["i"] = restart_trial("(i)", bravo, alpha, k, total, "SIGTERM", True)
         print(f"  settled again {wait_settled('after (i)'):.1f} s after the window", flush=True)
         time.sleep(3)
-        res["ii"] = restart_trial("(ii)", alpha, bravo, k, "SIGTERM", False)
+        res["ii"] = restart_trial("(ii)", alpha, bravo, k, total, "SIGTERM", False)
         print(f"  settled again {wait_settled('after (ii)'):.1f} s after the window", flush=True)
         time.sleep(3)
-        res["iii"] = restart_trial("(iii)", bravo, alpha, k, "SIGKILL", True)
+        res["iii"] = restart_trial("(iii)", bravo, alpha, k, total, "SIGKILL", True)
         print(f"  settled again {wait_settled('after (iii)'):.1f} s after the window", flush=True)
-        print(f"\n| restart | fewest instances seen (of {k}) | time below the full count | DNS misses (UDP queries) | "
-              f"DNS misses (dig) | signal to HTTP up | new generation seen |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(f"\n| restart | fewest instances answered (of {k}) | time below | catalog size: fewest (of {total}), "
+              f"time below | DNS misses (UDP queries) | DNS misses (dig) | signal to HTTP up | new generation seen |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         names = {"i": "(i) bravo, SIGTERM, --seed", "ii": "(ii) alpha, SIGTERM, no seed", "iii": "(iii) bravo, SIGKILL, --seed"}
+        dns = lambda m: (f"{m[0]} of {m[1]}" + (f" ({m[2]:+.2f} to {m[3]:+.2f} s)" if m[0] else "")) if m else "-"
         for key, r in res.items():
-            dns = lambda m: f"{m[0]} of {m[1]}" + (f" ({m[2]:+.2f} to {m[3]:+.2f} s)" if m[0] else "")
             gen = f"{r['gen']:.2f} s" if r["gen"] is not None else "not in 60 s"
-            print(f"| {names[key]} | {r['fewest']} | {r['below']:.2f} s | {dns(r['UDP query'])} | {dns(r['dig'])} | "
-                  f"{r['restart']:.2f} s | {gen} |")
+            print(f"| {names[key]} | {r['catalog'][0]} | {r['catalog'][1]:.2f} s | {r['size'][0]}, {r['size'][1]:.2f} s | "
+                  f"{dns(r.get('udp'))} | {dns(r.get('dig'))} | {r['restart']:.2f} s | {gen} |")
     finally:
         kill_all()
         PROCS.clear()
