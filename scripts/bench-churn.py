@@ -238,6 +238,31 @@ def sweep(agents, truth_names, truth_inst):
     return views, agree
 
 
+def disagreement(views, truth_names, truth_inst, events, now):
+    """What the agents that disagree get wrong: each wrong name, on how many agents, and how
+    long ago that node was removed or started (`events`: name -> (time, what))."""
+    wrong = {}
+    bad = 0
+    for v in views.values():
+        if not isinstance(v, tuple):
+            bad += 1
+            wrong.setdefault(("no answer", "-"), 0)
+            wrong[("no answer", "-")] += 1
+            continue
+        alive, _, _, _, inst, ok = v
+        bad += not ok
+        for kind, names in (("alive but gone", alive - truth_names), ("missing from alive", truth_names - alive),
+                            ("instance served but gone", {n for n, _ in inst - truth_inst}),
+                            ("instance missing", {n for n, _ in truth_inst - inst})):
+            for n in names:
+                wrong[(kind, n)] = wrong.get((kind, n), 0) + 1
+    parts = []
+    for (kind, n), c in sorted(wrong.items()):
+        t, what = events.get(n, (None, "?"))
+        parts.append(f"{n} {kind} on {c}" + (f" ({what} {now - t:.1f} s before)" if t else ""))
+    return f"{bad} agents disagree: " + "; ".join(parts)
+
+
 def run_churn(a, rng):
     root = tempfile.mkdtemp(prefix="gossipd-churn-", dir=bp.SHM)
     print(f"\n## churn: {a.agents} agents, {a.replacements} replacements over {a.seconds} s "
@@ -268,7 +293,8 @@ def run_churn(a, rng):
         kinds = ["SIGKILL", "SIGTERM", "leave"]
         gone = {}  # name -> how it left
         removal = {k: [] for k in kinds}
-        starts, samples = [], []
+        starts, samples, notes = [], [], []
+        events = {}  # name -> (time, what happened to it)
         interval = a.seconds / a.replacements
         next_id = a.agents
         c0 = time.time()
@@ -279,6 +305,9 @@ def run_churn(a, rng):
                 time.sleep(wait)
             views, agree = sweep(live, *truth())
             samples.append(agree)
+            if agree != len(live):
+                notes.append(f"    before replacement {k + 1} ({time.time() - c0:.1f} s): "
+                              + disagreement(views, *truth(), events, time.time()))
             how = kinds[(k - (a.replacements - 1)) % 3]  # the last one a SIGKILL
             victim = rng.choice(live[1:])
             live.remove(victim)
@@ -298,6 +327,7 @@ def run_churn(a, rng):
                     print(f"  {victim.name}: exit after leave {st}")
             removal[how].append(time.time() - tr)
             gone[victim.name] = how
+            events[victim.name] = (tr, {"SIGKILL": "killed", "SIGTERM": "stopped", "leave": "left"}[how])
             via = rng.choice(live)
             ts = time.time()
             new = Agent(root, f"c{next_id}", [via.gossip])
@@ -305,6 +335,7 @@ def run_churn(a, rng):
             web(new)
             starts.append(time.time() - ts)
             live.append(new)
+            events[new.name] = (ts, "started")
             if (k + 1) % 10 == 0:
                 print(f"  {k + 1} replacements at {time.time() - c0:.0f} s; agents agreeing in the sweep before "
                       f"this one: {agree} of {len(live)}; load average {loadavg()}", flush=True)
@@ -345,12 +376,15 @@ def run_churn(a, rng):
         print(f"  sweeps just before each replacement (during churn): every agent agreed in "
               f"{sum(s == a.agents for s in samples)} of {len(samples)}; agents agreeing: mean "
               f"{sum(samples) / len(samples):.1f}, fewest {min(samples)} of {a.agents}")
+        for line in notes:
+            print(line)
         if agreed_at:
             print(f"quiet: every agent agreed {agreed_at - t_last:.2f} s after the last replacement finished "
                   f"({agreed_at - last_removed:.2f} s after the last removal; {sweeps} sweeps of "
                   f"{sum(sweep_ms) / len(sweep_ms):.0f} ms mean); in the next 5 s, {lost} sweeps disagreed")
         else:
-            print(f"quiet: agents did NOT all agree within {a.quiet_seconds} s of the last replacement")
+            print(f"quiet: agents did NOT all agree within {a.quiet_seconds} s of the last replacement; "
+                  + disagreement(views, truth_names, truth_inst, events, time.time()))
         print(f"per agent at {'agreement' if agreed_at else 'the deadline'} (truth: {len(truth_names)} alive, "
               f"{len(truth_inst)} instances; {len(gone)} departed: {sum(v != 'leave' for v in gone.values())} crashed "
               f"or stopped, {sum(v == 'leave' for v in gone.values())} left):")
