@@ -118,6 +118,12 @@ fn a_simultaneous_loss_of_most_peers_evicts_at_most_the_budget() {
         assert!(net.nodes[i].self_preservation(), "survivor {i}");
         assert!(answered(&net, i).len() >= 18, "survivor {i} answers {}", answered(&net, i).len());
     }
+    // The stop holds at most self_preservation_max_hold (60 s): a loss that lasts is evicted
+    // after it, at the death-rate budget, instead of being served forever.
+    net.run_for(Duration::from_secs(110));
+    for i in 0..8 {
+        assert_eq!(answered(&net, i).len(), 8, "survivor {i} still answers the lost nodes after 150 s");
+    }
     for i in 8..20 {
         net.down[i] = false;
     }

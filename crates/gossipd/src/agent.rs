@@ -461,6 +461,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
 
+    // The peers of the last run: contacted now, so that each replaces the session of the old
+    // process (which this one cannot read) before its probes of this node fail.
+    let known_peers = data.load_peers();
+    if !known_peers.is_empty() {
+        tracing::info!(peers = known_peers.len(), "rejoining the peers of the last run");
+        gossip.rejoin(now, &known_peers);
+    }
+
     let dns_snapshot = Arc::new(ArcSwap::from_pointee(dns_front::Snapshot::default()));
     let (mut driver, handle) = Driver::new(gossip, socket, data.clone(), services, dns_snapshot.clone());
     driver.set_config_ids(config_ids);

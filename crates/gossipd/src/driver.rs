@@ -289,6 +289,10 @@ pub struct Driver {
     publish_due: Option<tokio::time::Instant>,
     /// [`Command::Sync`] barriers to answer at the end of this turn.
     syncs: Vec<oneshot::Sender<()>>,
+    /// Membership changed since the peer snapshot was written.
+    peers_dirty: bool,
+    /// When the peer snapshot was last written.
+    peers_saved: Option<tokio::time::Instant>,
 }
 
 /// Views are rebuilt at most this often: the first change after a quiet spell is published at
@@ -353,6 +357,8 @@ impl Driver {
             last_publish: None,
             publish_due: None,
             syncs: Vec::new(),
+            peers_dirty: false,
+            peers_saved: None,
             problems: std::collections::VecDeque::new(),
         };
         d.publish();
@@ -445,6 +451,8 @@ impl Driver {
         };
         self.commit(Instant::now());
         self.running.clear();
+        self.peers_dirty = true;
+        self.save_peers(true);
         if leave {
             tracing::info!("leaving the cluster");
             self.gossip.leave(Instant::now());
@@ -462,7 +470,23 @@ impl Driver {
         Ok(())
     }
 
+    /// Writes the peer snapshot when membership changed, at most every 10 s (and at shutdown,
+    /// `force`). Best effort: it only speeds up the next start's rejoin.
+    fn save_peers(&mut self, force: bool) {
+        let now = tokio::time::Instant::now();
+        let due = self.peers_saved.is_none_or(|t| now >= t + std::time::Duration::from_secs(10));
+        if !self.peers_dirty || !(due || force) {
+            return;
+        }
+        self.peers_dirty = false;
+        self.peers_saved = Some(now);
+        if let Err(e) = self.data.save_peers(&self.gossip.peer_addrs()) {
+            tracing::warn!(error = %e, "cannot store the peer snapshot (the next start rejoins through --seed only)");
+        }
+    }
+
     async fn after_input(&mut self) {
+        self.save_peers(false);
         // Events first: a new generation (or keyring) is persisted before any datagram of it
         // leaves, so that a crash right after cannot make the next start reuse it.
         let mut changed = false;
@@ -473,6 +497,9 @@ impl Driver {
                     self.problems.pop_front();
                 }
                 self.problems.push_back((now, p));
+            }
+            if matches!(ev, Event::MemberJoined(_) | Event::MemberLeft(_) | Event::MemberFailed(_)) {
+                self.peers_dirty = true;
             }
             match &ev {
                 Event::MemberJoined(n) => tracing::info!(node = %n.name, addr = %n.addr, "member joined"),

@@ -43,6 +43,10 @@ use crate::service_def::{self, ServiceDef};
 pub const NODE_FILE: &str = "node.json";
 /// The registered services file.
 pub const SERVICES_FILE: &str = "services.json";
+/// The gossip addresses of the peers alive at the last snapshot: contacted at the next start
+/// (a restart then re-opens every session at once, as Serf's snapshot does).
+pub const PEERS_FILE: &str = "peers.json";
+
 /// The registrations journal: changes since the `services.json` snapshot, one JSON line each
 /// (`{"put": {service}}` or `{"del": "id"}`), appended and fsynced per group commit, so that a
 /// registration costs O(its own size), not a rewrite of everything the agent owns.
@@ -413,6 +417,25 @@ impl DataDir {
                 self.write_atomic(NODE_FILE, &to_json(&file))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Replaces the peer snapshot (at most 256 addresses).
+    pub fn save_peers(&self, addrs: &[std::net::SocketAddr]) -> Result<(), PersistError> {
+        let list: Vec<String> = addrs.iter().take(256).map(ToString::to_string).collect();
+        self.write_atomic(PEERS_FILE, &to_json(&list))
+    }
+
+    /// The peer snapshot; empty if there is none. A damaged one is ignored (with a warning):
+    /// it only speeds up a rejoin.
+    pub fn load_peers(&self) -> Vec<std::net::SocketAddr> {
+        let Ok(Some(bytes)) = self.read(PEERS_FILE) else { return Vec::new() };
+        match serde_json::from_slice::<Vec<String>>(&bytes) {
+            Ok(list) => list.iter().filter_map(|s| s.parse().ok()).take(256).collect(),
+            Err(e) => {
+                tracing::warn!(path = %self.path.join(PEERS_FILE).display(), error = %e, "ignoring a damaged peer snapshot");
+                Vec::new()
+            }
         }
     }
 

@@ -60,6 +60,11 @@ pub struct Config {
     pub self_preservation_burst: f64,
     /// Window of the death-rate budget.
     pub self_preservation_burst_window: Duration,
+    /// Longest the self-preservation stop holds deaths back; past it, ripe suspicions die again,
+    /// at the death-rate budget, even while the share stays high (so a real loss of most of the
+    /// cluster, or a long partition, is not served forever, and the stop never deadlocks on the
+    /// very suspects it holds).
+    pub self_preservation_max_hold: Duration,
     /// Probability per round of probing a dead node instead (to notice its return).
     pub dead_probe_probability: f64,
     /// Garbage collection grace: a left or dead node's state is dropped this long after it
@@ -99,6 +104,7 @@ impl Default for Config {
             self_preservation_window: Duration::from_secs(30),
             self_preservation_burst: 0.1,
             self_preservation_burst_window: Duration::from_secs(5),
+            self_preservation_max_hold: Duration::from_secs(60),
             dead_probe_probability: 0.1,
             gc_grace: Duration::from_secs(24 * 3600),
             failed_grace: Duration::from_secs(3600),

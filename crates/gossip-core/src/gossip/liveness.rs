@@ -22,7 +22,10 @@
 //!   `self_preservation_burst_window`; ripe suspicions beyond it wait (still served), oldest
 //!   first. And a *stop*: when more than `self_preservation_share` of the cluster is suspect or
 //!   died within `self_preservation_window`, the agent suspects its own network and declares no
-//!   death until the share falls below half of that. A simultaneous loss of most peers
+//!   death until the share falls below half of that, or for at most
+//!   `self_preservation_max_hold` (then ripe suspicions die again at the budget: a lasting loss
+//!   is not served forever, and the stop cannot deadlock on the suspects it holds). A
+//!   simultaneous loss of most peers
 //!   therefore evicts at most the budget before the stop engages, while ordinary churn (deaths
 //!   spread over time) only ever meets the budget.
 
@@ -347,9 +350,12 @@ impl Gossip {
             let preserve = cluster >= 3 && share > threshold;
             if preserve != self.self_preservation && (preserve || suspects == 0 || share < threshold / 2.0) {
                 self.self_preservation = preserve;
+                self.preserving_since = preserve.then_some(now);
                 self.events.push_back(Event::SelfPreservation { engaged: preserve, failing, cluster });
             }
-            if self.self_preservation || ripe.is_empty() {
+            let holding = self.self_preservation
+                && self.preserving_since.is_none_or(|t| now < t + self.cfg.self_preservation_max_hold);
+            if holding || ripe.is_empty() {
                 return;
             }
             let burst: Vec<Instant> = self.recent_deaths.iter().copied().filter(|d| now < *d + burst_window).collect();

@@ -69,6 +69,8 @@ pub struct Gossip {
     self_preservation: bool,
     /// Ripe suspicions wait for the death-rate budget until then.
     death_hold: Option<Instant>,
+    /// When self-preservation engaged (its stop lasts at most `self_preservation_max_hold`).
+    preserving_since: Option<Instant>,
     departed_at: std::collections::BTreeMap<NodeId, Instant>,
     /// When each node was last heard from (any authenticated message).
     last_heard: std::collections::BTreeMap<NodeId, Instant>,
@@ -138,6 +140,7 @@ impl Gossip {
             recent_deaths: Vec::new(),
             self_preservation: false,
             death_hold: None,
+            preserving_since: None,
             departed_at: Default::default(),
             last_heard: Default::default(),
             failures: Default::default(),
@@ -431,6 +434,32 @@ impl Gossip {
         self.open_exchange(now, addr, None);
         self.push_own_state(now, addr);
         Ok(())
+    }
+
+    /// After a restart: opens an exchange with each of the peers this node knew before (at most
+    /// 256; a handshake each, so that every peer replaces the session the old process had, which
+    /// the new one cannot read, before its probes of this node fail), and pushes this node's
+    /// new state to the first `fanout` of them. As Serf's snapshot rejoin.
+    pub fn rejoin(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        if self.left {
+            return;
+        }
+        let me = self.local.addr;
+        for (i, addr) in addrs.iter().filter(|a| **a != me).take(256).enumerate() {
+            self.open_exchange(now, *addr, None);
+            if i < self.cfg.fanout {
+                self.push_own_state(now, *addr);
+            }
+        }
+    }
+
+    /// The gossip addresses of the live peers (for the driver's peer snapshot).
+    pub fn peer_addrs(&self) -> Vec<SocketAddr> {
+        self.table
+            .iter()
+            .filter(|n| n.info.id != self.local.id && self.peers.contains(&n.info.id))
+            .map(|n| n.info.addr)
+            .collect()
     }
 
     /// Removes a failed (or any other) node from every agent now, as `consul force-leave
