@@ -6,9 +6,12 @@ scripts/bench-large-owner.sh (which builds the release binary), or directly:
 
   bench-large-owner.py [--sizes 5000,20000] [--rounds 1] [--clients 8] [--agents 5]
                        [--poll-ms 150] [--converge-timeout 300] [--fresh-timeout 300]
+                       [--register-timeout 600] [--max-entries 0] [--perf DIR]
 
 Per N and round, a new cluster (GossipdCluster of scripts/bench-peers.py: a cluster CA made for
-the run, a certificate per agent, the default 1 s gossip interval, data directories on tmpfs):
+the run, a certificate per agent, the default 1 s gossip interval, data directories on tmpfs).
+The owner g0's certificate is signed with `--max-entries` (default: the largest N + 1000): the
+default quota, 10,000 services per node, would refuse the rest of a 20,000 burst (403).
 
 1. **Burst.** `--agents` agents (g0 is every other's seed), membership converged, catalog
    quiet. `--clients` threads, each on its own keep-alive HTTP connection, PUT
@@ -129,6 +132,17 @@ class Cluster(bp.GossipdCluster):
         return self.metrics(i)["Catalog"]["Instances"]
 
 
+def sign_owner(max_entries):
+    """g0's certificate with room for the burst: a certificate's default quota is the cluster
+    default, 10,000 services (`gossipd ca sign --max-entries`), which refuses a larger owner's
+    registrations (403, "this node's certificate allows at most 10000 services")."""
+    auth = bp.authority()
+    if "g0" not in auth.signed:
+        subprocess.run([bp.BIN, "ca", "sign", "--ca", auth.ca, "--name", "g0", "--services", "*", "--roles", "operator",
+                        "--max-entries", str(max_entries), "--out", auth.certs], check=True, capture_output=True)
+        auth.signed.add("g0")
+
+
 def register_burst(c, n, clients, deadline):
     """n registrations on agent 0 by `clients` threads; returns (t_first, t_last_ack, errors,
     per-request latencies)."""
@@ -219,11 +233,17 @@ def one_run(a, n, rnd, summary):
               f"start; baseline {base} instances; load average {la0}", flush=True)
 
         # 1. The burst, polled from here.
+        perf = []
+        if a.perf:
+            for i in (0, 1):
+                out = os.path.join(a.perf, f"g{i}-n{n}-r{rnd}.perf.data")
+                perf.append((out, subprocess.Popen(["perf", "record", "-F", "99", "-g", "-p", str(c.procs[i].pid),
+                                                    "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         deadline = time.time() + a.register_timeout
         threads, stamps, errors, lat, conns = register_burst(c, n, a.clients, deadline)
         t_req = time.time()
         reached = [None] * k
-        owner_view = None
+        n_wait = n
         progress = [[] for _ in range(k)]  # (t, count) when the count changed
         last = [None] * k
         reg_done = None
@@ -238,11 +258,17 @@ def one_run(a, n, rnd, summary):
                 if got != last[i]:
                     progress[i].append((time.time(), got))
                     last[i] = got
-                if got >= n:
+                if got >= n_wait:
                     reached[i] = time.time()
             if reg_done is None and not any(t.is_alive() for t in threads):
                 reg_done = time.time()
                 stop_at = (stamps["last"] or reg_done) + a.converge_timeout
+                if errors:
+                    # Wait for what was acknowledged, not for N.
+                    print(f"registration stopped after {len(lat)} acknowledgements: {errors[:3]}", flush=True)
+                    n_wait = len(lat)
+                    reached = [r if r is not None else (time.time() if (last[i] or 0) >= n_wait else None)
+                               for i, r in enumerate(reached)]
             if reg_done is not None and all(x is not None for x in reached):
                 break
             if (stop_at is not None and time.time() > stop_at) or time.time() > deadline + a.converge_timeout:
@@ -255,6 +281,14 @@ def one_run(a, n, rnd, summary):
                 x.sock.close()
             except OSError:
                 pass
+        for out, p in perf:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            print(f"perf profile during the burst: {out}")
         t0, t_ack = stamps["first"] or t_req, stamps["last"]
         la1 = loadavg()
         registered = len(lat)
@@ -263,7 +297,7 @@ def one_run(a, n, rnd, summary):
         snmp1, drops1 = rcvbuf_errors(), socket_drops(ports[:k])
         rss1 = [bp.rss_kib(p.pid) for p in c.procs]
         counts = [c.instances(i) - base for i in range(k)]
-        enc = sum(entry_len(instance(i), base + 8 + i) for i in range(n))
+        enc = sum(entry_len(instance(i), base + 8 + i) for i in range(n_wait))
         reg_s = t_ack - t0
         print(f"registered {registered}/{n} through g0's API with {a.clients} clients in {reg_s:.1f} s "
               f"({registered / max(reg_s, 1e-9):.0f}/s; request latency median {pct(lat, 0.5) * 1000:.1f} ms, "
@@ -370,6 +404,11 @@ def main():
     ap.add_argument("--converge-timeout", type=int, default=300,
                     help="seconds after the last acknowledgement to wait for every agent")
     ap.add_argument("--fresh-timeout", type=int, default=300)
+    ap.add_argument("--max-entries", type=int, default=0,
+                    help="the owner's certificate quota (gossipd ca sign --max-entries); 0: the largest size + 1000")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record `perf record -F 99 -g` of the owner g0 and of the replica g1 during the "
+                         "burst (until every agent had it) into DIR")
     a = ap.parse_args()
     if not os.path.exists(bp.BIN):
         subprocess.check_call(["cargo", "build", "--release", "-p", "gossipd"], cwd=bp.ROOT)
@@ -381,8 +420,10 @@ def main():
           f"{a.clients} clients, poll every {a.poll_ms} ms (Catalog.Instances of /v1/agent/metrics); "
           f"net.core.rmem_default {open('/proc/sys/net/core/rmem_default').read().strip()}")
     summary = []
+    sizes = [int(x) for x in a.sizes.split(",")]
     try:
-        for n in [int(x) for x in a.sizes.split(",")]:
+        sign_owner(a.max_entries or max(sizes) + 1000)
+        for n in sizes:
             for rnd in range(1, a.rounds + 1):
                 one_run(a, n, rnd, summary)
                 time.sleep(2)
