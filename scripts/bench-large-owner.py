@@ -348,6 +348,11 @@ def one_run(a, n, rnd, summary):
         la2 = loadavg()
         tf = c.spawn_extra(k, 1)
         t_up = time.time() - tf
+        fperf = None
+        if a.perf:
+            fout = os.path.join(a.perf, f"g{k}-fresh-n{n}-r{rnd}.perf.data")
+            fperf = subprocess.Popen(["perf", "record", "-F", "99", "-g", "-p", str(c.procs[k].pid), "-o", fout],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         fresh_progress = []
         got_all = None
         lastf = None
@@ -363,6 +368,14 @@ def one_run(a, n, rnd, summary):
                 break
             time.sleep(max(0.0, poll - (time.time() - tp)))
         la3 = loadavg()
+        if fperf is not None:
+            fperf.send_signal(signal.SIGINT)
+            try:
+                fperf.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                fperf.kill()
+                fperf.wait()
+            print(f"perf profile of the fresh agent until it had everything: {fout}")
         time.sleep(5)
         f1 = c.metrics(k)["Gossip"]
         o1 = [c.metrics(i)["Gossip"] for i in range(k)]
@@ -408,7 +421,7 @@ def main():
                     help="the owner's certificate quota (gossipd ca sign --max-entries); 0: the largest size + 1000")
     ap.add_argument("--perf", metavar="DIR",
                     help="record `perf record -F 99 -g` of the owner g0 and of the replica g1 during the "
-                         "burst (until every agent had it) into DIR")
+                         "burst (until every agent had it), and of the fresh agent until it had everything, into DIR")
     a = ap.parse_args()
     if not os.path.exists(bp.BIN):
         subprocess.check_call(["cargo", "build", "--release", "-p", "gossipd"], cwd=bp.ROOT)
