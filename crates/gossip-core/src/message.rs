@@ -478,10 +478,7 @@ impl Message {
             Message::Request { sender, wants } => {
                 w.u8(KIND_REQUEST);
                 w.node_id(sender);
-                w.varint(wants.len() as u64);
-                for want in wants {
-                    encode_want(&mut w, want);
-                }
+                encode_wants(&mut w, wants);
             }
             Message::Ping { sender, nonce } => {
                 w.u8(KIND_PING);
@@ -503,10 +500,7 @@ impl Message {
             Message::More { sender, owners } => {
                 w.u8(KIND_MORE);
                 w.node_id(sender);
-                w.varint(owners.len() as u64);
-                for want in owners {
-                    encode_want(&mut w, want);
-                }
+                encode_wants(&mut w, owners);
             }
             Message::Suspect { sender, ttl, target, generation, version } => {
                 w.u8(KIND_SUSPECT);
@@ -556,22 +550,8 @@ impl Message {
                 }
                 Message::Delta { sender, delta }
             }
-            KIND_REQUEST => {
-                let n = r.count(18)?;
-                let mut wants = Vec::with_capacity(n);
-                for _ in 0..n {
-                    wants.push(Want { id: r.node_id()?, generation: r.varint()?, version: r.varint()? });
-                }
-                Message::Request { sender, wants }
-            }
-            KIND_MORE => {
-                let n = r.count(18)?;
-                let mut owners = Vec::with_capacity(n);
-                for _ in 0..n {
-                    owners.push(Want { id: r.node_id()?, generation: r.varint()?, version: r.varint()? });
-                }
-                Message::More { sender, owners }
-            }
+            KIND_REQUEST => Message::Request { sender, wants: decode_wants(&mut r)? },
+            KIND_MORE => Message::More { sender, owners: decode_wants(&mut r)? },
             KIND_PING => Message::Ping { sender, nonce: r.u64_fixed()? },
             KIND_ACK => Message::Ack { sender, nonce: r.u64_fixed()?, target: r.node_id()? },
             KIND_PING_REQ => Message::PingReq { sender, nonce: r.u64_fixed()?, target: r.node_id()? },
@@ -589,6 +569,23 @@ impl Message {
         r.finish()?;
         Ok(msg)
     }
+}
+
+/// A count, then each want (the body of `Request` and `More`).
+fn encode_wants(w: &mut Writer, wants: &[Want]) {
+    w.varint(wants.len() as u64);
+    for want in wants {
+        encode_want(w, want);
+    }
+}
+
+fn decode_wants(r: &mut Reader<'_>) -> Result<Vec<Want>, DecodeError> {
+    let n = r.count(18)?;
+    let mut wants = Vec::with_capacity(n);
+    for _ in 0..n {
+        wants.push(Want { id: r.node_id()?, generation: r.varint()?, version: r.varint()? });
+    }
+    Ok(wants)
 }
 
 /// Encodes a bound: `0xFF` for infinity, else a length `L <= 16` and the id's first `L` bytes

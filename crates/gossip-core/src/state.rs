@@ -449,22 +449,11 @@ impl Table {
         ttl: u8,
         budget: usize,
     ) -> Vec<Delta> {
-        let Some(node) = self.nodes.get(id) else {
-            return Vec::new();
-        };
-        let from = if have_generation == node.info.generation {
-            if have_version >= node.max_version {
-                return Vec::new();
-            }
-            have_version
-        } else if have_generation > node.info.generation {
-            return Vec::new();
-        } else {
-            0
-        };
-        let mut entries: Vec<&Entry> = node.entries.values().filter(|e| e.version > from).collect();
-        entries.sort_by_key(|e| e.version);
-        crate::chunk::split_delta(&node.info, from, node.max_version, &entries, ttl, budget, node.current_head())
+        let (mut deltas, _) = self.deltas_window(id, have_generation, have_version, budget, usize::MAX);
+        for d in &mut deltas {
+            d.ttl = ttl;
+        }
+        deltas
     }
 
     /// As [`Table::deltas_for`], but at most about `max_bytes` of entries (at least one entry):

@@ -245,3 +245,32 @@ fn the_largest_accusation_fits_one_entry() {
         assert!(len <= gossip_core::MAX_ENTRY, "an accusation entry of {len} bytes");
     }
 }
+
+#[test]
+fn node_meta_beyond_64_pairs_and_more_beyond_the_datagram_are_refused() {
+    use gossip_core::message::{MAX_NODE_META, decode_value};
+    use gossip_core::wire::{Reader, Writer};
+    let body = |pairs: usize| {
+        let mut b = Writer::new();
+        b.varint(pairs as u64);
+        for i in 0..pairs {
+            b.string(&format!("k{i}"));
+            b.string("v");
+        }
+        let mut w = Writer::new();
+        w.u8(10);
+        w.varint(b.buf.len() as u64);
+        w.bytes(&b.buf);
+        w.buf
+    };
+    let ok = body(MAX_NODE_META);
+    assert!(matches!(decode_value(&mut Reader::new(&ok)), Ok(Value::NodeMeta(m)) if m.len() == MAX_NODE_META));
+    let big = body(MAX_NODE_META + 1);
+    assert!(decode_value(&mut Reader::new(&big)).is_err(), "65 node meta pairs decoded");
+    // A More claiming more owners than its bytes hold allocates nothing and fails.
+    let mut w = Writer::new();
+    w.u8(gossip_core::message::KIND_MORE);
+    w.bytes(&[0u8; 16]);
+    w.varint(u32::MAX as u64);
+    assert!(Message::decode(&w.buf).is_err());
+}
