@@ -115,7 +115,7 @@ fn a_node_joins_through_any_seed_that_answers() {
         .output()
         .expect("run gossipd members");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("PROTOCOL") && text.contains("4 (4..=4)"), "members output:\n{text}");
+    assert!(text.contains("PROTOCOL") && text.contains("5 (5..=5)"), "members output:\n{text}");
 }
 
 #[test]

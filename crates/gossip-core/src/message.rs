@@ -426,14 +426,14 @@ impl Message {
     }
 
     /// Encodes at wire version `version` (one this build speaks; see [`crate::version`]). Version
-    /// 4 is the only format; the synthetic version 5 of the `testing` feature appends one byte
-    /// `0x05`, so that a message encoded at the wrong version does not decode.
+    /// 5 is the only format; the synthetic version 6 of the `testing` feature appends one byte
+    /// `0x06`, so that a message encoded at the wrong version does not decode.
     pub fn encode_for(&self, version: u8) -> Vec<u8> {
         #[allow(unused_mut)]
         let mut buf = self.encode();
         #[cfg(feature = "testing")]
-        if version == 5 {
-            buf.push(0x05);
+        if version == 6 {
+            buf.push(0x06);
         }
         debug_assert!((crate::version::BUILD_MIN..=crate::version::BUILD_MAX).contains(&version), "version {version}");
         let _ = version;
@@ -444,11 +444,11 @@ impl Message {
     pub fn decode_for(version: u8, buf: &[u8]) -> Result<Message, DecodeError> {
         match version {
             #[cfg(feature = "testing")]
-            5 => match buf.split_last() {
-                Some((0x05, rest)) => Message::decode(rest),
-                _ => Err(DecodeError::BadTag { what: "version 5 trailer", tag: buf.last().copied().unwrap_or(0) }),
+            6 => match buf.split_last() {
+                Some((0x06, rest)) => Message::decode(rest),
+                _ => Err(DecodeError::BadTag { what: "version 6 trailer", tag: buf.last().copied().unwrap_or(0) }),
             },
-            4 => Message::decode(buf),
+            5 => Message::decode(buf),
             v => Err(DecodeError::BadTag { what: "wire version", tag: v }),
         }
     }

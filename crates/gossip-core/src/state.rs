@@ -33,13 +33,19 @@ pub struct NodeState {
     pub max_version: u64,
     /// Entries by key.
     pub entries: BTreeMap<String, Entry>,
-    /// Commitment to `entries` ([`owner_digest`]), recomputed after every change.
+    /// Commitment to `entries` ([`owner_digest`]), brought up to date after every change.
     pub digest: Commitment,
+    /// The chunk hashes of a large owner's digest, so that a change rehashes only the chunks
+    /// around the keys it touched ([`DigestCache`]); `None` for owners of fewer than
+    /// [`CACHE_MIN`] entries, whose digest is recomputed.
+    cache: Option<Box<DigestCache>>,
     /// [`item_hash`] of the summary, recomputed with the digest (the unit of range
     /// fingerprints; kept here so that fingerprints hash 16 bytes per owner).
     item: Commitment,
     /// Entries that are not tombstones (what an owner's quota counts).
     pub live: usize,
+    /// Entries that are services (what a local write's quota check counts).
+    pub services: usize,
     /// The newest head of the owner this replica verified (the owner's own state: the head it
     /// signed at its last change), with the version it was signed for.
     pub head: Option<(u64, Head)>,
@@ -99,8 +105,10 @@ impl NodeState {
             max_version: 0,
             entries: BTreeMap::new(),
             digest: [0; 16],
+            cache: None,
             item: [0; 16],
             live: 0,
+            services: 0,
             head: None,
             previous: None,
         };
@@ -113,16 +121,32 @@ impl NodeState {
         if !matches!(e.value, Value::Tombstone) {
             self.live += 1;
         }
+        if matches!(e.value, Value::Service(_)) {
+            self.services += 1;
+        }
+        if let Some(c) = &mut self.cache {
+            c.dirty.insert(e.key.clone());
+        }
         if let Some(old) = self.entries.insert(e.key.clone(), e) {
             if !matches!(old.value, Value::Tombstone) {
                 self.live -= 1;
             }
+            if matches!(old.value, Value::Service(_)) {
+                self.services -= 1;
+            }
         }
     }
 
-    /// Recomputes the digest and the item hash after a change.
+    /// Brings the digest and the item hash up to date after a change.
     fn seal(&mut self) {
-        self.digest = owner_digest(self.entries.values());
+        if self.entries.len() < CACHE_MIN {
+            self.cache = None;
+            self.digest = owner_digest(self.entries.values());
+        } else {
+            let cache = self.cache.get_or_insert_with(|| Box::new(DigestCache::build(&self.entries)));
+            cache.update(&self.entries);
+            self.digest = digest_of_chunks(self.entries.len(), cache.chunks.values());
+        }
         self.item = item_hash(&self.summary());
     }
 }
@@ -138,23 +162,151 @@ fn truncate(h: Blake2s256) -> Commitment {
     out
 }
 
-/// The owner digest: the first 16 bytes of `BLAKE2s-256("gossipd owner digest v3" || count
-/// (u64 BE) || the entries' 64-byte signatures in ascending key order)`.
+/// The owner digest (protocol 5): entries in ascending key order are cut into chunks, a chunk
+/// ending after each entry whose signature's first byte is below [`BOUNDARY`] (one in 32) and
+/// at the last entry; each chunk is hashed, `c = BLAKE2s-256("gossipd chunk v5" || its entries'
+/// 64-byte signatures)` truncated to 16 bytes, and the digest is the first 16 bytes of
+/// `BLAKE2s-256("gossipd owner digest v5" || count (u64 BE) || c_1 || ... || c_k)`.
 ///
 /// A signature is unique to the claim it signs (owner, generation, key, version, value), so
-/// this commits to exactly the entries held. Unlike an XOR (or any sum) of per-entry hashes it
-/// is not linear: no choice of entries withheld or added can leave it unchanged short of a
-/// BLAKE2s collision. It is recomputed (not updated) when the owner's state changes: an owner
-/// holds tens of entries, and the result is cached in [`NodeState`].
+/// this commits to exactly the entries held: equal digests mean equal chunk sequences, so equal
+/// signature sequences, short of a BLAKE2s collision. Unlike an XOR (or any sum) of per-entry
+/// hashes it is not linear, so no choice of entries withheld or added leaves it unchanged.
+/// The chunks are content-defined (a boundary depends only on the entry itself), so a change
+/// rehashes only the chunk it falls in and the list of chunk hashes (about 1/32 of the
+/// entries' size): see [`DigestCache`]. Entries must be given in ascending key order.
 pub fn owner_digest<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Commitment {
-    let entries: Vec<&Entry> = entries.into_iter().collect();
-    let mut h = Blake2s256::new();
-    h.update(b"gossipd owner digest v3");
-    h.update((entries.len() as u64).to_be_bytes());
+    let mut chunks = Vec::new();
+    let mut count = 0;
+    let mut chunk = ChunkHasher::new();
     for e in entries {
-        h.update(e.sig);
+        count += 1;
+        if chunk.add(e) {
+            chunks.push(std::mem::replace(&mut chunk, ChunkHasher::new()).finish());
+        }
+    }
+    if chunk.len > 0 {
+        chunks.push(chunk.finish());
+    }
+    digest_of_chunks(count, chunks.iter())
+}
+
+/// An entry whose signature's first byte is below this ends a chunk of the owner digest.
+pub const BOUNDARY: u8 = 8;
+
+/// Owners with at least this many entries keep their digest's chunk hashes ([`DigestCache`]).
+pub const CACHE_MIN: usize = 128;
+
+fn is_boundary(e: &Entry) -> bool {
+    e.sig[0] < BOUNDARY
+}
+
+/// One chunk of the owner digest being hashed.
+struct ChunkHasher {
+    h: Blake2s256,
+    len: usize,
+}
+
+impl ChunkHasher {
+    fn new() -> Self {
+        let mut h = Blake2s256::new();
+        h.update(b"gossipd chunk v5");
+        ChunkHasher { h, len: 0 }
+    }
+
+    /// Adds an entry; true if it ends the chunk.
+    fn add(&mut self, e: &Entry) -> bool {
+        self.h.update(e.sig);
+        self.len += 1;
+        is_boundary(e)
+    }
+
+    fn finish(self) -> Commitment {
+        truncate(self.h)
+    }
+}
+
+fn digest_of_chunks<'a>(count: usize, chunks: impl IntoIterator<Item = &'a Commitment>) -> Commitment {
+    let mut h = Blake2s256::new();
+    h.update(b"gossipd owner digest v5");
+    h.update((count as u64).to_be_bytes());
+    for c in chunks {
+        h.update(c);
     }
     truncate(h)
+}
+
+/// The chunk hashes of a large owner's digest ([`owner_digest`]), by the key of each chunk's
+/// last entry, and the keys written since they were last brought up to date.
+///
+/// Bringing them up to date: for each written key `k`, the region between the nearest
+/// boundaries around it that were not written (both were boundaries before and still are, as
+/// their entries did not change) is cut into chunks again; cached chunks ending in that region
+/// are replaced, and every other chunk is as it was, since none of its entries changed. With
+/// many writes at once (a large delta) the whole set is cut again instead.
+#[derive(Debug, Clone)]
+struct DigestCache {
+    chunks: BTreeMap<String, Commitment>,
+    dirty: std::collections::BTreeSet<String>,
+}
+
+impl DigestCache {
+    fn build(entries: &BTreeMap<String, Entry>) -> Self {
+        let mut c = DigestCache { chunks: BTreeMap::new(), dirty: Default::default() };
+        c.rechunk(entries, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        c
+    }
+
+    fn update(&mut self, entries: &BTreeMap<String, Entry>) {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        if self.dirty.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        if dirty.len().saturating_mul(64) > entries.len() {
+            self.chunks.clear();
+            self.rechunk(entries, Unbounded, Unbounded);
+            return;
+        }
+        let stable = |(k, e): &(&String, &Entry)| is_boundary(e) && !dirty.contains(*k);
+        // Regions (lo, hi] in ascending order; `None` is the start or the end of the set.
+        let mut regions: Vec<(Option<&String>, Option<&String>)> = Vec::new();
+        for k in &dirty {
+            if let Some((_, hi)) = regions.last() {
+                if hi.is_none_or(|h| k <= h) {
+                    continue; // inside the previous region
+                }
+            }
+            let lo = entries.range::<str, _>((Unbounded, Excluded(k.as_str()))).rev().find(stable).map(|(k, _)| k);
+            let hi = entries.range::<str, _>((Included(k.as_str()), Unbounded)).find(stable).map(|(k, _)| k);
+            regions.push((lo, hi));
+        }
+        for (lo, hi) in regions {
+            let lo = lo.map_or(Unbounded, |k| Excluded(k.as_str()));
+            let hi = hi.map_or(Unbounded, |k| Included(k.as_str()));
+            let stale: Vec<String> = self.chunks.range::<str, _>((lo, hi)).map(|(k, _)| k.clone()).collect();
+            for k in stale {
+                self.chunks.remove(&k);
+            }
+            self.rechunk(entries, lo, hi);
+        }
+    }
+
+    /// Cuts the entries with keys in `(lo, hi)` into chunks; `hi` is a boundary's key or the end.
+    fn rechunk(&mut self, entries: &BTreeMap<String, Entry>, lo: std::ops::Bound<&str>, hi: std::ops::Bound<&str>) {
+        let mut chunk = ChunkHasher::new();
+        let mut last = None;
+        for (k, e) in entries.range::<str, _>((lo, hi)) {
+            last = Some(k);
+            if chunk.add(e) {
+                self.chunks.insert(k.clone(), std::mem::replace(&mut chunk, ChunkHasher::new()).finish());
+                last = None;
+            }
+        }
+        if let Some(k) = last {
+            self.chunks.insert(k.clone(), chunk.finish());
+        }
+    }
 }
 
 /// Hash of one summary, the unit of range fingerprints: the first 16 bytes of
@@ -608,6 +760,49 @@ mod tests {
         let _ = copy.fingerprint(&NodeId::MIN, &Bound::Inf);
         copy.adopt(&t, &them.node_id());
         assert_eq!(copy.fingerprint(&NodeId::MIN, &Bound::Inf), t.fingerprint(&NodeId::MIN, &Bound::Inf), "adopt");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// A large owner's digest, kept up to date chunk by chunk (by the owner writing and by
+        /// a replica applying its deltas a window at a time), always equals the digest
+        /// recomputed from scratch over the entries held.
+        #[test]
+        fn the_incremental_digest_equals_the_recomputed_one(
+            writes in proptest::collection::vec((0u16..600, 0u8..3), 150..700),
+            window in 200usize..6000,
+        ) {
+            let (me, info) = owner(9);
+            let mut t = Table::new();
+            t.insert_local(info);
+            let mut replica = Table::new();
+            for (i, (k, kind)) in writes.iter().enumerate() {
+                let value = match kind {
+                    0 => Value::Tombstone,
+                    1 => Value::Status(NodeStatus::Alive),
+                    _ => Value::Unknown { tag: 200, bytes: vec![i as u8] },
+                };
+                t.write_local(&me, &format!("k{k:04}"), value);
+                if i % 37 == 0 || i + 1 == writes.len() {
+                    let n = t.get(&me.node_id()).unwrap();
+                    proptest::prop_assert_eq!(n.digest, owner_digest(n.entries.values()), "owner after {} writes", i + 1);
+                    // The replica catches up a window at a time.
+                    loop {
+                        let held = replica.get(&me.node_id()).map_or((0, 0), |r| (r.info.generation, r.max_version));
+                        let (ds, more) = t.deltas_window(&me.node_id(), held.0, held.1, 1136, window);
+                        for d in &ds {
+                            replica.apply(d);
+                        }
+                        let r = replica.get(&me.node_id()).unwrap();
+                        proptest::prop_assert_eq!(r.digest, owner_digest(r.entries.values()), "replica");
+                        if more.is_none() {
+                            break;
+                        }
+                    }
+                    proptest::prop_assert!(replica.get(&me.node_id()).unwrap().verified(), "the replica's copy verifies");
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,24 +3,26 @@
 //!
 //! Each agent proves its range `min..=max` in its handshake; both sides of a session then speak
 //! the highest version in both ranges, and refuse the session (loudly) when there is none. A
-//! cluster upgrades one agent at a time: a build that speaks `4..=5` talks 4 to the agents not
-//! yet upgraded and 5 to the others, and a later build drops 4 once no agent needs it.
+//! cluster upgrades one agent at a time: a build that speaks `5..=6` talks 5 to the agents not
+//! yet upgraded and 6 to the others, and a later build drops 5 once no agent needs it.
 //!
-//! Version 4 added the owner's signed head to deltas (docs/PROTOCOL.md section 3.2). Version 3
-//! was never released, and this build no longer speaks it.
+//! Version 4 added the owner's signed head to deltas (docs/PROTOCOL.md section 3.2); version 5
+//! changed the owner digest to chunk hashes (section 1), so that a large owner's change costs a
+//! chunk's hash instead of its whole set's. A 4 agent computes other digests than a 5 agent,
+//! so this build no longer speaks 4 (never released, as 3 before it).
 
 use std::fmt;
 
 /// The lowest wire version this build speaks.
-pub const BUILD_MIN: u8 = 4;
+pub const BUILD_MIN: u8 = 5;
 /// The highest wire version this build speaks. Builds with the `testing` feature also speak a
-/// synthetic version 5 (the message format of version 4 followed by one byte `0x05`), so that
-/// tests can run two "builds" in one cluster; without it, 4.
+/// synthetic version 6 (the message format of version 5 followed by one byte `0x06`), so that
+/// tests can run two "builds" in one cluster; without it, 5.
 #[cfg(feature = "testing")]
-pub const BUILD_MAX: u8 = 5;
+pub const BUILD_MAX: u8 = 6;
 /// The highest wire version this build speaks.
 #[cfg(not(feature = "testing"))]
-pub const BUILD_MAX: u8 = 4;
+pub const BUILD_MAX: u8 = 5;
 
 /// An inclusive range of wire versions, `min ≤ max`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,7 +32,7 @@ pub struct VersionRange {
 }
 
 impl VersionRange {
-    /// What this build speaks by default: protocol 4 only (the synthetic version 5 of the
+    /// What this build speaks by default: protocol 5 only (the synthetic version 6 of the
     /// `testing` feature must be asked for).
     pub const DEFAULT: VersionRange = VersionRange { min: BUILD_MIN, max: BUILD_MIN };
 
@@ -99,8 +101,8 @@ mod tests {
         assert_eq!(r(4, 4).negotiate(&r(5, 6)), None);
         assert_eq!(r(6, 9).negotiate(&r(4, 5)), None);
         assert!(VersionRange::new(5, 4).is_none());
-        assert!(VersionRange::supported(3, 4).is_none(), "protocol 3 is no longer spoken");
-        assert!(VersionRange::supported(4, 200).is_none());
-        assert_eq!(VersionRange::supported(4, 4), Some(VersionRange::DEFAULT));
+        assert!(VersionRange::supported(4, 5).is_none(), "protocol 4 is no longer spoken");
+        assert!(VersionRange::supported(5, 200).is_none());
+        assert_eq!(VersionRange::supported(5, 5), Some(VersionRange::DEFAULT));
     }
 }

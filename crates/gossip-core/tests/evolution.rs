@@ -1,5 +1,5 @@
 //! Rolling upgrades (docs/PROTOCOL.md sections 2, 3.2 and 5.2): agents of two builds in one
-//! cluster. The "newer build" is a node configured to speak the synthetic wire version 5 of the
+//! cluster. The "newer build" is a node configured to speak the synthetic wire version 6 of the
 //! `testing` feature (version 4's format followed by one byte, so that a message encoded at the
 //! wrong version does not decode and would ban its sender) and writing an entry of a kind this
 //! build does not know (value tag 200).
@@ -17,8 +17,8 @@ use gossip_core::{Config, Event, Gossip, NodeInfo};
 
 const NEW_KIND: u8 = 200;
 
-fn v45() -> VersionRange {
-    VersionRange::supported(4, 5).expect("the testing feature speaks 4..=5")
+fn v56() -> VersionRange {
+    VersionRange::supported(5, 6).expect("the testing feature speaks 5..=6")
 }
 
 fn bans(net: &Net) -> Vec<String> {
@@ -33,14 +33,14 @@ fn bans(net: &Net) -> Vec<String> {
 
 #[test]
 fn two_builds_converge_in_one_cluster_with_no_bans() {
-    // Nodes 0-2 run this build (4..=4), nodes 3 and 4 the newer one (4..=5); node 4 writes an
+    // Nodes 0-2 run this build (5..=5), nodes 3 and 4 the newer one (5..=6); node 4 writes an
     // entry of a kind only the newer build knows.
     let mut net = Net::cold_with(5, 12, 0.0, |i, s| {
         if i >= 3 {
-            s.versions = v45();
+            s.versions = v56();
         }
     });
-    let body = b"a record of a kind protocol 4 does not know".to_vec();
+    let body = b"a record of a kind protocol 5 does not know".to_vec();
     let start = net.now;
     net.nodes[4].write_unchecked(start, "x/new", Value::Unknown { tag: NEW_KIND, bytes: body.clone() });
     net.flush(4);
@@ -50,13 +50,13 @@ fn two_builds_converge_in_one_cluster_with_no_bans() {
 
     // Each pair speaks the highest version both speak.
     let now = net.now;
-    assert_eq!(net.nodes[3].secure().session_version(now, addr(4)), Some(5), "4..=5 with 4..=5");
-    assert_eq!(net.nodes[4].secure().session_version(now, addr(3)), Some(5));
-    assert_eq!(net.nodes[0].secure().session_version(now, addr(4)), Some(4), "4..=4 with 4..=5");
-    assert_eq!(net.nodes[4].secure().session_version(now, addr(0)), Some(4));
+    assert_eq!(net.nodes[3].secure().session_version(now, addr(4)), Some(6), "5..=6 with 5..=6");
+    assert_eq!(net.nodes[4].secure().session_version(now, addr(3)), Some(6));
+    assert_eq!(net.nodes[0].secure().session_version(now, addr(4)), Some(5), "5..=5 with 5..=6");
+    assert_eq!(net.nodes[4].secure().session_version(now, addr(0)), Some(5));
     // Every member advertises its range in its signed `@proto` entry.
     let new_id = net.nodes[4].local().id;
-    assert_eq!(net.nodes[1].versions_of(&new_id), Some(v45()));
+    assert_eq!(net.nodes[1].versions_of(&new_id), Some(v56()));
     assert_eq!(net.nodes[4].versions_of(&net.nodes[1].local().id), Some(VersionRange::DEFAULT));
 
     // The old build kept the new kind as the owner's bytes, and counted it.
@@ -89,11 +89,11 @@ fn two_builds_converge_in_one_cluster_with_no_bans() {
 
 #[test]
 fn peers_with_no_common_version_refuse_each_other_loudly() {
-    // Node 2 speaks only the synthetic version 5; nodes 0 and 1 only 4.
-    let five = VersionRange::supported(5, 5).expect("testing speaks 5");
+    // Node 2 speaks only the synthetic version 6; nodes 0 and 1 only 5.
+    let six = VersionRange::supported(6, 6).expect("testing speaks 6");
     let mut net = Net::cold_with(3, 13, 0.0, |i, s| {
         if i == 2 {
-            s.versions = five;
+            s.versions = six;
         }
     });
     net.run_for(Duration::from_secs(20));
@@ -105,7 +105,7 @@ fn peers_with_no_common_version_refuse_each_other_loudly() {
         net.events.iter().any(|(j, e, _)| {
             *j == i
                 && matches!(e, Event::VersionRefused { ours, theirs, .. }
-                    if (*ours, *theirs) == (if i == 2 { five } else { VersionRange::DEFAULT }, if i == 2 { VersionRange::DEFAULT } else { five }))
+                    if (*ours, *theirs) == (if i == 2 { six } else { VersionRange::DEFAULT }, if i == 2 { VersionRange::DEFAULT } else { six }))
         })
     };
     assert!(refused(0), "the seed did not report the refusal");
@@ -166,9 +166,9 @@ fn an_unknown_kind_round_trips_exactly_and_verifies_after_relay() {
 
 #[test]
 fn the_proto_entry_advertises_the_range() {
-    let net = Net::cold_with(1, 14, 0.0, |_, s| s.versions = v45());
+    let net = Net::cold_with(1, 14, 0.0, |_, s| s.versions = v56());
     let g = &net.nodes[0];
-    assert_eq!(g.versions(), v45());
+    assert_eq!(g.versions(), v56());
     let e = g.node(&g.local().id).and_then(|n| n.entries.get(PROTO_KEY)).expect("@proto written at start");
-    assert_eq!(e.value, Value::Proto(v45()));
+    assert_eq!(e.value, Value::Proto(v56()));
 }

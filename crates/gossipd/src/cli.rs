@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[cfg_attr(not(test), allow(dead_code))] // Kept in step with `VERSION` by a test.
 pub const PROTOCOL_VERSION: u32 = 4;
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 4)");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 5)");
 
 /// Default gossip address outside `--dev`.
 pub const DEFAULT_BIND: &str = "0.0.0.0:7946";

@@ -15,7 +15,7 @@ pub struct TestArgs {}
 #[derive(Debug, Clone, Default, Args)]
 pub struct TestArgs {
     /// TEST-ONLY: advertise the wire versions `BUILD_MIN..=N` (with the `testing` feature the
-    /// core also speaks the synthetic version 5).
+    /// core also speaks the synthetic version 6).
     #[arg(long, hide = true, value_name = "N")]
     pub test_protocol_max: Option<u8>,
     /// TEST-ONLY: at start, write one entry (`x/new`) of a value kind no release knows (tag 200).
@@ -59,7 +59,7 @@ impl TestArgs {
     /// Applies `--test-new-kind` to the node, once it exists.
     pub fn start(&self, gossip: &mut gossip_core::Gossip, now: std::time::Instant) {
         if self.test_new_kind {
-            let bytes = b"a record of a kind protocol 4 does not know".to_vec();
+            let bytes = b"a record of a kind protocol 5 does not know".to_vec();
             gossip.write_unchecked(now, NEW_KIND_KEY, gossip_core::Value::Unknown { tag: NEW_KIND, bytes });
             tracing::warn!(
                 key = NEW_KIND_KEY,

@@ -284,7 +284,7 @@ impl Gossip {
                 let quota = self.secure.trust().map_or(cert.max_entries, |t| t.quota(cert));
                 let me = self.table.get(&self.local.id);
                 let held = me.and_then(|n| n.entries.get(key)).is_some_and(|e| matches!(e.value, Value::Service(_)));
-                let services = me.map_or(0, |n| super::services_of(n).count());
+                let services = me.map_or(0, |n| n.services);
                 if quota > 0 && !held && services + pending_new >= quota as usize {
                     return Err(CommandError::Quota { max: quota });
                 }
