@@ -207,7 +207,7 @@ impl Ctx<'_> {
             .services
             .get(name)
             .into_iter()
-            .flatten()
+            .flat_map(|l| l.iter())
             .filter(|i| is_answerable(i, self.cfg))
             .filter(|i| tag.is_none_or(|t| i.tags.iter().any(|it| it.eq_ignore_ascii_case(t))))
             .collect();

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Health of a service instance as the DNS front sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,8 +56,9 @@ pub struct Node {
 /// An immutable catalog snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Instances grouped by lower-cased service name.
-    pub services: HashMap<String, Vec<Instance>>,
+    /// Instances grouped by lower-cased service name (lists shared between snapshots where
+    /// unchanged).
+    pub services: HashMap<String, Arc<Vec<Instance>>>,
     /// Nodes by lower-cased node name.
     pub nodes: HashMap<String, Node>,
     /// Monotonic index of this snapshot (raised at each rebuild); used as the SOA serial.
@@ -70,6 +72,12 @@ impl Snapshot {
         for inst in instances {
             services.entry(inst.service.to_ascii_lowercase()).or_default().push(inst);
         }
+        let services = services.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        Self::from_parts(index, services, nodes)
+    }
+
+    /// A snapshot from lists already grouped by lower-cased service name.
+    pub fn from_parts(index: u64, services: HashMap<String, Arc<Vec<Instance>>>, nodes: Vec<Node>) -> Self {
         let nodes = nodes.into_iter().map(|n| (n.name.to_ascii_lowercase(), n)).collect();
         Snapshot { services, nodes, index }
     }

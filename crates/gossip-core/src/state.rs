@@ -46,6 +46,9 @@ pub struct NodeState {
     pub live: usize,
     /// Entries that are services (what a local write's quota check counts).
     pub services: usize,
+    /// Entries put into this state so far (inserted or replaced): a reader that remembers it
+    /// can ask what changed since ([`NodeState::changed_since`]).
+    epoch: u64,
     /// The newest head of the owner this replica verified (the owner's own state: the head it
     /// signed at its last change), with the version it was signed for.
     pub head: Option<(u64, Head)>,
@@ -94,6 +97,25 @@ impl NodeState {
         }
     }
 
+    /// Entries put into this state so far (see [`NodeState::changed_since`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The keys put since `epoch` (a value of [`NodeState::epoch`] read earlier from this
+    /// same state), each once, if this state still knows them: it does for an owner of
+    /// [`CACHE_MIN`] entries or more, for its last [`CHANGE_LOG`] puts. `None`: read the whole
+    /// state again. For views kept up to date in O(change) (the agent's catalog).
+    pub fn changed_since(&self, epoch: u64) -> Option<std::collections::BTreeSet<&str>> {
+        if epoch == self.epoch {
+            return Some(Default::default());
+        }
+        let log = &self.cache.as_ref()?.log;
+        let first = log.front()?.0;
+        (epoch < self.epoch && first <= epoch + 1)
+            .then(|| log.iter().filter(|(e, _)| *e > epoch).map(|(_, k)| k.as_str()).collect())
+    }
+
     /// The head to send with a delta ending at the newest version held, if held.
     pub fn current_head(&self) -> Option<&Head> {
         self.head.as_ref().filter(|(v, _)| *v == self.max_version).map(|(_, h)| h)
@@ -109,6 +131,7 @@ impl NodeState {
             item: [0; 16],
             live: 0,
             services: 0,
+            epoch: 0,
             head: None,
             previous: None,
         };
@@ -124,8 +147,13 @@ impl NodeState {
         if matches!(e.value, Value::Service(_)) {
             self.services += 1;
         }
+        self.epoch += 1;
         if let Some(c) = &mut self.cache {
             c.dirty.insert(e.key.clone());
+            if c.log.len() == CHANGE_LOG {
+                c.log.pop_front();
+            }
+            c.log.push_back((self.epoch, e.key.clone()));
         }
         if let Some(old) = self.entries.insert(e.key.clone(), e) {
             if !matches!(old.value, Value::Tombstone) {
@@ -194,8 +222,12 @@ pub fn owner_digest<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Commitm
 /// An entry whose signature's first byte is below this ends a chunk of the owner digest.
 pub const BOUNDARY: u8 = 8;
 
-/// Owners with at least this many entries keep their digest's chunk hashes ([`DigestCache`]).
+/// Owners with at least this many entries keep their digest's chunk hashes ([`DigestCache`])
+/// and a log of their last puts ([`NodeState::changed_since`]).
 pub const CACHE_MIN: usize = 128;
+
+/// Puts remembered by a large owner's state ([`NodeState::changed_since`]).
+pub const CHANGE_LOG: usize = 4096;
 
 fn is_boundary(e: &Entry) -> bool {
     e.sig[0] < BOUNDARY
@@ -248,11 +280,13 @@ fn digest_of_chunks<'a>(count: usize, chunks: impl IntoIterator<Item = &'a Commi
 struct DigestCache {
     chunks: BTreeMap<String, Commitment>,
     dirty: std::collections::BTreeSet<String>,
+    /// The last [`CHANGE_LOG`] puts: (epoch after the put, key).
+    log: std::collections::VecDeque<(u64, String)>,
 }
 
 impl DigestCache {
     fn build(entries: &BTreeMap<String, Entry>) -> Self {
-        let mut c = DigestCache { chunks: BTreeMap::new(), dirty: Default::default() };
+        let mut c = DigestCache { chunks: BTreeMap::new(), dirty: Default::default(), log: Default::default() };
         c.rechunk(entries, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
         c
     }

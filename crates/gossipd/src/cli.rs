@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Version of the gossip wire protocol this build speaks.
 #[cfg_attr(not(test), allow(dead_code))] // Kept in step with `VERSION` by a test.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 5)");
 
@@ -748,6 +748,7 @@ mod tests {
     #[test]
     fn version_names_the_protocol() {
         assert!(VERSION.ends_with(&format!("(protocol {PROTOCOL_VERSION})")));
+        assert_eq!(u32::from(gossip_core::version::BUILD_MIN), PROTOCOL_VERSION, "the core speaks another version");
         let e = parse(&["--version"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
         assert_eq!(e.to_string().trim(), format!("gossipd {VERSION}"));

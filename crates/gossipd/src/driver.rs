@@ -265,6 +265,8 @@ pub struct Driver {
     commands: mpsc::Receiver<Command>,
     catalog: Arc<ArcSwap<Catalog>>,
     dns: Arc<ArcSwap<dns_front::snapshot::Snapshot>>,
+    /// The views as last built (a rebuild costs what changed since).
+    views: view::Views,
     index_tx: watch::Sender<u64>,
     stats: Arc<ArcSwap<(gossip_core::Stats, gossip_core::secure::SecureStats)>>,
     index: u64,
@@ -344,6 +346,7 @@ impl Driver {
             commands: rx,
             catalog,
             dns,
+            views: view::Views::default(),
             index_tx,
             stats,
             index: 0,
@@ -387,7 +390,7 @@ impl Driver {
         self.publish_due = None;
         self.last_publish = Some(tokio::time::Instant::now());
         self.index += 1;
-        let (catalog, snapshot) = view::build(&self.gossip, self.index, Instant::now());
+        let (catalog, snapshot) = self.views.build(&self.gossip, self.index, Instant::now());
         self.catalog.store(Arc::new(catalog));
         self.dns.store(Arc::new(snapshot));
         self.index_tx.send_replace(self.index);

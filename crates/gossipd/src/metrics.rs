@@ -86,7 +86,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
     w.labelled("members", "gauge", "Known cluster members by state, as this agent sees them.", "state", &states);
     w.one("catalog_services", "gauge", "Distinct service names in the catalog.", c.services.len() as u64);
-    let instances: usize = c.services.values().map(Vec::len).sum();
+    let instances: usize = c.services.values().map(|l| l.len()).sum();
     w.one("catalog_instances", "gauge", "Service instances in the catalog (live nodes only).", instances as u64);
     w.one("catalog_index", "gauge", "Catalog index (raised at each rebuild).", c.index);
     w.one(

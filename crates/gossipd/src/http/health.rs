@@ -108,7 +108,7 @@ pub async fn node(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Para
     };
     let local = api.handle.checks.load_full();
     let mut out = vec![serf_health(&m.name)];
-    out.extend(c.services.values().flatten().filter(|i| i.node_id == m.id).flat_map(|i| service_checks(i, &local)));
+    out.extend(c.instances().filter(|i| i.node_id == m.id).flat_map(|i| service_checks(i, &local)));
     json_with_index(&c, Value::Array(out))
 }
 
@@ -127,7 +127,7 @@ pub async fn state(State(api): State<Arc<Api>>, Path(wanted): Path<String>, q: P
     };
     let local = api.handle.checks.load_full();
     let alive = c.members.iter().filter(|m| status_code(m) == 1).map(|m| serf_health(&m.name));
-    let services = c.services.values().flatten().flat_map(|i| service_checks(i, &local));
+    let services = c.instances().flat_map(|i| service_checks(i, &local));
     let out: Vec<Value> =
         alive.chain(services).filter(|ch| wanted == "any" || ch["Status"].as_str() == Some(wanted.as_str())).collect();
     json_with_index(&c, Value::Array(out))

@@ -30,7 +30,7 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
     }
     let (s, sec) = &*api.handle.stats.load_full();
     let c = api.handle.catalog.load_full();
-    let instances: usize = c.services.values().map(Vec::len).sum();
+    let instances: usize = c.services.values().map(|l| l.len()).sum();
     let dns = api.dns_stats.as_ref().map(|d| {
         let d = d.counts();
         let by_type: serde_json::Map<String, Value> =
