@@ -379,11 +379,11 @@ mod tests {
         }
     }
 
+    /// Lists by name, as text.
+    type Lists = Vec<(String, Vec<String>)>;
+
     /// The catalog and snapshot as comparable plain data.
-    fn plain(
-        c: &Catalog,
-        s: &dns_front::snapshot::Snapshot,
-    ) -> (Vec<(String, Vec<String>)>, Vec<(String, Vec<String>)>) {
+    fn plain(c: &Catalog, s: &dns_front::snapshot::Snapshot) -> (Lists, Lists) {
         let cat = c
             .services
             .iter()
@@ -391,7 +391,7 @@ mod tests {
                 (k.clone(), l.iter().map(|i| format!("{}/{}:{}", i.node, i.service.id, i.service.port)).collect())
             })
             .collect();
-        let mut dns: Vec<(String, Vec<String>)> = s
+        let mut dns: Lists = s
             .services
             .iter()
             .map(|(k, l)| {
