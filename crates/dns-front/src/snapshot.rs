@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// Health of a service instance as the DNS front sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +39,39 @@ pub struct Instance {
     pub health: Health,
 }
 
+/// The instances of one service name, by a key unique among them (the agent's serial number
+/// of each instance): a persistent map, so that a snapshot that changes one instance of a
+/// large service shares the rest with the previous one (O(log n) to change, O(1) to copy).
+#[derive(Debug, Clone, Default)]
+pub struct Instances(imbl::OrdMap<u64, Instance>);
+
+impl Instances {
+    /// Every instance (in key order).
+    pub fn iter(&self) -> impl Iterator<Item = &Instance> {
+        self.0.values()
+    }
+
+    /// Number of instances.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds or replaces the instance under `key`.
+    pub fn insert(&mut self, key: u64, i: Instance) {
+        self.0.insert(key, i);
+    }
+
+    /// Removes the instance under `key`.
+    pub fn remove(&mut self, key: u64) -> Option<Instance> {
+        self.0.remove(&key)
+    }
+}
+
 /// One agent node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -56,9 +88,9 @@ pub struct Node {
 /// An immutable catalog snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Instances grouped by lower-cased service name (lists shared between snapshots where
-    /// unchanged).
-    pub services: HashMap<String, Arc<Vec<Instance>>>,
+    /// Instances grouped by lower-cased service name (persistent: shared between snapshots
+    /// where unchanged).
+    pub services: imbl::HashMap<String, Instances>,
     /// Nodes by lower-cased node name.
     pub nodes: HashMap<String, Node>,
     /// Monotonic index of this snapshot (raised at each rebuild); used as the SOA serial.
@@ -68,16 +100,15 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds a snapshot from flat lists, grouping and lower-casing names.
     pub fn build(index: u64, instances: Vec<Instance>, nodes: Vec<Node>) -> Self {
-        let mut services: HashMap<String, Vec<Instance>> = HashMap::new();
-        for inst in instances {
-            services.entry(inst.service.to_ascii_lowercase()).or_default().push(inst);
+        let mut services: imbl::HashMap<String, Instances> = imbl::HashMap::new();
+        for (k, inst) in instances.into_iter().enumerate() {
+            services.entry(inst.service.to_ascii_lowercase()).or_default().insert(k as u64, inst);
         }
-        let services = services.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         Self::from_parts(index, services, nodes)
     }
 
     /// A snapshot from lists already grouped by lower-cased service name.
-    pub fn from_parts(index: u64, services: HashMap<String, Arc<Vec<Instance>>>, nodes: Vec<Node>) -> Self {
+    pub fn from_parts(index: u64, services: imbl::HashMap<String, Instances>, nodes: Vec<Node>) -> Self {
         let nodes = nodes.into_iter().map(|n| (n.name.to_ascii_lowercase(), n)).collect();
         Snapshot { services, nodes, index }
     }

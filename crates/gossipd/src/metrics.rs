@@ -365,7 +365,7 @@ mod tests {
                 member("dddd", NodeStatus::Alive, Liveness::Dead),
                 member("eeeee", NodeStatus::Left, Liveness::Alive),
             ],
-            services: BTreeMap::new(),
+            services: Default::default(),
             self_preservation: true,
         };
         let gossip = Stats { datagrams_in: 12, bytes_out: 3400, ..Default::default() };

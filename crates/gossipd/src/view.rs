@@ -6,7 +6,7 @@
 //! since the last rebuild are read ([`gossip_core::NodeState::changed_since`]). Members and
 //! nodes are listed again each time (one line per member).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -46,6 +46,8 @@ pub struct Member {
 /// One service instance with its node.
 #[derive(Debug, Clone)]
 pub struct CatalogInstance {
+    /// Unique among the instances the views have made (the key of its DNS twin).
+    serial: u64,
     /// Owning node's name.
     pub node: String,
     /// Owning node's id.
@@ -66,8 +68,8 @@ pub struct Catalog {
     /// Every known node by name.
     pub members: Vec<Member>,
     /// Instances of live nodes, by service name (exact case as registered), sorted by node then
-    /// id. Lists and instances are shared with the previous catalog where unchanged.
-    pub services: BTreeMap<String, Arc<Vec<Arc<CatalogInstance>>>>,
+    /// id. Persistent: shared with the previous catalog where unchanged.
+    pub services: imbl::OrdMap<String, InstanceSet>,
     /// True while self-preservation holds deaths back.
     pub self_preservation: bool,
 }
@@ -75,7 +77,60 @@ pub struct Catalog {
 impl Catalog {
     /// Every instance, by service name then node and id.
     pub fn instances(&self) -> impl Iterator<Item = &CatalogInstance> {
-        self.services.values().flat_map(|l| l.iter().map(|i| &**i))
+        self.services.values().flat_map(|l| l.iter())
+    }
+}
+
+/// An instance ordered by node name, then id, then owner (then, between two instances an owner
+/// published under one id, which a hostile owner could, by address: stable while it is held).
+#[derive(Debug, Clone)]
+struct Ordered(Arc<CatalogInstance>);
+
+impl Ordered {
+    fn key(&self) -> (&str, &str, NodeId, usize) {
+        (&self.0.node, &self.0.service.id, self.0.node_id, Arc::as_ptr(&self.0) as usize)
+    }
+}
+
+impl PartialEq for Ordered {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Ordered {}
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// The instances of one service name, by node then id: a persistent set, so that changing one
+/// instance of a large service costs O(log n) and copying the catalog O(1).
+#[derive(Debug, Clone, Default)]
+pub struct InstanceSet(imbl::OrdSet<Ordered>);
+
+impl InstanceSet {
+    /// The instances, by node then id.
+    pub fn iter(&self) -> impl Iterator<Item = &CatalogInstance> {
+        self.0.iter().map(|o| &*o.0)
+    }
+
+    /// Number of instances.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -97,35 +152,33 @@ struct Published {
 #[derive(Debug, Default)]
 pub struct Views {
     owners: HashMap<NodeId, Published>,
-    services: BTreeMap<String, Arc<Vec<Arc<CatalogInstance>>>>,
-    dns: HashMap<String, Arc<Vec<dns_front::snapshot::Instance>>>,
-    /// The exact-case service names of each lower-cased name (DNS matches names without case).
-    variants: HashMap<String, BTreeSet<String>>,
+    services: imbl::OrdMap<String, InstanceSet>,
+    dns: imbl::HashMap<String, dns_front::snapshot::Instances>,
+    /// Serial number of the last instance made.
+    serial: u64,
 }
 
-/// Instances that left the lists and joined them in one rebuild, with the names they touch.
+/// Instances that left the views and joined them in one rebuild, in order.
 #[derive(Default)]
 struct Changes {
-    /// Kept alive until the lists are rebuilt, so that addresses identify them.
     removed: Vec<Arc<CatalogInstance>>,
-    added: BTreeMap<String, Vec<Arc<CatalogInstance>>>,
-    touched: BTreeSet<String>,
+    added: Vec<Arc<CatalogInstance>>,
 }
 
 impl Changes {
     fn remove(&mut self, old: Arc<CatalogInstance>) {
-        self.touched.insert(old.service.name.clone());
         self.removed.push(old);
     }
 
     fn add(&mut self, new: Arc<CatalogInstance>) {
-        self.touched.insert(new.service.name.clone());
-        self.added.entry(new.service.name.clone()).or_default().push(new);
+        self.added.push(new);
     }
 }
 
-fn instance(n: &NodeState, meta: &Arc<BTreeMap<String, String>>, s: &ServiceInstance) -> Arc<CatalogInstance> {
+fn instance(serial: &mut u64, n: &NodeState, meta: &Arc<BTreeMap<String, String>>, s: &ServiceInstance) -> Arc<CatalogInstance> {
+    *serial += 1;
     Arc::new(CatalogInstance {
+        serial: *serial,
         node: n.info.name.clone(),
         node_id: n.info.id,
         node_addr: n.info.addr.ip(),
@@ -234,7 +287,7 @@ impl Views {
                         changes.remove(old);
                     }
                     if let (true, Some(Value::Service(s))) = (alive, n.entries.get(k).map(|e| &e.value)) {
-                        let new = instance(n, &p.meta, s);
+                        let new = instance(&mut self.serial, n, &p.meta, s);
                         p.instances.insert(k.to_owned(), new.clone());
                         changes.add(new);
                     }
@@ -252,7 +305,7 @@ impl Views {
         if alive {
             for e in n.entries.values() {
                 if let Value::Service(s) = &e.value {
-                    let new = instance(n, &meta, s);
+                    let new = instance(&mut self.serial, n, &meta, s);
                     instances.insert(e.key.clone(), new.clone());
                     changes.add(new);
                 }
@@ -270,51 +323,28 @@ impl Views {
         self.owners.insert(n.info.id, p);
     }
 
-    /// Rebuilds the lists of the names touched: the old list without the instances removed,
-    /// with those added, in order; then the DNS lists of their lower-cased names.
-    fn apply(&mut self, mut changes: Changes) {
-        let removed: std::collections::HashSet<*const CatalogInstance> =
-            changes.removed.iter().map(Arc::as_ptr).collect();
-        let mut lower = BTreeSet::new();
-        for name in &changes.touched {
-            let mut list: Vec<Arc<CatalogInstance>> = self
-                .services
-                .get(name)
-                .map(|l| l.iter().filter(|i| !removed.contains(&Arc::as_ptr(i))).cloned().collect())
-                .unwrap_or_default();
-            list.extend(changes.added.remove(name).unwrap_or_default());
-            list.sort_by(|a, b| a.node.cmp(&b.node).then(a.service.id.cmp(&b.service.id)));
-            let lc = name.to_ascii_lowercase();
-            if list.is_empty() {
-                self.services.remove(name);
-                if let Some(v) = self.variants.get_mut(&lc) {
-                    v.remove(name);
-                    if v.is_empty() {
-                        self.variants.remove(&lc);
-                    }
+    /// Takes the instances removed out of their sets and puts those added in: O(log n) each.
+    fn apply(&mut self, changes: Changes) {
+        for old in changes.removed {
+            let name = &old.service.name;
+            if let Some(set) = self.services.get_mut(name) {
+                set.0.remove(&Ordered(old.clone()));
+                if set.is_empty() {
+                    self.services.remove(name);
                 }
-            } else {
-                self.services.insert(name.clone(), Arc::new(list));
-                self.variants.entry(lc.clone()).or_default().insert(name.clone());
             }
-            lower.insert(lc);
-        }
-        for lc in lower {
-            let list: Vec<dns_front::snapshot::Instance> = self
-                .variants
-                .get(&lc)
-                .into_iter()
-                .flatten()
-                .filter_map(|name| self.services.get(name))
-                .flat_map(|l| l.iter().map(|i| dns_instance(i)))
-                .collect();
-            if list.is_empty() {
-                self.dns.remove(&lc);
-            } else {
-                self.dns.insert(lc, Arc::new(list));
+            let lc = name.to_ascii_lowercase();
+            if let Some(list) = self.dns.get_mut(&lc) {
+                list.remove(old.serial);
+                if list.is_empty() {
+                    self.dns.remove(&lc);
+                }
             }
         }
-        drop(changes.removed);
+        for new in changes.added {
+            self.dns.entry(new.service.name.to_ascii_lowercase()).or_default().insert(new.serial, dns_instance(&new));
+            self.services.entry(new.service.name.clone()).or_default().0.insert(Ordered(new));
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub async fn services(State(api): State<Arc<Api>>, q: Params) -> Response {
 
 /// The instances of the service `name`, matched ignoring ASCII case (as DNS matches it).
 pub(super) fn instances_named<'a>(c: &'a Catalog, name: &str) -> Vec<&'a CatalogInstance> {
-    c.services.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v.iter().map(|i| &**i)).collect()
+    c.services.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v.iter()).collect()
 }
 
 /// The instances that carry every `tag` asked for (Consul: repeated `tag` parameters AND).
