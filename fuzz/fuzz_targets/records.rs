@@ -72,25 +72,28 @@ fn value(spec: &ValueSpec, id: &Identity) -> Value {
         ValueSpec::Tombstone => Value::Tombstone,
         ValueSpec::Alive => Value::Status(NodeStatus::Alive),
         ValueSpec::Left => Value::Status(NodeStatus::Left),
-        ValueSpec::Service { id: sid, name, v4, port, tags, meta, health } => Value::Service(ServiceInstance {
-            id: clip(sid, MAX_FIELD),
-            name: clip(name, MAX_FIELD),
-            address: v4.map(|b| IpAddr::V4(Ipv4Addr::from(b))),
-            port: *port,
-            tags: tags.iter().take(8).map(|t| clip(t, MAX_FIELD)).collect(),
-            meta: meta
-                .iter()
-                .take(8)
-                .map(|(k, v)| (clip(k, MAX_FIELD), clip(v, MAX_FIELD)))
-                .collect::<BTreeMap<_, _>>(),
-            weight_passing: 1,
-            weight_warning: 1,
-            health: match health % 3 {
-                0 => Health::Passing,
-                1 => Health::Warning,
-                _ => Health::Critical,
-            },
-        }),
+        ValueSpec::Service { id: sid, name, v4, port, tags, meta, health } => Value::Service(
+            ServiceInstance {
+                id: clip(sid, MAX_FIELD),
+                name: clip(name, MAX_FIELD),
+                address: v4.map(|b| IpAddr::V4(Ipv4Addr::from(b))),
+                port: *port,
+                tags: tags.iter().take(8).map(|t| clip(t, MAX_FIELD)).collect(),
+                meta: meta
+                    .iter()
+                    .take(8)
+                    .map(|(k, v)| (clip(k, MAX_FIELD), clip(v, MAX_FIELD)))
+                    .collect::<BTreeMap<_, _>>(),
+                weight_passing: 1,
+                weight_warning: 1,
+                health: match health % 3 {
+                    0 => Health::Passing,
+                    1 => Health::Warning,
+                    _ => Health::Critical,
+                },
+            }
+            .into(),
+        ),
         ValueSpec::Binding { static_pub, not_before, not_after } => {
             Value::Binding(Binding::sign(id, *static_pub, *not_before, *not_after))
         }
@@ -138,12 +141,24 @@ fn signed(s: &Signed) {
     let k = usize::from(s.split) % n; // the second delta holds at least one entry
     let mut table = Table::new();
     if k > 0 {
-        let d1 =
-            Delta { ttl: 0, node: info.clone(), from_version: 0, to_version: k as u64, entries: entries[..k].to_vec(), head: None };
+        let d1 = Delta {
+            ttl: 0,
+            node: info.clone(),
+            from_version: 0,
+            to_version: k as u64,
+            entries: entries[..k].to_vec(),
+            head: None,
+        };
         assert!(matches!(table.apply(&d1), Applied::Changed { new_node: true, .. }), "a valid delta was refused");
     }
-    let d2 =
-        Delta { ttl: s.ttl, node: info, from_version: k as u64, to_version: n as u64, entries: entries[k..].to_vec(), head: None };
+    let d2 = Delta {
+        ttl: s.ttl,
+        node: info,
+        from_version: k as u64,
+        to_version: n as u64,
+        entries: entries[k..].to_vec(),
+        head: None,
+    };
     let msg = Message::Delta { sender: NodeId([3; 16]), delta: d2.clone() };
     let mut bytes = msg.encode();
     assert_eq!(Message::decode(&bytes).as_ref(), Ok(&msg), "a signed delta does not round-trip");

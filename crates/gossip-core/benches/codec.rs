@@ -36,7 +36,7 @@ fn service_entry(i: u64, version: u64) -> Entry {
         weight_warning: 1,
         ..Default::default()
     };
-    Entry::signed(&owner(), GENERATION, &format!("svc/web-{i}"), version, Value::Service(inst))
+    Entry::signed(&owner(), GENERATION, &format!("svc/web-{i}"), version, Value::Service(inst.into()))
 }
 
 const GENERATION: u64 = 1_795_223_420;

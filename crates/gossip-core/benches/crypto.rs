@@ -145,17 +145,20 @@ fn transport(c: &mut Criterion) {
 fn service(i: u64) -> Value {
     let mut meta = BTreeMap::new();
     meta.insert("version".to_owned(), "1.4.2".to_owned());
-    Value::Service(ServiceInstance {
-        id: format!("web-{i}"),
-        name: "web".into(),
-        address: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, (i % 256) as u8))),
-        port: 8080,
-        tags: vec!["v1".into(), "primary".into()],
-        meta,
-        weight_passing: 1,
-        weight_warning: 1,
-        ..Default::default()
-    })
+    Value::Service(
+        ServiceInstance {
+            id: format!("web-{i}"),
+            name: "web".into(),
+            address: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, (i % 256) as u8))),
+            port: 8080,
+            tags: vec!["v1".into(), "primary".into()],
+            meta,
+            weight_passing: 1,
+            weight_warning: 1,
+            ..Default::default()
+        }
+        .into(),
+    )
 }
 
 fn records(c: &mut Criterion) {

@@ -50,7 +50,13 @@ fn service_entry(owner: u64, i: u64, version: u64) -> Entry {
         weight_warning: 1,
         ..Default::default()
     };
-    Entry::signed(&identity(owner), generation(owner), &format!("svc/web-{}", i % 10), version, Value::Service(inst))
+    Entry::signed(
+        &identity(owner),
+        generation(owner),
+        &format!("svc/web-{}", i % 10),
+        version,
+        Value::Service(inst.into()),
+    )
 }
 
 /// Owner `n`'s history of `count` service writes, split into deltas that fit a datagram.

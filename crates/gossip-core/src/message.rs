@@ -124,7 +124,7 @@ pub enum Value {
     /// The owner's status.
     Status(NodeStatus),
     /// A service instance (key `svc/<id>`).
-    Service(ServiceInstance),
+    Service(std::sync::Arc<ServiceInstance>),
     /// The owner's current Noise static key, bound to its identity (key [`KEY_KEY`]).
     Binding(Binding),
     /// A cluster keyring (key [`KEYRING_KEY`]): every node adopts the one with the highest
@@ -925,7 +925,7 @@ fn decode_value_body(r: &mut Reader<'_>, tag: u8) -> Result<Value, DecodeError> 
                 return Err(DecodeError::BadTag { what: "node status", tag });
             }
         }),
-        2 => Value::Service(decode_service(r)?),
+        2 => Value::Service(std::sync::Arc::new(decode_service(r)?)),
         3 => Value::Binding(Binding::decode(r)?),
         4 => {
             let stamp = r.varint()?;

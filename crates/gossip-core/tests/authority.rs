@@ -86,7 +86,7 @@ fn certified_nodes_converge_and_an_ungranted_service_is_answered_by_no_one() {
     assert_eq!(members(&net, 0), 3);
     // The hijack: an instance of a service its certificate does not grant.
     let now = net.now;
-    let probed = Value::Service(svc("probed-1", "probed"));
+    let probed = Value::Service(svc("probed-1", "probed").into());
     net.nodes[rogue].write_unchecked(now, "svc/probed-1", probed);
     net.run_for(Duration::from_secs(5));
     for i in [0, 1] {
@@ -218,7 +218,11 @@ fn a_quota_holds_at_the_owner_and_at_every_replica() {
     let allowance = 256;
     for k in 0..(2 + allowance + 50) {
         let now = net.now;
-        net.nodes[rogue].write_unchecked(now, &format!("svc/f{k}"), Value::Service(svc(&format!("f{k}"), "web")));
+        net.nodes[rogue].write_unchecked(
+            now,
+            &format!("svc/f{k}"),
+            Value::Service(svc(&format!("f{k}"), "web").into()),
+        );
     }
     net.run_for(Duration::from_secs(10));
     let rogue_id = net.nodes[rogue].local().id;

@@ -49,7 +49,7 @@ fn value() -> impl Strategy<Value = Value> {
         Just(Value::Tombstone),
         Just(Value::Status(NodeStatus::Alive)),
         Just(Value::Status(NodeStatus::Left)),
-        service().prop_map(Value::Service),
+        service().prop_map(|s| Value::Service(s.into())),
         (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u64>(), any::<u64>(), sig()).prop_map(|(i, s, a, b, sig)| {
             Value::Binding(Binding { identity: IdentityPub(i), static_pub: s, not_before: a, not_after: b, sig })
         }),

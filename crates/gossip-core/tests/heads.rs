@@ -201,7 +201,7 @@ fn owner_history(owner: &Identity, n: u64, pad: usize) -> (NodeInfo, Vec<Entry>)
         .map(|v| {
             let mut s = svc(&format!("web-{v}"), "web");
             s.tags = vec!["x".repeat(pad)];
-            Entry::signed(owner, 5, &format!("svc/web-{v}"), v, Value::Service(s))
+            Entry::signed(owner, 5, &format!("svc/web-{v}"), v, Value::Service(s.into()))
         })
         .collect();
     (info, entries)

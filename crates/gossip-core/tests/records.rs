@@ -23,7 +23,7 @@ fn addr(i: u8) -> SocketAddr {
 }
 
 fn svc(port: u16) -> Value {
-    Value::Service(ServiceInstance { id: "web".into(), name: "web".into(), port, ..Default::default() })
+    Value::Service(ServiceInstance { id: "web".into(), name: "web".into(), port, ..Default::default() }.into())
 }
 
 fn owner_delta(owner: &Identity, entries: Vec<Entry>) -> Delta {

@@ -56,8 +56,8 @@ pub struct CatalogInstance {
     pub node_addr: IpAddr,
     /// Owning node's metadata.
     pub node_meta: std::sync::Arc<BTreeMap<String, String>>,
-    /// The instance as registered.
-    pub service: gossip_core::ServiceInstance,
+    /// The instance as registered (shared with the gossip table's entry).
+    pub service: Arc<gossip_core::ServiceInstance>,
 }
 
 /// The catalog at one index.
@@ -175,7 +175,12 @@ impl Changes {
     }
 }
 
-fn instance(serial: &mut u64, n: &NodeState, meta: &Arc<BTreeMap<String, String>>, s: &ServiceInstance) -> Arc<CatalogInstance> {
+fn instance(
+    serial: &mut u64,
+    n: &NodeState,
+    meta: &Arc<BTreeMap<String, String>>,
+    s: &Arc<ServiceInstance>,
+) -> Arc<CatalogInstance> {
     *serial += 1;
     Arc::new(CatalogInstance {
         serial: *serial,

@@ -766,7 +766,7 @@ pub fn check_instance(inst: ServiceInstance) -> Result<(String, Value), CommandE
     if inst.id.is_empty() || inst.id.len() > message::MAX_KEY - 4 {
         return Err(CommandError::BadId { max: message::MAX_KEY - 4 });
     }
-    let entry = Entry { key: format!("svc/{}", inst.id), version: u64::MAX, value: Value::Service(inst), sig: [0; 64] };
+    let entry = Entry { key: format!("svc/{}", inst.id), version: u64::MAX, value: Value::Service(inst.into()), sig: [0; 64] };
     let size = message::entry_len(&entry);
     if size > MAX_ENTRY {
         return Err(CommandError::TooLarge { size, max: MAX_ENTRY });
@@ -778,7 +778,7 @@ pub fn check_instance(inst: ServiceInstance) -> Result<(String, Value), CommandE
 /// new generation is still arriving, those of its previous generation ([`NodeState::served`]).
 pub fn services_of(node: &NodeState) -> impl Iterator<Item = &ServiceInstance> {
     node.served().entries.values().filter_map(|e| match &e.value {
-        Value::Service(s) => Some(s),
+        Value::Service(s) => Some(&**s),
         _ => None,
     })
 }
