@@ -21,8 +21,8 @@
 //!   RD/CD flags and question case patched; a miss takes the full path and is stored. Anything
 //!   else (odd header, EDNS options, other opcodes) takes the full path, uncached.
 //! * Every response is counted by code, every query with one question by type, and the time
-//!   from the query's arrival to the response handed to the socket goes into the latency
-//!   histogram ([`DnsStats`]), all lock-free.
+//!   from the query's arrival (over UDP, its batch's) to the response handed to the socket
+//!   goes into the latency histogram ([`DnsStats`]), all lock-free.
 //! * The query ID and question are echoed; AA is set on every answer in our domain.
 //! * EDNS (RFC 6891): when the query carries an OPT record the response carries one too, with
 //!   version 0 and a payload size of `min(client's, MAX_UDP_PAYLOAD)` (never below 512). An
