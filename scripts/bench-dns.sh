@@ -309,7 +309,7 @@ version() {
         gossipd) echo "gossipd (binary built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'); tree now at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'))" ;;
         gossipd-base) echo "gossipd-base $BASELINE (built $(date -u -r "$BASELINE" '+%Y-%m-%d %H:%M UTC'))" ;;
         dnsmasq) dnsmasq --version | head -1 | cut -d' ' -f1-3 ;;
-        unbound) unbound -V | head -1 ;;
+        unbound) echo "unbound $(unbound -V | head -1 | awk '{print $2}')" ;;
         nsd) nsd -v 2>&1 | head -1 ;;
         knot) knotd -V | head -1 ;;
     esac
