@@ -5,8 +5,10 @@
 //!
 //! * Serves UDP and TCP on sockets the caller bound, until the shutdown future resolves (the
 //!   UDP socket is closed when `run` returns). Both loops are ours (hickory's `Server` is not
-//!   used): UDP is one OS thread blocking on the socket (one `recvfrom` and one `sendto` per
-//!   query, no readiness polling; it wakes every 250 ms when idle to check for shutdown);
+//!   used): UDP is one OS thread blocking on the socket, answering in batches (one
+//!   `recvmmsg` takes every query queued, up to 32, and one `sendmmsg` sends their answers;
+//!   off Linux one `recvfrom` and one `sendto` per query; no readiness polling; it wakes
+//!   every 250 ms when idle to check for shutdown; see `server/udp.rs`);
 //!   TCP is tokio tasks reading length-prefixed queries, at most 256 connections and 16 per
 //!   source, each closed after 5 s idle (500 ms once half the slots are taken); see
 //!   [`crate::limits`]. UDP responses go through response rate limiting when it is enabled
@@ -19,8 +21,8 @@
 //!   RD/CD flags and question case patched; a miss takes the full path and is stored. Anything
 //!   else (odd header, EDNS options, other opcodes) takes the full path, uncached.
 //! * Every response is counted by code, every query with one question by type, and the time
-//!   from the query's arrival to the response handed to the socket goes into the latency
-//!   histogram ([`DnsStats`]), all lock-free.
+//!   from the query's arrival (over UDP, its batch's) to the response handed to the socket
+//!   goes into the latency histogram ([`DnsStats`]), all lock-free.
 //! * The query ID and question are echoed; AA is set on every answer in our domain.
 //! * EDNS (RFC 6891): when the query carries an OPT record the response carries one too, with
 //!   version 0 and a payload size of `min(client's, MAX_UDP_PAYLOAD)` (never below 512). An
@@ -72,14 +74,12 @@ use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use crate::DnsError;
-use crate::cache::{AnswerCache, CacheLimits, Outcome};
+use crate::cache::CacheLimits;
 use crate::forward::{ForwardConfig, Forwarder, servfail};
-use crate::limits::{Rrl, RrlConfig, TcpLimits, TcpSlot, TcpSlots, Verdict, truncated_reply};
-use crate::order::Rng;
+use crate::limits::{Rrl, RrlConfig, TcpLimits, TcpSlot, TcpSlots};
 use crate::resolve::{Answer, QType, Question, Rcode, Record, resolve};
 use crate::snapshot::{ResolverConfig, Snapshot};
 use crate::stats::{CountedRcode, DnsStats};
-use crate::wire::parse_query;
 use relay::Relay;
 
 pub use crate::wire::MAX_UDP_PAYLOAD;
@@ -173,7 +173,7 @@ impl DnsServer {
         std::thread::Builder::new()
             .name("dns-udp".into())
             .spawn(move || {
-                let _ = udp_done.send(serve_udp(&udp, &h, limits, rrl, relay, &flag));
+                let _ = udp_done.send(udp::serve_udp(&udp, &h, limits, rrl, relay, &flag));
             })
             .map_err(|e| DnsError::Serve(format!("udp thread: {e}")))?;
         let mut tcp_task = AbortOnDrop(tokio::spawn(serve_tcp(tcp, handler, TcpSlots::new(self.tcp))));
@@ -216,122 +216,6 @@ fn transient(error: &io::Error) -> bool {
             | io::ErrorKind::HostUnreachable
             | io::ErrorKind::NetworkUnreachable
     )
-}
-
-/// The UDP loop: one OS thread of its own, blocking on the socket (no readiness polling, so a
-/// query costs one `recvfrom` and one `sendto`), one receive buffer, one answer buffer, one
-/// cache. The common query shape ([`parse_query`]) is answered from the cache; everything else,
-/// and every miss, takes the full path ([`Handler::answer`]). Returns `None` once `stop` is set
-/// (seen within [`UDP_POLL`]), or the first socket error that is not transient.
-fn serve_udp(
-    socket: &std::net::UdpSocket,
-    handler: &Arc<Handler>,
-    limits: CacheLimits,
-    mut rrl: Option<Rrl>,
-    relay: Option<Relay>,
-    stop: &AtomicBool,
-) -> Option<io::Error> {
-    if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
-        return Some(error);
-    }
-    let mut buf = vec![0u8; UDP_RECV_BUFFER];
-    let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
-    let mut cache = AnswerCache::new(limits);
-    let mut picks = Rng::new(handler.seed.rotate_left(17) ^ 0x6A09_E667_F3BC_C908);
-    while !stop.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(error) if transient(&error) || error.kind() == io::ErrorKind::TimedOut => continue,
-            Err(error) => return Some(error),
-        };
-        if src.port() == 0 {
-            continue; // nowhere to answer
-        }
-        let start = Instant::now();
-        let query = &buf[..len];
-        if let Some(rrl) = rrl.as_mut() {
-            match rrl_verdict(rrl, start, src, query) {
-                Verdict::Send => {}
-                Verdict::Drop => {
-                    handler.stats.record_rrl(false);
-                    continue;
-                }
-                Verdict::Slip => {
-                    handler.stats.record_rrl(true);
-                    if let Some(reply) = truncated_reply(query) {
-                        let _ = socket.send_to(&reply, src);
-                    }
-                    continue;
-                }
-            }
-        }
-        let snapshot = handler.snapshot.load_full();
-        let fast = parse_query(query).filter(|_| limits.entries > 0);
-        let mut forward = false;
-        let sent = match fast {
-            Some(q) => {
-                let full = |canonical: &[u8]| match handler.reply(canonical, src, Protocol::Udp, &snapshot) {
-                    Reply::Send(bytes) => Some(bytes),
-                    Reply::Forward => {
-                        forward = true;
-                        None
-                    }
-                    Reply::Nothing => None,
-                };
-                match cache.answer(query, &q, &snapshot, picks.next_u64(), &mut out, full) {
-                    Outcome::Hit { rcode, truncated } => {
-                        handler.stats.record_qtype(QType::from_u16(q.qtype));
-                        handler.stats.record(rcode);
-                        if truncated {
-                            handler.stats.record_truncated();
-                        }
-                        true
-                    }
-                    Outcome::Miss => true,
-                    Outcome::NoAnswer => false,
-                }
-            }
-            None => match handler.reply(query, src, Protocol::Udp, &snapshot) {
-                Reply::Send(answer) => {
-                    out = answer;
-                    true
-                }
-                Reply::Forward => {
-                    forward = true;
-                    false
-                }
-                Reply::Nothing => false,
-            },
-        };
-        if forward && let (Some(relay), Some(forwarder)) = (relay.as_ref(), handler.forward.as_ref()) {
-            relay.forward(forwarder, handler, query, src, start);
-            continue;
-        }
-        if sent {
-            if let Err(error) = socket.send_to(&out, src)
-                && !transient(&error)
-            {
-                debug!(%error, %src, "failed to send DNS response");
-            }
-            handler.stats.record_latency(start.elapsed());
-        }
-    }
-    None
-}
-
-/// The rate limiter's verdict on the answer to `query` (a query whose question does not read
-/// is keyed by its source alone).
-fn rrl_verdict(rrl: &mut Rrl, now: Instant, src: SocketAddr, query: &[u8]) -> Verdict {
-    let mut at = crate::wire::QNAME_OFFSET;
-    while let Some(&len) = query.get(at) {
-        at += 1 + usize::from(len);
-        if len == 0 || len > 63 {
-            break;
-        }
-    }
-    let name = query.get(crate::wire::QNAME_OFFSET..at.min(query.len())).unwrap_or_default();
-    let qtype = query.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    rrl.check(now, src.ip(), name, qtype)
 }
 
 /// Accepts TCP connections within the [`TcpSlots`] limits until aborted.
@@ -663,3 +547,4 @@ fn to_hickory(record: &Record, question: &Question, qname: &Name) -> Result<HRec
 mod relay;
 #[cfg(test)]
 mod tests;
+mod udp;

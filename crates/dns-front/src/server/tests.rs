@@ -7,7 +7,9 @@ use hickory_server::proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 
 use super::*;
+use crate::cache::{AnswerCache, Outcome};
 use crate::snapshot::{Health, Instance, Node};
+use crate::wire::parse_query;
 
 fn snapshot() -> Arc<Snapshot> {
     let inst = |service: &str, i: u8| Instance {
