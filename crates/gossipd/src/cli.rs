@@ -75,6 +75,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Print the manual page (roff, for `man -l -`); the Debian package installs it.
+    #[command(hide = true)]
+    Man,
 }
 
 /// `gossipd join` arguments.

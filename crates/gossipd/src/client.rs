@@ -71,6 +71,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             String::from_utf8(out).context("completion script")?
         }
+        Command::Man => crate::manpage::render()?,
         Command::Leave(client) => {
             let api = Api::new(&client)?;
             api.put("/v1/agent/leave", None)?;

@@ -9,6 +9,7 @@ mod config_file;
 mod driver;
 mod http;
 mod keys;
+mod manpage;
 mod metrics;
 mod persist;
 mod service_def;
