@@ -75,9 +75,32 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Stream the local agent's log lines live, as `consul monitor`, until Ctrl-C or until the
+    /// agent stops; needs the operator token (--data-dir or --token). A reader slower than the
+    /// log is told how many lines it missed.
+    Monitor(MonitorArgs),
     /// Print the manual page (roff, for `man -l -`); the Debian package installs it.
     #[command(hide = true)]
     Man,
+}
+
+/// `gossipd monitor` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The least severe level streamed: trace, debug, info, warn or err (Consul's names),
+    /// whatever the agent's own --log-level.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_monitor_level)]
+    pub log_level: String,
+}
+
+fn parse_monitor_level(s: &str) -> Result<String, String> {
+    match crate::logstream::parse_level(s) {
+        Some(_) => Ok(s.to_ascii_lowercase()),
+        None => Err("use trace, debug, info, warn or err".into()),
+    }
 }
 
 /// `gossipd join` arguments.

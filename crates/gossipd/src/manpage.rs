@@ -36,7 +36,8 @@ pub fn render() -> anyhow::Result<String> {
 const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 .TP
 \fB0\fR
-Success. The agent exits 0 when stopped with SIGINT or SIGTERM.
+Success. Long-running commands (\fBagent\fR, \fBmonitor\fR) exit 0 when stopped with SIGINT or
+SIGTERM; \fBmonitor\fR also when the agent ends the stream because it stops.
 .TP
 \fB1\fR
 A runtime error: the agent cannot be reached or refused the request (the message names the
