@@ -1,4 +1,5 @@
-//! `gossipd monitor` (the live log, `GET /v1/agent/monitor`) against real agents.
+//! `gossipd monitor` (the live log, `GET /v1/agent/monitor`) and `gossipd watch` (a handler
+//! run at each change of a view, through blocking queries) against real agents.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -62,6 +63,17 @@ impl Streaming {
                 Err(_) => panic!("no line with {needle:?} within {WAIT:?}; seen:\n{}", self.seen.join("\n")),
             }
         }
+    }
+
+    /// The lines that arrive within `d`.
+    fn drain_for(&mut self, d: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + d;
+        let mut out = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            self.seen.push(line.clone());
+            out.push(line);
+        }
+        out
     }
 
     fn signal(&mut self, sig: &str) -> (Option<i32>, String) {
@@ -209,4 +221,89 @@ fn a_monitor_that_does_not_read_is_told_how_many_lines_it_missed() {
     assert!(n > 1000, "{notice}");
     // The agent answers as before.
     assert!(a.get("/v1/agent/members").is_ok());
+}
+
+#[test]
+fn watch_runs_its_handler_when_the_view_changes_and_only_then() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let http = a.http.to_string();
+    let out = root.path().join("runs");
+    let handler = format!("{{ cat; echo \"index=$GOSSIPD_INDEX\"; echo ---; }} >> {}", out.display());
+    let mut w =
+        Streaming::start(&["watch", "--http", &http, "--type", "service", "--service", "web", "--passing", &handler]);
+    let runs = |n: usize| {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let runs: Vec<String> = text.split("---\n").filter(|r| !r.is_empty()).map(str::to_owned).collect();
+        (runs.len() >= n).then_some(runs)
+    };
+    // At start, with the current result: no instance.
+    let first = wait_for("the first run", WAIT, || runs(1));
+    assert!(first[0].starts_with("[]"), "{first:?}");
+    assert!(first[0].contains("index=") && !first[0].contains("index=\n"), "{first:?}");
+
+    let (status, body) = a.put("/v1/agent/service/register", r#"{"ID": "web-1", "Name": "web", "Port": 80}"#);
+    assert_eq!(status, 200, "{body}");
+    let second = wait_for("a run for web-1", WAIT, || runs(2));
+    let json: serde_json::Value = serde_json::from_str(second[1].split("index=").next().unwrap()).unwrap();
+    assert_eq!(json[0]["Service"]["ID"], "web-1", "{json}");
+
+    // Changes elsewhere raise the catalog index but not this view: no run. Nor does an instance
+    // that is not passing.
+    let (status, _) = a.put("/v1/agent/service/register", r#"{"Name": "db", "Port": 5432}"#);
+    assert_eq!(status, 200);
+    let (status, body) = a.put(
+        "/v1/agent/service/register",
+        r#"{"ID": "web-2", "Name": "web", "Port": 81, "Check": {"TTL": "30s", "Status": "critical"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(0).unwrap().len(), 2, "a run without a change of the view");
+
+    // web-2 passes: it joins the view.
+    let (status, body) = a.put("/v1/agent/check/pass/service:web-2", "");
+    assert_eq!(status, 200, "{body}");
+    let third = wait_for("a run for web-2 passing", WAIT, || runs(3));
+    assert!(third[2].contains("web-1") && third[2].contains("web-2"), "{}", third[2]);
+
+    let (code, err) = w.signal("INT");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(w.seen.is_empty(), "with a handler nothing is printed: {:?}", w.seen);
+}
+
+#[test]
+fn watch_prints_each_result_without_a_handler() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let http = a.http.to_string();
+
+    let mut w = Streaming::start(&["watch", "--http", &http, "--type", "services", "--format", "json"]);
+    assert_eq!(w.expect("{"), "{}");
+    let (status, _) = a.put("/v1/agent/service/register", r#"{"Name": "api", "Port": 9000, "Tags": ["v2"]}"#);
+    assert_eq!(status, 200);
+    let line = w.expect("api");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["api"], serde_json::json!(["v2"]));
+    assert!(w.drain_for(Duration::from_secs(1)).is_empty(), "one line per change");
+    let (code, err) = w.signal("TERM");
+    assert_eq!(code, Some(0), "{err}");
+
+    // --once: the current result, then exit; tables by default.
+    let (code, out, err) = gossipd(&["watch", "--http", &http, "--type", "service", "--service", "api", "--once"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("SERVICE  ID   NODE   ADDRESS    PORT  TAGS  STATUS"), "{out}");
+    assert!(out.contains("api      api  alpha  127.0.0.1  9000  v2    passing"), "{out}");
+    let (code, out, err) = gossipd(&["watch", "--http", &http, "--type", "nodes", "--once", "--format", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["Node"], "alpha", "{out}");
+
+    // Exit codes scripts can rely on.
+    let (code, _, err) = gossipd(&["watch", "--http", &http, "--type", "nodes", "--service", "web"]);
+    assert_eq!(code, Some(2), "--service with --type nodes: {err}");
+    let (code, _, err) = gossipd(&["watch", "--http", &http, "--type", "service"]);
+    assert_eq!(code, Some(2), "--type service without --service: {err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (code, _, err) = gossipd(&["watch", "--http", &format!("127.0.0.1:{port}"), "--type", "nodes"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot reach agent"), "{err}");
 }

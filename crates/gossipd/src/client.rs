@@ -12,6 +12,7 @@ use crate::cli::{ClientArgs, Command, Format, ServicesCommand};
 use crate::service_def;
 
 mod monitor;
+mod watch;
 
 /// Runs a client subcommand, printing its result on stdout.
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -75,6 +76,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Man => crate::manpage::render()?,
         Command::Monitor(m) => monitor::run(&Api::new(&m.client)?, &m)?,
+        Command::Watch(w) => watch::run(&Api::new(&w.client)?, &w)?,
         Command::Leave(client) => {
             let api = Api::new(&client)?;
             api.put("/v1/agent/leave", None)?;
@@ -231,6 +233,21 @@ impl Api {
     fn get(&self, path: &str) -> anyhow::Result<Value> {
         let response = self.auth(self.agent.get(format!("{}{path}", self.base))).call();
         self.finish("GET", path, response)
+    }
+
+    /// A GET whose answer may take up to `timeout` (a blocking query): the JSON body and the
+    /// `X-Consul-Index` header (0 when absent).
+    fn get_indexed(&self, path: &str, timeout: Duration) -> anyhow::Result<(Value, u64)> {
+        let request =
+            self.auth(self.agent.get(format!("{}{path}", self.base))).config().timeout_global(Some(timeout)).build();
+        let response = self.checked("GET", path, request.call())?;
+        let index = response
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((self.json_body("GET", path, response)?, index))
     }
 
     /// A GET whose body streams for as long as the agent sends it (no timeout once
@@ -410,8 +427,13 @@ fn catalog_services(api: &Api, format: Format) -> anyhow::Result<String> {
     if format == Format::Json {
         return Ok(pretty(&names));
     }
+    names_table(&names)
+}
+
+/// `/v1/catalog/services` as a table.
+fn names_table(names: &Value) -> anyhow::Result<String> {
     let obj =
-        names.as_object().with_context(|| format!("/v1/catalog/services: expected an object, got {}", kind(&names)))?;
+        names.as_object().with_context(|| format!("/v1/catalog/services: expected an object, got {}", kind(names)))?;
     let mut rows: Vec<Vec<String>> = obj
         .iter()
         .map(|(name, tags)| {
@@ -429,7 +451,12 @@ fn catalog_nodes(api: &Api, format: Format) -> anyhow::Result<String> {
     if format == Format::Json {
         return Ok(pretty(&nodes));
     }
-    let mut rows: Vec<Vec<String>> = as_array(&nodes, "/v1/catalog/nodes")?
+    nodes_table(&nodes)
+}
+
+/// `/v1/catalog/nodes` as a table.
+fn nodes_table(nodes: &Value) -> anyhow::Result<String> {
+    let mut rows: Vec<Vec<String>> = as_array(nodes, "/v1/catalog/nodes")?
         .iter()
         .map(|n| vec![text(&n["Node"]), text(&n["ID"]), text(&n["Address"]), text(&n["Datacenter"])])
         .collect();

@@ -36,12 +36,12 @@ pub fn render() -> anyhow::Result<String> {
 const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 .TP
 \fB0\fR
-Success. Long-running commands (\fBagent\fR, \fBmonitor\fR) exit 0 when stopped with SIGINT or
-SIGTERM; \fBmonitor\fR also when the agent ends the stream because it stops.
+Success. Long-running commands (\fBagent\fR, \fBmonitor\fR, \fBwatch\fR) exit 0 when stopped with
+SIGINT or SIGTERM; \fBmonitor\fR also when the agent ends the stream because it stops.
 .TP
 \fB1\fR
 A runtime error: the agent cannot be reached or refused the request (the message names the
-reason), a file is invalid.
+reason), a file is invalid, a watch handler cannot be started.
 .TP
 \fB2\fR
 A usage error: unknown flag, missing or invalid value.
