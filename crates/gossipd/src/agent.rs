@@ -575,5 +575,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "DNS server");
     }
     tracing::info!("stopped");
+    // Live log streams (`gossipd monitor`) end after that line.
+    crate::logstream::close(Duration::from_secs(1)).await;
     Ok(())
 }

@@ -75,6 +75,75 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Stream the local agent's log lines live, as `consul monitor`, until Ctrl-C or until the
+    /// agent stops; needs the operator token (--data-dir or --token). A reader slower than the
+    /// log is told how many lines it missed.
+    Monitor(MonitorArgs),
+    /// Watch a view of the catalog, as `consul watch`: each time the result changes, run a
+    /// handler with its JSON on stdin, or print it. Blocking queries: no polling.
+    Watch(WatchArgs),
+    /// Print the manual page (roff, for `man -l -`); the Debian package installs it.
+    #[command(hide = true)]
+    Man,
+}
+
+/// `gossipd monitor` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The least severe level streamed: trace, debug, info, warn or err (Consul's names),
+    /// whatever the agent's own --log-level.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_monitor_level)]
+    pub log_level: String,
+}
+
+fn parse_monitor_level(s: &str) -> Result<String, String> {
+    match crate::logstream::parse_level(s) {
+        Some(_) => Ok(s.to_ascii_lowercase()),
+        None => Err("use trace, debug, info, warn or err".into()),
+    }
+}
+
+/// What `gossipd watch` watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchType {
+    /// One service's instances with their checks (`/v1/health/service/NAME`): --service,
+    /// optionally --tag and --passing.
+    Service,
+    /// Service names with their tags (`/v1/catalog/services`).
+    Services,
+    /// The alive nodes (`/v1/catalog/nodes`).
+    Nodes,
+}
+
+/// `gossipd watch` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to watch.
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub kind: WatchType,
+    /// The service's name (--type service).
+    #[arg(long, value_name = "NAME", required_if_eq("kind", "service"))]
+    pub service: Option<String>,
+    /// Only instances carrying this tag (--type service; repeat: all of them).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Only instances whose checks pass (--type service).
+    #[arg(long)]
+    pub passing: bool,
+    /// Print the current result once and exit (no handler).
+    #[arg(long, conflicts_with = "handler")]
+    pub once: bool,
+    /// The handler, run with `sh -c` (its words joined with spaces, as Consul runs it) at start
+    /// and each time the result changes, with the result's JSON on stdin and GOSSIPD_INDEX
+    /// (and CONSUL_INDEX) in its environment. Without it each result is printed (--format).
+    #[arg(value_name = "HANDLER", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub handler: Vec<String>,
 }
 
 /// `gossipd join` arguments.

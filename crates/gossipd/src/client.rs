@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::cli::{ClientArgs, Command, Format, ServicesCommand};
 use crate::service_def;
 
+mod monitor;
+mod watch;
+
 /// Runs a client subcommand, printing its result on stdout.
 pub fn run(command: Command) -> anyhow::Result<()> {
     let out = match command {
@@ -71,6 +74,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             String::from_utf8(out).context("completion script")?
         }
+        Command::Man => crate::manpage::render()?,
+        Command::Monitor(m) => monitor::run(&Api::new(&m.client)?, &m)?,
+        Command::Watch(w) => watch::run(&Api::new(&w.client)?, &w)?,
         Command::Leave(client) => {
             let api = Api::new(&client)?;
             api.put("/v1/agent/leave", None)?;
@@ -229,6 +235,29 @@ impl Api {
         self.finish("GET", path, response)
     }
 
+    /// A GET whose answer may take up to `timeout` (a blocking query): the JSON body and the
+    /// `X-Consul-Index` header (0 when absent).
+    fn get_indexed(&self, path: &str, timeout: Duration) -> anyhow::Result<(Value, u64)> {
+        let request =
+            self.auth(self.agent.get(format!("{}{path}", self.base))).config().timeout_global(Some(timeout)).build();
+        let response = self.checked("GET", path, request.call())?;
+        let index = response
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((self.json_body("GET", path, response)?, index))
+    }
+
+    /// A GET whose body streams for as long as the agent sends it (no timeout once
+    /// connected).
+    fn stream(&self, path: &str) -> anyhow::Result<ureq::BodyReader<'static>> {
+        let request = self.auth(self.agent.get(format!("{}{path}", self.base))).config().timeout_global(None).build();
+        let response = self.checked("GET", path, request.call())?;
+        Ok(response.into_body().into_reader())
+    }
+
     /// POST, PUT or DELETE with a JSON body.
     fn send(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
@@ -257,6 +286,18 @@ impl Api {
         path: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Value> {
+        let response = self.checked(method, path, response)?;
+        self.json_body(method, path, response)
+    }
+
+    /// The response if it is a success, else an error naming the agent, or carrying the
+    /// agent's error body.
+    fn checked(
+        &self,
+        method: &str,
+        path: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
         let mut response = response.map_err(|e| match e {
             ureq::Error::Io(_)
             | ureq::Error::ConnectionFailed
@@ -267,23 +308,62 @@ impl Api {
             e => anyhow::anyhow!("{method} {}{path}: {e}", self.base),
         })?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        let text = one_line(&body);
+        if text.is_empty() {
+            bail!("agent answered {status} to {method} {path}");
+        }
+        bail!("agent answered {status} to {method} {path}: {text}");
+    }
+
+    /// A successful response's JSON body (`null` when empty).
+    fn json_body(
+        &self,
+        method: &str,
+        path: &str,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> anyhow::Result<Value> {
         let body = response
             .body_mut()
             .read_to_string()
             .with_context(|| format!("{method} {}{path}: reading the response", self.base))?;
-        if !status.is_success() {
-            let text = one_line(&body);
-            if text.is_empty() {
-                bail!("agent answered {status} to {method} {path}");
-            }
-            bail!("agent answered {status} to {method} {path}: {text}");
-        }
         if body.trim().is_empty() {
             return Ok(Value::Null);
         }
         serde_json::from_str(&body)
             .with_context(|| format!("{method} {}{path}: the agent's answer is not JSON", self.base))
     }
+}
+
+/// Exits 0 at SIGINT or SIGTERM, for the commands that run until stopped (`monitor`,
+/// `watch`): Ctrl-C is how they are meant to end, not a failure.
+fn exit_on_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    // Registered now, before the command starts: no window where Ctrl-C kills the process.
+    let (mut int, mut term) = {
+        let _in = runtime.enter();
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+    };
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        std::process::exit(0);
+    });
+    Ok(())
+}
+
+/// A usage error (exit status 2, as clap's own) for a combination clap cannot express.
+fn usage_error(msg: impl std::fmt::Display) -> ! {
+    let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+    cmd.error(clap::error::ErrorKind::ArgumentConflict, msg).exit()
 }
 
 /// An error body on one line, at most 500 characters.
@@ -347,8 +427,13 @@ fn catalog_services(api: &Api, format: Format) -> anyhow::Result<String> {
     if format == Format::Json {
         return Ok(pretty(&names));
     }
+    names_table(&names)
+}
+
+/// `/v1/catalog/services` as a table.
+fn names_table(names: &Value) -> anyhow::Result<String> {
     let obj =
-        names.as_object().with_context(|| format!("/v1/catalog/services: expected an object, got {}", kind(&names)))?;
+        names.as_object().with_context(|| format!("/v1/catalog/services: expected an object, got {}", kind(names)))?;
     let mut rows: Vec<Vec<String>> = obj
         .iter()
         .map(|(name, tags)| {
@@ -366,7 +451,12 @@ fn catalog_nodes(api: &Api, format: Format) -> anyhow::Result<String> {
     if format == Format::Json {
         return Ok(pretty(&nodes));
     }
-    let mut rows: Vec<Vec<String>> = as_array(&nodes, "/v1/catalog/nodes")?
+    nodes_table(&nodes)
+}
+
+/// `/v1/catalog/nodes` as a table.
+fn nodes_table(nodes: &Value) -> anyhow::Result<String> {
+    let mut rows: Vec<Vec<String>> = as_array(nodes, "/v1/catalog/nodes")?
         .iter()
         .map(|n| vec![text(&n["Node"]), text(&n["ID"]), text(&n["Address"]), text(&n["Datacenter"])])
         .collect();

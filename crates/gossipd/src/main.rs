@@ -9,6 +9,8 @@ mod config_file;
 mod driver;
 mod http;
 mod keys;
+mod logstream;
+mod manpage;
 mod metrics;
 mod persist;
 mod service_def;
@@ -45,7 +47,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             if let (Some(file), Some(sub)) = (args.config.clone(), matches.subcommand_matches("agent")) {
                 config_file::apply(&file, &mut args, sub)?;
             }
-            init_tracing(&args.log_level, args.log_format)?;
+            init_tracing(&args.log_level, args.log_format, true)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -53,7 +55,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             runtime.block_on(agent::run(args))
         }
         command => {
-            init_tracing("warn", cli::LogFormat::Text)?;
+            init_tracing("warn", cli::LogFormat::Text, false)?;
             client::run(command)
         }
     }
@@ -75,8 +77,12 @@ fn check_log_level(filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` when set, else by `default`.
-fn init_tracing(default: &str, format: cli::LogFormat) -> anyhow::Result<()> {
+/// Logs to stderr, filtered by `RUST_LOG` when set, else by `default`; with `monitor`, also to
+/// the agent's live log streams (`GET /v1/agent/monitor`), filtered by their own levels.
+fn init_tracing(default: &str, format: cli::LogFormat, monitor: bool) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     check_log_level(default)?;
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.trim().is_empty() => {
@@ -88,12 +94,16 @@ fn init_tracing(default: &str, format: cli::LogFormat) -> anyhow::Result<()> {
     };
     // Colours only for a terminal: a file or journald gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let result = match format {
-        cli::LogFormat::Text => builder.try_init(),
-        cli::LogFormat::Json => builder.json().try_init(),
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let stderr = match format {
+        cli::LogFormat::Text => stderr.boxed(),
+        cli::LogFormat::Json => stderr.json().boxed(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    tracing_subscriber::registry()
+        .with(stderr.with_filter(filter))
+        .with(monitor.then(logstream::layer))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
 #[cfg(test)]

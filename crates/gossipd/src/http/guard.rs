@@ -12,7 +12,8 @@
 //!    `no-cors` fetch may send across sites without a CORS preflight; no Consul client sends
 //!    them (curl's `-d` sends `application/x-www-form-urlencoded`, which stays accepted for
 //!    compatibility: such a request from a page carries an `Origin` and is refused by 2).
-//! 4. **Token**: `/v1/operator/...` always needs the operator token; writes need a write token
+//! 4. **Token**: `/v1/operator/...`, `/v1/agent/leave`, `/v1/agent/force-leave/...` and
+//!    `/v1/agent/monitor` (the live log) always need the operator token; writes need a write token
 //!    when `--http-require-token` is `write` or `read`; reads need a read token when it is
 //!    `read`. A token that is presented but unknown is refused even where none is needed, as
 //!    Consul's "ACL not found".
@@ -84,10 +85,12 @@ impl Guard {
             }
         }
         let path = uri.path();
-        // Leaving stops the agent: as strong as any operator action.
+        // Leaving stops the agent: as strong as any operator action. The live log names
+        // peers, files and check outputs: the operator's, as the agent's own log file is.
         let needed = if path == "/v1/operator"
             || path.starts_with("/v1/operator/")
             || path == "/v1/agent/leave"
+            || path == "/v1/agent/monitor"
             || path.starts_with("/v1/agent/force-leave/")
         {
             Some(Power::Operator)
@@ -260,6 +263,10 @@ mod tests {
         assert!(admit(&g, Method::DELETE, &format!("/v1/operator/keyring?token={OP}"), &[]).is_ok());
         assert!(admit(&g, Method::GET, "/v1/agent/members", &[]).is_ok());
         assert!(admit(&g, Method::PUT, "/v1/agent/service/register", &[]).is_ok());
+        for path in ["/v1/agent/monitor", "/v1/agent/monitor?loglevel=debug"] {
+            assert!(admit(&g, Method::GET, path, &[("x-consul-token", WR)]).is_err(), "{path}");
+            assert!(admit(&g, Method::GET, path, &[("x-consul-token", OP)]).is_ok(), "{path}");
+        }
         let e = admit(&g, Method::GET, "/v1/agent/members", &[("x-consul-token", "nope-nope-nope-nope")]).unwrap_err();
         assert!(e.1.starts_with("ACL not found"), "{e:?}");
 

@@ -12,7 +12,7 @@
 //! since ignoring them would answer more than was asked for.
 //!
 //! One file per API area: [`agent`], [`catalog`], [`health`], [`status`], [`operator`],
-//! [`metrics`]; [`guard`] checks every request first (Host, Origin, content type, token) and
+//! [`metrics`], [`monitor`] (the live log); [`guard`] checks every request first (Host, Origin, content type, token) and
 //! [`serve`] is the connection loop with its limits and timeouts.
 
 mod agent;
@@ -20,6 +20,7 @@ mod catalog;
 pub mod guard;
 mod health;
 mod metrics;
+mod monitor;
 mod operator;
 pub mod serve;
 mod status;
@@ -73,6 +74,7 @@ pub fn router(api: Api, guard: guard::Guard) -> Router {
         .route("/v1/agent/checks", get(agent::checks))
         .route("/v1/agent/check/{verb}/{id}", put(agent::check_verb))
         .route("/v1/agent/metrics", get(metrics::metrics))
+        .route("/v1/agent/monitor", get(monitor::monitor))
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
