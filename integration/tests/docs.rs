@@ -29,7 +29,8 @@ fn every_shell_block_of_the_readme_and_operations_runs() {
     assert!(out.status.success(), "a documented command failed:\n{text}");
     // Both files ran blocks (a parser that found nothing would pass vacuously).
     for f in ["README.md", "docs/OPERATIONS.md"] {
-        let line = text.lines().find(|l| l.starts_with(&format!("{f}: "))).unwrap_or_else(|| panic!("{f} not run:\n{text}"));
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{f}: "))).unwrap_or_else(|| panic!("{f} not run:\n{text}"));
         let ran: usize = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
         assert!(ran >= 3, "{f}: only {ran} blocks ran:\n{text}");
     }
