@@ -7,7 +7,7 @@ asserts nothing. Run through scripts/bench-agents.sh (builds the release binary,
 run with `timeout`), or directly:
 
   bench-agents.py [--sizes 100,200,300] [--systems gossipd,serf] [--trials 3] [--idle-seconds 30]
-                  [--settle-seconds 15] [--converge-timeout 300] [--seeds 3] [--poll-ms 500]
+                  [--settle-seconds 15] [--converge-timeout 300] [--seeds 3] [--spawn-over 0] [--poll-ms 500]
                   [--change-poll-ms 50] [--deadline 1500] [--no-ca] [--no-serf-encrypt]
 
 Per N and system, alone on the machine (gossipd first, then Serf, never both at once):
@@ -20,7 +20,7 @@ Per N and system, alone on the machine (gossipd first, then Serf, never both at 
   run and a certificate per agent, as README.md's cluster; the cluster key; one service file
   in the agent's --config-dir). Then N children are forked, each held at a barrier (reading
   a pipe), and released at once to exec the agent: the spread printed is release to the
-  last exec (/proc/PID/exe). (Popen in a loop spread 100 gossipd agents over 9.5 s here: the
+  last exec (/proc/PID/exe). --spawn-over S releases them evenly over S seconds instead. (Popen in a loop spread 100 gossipd agents over 9.5 s here: the
   first agents' start-up competed with the loop for the 2 CPUs.) Seeds: the first --seeds agents' gossip addresses (a seed does
   not list itself). gossipd retries seeds on its own; Serf gets `-retry-join` for each seed
   with `-retry-interval=1s` (plain `-join` exits when the seed is not up yet, which in a
@@ -168,21 +168,24 @@ class Proc:
             os.kill(self.pid, sig)
 
 
-def spawn_all(cmds):
-    """Forks one child per (argv, log path, stdout too) held at a barrier (a pipe's read end),
-    then releases them all at once, each to exec its argv. Forking from this small process
-    costs ~1-10 ms a child on this machine; forking and exec'ing in turn (subprocess.Popen in
-    a loop) spread 100 gossipd agents over 9.5 s here, as the early agents' start-up competed
-    with the loop for the 2 CPUs. Returns (procs, seconds forking, release time, exec times
-    after release: when /proc/PID/exe became the binary)."""
-    r, w = os.pipe()
-    procs = []
+def spawn_all(cmds, over=0.0):
+    """Forks one child per (argv, log path, stdout too), each held at a barrier (its own pipe's
+    read end), then releases them: all at once (`over` = 0), or evenly over `over` seconds;
+    each released child execs its argv. Forking from this small process costs ~1-10 ms a
+    child on this machine; forking and exec'ing in turn (subprocess.Popen in a loop) spread
+    100 gossipd agents over 9.5 s here, as the early agents' start-up competed with the loop
+    for the 2 CPUs. Returns (procs, seconds forking, release time of the first, exec times
+    after that: when /proc/PID/exe became the binary)."""
+    procs, pipes = [], []
     tf = time.time()
     for argv, log, both in cmds:
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
                 die_with_parent()
+                for _, w2 in pipes:
+                    os.close(w2)
                 os.close(w)
                 fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 null = os.open(os.devnull, os.O_RDWR)
@@ -195,16 +198,22 @@ def spawn_all(cmds):
             except BaseException:
                 pass
             os._exit(127)
+        os.close(r)
+        pipes.append((pid, w))
         procs.append(Proc(pid))
         LIVE.append(procs[-1])
     fork_s = time.time() - tf
-    os.close(r)
     release = time.time()
-    os.close(w)
+    for k, (_, w) in enumerate(pipes):
+        if over:
+            wait = release + over * k / max(1, len(pipes) - 1) - time.time()
+            if wait > 0:
+                time.sleep(wait)
+        os.close(w)
     target = os.path.realpath(cmds[0][0][0])
     execd = {}
     pending = {p.pid for p in procs}
-    while pending and time.time() - release < 30:
+    while pending and time.time() - release < 30 + over:
         for pid in list(pending):
             try:
                 if os.readlink(f"/proc/{pid}/exe") == target:
@@ -582,10 +591,11 @@ def run_one(system, n, a, counters):
         print(f"\n## {system}, N = {n} ({stamp()} UTC; prepared in {time.time() - tp:.1f} s; "
               f"load average {res['load_start']})", flush=True)
         check_deadline(f"{system} N = {n}")
-        c.procs, fork_s, t0, execd = spawn_all(c.argv)
+        c.procs, fork_s, t0, execd = spawn_all(c.argv, a.spawn_over)
         ok = [x for x in execd if x is not None]
         res["spread"] = max(ok) if ok else None
-        print(f"forked {n} children (held at a barrier) in {fork_s:.2f} s, released them at once: "
+        how = f"over {a.spawn_over:g} s" if a.spawn_over else "at once"
+        print(f"forked {n} children (held at a barrier) in {fork_s:.2f} s, released them {how}: "
               f"{len(ok)} exec'd the agent within {res['spread']:.2f} s of the release "
               f"(median {sorted(ok)[len(ok) // 2]:.2f} s); the clock starts at the release", flush=True)
         try:
@@ -615,7 +625,13 @@ def run_one(system, n, a, counters):
         worst = []
         for trial in range(a.trials):
             origin = (trial * 7) % n
-            seen, polls, sweeps_ms, (ack_ms, status) = bp.propagate(c, trial, origin, a.change_poll_ms)
+            try:
+                seen, polls, sweeps_ms, (ack_ms, status) = bp.propagate(c, trial, origin, a.change_poll_ms)
+            except (SystemExit, OSError, ConnectionError, RuntimeError) as e:
+                # bench-peers' poller gives up when an agent leaves a poll unanswered for 5 s.
+                print(f"trial {trial}: poller failed ({e}); connections reopened", flush=True)
+                c.close()
+                continue
             miss = sum(x is None for x in seen)
             lat = sorted(x for x in seen if x is not None)
             extra = ""
@@ -747,6 +763,8 @@ def main():
     ap.add_argument("--settle-seconds", type=int, default=15)
     ap.add_argument("--converge-timeout", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--spawn-over", type=float, default=0.0,
+                    help="release the agents evenly over this many seconds (0: all at once)")
     ap.add_argument("--poll-ms", type=int, default=500, help="convergence poll interval")
     ap.add_argument("--change-poll-ms", type=int, default=50, help="propagation poll interval")
     ap.add_argument("--deadline", type=int, default=1500, help="seconds; no new phase starts after it")

@@ -10,7 +10,7 @@
 #
 # usage: scripts/bench-agents.sh [--sizes 100,200,300] [--systems gossipd,serf] [--trials 3]
 #                                [--idle-seconds 30] [--settle-seconds 15] [--converge-timeout 300]
-#                                [--seeds 3] [--poll-ms 500] [--change-poll-ms 50] [--no-ca]
+#                                [--seeds 3] [--spawn-over 0] [--poll-ms 500] [--change-poll-ms 50] [--no-ca]
 #                                [--no-serf-encrypt]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
