@@ -36,7 +36,9 @@ Per N and system, alone on the machine (gossipd first, then Serf, never both at 
   (members - failed - left == N). An agent is complete at its first such answer; when all are,
   one full sweep of all N checks that none has regressed (a false suspicion would show here);
   if one has, polling goes on until a full sweep finds all N complete. Figure: first spawn to
-  the last agent's completion (and to the confirming sweep). The poller is one Python process
+  the last agent's completion (and to the confirming sweep). Printed with it: the agents' CPU
+  (utime+stime) over that time against the whole machine's (/proc/stat), to tell a cluster
+  that starves itself from one that other jobs starve. The poller is one Python process
   on the same 2 CPUs: its sweeps cost both systems the same.
 - **Propagation.** --trials times: gossipd registers a new service `benchK` on agent (7K mod N)
   through its HTTP API; Serf sets a tag `bench=tK` on it through RPC `tags`. The poller then
@@ -527,10 +529,40 @@ class Bytes:
 # ---------------------------------------------------------------------------------------------
 
 
+def machine_ticks():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        x = [int(v) for v in f.readline().split()[1:]]
+    return sum(x) - x[3] - x[4], sum(x)
+
+
+def agents_ticks(procs):
+    t = 0
+    for p in procs:
+        try:
+            t += bp.cpu_ticks(p.pid)
+        except (OSError, IndexError):
+            pass
+    return t
+
+
+def cpu_share(c, since):
+    """What the agents used since `since` (agents' ticks, machine (busy, total) ticks, time):
+    a string with the agents' CPU in % of one core and the machine's busy share."""
+    ag0, (b0, t0), w0 = since
+    ag1, (b1, t1), w1 = agents_ticks(c.procs), machine_ticks(), time.time()
+    w = max(1e-6, w1 - w0)
+    ncpu = os.cpu_count()
+    return (f"the {c.n} agents used {(ag1 - ag0) / bp.CLK_TCK / w * 100:.0f} % of a core on average over those "
+            f"{w:.0f} s (utime+stime), the whole machine was busy {(b1 - b0) / max(1, t1 - t0) * ncpu * 100:.0f} % "
+            f"of {ncpu * 100} %")
+
+
 def converge(c, a, t0):
     """Polls until every agent is complete; returns (seconds to the last completion, seconds to
     the confirming full sweep, sweeps, regressions) from t0, or raises on timeout."""
     n = c.n
+    since = (0, machine_ticks(), t0)  # the agents were exec'd at t0: their ticks start at 0
     pending = set(range(n))
     done_at = {}
     sweeps = 0
@@ -546,7 +578,8 @@ def converge(c, a, t0):
                 states[k] = states.get(k, 0) + 1
             raise TimeoutError(f"{c.name}: not converged after {a.converge_timeout} s: "
                                f"{len(pending)} agents incomplete; states now: "
-                               + "; ".join(f"{v} x {k}" for k, v in sorted(states.items(), key=lambda x: -x[1])[:8]))
+                               + "; ".join(f"{v} x {k}" for k, v in sorted(states.items(), key=lambda x: -x[1])[:8])
+                               + f". Meanwhile {cpu_share(c, since)}")
         if pending:
             ms = c.metrics_sweep(sorted(pending))
             sweeps += 1
@@ -559,12 +592,13 @@ def converge(c, a, t0):
                 last_report = time.time()
                 sample = [c.describe_state(ms[i]) for i in sorted(pending)[:3] if i in ms]
                 print(f"  [{stamp()}] {c.name}: {n - len(pending)}/{n} complete after {now - t0:.0f} s "
-                      f"(e.g. {'; '.join(sample)})", flush=True)
+                      f"(e.g. {'; '.join(sample)}); load average {loadavg()}", flush=True)
         if not pending:
             ms = c.metrics_sweep(range(n))
             sweeps += 1
             bad = [i for i, m in ms.items() if not c.complete(m)]
             if not bad:
+                print(f"  until convergence {cpu_share(c, since)}", flush=True)
                 return max(done_at.values()), time.time() - t0, sweeps, regressions
             regressions += len(bad)
             print(f"  [{stamp()}] {c.name}: confirming sweep found {len(bad)} agents incomplete again "
