@@ -784,6 +784,9 @@ def table(results, sizes):
         row("RSS per agent, mean (MiB)", "rss")
         row("idle gossip bytes per agent per s (IP, UDP+TCP)", "bytes", "{:.0f}")
         row("suspicions over the run (sum over agents)", "sus_run", "{:.0f}")
+        for name, r in (("gossipd", g), ("Serf", s)):
+            if r.get("failure"):
+                print(f"| {n} | {name} did not converge | {r['failure'][:400]} | | |")
         print(f"| {n} | load average at start / after convergence | {g.get('load_start', '-')} / {g.get('load_conv', '-')} | "
               f"{s.get('load_start', '-')} / {s.get('load_conv', '-')} | |")
 
