@@ -308,7 +308,13 @@ class Gossipd:
             self.argv.append((args, os.path.join(d, "log"), False))
 
     def connect(self, i):
-        return bp.HttpConn(f"{addr(i)}:{HTTP_PORT}")
+        c = object.__new__(bp.HttpConn)
+        c.addr = f"{addr(i)}:{HTTP_PORT}"
+        c.sock = socket.create_connection((addr(i), HTTP_PORT), timeout=2)
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.sock.settimeout(10)
+        c.buf, c.used = bytearray(), time.time()
+        return c
 
     def metrics_sweep(self, idxs):
         CONNECT[0] = self.connect
@@ -407,7 +413,20 @@ class Serf:
             self.argv.append((args, os.path.join(d, "log"), True))
 
     def connect(self, i):
-        return bp.SerfConn(f"{addr(i)}:{SERF_RPC_PORT}")
+        # bench-peers' SerfConn waits up to 10 s for the RPC handshake's answer; the poller
+        # connects to agents one after the other, so an overloaded cluster would stall it for
+        # 10 s per agent. 2 s here; a connection that fails is retried at the next sweep.
+        old = socket.getdefaulttimeout()
+        try:
+            c = object.__new__(bp.SerfConn)
+            c.sock = socket.create_connection((addr(i), SERF_RPC_PORT), timeout=2)
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.buf, c.seq, c.want_body = bytearray(), 0, False
+            c.call("handshake", {"Version": 1}, body_expected=False)
+            c.sock.settimeout(10)
+            return c
+        finally:
+            socket.setdefaulttimeout(old)
 
     def metrics_sweep(self, idxs):
         CONNECT[0] = self.connect
