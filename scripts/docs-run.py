@@ -153,8 +153,14 @@ def main():
             os.makedirs(os.path.join(work, "bin"))
             os.makedirs(os.path.join(work, "out"))
             os.makedirs(os.path.join(work, "target", "release"))
-            os.symlink(binary, os.path.join(work, "bin", "gossipd"))
-            os.symlink(binary, os.path.join(work, "target", "release", "gossipd"))
+            # A copy (a hard link where it can), not a symlink: the binary may live under /tmp,
+            # which the namespace covers with its own tmpfs.
+            local = os.path.join(work, "bin", "gossipd")
+            try:
+                os.link(binary, local)
+            except OSError:
+                shutil.copy2(binary, local)
+            os.symlink(local, os.path.join(work, "target", "release", "gossipd"))
             env = dict(os.environ, DOCS_WORK=work)
             env.pop("GOSSIPD_DATA_DIR", None)
             p = subprocess.Popen(
