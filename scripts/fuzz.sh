@@ -8,7 +8,9 @@
 #                                                 -runs), or SECONDS (default 7200) if sooner
 #
 # Environment: FUZZ_TARGETS (space-separated subset), FUZZ_SANITIZER (address by default;
-# `none` where AddressSanitizer is unavailable), FUZZ_INSTRUMENT_CRYPTO=1 (coverage in the
+# `none` where AddressSanitizer is unavailable), FUZZ_TIMEOUT (seconds of wall time one input may
+# take before libFuzzer reports it as a hang, default 30; raise it on a machine so loaded that a
+# niced run is starved for longer), FUZZ_INSTRUMENT_CRYPTO=1 (coverage in the
 # cryptographic primitive crates too; see scripts/fuzz-rustc.sh). Only a stable toolchain is
 # assumed: cargo-fuzz passes nightly flags, allowed by RUSTC_BOOTSTRAP=1. Builds with debug
 # assertions, so integer overflows panic too. Corpora grow in fuzz/corpus/<target>/ (not
@@ -40,6 +42,8 @@ if [ "${FUZZ_INSTRUMENT_CRYPTO:-0}" != 1 ]; then
 fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 sanitizer="${FUZZ_SANITIZER:-address}"
+timeout="${FUZZ_TIMEOUT:-30}"
+number "$timeout"
 targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 flags=(--debug-assertions --sanitizer "$sanitizer")
 cargo fuzz build "${flags[@]}"
@@ -69,14 +73,16 @@ for t in $targets; do
     start=$(date +%s)
     set +e
     cargo fuzz run "${flags[@]}" "$t" "${corpora[@]}" -- \
-        "${limit[@]}" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1
+        "${limit[@]}" -timeout="$timeout" -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1
     rc=$?
     set -e
     wall=$(($(date +%s) - start))
     execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
     [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9]*\)[[:space:]].*/\1/p' "$log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
-    if [ "$rc" -eq 0 ] && ! grep -q 'Test unit written to' "$log"; then
+    # A crash, leak, timeout or out-of-memory input fails the run; a "slow-unit" (an input that
+    # took over 10 s, e.g. on a starved machine) is written too but is no failure.
+    if [ "$rc" -eq 0 ] && ! grep -qE 'Test unit written to .*/(crash|leak|timeout|oom)-' "$log"; then
         result=clean
         if [ -n "$runs" ] && [ "${execs:-0}" -lt "$runs" ]; then
             result="clean (stopped at --max-time before $runs)"
@@ -88,6 +94,8 @@ for t in $targets; do
     printf '%-10s %12s %9s %7ss  %s\n' "$t" "${execs:-?}" "${rate:-?}" "$wall" "$result"
     if [ "${result#CRASH}" != "$result" ]; then
         grep -E 'panicked at|^(thread|ERROR|SUMMARY)|Test unit written to' "$log" | head -n 8 | sed 's/^/    /'
+    elif grep -q 'Test unit written to .*/slow-unit-' "$log"; then
+        echo "    slow units (not failures): $(grep -c 'Test unit written to .*/slow-unit-' "$log"), in $PWD/artifacts/$t/"
     fi
 done
 echo "$(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- .. || echo ' (modified)'), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"

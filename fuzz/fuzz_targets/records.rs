@@ -3,7 +3,10 @@
 //! a delta whose signed content (node info or any entry) differs from what the owner signed is
 //! never applied (`Applied::Forged`, or refused as stale or gapped before verification), and
 //! leaves the table as it was. Owners are one of 16 identities derived once
-//! (`gossipd_fuzz::identity`): the signatures over the input's content are its own work.
+//! (`gossipd_fuzz::identity`). The harness signs the input's claims through a cache keyed by
+//! the exact bytes signed (`gossipd_fuzz::sign_as`: Ed25519 signatures are deterministic, so a
+//! cached one is the one signing again would make); `Table::apply` verifies every signature
+//! itself, per input, as it would in an agent.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -11,7 +14,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use arbitrary::{Arbitrary, Unstructured};
 use gossip_core::message::{Bound, Delta, Entry, MAX_FIELD, MAX_KEY, MAX_NODE_NAME, Message, NodeStatus, Value};
-use gossip_core::secure::keys::{Binding, Identity};
 use gossip_core::state::{Applied, Table};
 use gossip_core::{Health, NodeId, NodeInfo, ServiceInstance};
 use libfuzzer_sys::fuzz_target;
@@ -67,7 +69,7 @@ fn clip(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-fn value(spec: &ValueSpec, id: &Identity) -> Value {
+fn value(spec: &ValueSpec, owner: u8) -> Value {
     match spec {
         ValueSpec::Tombstone => Value::Tombstone,
         ValueSpec::Alive => Value::Status(NodeStatus::Alive),
@@ -95,7 +97,7 @@ fn value(spec: &ValueSpec, id: &Identity) -> Value {
             .into(),
         ),
         ValueSpec::Binding { static_pub, not_before, not_after } => {
-            Value::Binding(Binding::sign(id, *static_pub, *not_before, *not_after))
+            Value::Binding(gossipd_fuzz::binding_signed(owner, *static_pub, *not_before, *not_after))
         }
         ValueSpec::Unknown { tag, bytes } => Value::Unknown {
             tag: (*tag).max(*gossip_core::message::KNOWN_VALUE_TAGS.end() + 1),
@@ -123,19 +125,44 @@ fn snapshot(t: &Table) -> Vec<(NodeId, u64, u64, Vec<Entry>)> {
     t.iter().map(|n| (n.info.id, n.info.generation, n.max_version, n.entries.values().cloned().collect())).collect()
 }
 
+/// `NodeInfo::signed` by identity `[owner; 32]`, its signature from the cache.
+fn info_signed(owner: u8, name: String, addr: SocketAddr, generation: u64) -> NodeInfo {
+    let public = gossipd_fuzz::identity(owner).public();
+    let mut info = NodeInfo {
+        id: public.node_id(),
+        identity: public,
+        name,
+        addr,
+        generation,
+        cert_digest: None,
+        cert: None,
+        sig: [0; 64],
+    };
+    info.sig = gossipd_fuzz::sign_as(owner, &info.signed_bytes());
+    info
+}
+
+/// `Entry::signed` by identity `[owner; 32]` (node `id`), its signature from the cache.
+fn entry_signed(owner: u8, id: &NodeId, generation: u64, key: &str, version: u64, value: Value) -> Entry {
+    let mut e = Entry { key: key.to_owned(), version, value, sig: [0; 64] };
+    e.sig = gossipd_fuzz::sign_as(owner, &e.signed_bytes(id, generation));
+    e
+}
+
 fn signed(s: &Signed) {
-    let id = gossipd_fuzz::identity(s.owner % 16);
+    let owner = s.owner % 16;
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), s.port);
-    let info = NodeInfo::signed(&id, clip(&s.name, MAX_NODE_NAME), addr, s.generation);
+    let info = info_signed(owner, clip(&s.name, MAX_NODE_NAME), addr, s.generation);
+    let id = info.id;
     let mut entries: Vec<Entry> = s
         .entries
         .iter()
         .take(6)
         .enumerate()
-        .map(|(i, (k, v))| Entry::signed(&id, s.generation, &clip(k, MAX_KEY), i as u64 + 1, value(v, &id)))
+        .map(|(i, (k, v))| entry_signed(owner, &id, s.generation, &clip(k, MAX_KEY), i as u64 + 1, value(v, owner)))
         .collect();
     if entries.is_empty() {
-        entries.push(Entry::signed(&id, s.generation, "@status", 1, Value::Status(NodeStatus::Alive)));
+        entries.push(entry_signed(owner, &id, s.generation, "@status", 1, Value::Status(NodeStatus::Alive)));
     }
     let n = entries.len();
     let k = usize::from(s.split) % n; // the second delta holds at least one entry
@@ -189,7 +216,22 @@ fn signed(s: &Signed) {
     }
 }
 
+/// Once per process: the cached constructors build what gossip-core's own do (so a change to
+/// what `NodeInfo::signed`, `Entry::signed` or `Binding::sign` sign shows here, not as a
+/// harness that quietly tests something else).
+fn same_as_core() {
+    let id = gossipd_fuzz::identity(5);
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 7946);
+    let info = NodeInfo::signed(&id, "n".into(), addr, 3);
+    assert_eq!(info_signed(5, "n".into(), addr, 3), info);
+    let v = Value::Binding(gossip_core::secure::keys::Binding::sign(&id, [1; 32], 2, 9));
+    assert_eq!(value(&ValueSpec::Binding { static_pub: [1; 32], not_before: 2, not_after: 9 }, 5), v);
+    assert_eq!(entry_signed(5, &info.id, 3, "k", 1, v.clone()), Entry::signed(&id, 3, "k", 1, v));
+}
+
 fuzz_target!(|data: &[u8]| {
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    CHECKED.call_once(same_as_core);
     raw(data);
     if let Ok(s) = Signed::arbitrary(&mut Unstructured::new(data)) {
         signed(&s);

@@ -61,6 +61,48 @@ pub fn identity(i: u8) -> Identity {
     ids.get(usize::from(i)).cloned().unwrap_or_else(|| Identity::from_secret([i; 32]))
 }
 
+/// Identity `[i; 32]`'s Ed25519 signature of `msg`, as [`Identity::sign`] makes it, from a
+/// per-process cache keyed by the signer and the exact bytes signed. Sound because Ed25519
+/// signatures are deterministic (RFC 8032: the nonce is a hash of the secret and the message), so
+/// a hit is the signature signing again would make; it spares inputs the signing of claims an
+/// earlier input already signed (a mutation usually leaves most of an input's claims alone).
+/// Only the harness's own signing goes through here: every verification in the code under test
+/// still runs. Bounded: two generations of at most [`SIG_CACHE`] entries each, the older dropped
+/// when the newer fills, a hit in the older one promoted.
+pub fn sign_as(i: u8, msg: &[u8]) -> [u8; 64] {
+    type Gen = HashMap<(u8, Vec<u8>), [u8; 64]>;
+    thread_local! {
+        static SIGS: RefCell<(Gen, Gen)> = RefCell::new((HashMap::new(), HashMap::new()));
+    }
+    SIGS.with(|c| {
+        let (new, old) = &mut *c.borrow_mut();
+        let key = (i, msg.to_vec());
+        if let Some(s) = new.get(&key) {
+            return *s;
+        }
+        let sig = match old.remove(&key) {
+            Some(s) => s,
+            None => identity(i).sign(msg),
+        };
+        if new.len() >= SIG_CACHE {
+            *old = std::mem::take(new);
+        }
+        new.insert(key, sig);
+        sig
+    })
+}
+
+/// Entries per generation of the [`sign_as`] cache (signed messages are at most a few hundred
+/// bytes: some tens of MB in all).
+pub const SIG_CACHE: usize = 1 << 15;
+
+/// [`Binding::sign`] by identity `[i; 32]`, its signature from [`sign_as`].
+pub fn binding_signed(i: u8, static_pub: [u8; 32], not_before: u64, not_after: u64) -> Binding {
+    let mut b = Binding { identity: identity(i).public(), static_pub, not_before, not_after, sig: [0; 64] };
+    b.sig = sign_as(i, &b.signed_bytes());
+    b
+}
+
 /// The cluster CA: its key and the trust policy of a node that requires certificates from it.
 pub fn ca() -> &'static (Identity, Trust) {
     static CA: OnceLock<(Identity, Trust)> = OnceLock::new();
@@ -369,12 +411,19 @@ impl BindingSpec {
             StaticChoice::Raw(k) => k,
         };
         let at = |d: i32| WALL_SECS.saturating_add_signed(i64::from(d));
-        let mut b = Binding::sign(&p.identity, static_pub, at(self.not_before), at(self.not_after));
-        match self.signer {
-            Signer::Owner => {}
-            Signer::Other => b.sig = identity(PEER_ID + 1).sign(&b.signed_bytes()),
-            Signer::Raw(s) => b.sig = s,
-        }
+        let mut b = Binding {
+            identity: p.identity.public(),
+            static_pub,
+            not_before: at(self.not_before),
+            not_after: at(self.not_after),
+            sig: [0; 64],
+        };
+        // What `Binding::sign` by the peer gives, then the signature replaced as the spec says.
+        b.sig = match self.signer {
+            Signer::Owner => sign_as(PEER_ID, &b.signed_bytes()),
+            Signer::Other => sign_as(PEER_ID + 1, &b.signed_bytes()),
+            Signer::Raw(s) => s,
+        };
         if let Some((i, x)) = self.flip {
             b.sig[usize::from(i) % 64] ^= x;
         }
