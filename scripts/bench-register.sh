@@ -77,7 +77,6 @@ if [ "${RESTART:-0}" = 1 ]; then
     rm -f "$DATA/agent/addrs.json"
     t0=$(date +%s.%N)
     start
-    if [ -n "${PERF_RESTART:-}" ]; then perf record -F 99 --call-graph dwarf,16384 -p "$PID" -o "$PERF_RESTART" -- sleep 6 >/dev/null 2>&1 & fi
     python3 - "$DATA/agent/addrs.json" "$((N + PREFILL))" "$t0" <<'PY'
 import http.client, json, os, sys, time
 path, want, t0 = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

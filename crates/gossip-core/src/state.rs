@@ -113,7 +113,7 @@ impl NodeState {
         let log = &self.cache.as_ref()?.log;
         let first = log.front()?.0;
         (epoch < self.epoch && first <= epoch + 1)
-            .then(|| log.iter().filter(|(e, _)| *e > epoch).map(|(_, k)| k.as_str()).collect())
+            .then(|| log.iter().rev().take_while(|(e, _)| *e > epoch).map(|(_, k)| k.as_str()).collect())
     }
 
     /// The entries newer than version `from`, in version order: from the version index of a
