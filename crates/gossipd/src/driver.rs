@@ -4,8 +4,9 @@
 //!
 //! Bursts are coalesced: commands already queued are handled in the same turn and their
 //! registration changes persisted with one write (group commit; each is acknowledged only
-//! after that write), and the views (catalog and DNS snapshot, O(catalog) to rebuild) are
-//! rebuilt at most once per [`PUBLISH_INTERVAL`], the first change after a quiet spell at once.
+//! after that write), and the views (catalog and DNS snapshot, brought up to date in the cost
+//! of what changed: [`view::Views`]) are republished at most once per [`PUBLISH_INTERVAL`], the
+//! first change after a quiet spell at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -298,8 +299,9 @@ pub struct Driver {
 }
 
 /// Views are rebuilt at most this often: the first change after a quiet spell is published at
-/// once, later ones within the interval together at its end. A rebuild is O(catalog), so a
-/// burst of changes (bulk registration, a rumor wave) costs one rebuild per interval.
+/// once, later ones within the interval together at its end, so a burst of changes (bulk
+/// registration, a rumor wave) costs one rebuild per interval (each O(what changed) plus one
+/// line per member).
 const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Most queued commands handled in one turn (their registrations persisted together).
