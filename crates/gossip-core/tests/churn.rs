@@ -219,6 +219,29 @@ fn agents_agree_after_churn_stops() {
     println!("16 nodes, 40 replacements in 200 s: agreement {:.1} s after the churn stopped", agreed.as_secs_f64());
 }
 
+/// The race a CI run lost: every survivor has found the node dead by itself (and dated its
+/// collection failed_grace from then) before the operator's force-leave arrives; the record
+/// dated failed_grace ago must still bring the collection forward everywhere.
+#[test]
+fn force_leave_collects_a_node_that_every_replica_already_found_dead() {
+    let mut net = registered(5, 26);
+    let victim = net.nodes[4].local().id;
+    net.down[4] = true;
+    let mut waited = Duration::ZERO;
+    while (0..4).any(|i| net.nodes[i].liveness(&victim) != gossip_core::Liveness::Dead) {
+        assert!(waited < Duration::from_secs(30), "the survivors did not find the node dead");
+        net.run_for(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
+    }
+    let now = net.now;
+    assert!(net.nodes[0].force_leave(now, &victim).unwrap());
+    net.flush(0);
+    net.run_for(Duration::from_secs(2));
+    for i in 0..4 {
+        assert!(net.nodes[i].node(&victim).is_none(), "node {i} still holds the force-left node");
+    }
+}
+
 #[test]
 fn force_leave_removes_a_crashed_node_everywhere_at_once_and_join_works_at_run_time() {
     let mut net = registered(6, 25);

@@ -106,10 +106,36 @@ impl Gossip {
         }
         self.failures.pending.remove(target);
         let Some(n) = self.table.get(target) else { return };
-        if n.status() != NodeStatus::Alive || !matches!(self.liveness(target), Liveness::Alive | Liveness::Suspect) {
+        if n.status() != NodeStatus::Alive {
             return;
         }
         let held = (n.info.generation, n.max_version);
+        let liveness = self.liveness(target);
+        if liveness == Liveness::Dead {
+            // Already dead here: a record dated earlier than our own detection (a force-leave
+            // is dated failed_grace ago) brings the collection forward; it never delays it.
+            let earliest = self
+                .failures
+                .by_target
+                .get(target)
+                .into_iter()
+                .flat_map(|m| m.iter())
+                .filter(|(accuser, r)| {
+                    *accuser != target && !self.is_excluded(accuser) && (r.generation, r.version) == held
+                })
+                .map(|(_, r)| r.at)
+                .min();
+            if let Some(at) = earliest {
+                let since = self.instant_of_wall(now, at);
+                if let Some(t) = self.failures.failed_at.get_mut(target) {
+                    *t = (*t).min(since);
+                }
+            }
+            return;
+        }
+        if !matches!(liveness, Liveness::Alive | Liveness::Suspect) {
+            return;
+        }
         let Some(record) = self.live_record(target, held) else { return };
         let heard = self.last_heard.get(target).copied();
         if heard.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.suspicion_confirmed) {
@@ -132,9 +158,7 @@ impl Gossip {
         // A member this node knew counts towards self-preservation like a death it detected;
         // a newcomer's old news does not.
         let counted = heard.is_some();
-        let wall = self.secure.wall_nanos(now) / 1_000_000_000;
-        let ago = Duration::from_secs(wall.saturating_sub(record.at));
-        let since = now.checked_sub(ago).unwrap_or(now);
+        let since = self.instant_of_wall(now, record.at);
         self.declare_dead(now, *target, counted);
         if let Some(s) = self.suspicions.get_mut(target) {
             // Another member recorded it: nothing more is owed.
@@ -145,6 +169,13 @@ impl Gossip {
             // (declare_dead counted it as a death detected here.)
             self.stats.deaths_learned += 1;
         }
+    }
+
+    /// The monotonic instant of a record's wall-clock second `at` (never later than `now`).
+    fn instant_of_wall(&self, now: Instant, at: u64) -> Instant {
+        let wall = self.secure.wall_nanos(now) / 1_000_000_000;
+        let ago = Duration::from_secs(wall.saturating_sub(at));
+        now.checked_sub(ago).unwrap_or(now)
     }
 
     /// A record names this node's current state: refute it with a fresh status entry (a record
