@@ -227,9 +227,68 @@ fn cookies_under_load_then_the_handshake_completes() {
     let mut p = Pair::new(layer(1, 9, now), b, now);
     p.a_sends(b"x", false);
     assert_eq!(p.b.stats().cookies_sent, 1);
-    assert!(p.got_b.is_empty());
-    p.tick(Duration::from_millis(1100)); // retry carries mac2 from the cookie
-    assert_eq!(p.got_b.len(), 1, "the retried initiation with a valid mac2 is served");
+    // The initiation is resent at once with the cookie's mac2 (not after a whole retry
+    // interval, which under load made probes through the handshake time out).
+    assert_eq!(p.a.stats().cookie_resends, 1);
+    assert_eq!(p.got_b.len(), 1, "the resent initiation with a valid mac2 is served without waiting");
+    assert_eq!(p.a.stats().handshakes_initiated, 2);
+}
+
+#[test]
+fn a_cookie_reply_to_an_initiation_that_carried_a_mac2_waits_for_the_timer() {
+    // A peer that keeps answering cookies (its secret rotated, or a forger with the cluster
+    // key) gets one immediate resend per attempt, then the backoff: no loop.
+    let now = t0();
+    let mut a = layer(1, 9, now);
+    let mut b = layer_cfg(2, 9, now, |c| c.load_threshold = 0);
+    let (mut out, mut replies) = (Vec::new(), Vec::new());
+    a.send(now, addr(2), None, b"x", &mut out);
+    assert!(b.recv(now, addr(1), &out[0].bytes, &mut replies).is_none());
+    assert_eq!(replies[0].bytes[0], packet::COOKIE);
+    out.clear();
+    a.recv(now, addr(2), &replies[0].bytes, &mut out);
+    assert_eq!((a.stats().cookie_resends, out.len()), (1, 1), "resent at once with the mac2");
+    // Another layer at b's address (a restart: another cookie secret) answers that resend
+    // with a cookie too: a keeps it for the next attempt, and sends nothing now.
+    let mut b2 = layer_cfg(2, 9, now, |c| {
+        c.load_threshold = 0;
+        c.seed = [7; 32];
+    });
+    replies.clear();
+    assert!(b2.recv(now, addr(1), &out[0].bytes, &mut replies).is_none());
+    assert_eq!(replies[0].bytes[0], packet::COOKIE);
+    out.clear();
+    a.recv(now, addr(2), &replies[0].bytes, &mut out);
+    assert!(out.is_empty(), "a cookie reply to an initiation with a mac2 waits for the timer");
+    assert_eq!((a.stats().cookie_resends, a.stats().handshakes_initiated), (1, 2));
+}
+
+#[test]
+fn unanswered_handshakes_back_off() {
+    // Attempts 1 to 4 wait 1, 2, 4 and 8 s (plus up to a quarter): over 15.5 s a peer that
+    // never answers gets 4 initiations, where a fixed 1 s interval sent 5 (and then gave up).
+    let now = t0();
+    let mut a = layer(1, 9, now);
+    let mut out = Vec::new();
+    a.send(now, addr(2), None, b"x", &mut out);
+    let mut sent = out.len();
+    let mut times = vec![0.0];
+    let mut t = now;
+    for _ in 0..1550 {
+        t += Duration::from_millis(10);
+        out.clear();
+        a.handle_timeout(t, &mut out);
+        if !out.is_empty() {
+            times.push(t.duration_since(now).as_secs_f64());
+        }
+        sent += out.len();
+    }
+    println!("initiations at {times:?}");
+    assert_eq!(sent, 4, "initiations at {times:?}");
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for (g, base) in gaps.iter().zip([1.0, 2.0, 4.0]) {
+        assert!(*g >= base && *g <= base * 1.25 + 0.02, "gaps {gaps:?}");
+    }
 }
 
 #[test]

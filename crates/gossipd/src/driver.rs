@@ -533,6 +533,16 @@ impl Driver {
                     "SELF-PRESERVATION ENGAGED: too many peers seem to fail at once; suspecting our own network, \
                      no node is declared dead and the last known instances keep being served"
                 ),
+                Event::LocalHealth { slow: true, score } => tracing::warn!(
+                    score,
+                    "this agent's own probes keep going unanswered: it is likely slow itself (CPU starved, \
+                     network queue late), so its probe timeout is stretched {}x; check the \
+                     host's load",
+                    score + 1
+                ),
+                Event::LocalHealth { slow: false, .. } => {
+                    tracing::info!("local health recovered: probes answered again, deadlines back to normal")
+                }
                 Event::SelfPreservation { engaged: false, .. } => {
                     tracing::warn!("self-preservation released: peers answer again, normal eviction resumes")
                 }

@@ -97,7 +97,14 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
 
     let g = i.gossip;
-    let counters: [(&str, &str, u64); 28] = [
+    w.one(
+        "local_health",
+        "gauge",
+        "Lifeguard's local health score: 0 healthy; higher while this agent's own probes go unanswered \
+         (it is likely slow itself), stretching its probe timeout by 1 + score.",
+        g.local_health,
+    );
+    let counters: [(&str, &str, u64); 29] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -133,6 +140,7 @@ pub fn render(i: &Inputs<'_>) -> String {
             g.suspicions_raised,
         ),
         ("member_suspicions_total", "Times this agent marked a node suspect (own probes or rumor).", g.suspicions),
+        ("local_health_raised_total", "Times the local health score rose.", g.local_health_raised),
         ("member_deaths_total", "Times this agent declared a node dead.", g.deaths),
         ("member_refutations_total", "Suspicions of this agent that it refuted.", g.refutations),
         (
@@ -172,7 +180,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
 
     let s = i.secure;
-    let counters: [(&str, &str, u64); 14] = [
+    let counters: [(&str, &str, u64); 15] = [
         (
             "secure_cert_refusals_total",
             "Handshakes refused for a missing, invalid, expired or revoked certificate.",
@@ -199,6 +207,7 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("secure_replays_total", "Replayed datagrams dropped.", s.replays),
         ("secure_rate_limited_total", "Handshakes refused by the rate limit.", s.rate_limited),
         ("secure_cookies_sent_total", "Cookie challenges sent under load.", s.cookies_sent),
+        ("secure_cookie_resends_total", "Initiations resent at once with a cookie's mac2.", s.cookie_resends),
         ("secure_banned_drops_total", "Datagrams dropped from banned peers.", s.banned_drops),
         ("secure_bans_total", "Peers banned.", s.bans),
         ("secure_key_rotations_total", "Static key rotations.", s.rotations),

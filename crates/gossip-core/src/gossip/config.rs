@@ -48,6 +48,12 @@ pub struct Config {
     /// Suspicion timeout for a suspicion this node confirmed with a probe of its own (it raised
     /// it, or probed the suspect when it heard of it and got no answer either).
     pub suspicion_confirmed: Duration,
+    /// Highest local health score (Lifeguard's local health multiplier, memberlist's
+    /// awareness): the score rises when this node's own probes go unanswered or it must refute
+    /// a suspicion of itself, falls with each probe answered in time, and stretches the probe
+    /// timeout by `1 + score` (so a slow node neither raises nor confirms suspicions of peers
+    /// that answer it late). 0 turns it off.
+    pub max_local_health: u32,
     /// Share of the cluster suspect or recently dead above which the agent suspects its own
     /// network and stops declaring deaths.
     pub self_preservation_share: f64,
@@ -100,6 +106,7 @@ impl Default for Config {
             suspicion_min: Duration::from_secs(2),
             suspicion_mult: 2.0,
             suspicion_confirmed: Duration::from_secs(1),
+            max_local_health: 8,
             self_preservation_share: 0.4,
             self_preservation_window: Duration::from_secs(30),
             self_preservation_burst: 0.1,
@@ -145,6 +152,15 @@ pub enum Event {
         failing: usize,
         /// Size of the cluster it was measured against.
         cluster: usize,
+    },
+    /// This node's local health score crossed half its maximum (`slow`: its own probes keep
+    /// going unanswered, so it is likelier slow itself, starved of CPU or network, than its
+    /// peers dead; its probe timeout is stretched by `1 + score`) or fell back to 0.
+    LocalHealth {
+        /// True when degraded (score at or above half the maximum), false when recovered.
+        slow: bool,
+        /// The score now.
+        score: u32,
     },
     /// An authenticated peer sent malformed or forged data and was banned.
     Banned {
@@ -337,6 +353,11 @@ pub struct Stats {
     pub paced_rumors: u64,
     /// Suspicions heard of that this node's own probe of the suspect then confirmed.
     pub suspicions_confirmed: u64,
+    /// Times the local health score rose (a probe failed with its helpers silent too, or this
+    /// node refuted a suspicion of itself).
+    pub local_health_raised: u64,
+    /// The local health score now (a gauge: 0 healthy, up to `max_local_health`).
+    pub local_health: u64,
     /// Failure records this node wrote (one per death it declared first).
     pub failure_records_written: u64,
     /// Failure records about a node this replica had just heard from: not adopted, and the node

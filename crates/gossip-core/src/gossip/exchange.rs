@@ -60,7 +60,11 @@ impl Gossip {
             self.seed_backoff = self.cfg.seed_backoff_min;
             self.next_seed_try = self.next_seed_try.min(now + self.cfg.seed_backoff_min);
         }
-        self.heard_from(now, from, identity.node_id());
+        // An answer to our exchange (or an ack) is what a probe asked for; anything else from the
+        // node (its own round, a rumor) proves it alive too, but may have waited in our queue
+        // since before the probe, so says nothing of this node's own health.
+        let answer = matches!(msg, Message::Reconcile { initial: false, .. } | Message::Ack { .. });
+        self.heard_from(now, from, identity.node_id(), answer);
         match msg {
             Message::Reconcile { initial, ranges, .. } => self.on_reconcile(now, from, identity, initial, &ranges),
             Message::Delta { sender, delta } => self.on_delta(now, from, sender, identity, delta),

@@ -88,6 +88,7 @@ impl Suspicion {
 pub(super) struct Probe {
     pub(super) target: NodeId,
     nonce: u64,
+    /// When its clock starts (later than when it was sent if a handshake must run first).
     started: Instant,
     indirect: bool,
 }
@@ -145,13 +146,60 @@ impl Gossip {
         s.since + if s.confirmed { self.cfg.suspicion_confirmed.min(slow) } else { slow }
     }
 
-    /// Registers the probe that an exchange opened with `target` is.
+    /// `1 + score`: how much this node's probe timeout is stretched while its probes go
+    /// unanswered (Lifeguard's local health multiplier).
+    fn health_factor(&self) -> u32 {
+        1 + self.health
+    }
+
+    /// The probe timeout, stretched by the local health.
+    fn probe_timeout(&self) -> Duration {
+        self.cfg.probe_timeout * self.health_factor()
+    }
+
+    /// This node's local health score (0: healthy; see [`Config::max_local_health`]).
+    pub fn local_health(&self) -> u32 {
+        self.health
+    }
+
+    /// Moves the local health score by one (up: a probe of ours failed, or we had to refute a
+    /// suspicion of ourselves; down: a probe was answered in time), and reports crossings.
+    fn adjust_health(&mut self, up: bool) {
+        let max = self.cfg.max_local_health;
+        self.health = if up { (self.health + 1).min(max) } else { self.health.saturating_sub(1) };
+        if up {
+            self.stats.local_health_raised += 1;
+        }
+        self.stats.local_health = u64::from(self.health);
+        let slow = max > 0 && self.health * 2 >= max;
+        if slow && !self.health_slow {
+            self.health_slow = true;
+            self.events.push_back(Event::LocalHealth { slow: true, score: self.health });
+        } else if self.health_slow && self.health == 0 {
+            self.health_slow = false;
+            self.events.push_back(Event::LocalHealth { slow: false, score: 0 });
+        }
+    }
+
+    /// Registers the probe that an exchange opened with `target` is. With no session to the
+    /// target yet, its clock starts one probe timeout later: the handshake must run first, and
+    /// under load (cookies) it takes longer than the exchange itself.
     pub(super) fn start_probe(&mut self, now: Instant, target: NodeId) {
         if self.probes.iter().any(|p| p.target == target) || !self.liveness(&target).serves() {
             return;
         }
         let nonce = self.rng.next_u64();
-        self.probes.push(Probe::new(target, nonce, now));
+        let start = now + self.handshake_allowance(now, &target);
+        self.probes.push(Probe::new(target, nonce, start));
+    }
+
+    /// How much later a probe's clock starts: a probe timeout if a handshake must run first.
+    fn handshake_allowance(&self, now: Instant, target: &NodeId) -> Duration {
+        let addr = self.table.get(target).map(|n| n.info.addr);
+        match addr {
+            Some(a) if self.secure.session_version(now, a).is_none() => self.probe_timeout(),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Probes a node this replica just heard is suspect, to confirm or clear the suspicion
@@ -161,14 +209,15 @@ impl Gossip {
             return;
         }
         let nonce = self.rng.next_u64();
-        self.probes.push(Probe::new(target, nonce, now));
+        let start = now + self.handshake_allowance(now, &target);
+        self.probes.push(Probe::new(target, nonce, start));
         let me = self.local.id;
         self.send_to_node(now, &target, &Message::Ping { sender: me, nonce });
     }
 
     /// An authenticated message arrived from `id`: it is alive.
-    pub(super) fn heard_from(&mut self, now: Instant, from: SocketAddr, id: NodeId) {
-        self.probes.retain(|p| p.target != id);
+    pub(super) fn heard_from(&mut self, now: Instant, from: SocketAddr, id: NodeId, answer: bool) {
+        self.probes_answered(now, answer, |p| p.target == id);
         self.last_heard.insert(id, now);
         // The node itself speaks: whatever was collected of it, it exists (a long partition
         // healed); its state is relearned through the ordinary exchange.
@@ -222,8 +271,30 @@ impl Gossip {
         self.send_to_node(now, &target, &Message::Ping { sender: self.local.id, nonce: nonce_out });
     }
 
+    /// Removes the probes `answered` says were answered; each answered by an `answer` (an
+    /// exchange's reply, an ack) within the unstretched probe timeout lowers the local health
+    /// score. (A late answer, within only the stretched deadline, leaves it: else a node
+    /// slower than the base timeout would rise and fall by one each probe, and keep accusing
+    /// its peers every other round.)
+    fn probes_answered(&mut self, now: Instant, answer: bool, answered: impl Fn(&Probe) -> bool) {
+        let prompt = self.cfg.probe_timeout;
+        let mut n = 0;
+        self.probes.retain(|p| {
+            let done = answered(p);
+            if done && answer && now < p.started + prompt {
+                n += 1;
+            }
+            !done
+        });
+        for _ in 0..n {
+            if self.health > 0 {
+                self.adjust_health(false);
+            }
+        }
+    }
+
     pub(super) fn on_ack(&mut self, now: Instant, nonce: u64, target: NodeId) {
-        self.probes.retain(|p| !(p.target == target && p.nonce == nonce));
+        self.probes_answered(now, true, |p| p.target == target && p.nonce == nonce);
         if let Some(i) = self.relays.iter().position(|r| r.nonce_out == nonce && r.target == target) {
             let r = self.relays.swap_remove(i);
             self.send(now, r.requester, &Message::Ack { sender: self.local.id, nonce: r.nonce_in, target });
@@ -245,6 +316,8 @@ impl Gossip {
             if generation == self.local.generation && version >= self.own_version() {
                 self.stats.refutations += 1;
                 self.write_local(now, STATUS_KEY, Value::Status(NodeStatus::Alive));
+                // Suspected though alive: likelier slow here than the accuser wrong.
+                self.adjust_health(true);
             }
             return;
         }
@@ -296,18 +369,36 @@ impl Gossip {
 
     /// Advances probes, suspicions and relays; returns the earliest deadline left.
     pub(super) fn liveness_timeout(&mut self, now: Instant) {
-        let t = self.cfg.probe_timeout;
+        let t = self.probe_timeout();
         let mut due_indirect = Vec::new();
         let mut due_suspect = Vec::new();
         for p in &mut self.probes {
             if !p.indirect && now >= p.started + t {
                 p.indirect = true;
                 due_indirect.push((p.target, p.nonce));
-            } else if now >= p.started + t * 2 {
+            } else if p.indirect && now >= p.started + t * 2 {
                 due_suspect.push(p.target);
             }
         }
+        // Lifeguard's local health: each probe of ours that fails raises the score, each
+        // answered promptly lowers it. A real death is one failure among answered probes, so
+        // the score falls back within a few rounds; when most of this node's probes fail,
+        // this node is likelier the slow one (starved of CPU, its queue late) than most of
+        // its peers dead, and its deadlines stretch.
+        // A failure counts twice what a success does (memberlist adds one per helper that sent
+        // no nack): the score climbs once more than a third of the probes fail. A probe of a
+        // node another member already suspects does not count: it agrees with the cluster, so
+        // says nothing of this node's own slowness (memberlist learns this from the helpers'
+        // nacks); a mass loss thus raises the score far less than a slow node's own doubts.
+        let failed = self
+            .probes
+            .iter()
+            .filter(|p| due_suspect.contains(&p.target) && !self.suspicions.contains_key(&p.target))
+            .count();
         self.probes.retain(|p| !due_suspect.contains(&p.target));
+        for _ in 0..failed * 2 {
+            self.adjust_health(true);
+        }
         for (target, nonce) in due_indirect {
             let me = self.local.id;
             self.send_to_node(now, &target, &Message::Ping { sender: me, nonce });
@@ -318,7 +409,8 @@ impl Gossip {
         for target in due_suspect {
             self.suspect(now, target);
         }
-        self.relays.retain(|r| now < r.started + t * 3);
+        let relay = self.cfg.probe_timeout * 3;
+        self.relays.retain(|r| now < r.started + relay);
 
         self.ripen(now);
     }
@@ -411,7 +503,7 @@ impl Gossip {
 
     /// The earliest liveness deadline.
     pub(super) fn liveness_deadline(&self) -> Option<Instant> {
-        let t = self.cfg.probe_timeout;
+        let t = self.probe_timeout();
         let probe = self.probes.iter().map(|p| if p.indirect { p.started + t * 2 } else { p.started + t }).min();
         // While self-preservation holds deaths back, ripe suspicions are looked at again each
         // round, not at their (past) deadline: that would wake the driver in a loop.

@@ -67,6 +67,10 @@ pub struct Gossip {
     relays: Vec<liveness::Relay>,
     recent_deaths: Vec<Instant>,
     self_preservation: bool,
+    /// Lifeguard's local health score (`liveness.rs`), 0 when healthy.
+    health: u32,
+    /// The last [`Event::LocalHealth`] said slow.
+    health_slow: bool,
     /// Ripe suspicions wait for the death-rate budget until then.
     death_hold: Option<Instant>,
     /// When self-preservation engaged (its stop lasts at most `self_preservation_max_hold`).
@@ -139,6 +143,8 @@ impl Gossip {
             relays: Vec::new(),
             recent_deaths: Vec::new(),
             self_preservation: false,
+            health: 0,
+            health_slow: false,
             death_hold: None,
             preserving_since: None,
             departed_at: Default::default(),

@@ -24,8 +24,13 @@ pub(super) enum Pending {
         hs: Box<HandshakeState>,
         ik: bool,
         peer: SocketAddr,
-        started: Instant,
         attempts: u32,
+        /// When this attempt is given up and the next one sent (the backoff of
+        /// [`SecureLayer::retry_delay`]).
+        retry_at: Instant,
+        /// This attempt carried a mac2 (a cookie from the peer): a cookie reply to it does not
+        /// trigger an immediate resend.
+        with_cookie: bool,
         peer_binding: Option<Binding>,
         mac1: [u8; 16],
         key: ClusterKey,
@@ -37,7 +42,7 @@ pub(super) enum Pending {
 impl Pending {
     pub(super) fn retry_at(&self, retry: Duration) -> Instant {
         match self {
-            Pending::Initiator { started, .. } => *started + retry,
+            Pending::Initiator { retry_at, .. } => *retry_at,
             Pending::XxResponder { started, .. } => *started + retry * 5,
         }
     }
@@ -158,12 +163,14 @@ impl SecureLayer {
         pkt[1..5].copy_from_slice(&idx.to_be_bytes());
         let cookie = self.cookies.get(&dst).map(|(c, _)| *c);
         let mac1 = packet::seal_macs(&mut pkt, key.mac1_key(), cookie.as_ref());
+        let retry_at = now + self.retry_delay(attempts);
         let p = Pending::Initiator {
             hs: Box::new(hs),
             ik: use_ik,
             peer: dst,
-            started: now,
             attempts,
+            retry_at,
+            with_cookie: cookie.is_some(),
             peer_binding: peer,
             mac1,
             key,
@@ -233,13 +240,19 @@ impl SecureLayer {
         out.push(Outgoing { dst: to, bytes: pkt });
     }
 
-    pub(super) fn on_cookie(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// A cookie reply (the peer is under load): keeps the cookie, and resends the initiation
+    /// with its mac2 at once if the attempt answered carried none. (WireGuard waits for the
+    /// retransmission timer instead; here a handshake held back for a whole retry under load
+    /// made probes through it miss their deadline, and the false suspicions added to the load.
+    /// The resend happens once per attempt: a cookie reply to an initiation that already had a
+    /// mac2 waits for the timer, so cookie replies cannot make this node loop.)
+    pub(super) fn on_cookie(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<Outgoing>) {
         if data.len() != packet::COOKIE_LEN {
             self.stats.dropped_unauthenticated += 1;
             return;
         }
         let idx = u32_at(data, 1);
-        let Some(Pending::Initiator { mac1, key, peer, .. }) = self.pending.get(&idx) else {
+        let Some(Pending::Initiator { mac1, key, peer, with_cookie, .. }) = self.pending.get(&idx) else {
             self.stats.dropped_unauthenticated += 1;
             return;
         };
@@ -247,6 +260,7 @@ impl SecureLayer {
             self.stats.dropped_unauthenticated += 1;
             return;
         }
+        let resend = !*with_cookie;
         let aead = XChaCha20Poly1305::new(key.cookie_key().into());
         let end = 5 + packet::COOKIE_NONCE_LEN;
         let nonce: [u8; packet::COOKIE_NONCE_LEN] = data[5..end].try_into().unwrap_or_default();
@@ -255,6 +269,15 @@ impl SecureLayer {
                 let mut cookie = [0u8; 16];
                 cookie.copy_from_slice(&c);
                 self.cookies.insert(from, (cookie, now));
+                if resend {
+                    let Some(p) = self.pending.remove(&idx) else { return };
+                    if self.pending_by_addr.get(&from) == Some(&idx) {
+                        self.pending_by_addr.remove(&from);
+                    }
+                    self.stats.cookie_resends += 1;
+                    // The same attempt again (its backoff unchanged), now with the mac2.
+                    self.initiate_attempt(now, from, p.peer_binding(), p.attempts(), out);
+                }
             }
             _ => self.note_decrypt_failure(from, None),
         }

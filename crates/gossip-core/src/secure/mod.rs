@@ -149,6 +149,8 @@ pub struct SecureStats {
     pub rate_limited: u64,
     /// Cookie replies sent.
     pub cookies_sent: u64,
+    /// Initiations resent at once with a mac2 after a cookie reply.
+    pub cookie_resends: u64,
     /// Packets from banned identities.
     pub banned_drops: u64,
     /// Handshakes refused because the peer's identity was not the one pinned for its address.
@@ -709,7 +711,7 @@ impl SecureLayer {
                 None
             }
             Some(packet::COOKIE) => {
-                self.on_cookie(now, from, data);
+                self.on_cookie(now, from, data, out);
                 None
             }
             _ => {
@@ -883,6 +885,16 @@ impl SecureLayer {
         }
         self.cookies.retain(|_, (_, t)| now.saturating_duration_since(*t) < limits::COOKIE_LIFETIME);
         self.bans.expire(now, self.cfg.ban_base);
+    }
+
+    /// How long attempt `attempts` (1 for the first) of a handshake waits for its answer
+    /// before the next: `handshake_retry` doubled per attempt up to 8 times it, plus up to a
+    /// quarter of that at random (WireGuard's jitter). A fixed interval retried every
+    /// unanswered handshake each second: when a start-up storm of a hundred agents on two
+    /// cores made answers take longer than that, every retry added load and none completed.
+    pub(super) fn retry_delay(&mut self, attempts: u32) -> Duration {
+        let base = self.cfg.handshake_retry * (1u32 << attempts.saturating_sub(1).min(3));
+        base + base.mul_f64(0.25 * (self.rng.u32() as f64 / u32::MAX as f64))
     }
 
     fn rotate(&mut self, now: Instant) {

@@ -71,6 +71,9 @@ pub struct Net {
     pub rx_limit: Option<usize>,
     /// Datagrams dropped per node on a full receive queue.
     pub rx_drops: Vec<u64>,
+    /// Extra delay before node i handles what is sent to it (a slow node: starved of CPU, its
+    /// receive queue late).
+    pub slow: Vec<Duration>,
     queued: Vec<usize>,
 }
 
@@ -131,6 +134,7 @@ impl Net {
             outside: Vec::new(),
             rx_limit: None,
             rx_drops: Vec::new(),
+            slow: Vec::new(),
             queued: Vec::new(),
         };
         for i in 0..n {
@@ -162,6 +166,7 @@ impl Net {
         self.nodes.push(g);
         self.down.push(false);
         self.rx_drops.push(0);
+        self.slow.push(Duration::ZERO);
         self.queued.push(0);
         i
     }
@@ -179,7 +184,8 @@ impl Net {
                 Some(&dst) if !self.blocked.contains(&(i, dst)) => {
                     self.queued[dst] += 1;
                     self.seq += 1;
-                    self.inflight.push(Reverse((self.now + Duration::from_millis(1), self.seq, dst, from, t.payload)));
+                    let at = self.now + Duration::from_millis(1) + self.slow[dst];
+                    self.inflight.push(Reverse((at, self.seq, dst, from, t.payload)));
                 }
                 Some(_) => {}
                 None => self.outside.push((t.dst, from, t.payload)),

@@ -65,11 +65,13 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "IncompleteStates": s.incomplete_states, "IncompletePulls": s.incomplete_pulls,
             "SuspicionsRaised": s.suspicions_raised, "Suspicions": s.suspicions,
             "Deaths": s.deaths, "Refutations": s.refutations,
+            "LocalHealth": s.local_health, "LocalHealthRaised": s.local_health_raised,
         },
         "Secure": {
             "HandshakesInitiated": sec.handshakes_initiated, "HandshakesCompleted": sec.handshakes_completed,
             "DroppedUnauthenticated": sec.dropped_unauthenticated, "DecryptFailures": sec.decrypt_failures,
             "Replays": sec.replays, "RateLimited": sec.rate_limited, "CookiesSent": sec.cookies_sent,
+            "CookieResends": sec.cookie_resends,
             "BannedDrops": sec.banned_drops, "Bans": sec.bans, "KeyRotations": sec.rotations,
             "PinMismatches": sec.pin_mismatches, "VersionRefusals": sec.version_refusals,
         },
