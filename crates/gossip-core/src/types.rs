@@ -156,6 +156,19 @@ impl NodeInfo {
         w.buf
     }
 
+    /// True if `other` is the same signed statement (every signed field and the signature
+    /// equal): one of them verified means both do. The certificate itself is not compared
+    /// (it is not signed; its digest is).
+    pub fn same_signed(&self, other: &NodeInfo) -> bool {
+        self.sig == other.sig
+            && self.id == other.id
+            && self.identity == other.identity
+            && self.generation == other.generation
+            && self.addr == other.addr
+            && self.cert_digest == other.cert_digest
+            && self.name == other.name
+    }
+
     /// True if the id is the identity's and the signature holds.
     pub fn verify(&self) -> bool {
         self.id == self.identity.node_id() && self.identity.verify(&self.signed_bytes(), &self.sig)

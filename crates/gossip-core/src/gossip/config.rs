@@ -358,6 +358,10 @@ pub struct Stats {
     pub local_health_raised: u64,
     /// The local health score now (a gauge: 0 healthy, up to `max_local_health`).
     pub local_health: u64,
+    /// Messages sent, by kind (index: the kind byte, docs/PROTOCOL.md section 3: 1 reconcile,
+    /// 2 delta, 3 request, 4 ping, 5 ack, 6 ping-req, 7 suspect, 8 more); retransmissions
+    /// included, handshake packets not.
+    pub sent_by_kind: [u64; 9],
     /// Failure records this node wrote (one per death it declared first).
     pub failure_records_written: u64,
     /// Failure records about a node this replica had just heard from: not adopted, and the node

@@ -111,6 +111,10 @@ pub(super) struct Relay {
 
 const MAX_RELAYS: usize = 64;
 
+/// About how many replicas without a session to a suspect probe it when they hear of the
+/// suspicion ([`Gossip::confirm_probe`]).
+const CONFIRMERS: f64 = 8.0;
+
 impl Gossip {
     /// The liveness of a node as this replica sees it.
     pub fn liveness(&self, id: &NodeId) -> Liveness {
@@ -143,12 +147,15 @@ impl Gossip {
 
     /// When a suspicion ripens into a death.
     fn ripens_at(&self, s: &Suspicion, slow: Duration) -> Instant {
-        s.since + if s.confirmed { self.cfg.suspicion_confirmed.min(slow) } else { slow }
+        // Both deadlines stretch with the local health score, as the probes do: a node whose
+        // own probes fail hears refutations late too.
+        let f = self.health_factor();
+        s.since + if s.confirmed { self.cfg.suspicion_confirmed.min(slow) * f } else { slow * f }
     }
 
-    /// `1 + score`: how much this node's probe timeout is stretched while its probes go
+    /// `1 + score`: how much this node's probe and suspicion deadlines stretch while its probes go
     /// unanswered (Lifeguard's local health multiplier).
-    fn health_factor(&self) -> u32 {
+    pub(super) fn health_factor(&self) -> u32 {
         1 + self.health
     }
 
@@ -203,9 +210,18 @@ impl Gossip {
     }
 
     /// Probes a node this replica just heard is suspect, to confirm or clear the suspicion
-    /// itself: a direct ping now, indirect pings after `probe_timeout`.
+    /// itself: a direct ping now, indirect pings after `probe_timeout`. Only over a session
+    /// already up, or else at random by about [`CONFIRMERS`] of the cluster: every replica
+    /// opening a handshake with the suspect at once (a hundred of them within milliseconds)
+    /// loaded a node that was perhaps only slow, and in a start-up storm made it slower; the
+    /// replicas that do not probe wait the heard-of timeout.
     fn confirm_probe(&mut self, now: Instant, target: NodeId) {
         if self.probes.iter().any(|p| p.target == target) {
+            return;
+        }
+        let warm = self.table.get(&target).is_some_and(|n| self.secure.session_version(now, n.info.addr).is_some());
+        let share = CONFIRMERS / (self.peers.len() as f64 + 1.0);
+        if !warm && self.rng.unit() >= share {
             return;
         }
         let nonce = self.rng.next_u64();
@@ -402,7 +418,10 @@ impl Gossip {
         for (target, nonce) in due_indirect {
             let me = self.local.id;
             self.send_to_node(now, &target, &Message::Ping { sender: me, nonce });
-            for helper in self.peers.choose_k(&mut self.rng, self.cfg.indirect_probes, &[target]) {
+            // Helpers with a session first (as rumor targets): asking cold ones costs each a
+            // handshake at the moment this node may be the slow one.
+            let warm = self.secure.warm_peers(now);
+            for helper in self.rumor_targets(&warm, self.cfg.indirect_probes, &[target]) {
                 self.send_to_node(now, &helper, &Message::PingReq { sender: me, nonce, target });
             }
         }
@@ -428,10 +447,15 @@ impl Gossip {
         self.death_hold = None;
         loop {
             let slow = self.suspicion_timeout();
+            // A suspicion only heard of waits for this node's own probe of the suspect, if one
+            // is in flight: its answer clears the suspicion, its failure confirms it. (Under
+            // load the probe is stretched by the local health score, and the heard-of timeout
+            // alone would kill a peer that is merely slow to answer.)
+            let probing = |id: &NodeId| self.probes.iter().any(|p| p.target == *id);
             let mut ripe: Vec<(Instant, NodeId)> = self
                 .suspicions
                 .iter()
-                .filter(|(_, s)| !s.dead && now >= self.ripens_at(s, slow))
+                .filter(|(id, s)| !s.dead && now >= self.ripens_at(s, slow) && (s.confirmed || !probing(id)))
                 .map(|(id, s)| (s.since, *id))
                 .collect();
             ripe.sort();
@@ -512,10 +536,11 @@ impl Gossip {
             None
         } else {
             let hold = self.death_hold;
+            let probing = |id: &NodeId| self.probes.iter().any(|p| p.target == *id);
             self.suspicions
-                .values()
-                .filter(|s| !s.dead)
-                .map(|s| self.ripens_at(s, slow))
+                .iter()
+                .filter(|(id, s)| !s.dead && (s.confirmed || !probing(id)))
+                .map(|(_, s)| self.ripens_at(s, slow))
                 .map(|t| hold.map_or(t, |h| t.max(h)))
                 .min()
         };

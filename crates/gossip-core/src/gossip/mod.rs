@@ -604,9 +604,16 @@ impl Gossip {
         let version = self.version_for(now, dst);
         let payload = msg.encode_for(version);
         debug_assert!(payload.len() <= MAX_PAYLOAD + 1, "message of {} bytes", payload.len());
+        self.count_sent(&payload);
         let mut out = Vec::new();
         self.secure.send_at(now, dst, hint, version, &payload, &mut out);
         self.emit(out);
+    }
+
+    fn count_sent(&mut self, payload: &[u8]) {
+        if let Some(c) = payload.first().and_then(|k| self.stats.sent_by_kind.get_mut(usize::from(*k))) {
+            *c += 1;
+        }
     }
 
     /// Sends a payload encoded at wire version `at`, transcoded if the peer speaks another.
@@ -620,6 +627,7 @@ impl Gossip {
             transcoded = p;
             &transcoded[..]
         };
+        self.count_sent(payload);
         let mut out = Vec::new();
         self.secure.send_at(now, dst, hint, version, payload, &mut out);
         self.emit(out);

@@ -95,7 +95,7 @@ impl Gossip {
 
     /// Up to `k` live peers, none in `exclude`: drawn among the peers with an established
     /// session first (`warm`, sorted), the rest among all live peers.
-    fn rumor_targets(&mut self, warm: &[NodeId], k: usize, exclude: &[NodeId]) -> Vec<NodeId> {
+    pub(super) fn rumor_targets(&mut self, warm: &[NodeId], k: usize, exclude: &[NodeId]) -> Vec<NodeId> {
         let pool: Vec<NodeId> =
             warm.iter().copied().filter(|id| !exclude.contains(id) && self.peers.contains(id)).collect();
         let mut out = self.rng.choose_multiple(&pool, k);

@@ -66,6 +66,11 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "SuspicionsRaised": s.suspicions_raised, "Suspicions": s.suspicions,
             "Deaths": s.deaths, "Refutations": s.refutations,
             "LocalHealth": s.local_health, "LocalHealthRaised": s.local_health_raised,
+            "SentByKind": {
+                "Reconcile": s.sent_by_kind[1], "Delta": s.sent_by_kind[2], "Request": s.sent_by_kind[3],
+                "Ping": s.sent_by_kind[4], "Ack": s.sent_by_kind[5], "PingReq": s.sent_by_kind[6],
+                "Suspect": s.sent_by_kind[7], "More": s.sent_by_kind[8],
+            },
         },
         "Secure": {
             "HandshakesInitiated": sec.handshakes_initiated, "HandshakesCompleted": sec.handshakes_completed,
