@@ -156,3 +156,38 @@ fn node_meta_is_answered_as_txt_and_in_the_catalog() {
     );
     assert!(err.contains("node meta key"), "{err}");
 }
+
+#[test]
+fn services_register_by_flags_as_consul_does() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::start(root.path(), Options { name: "alpha".into(), ..Default::default() });
+    let http = a.http.to_string();
+    let data = a.data_dir.to_str().unwrap().to_string();
+    // Consul's spelling, single dashes and `=`.
+    let (ok, out, err) = gossipd(&[
+        "services",
+        "register",
+        "-name=web",
+        "-port=8080",
+        "-tag=v1",
+        "-meta=rack=r1",
+        "--http",
+        &http,
+        "--data-dir",
+        &data,
+    ]);
+    assert!(ok && out.contains("registered web"), "{out}{err}");
+    let r = wait_for("web on DNS", WAIT, || {
+        dns::udp(a.dns, "web.service.gossip.", RecordType::SRV).filter(|r| r.srv.len() == 1)
+    });
+    assert_eq!(r.srv[0].0, 8080, "{r:?}");
+    let v = a.get("/v1/agent/services").unwrap();
+    assert_eq!(v["web"]["Tags"][0], "v1", "{v}");
+    assert_eq!(v["web"]["Meta"]["rack"], "r1", "{v}");
+    // A bad value is refused with the field named, and nothing is registered.
+    let (ok, _, err) = gossipd(&["services", "register", "--name", "bad name", "--http", &http, "--data-dir", &data]);
+    assert!(!ok && err.contains("Name"), "{err}");
+    let (ok, _, err) = gossipd(&["services", "register", "--name", "x", "--meta", "novalue", "--http", &http]);
+    assert!(!ok && err.contains("KEY=VALUE"), "{err}");
+    assert_eq!(a.get("/v1/agent/services").unwrap().as_object().unwrap().len(), 1);
+}

@@ -605,10 +605,30 @@ pub enum ServicesCommand {
     /// List the catalog's service instances.
     List,
     /// Register the services of a JSON file (a Consul service definition, or a config file
-    /// with `service`/`services`); `-` reads stdin.
+    /// with `service`/`services`; `-` reads stdin), or one service given by flags, as `consul
+    /// services register -name=web -port=80` (Consul's single-dash spellings are accepted).
     Register {
-        /// The file.
-        file: PathBuf,
+        /// The file (omit it with --name).
+        #[arg(required_unless_present = "name", conflicts_with = "name")]
+        file: Option<PathBuf>,
+        /// The service name (registers one service from the flags instead of a file).
+        #[arg(long)]
+        name: Option<String>,
+        /// The instance ID (default: the name).
+        #[arg(long, conflicts_with = "file")]
+        id: Option<String>,
+        /// The port.
+        #[arg(long, conflicts_with = "file")]
+        port: Option<u16>,
+        /// The address answered for it (default: the agent's).
+        #[arg(long, conflicts_with = "file")]
+        address: Option<String>,
+        /// A tag (repeat for more).
+        #[arg(long = "tag", conflicts_with = "file")]
+        tags: Vec<String>,
+        /// Metadata, KEY=VALUE (repeat for more).
+        #[arg(long = "meta", conflicts_with = "file", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
     },
     /// Deregister a service of the local agent by ID.
     Deregister {
@@ -782,13 +802,58 @@ fn node_name_from_host(raw: &str) -> String {
     if label.is_empty() { "gossipd".to_string() } else { label }
 }
 
+/// Consul's single-dash long flags of `consul services register` (`-name=web -port=80`),
+/// rewritten to this CLI's double-dash ones; only after `services register`, and only these
+/// names, so that nothing else changes meaning.
+pub fn consul_flags(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const FLAGS: [&str; 6] = ["name", "id", "port", "address", "tag", "meta"];
+    let at = args.windows(2).position(|w| w[0] == "services" && w[1] == "register");
+    let Some(at) = at else { return args };
+    for a in args.iter_mut().skip(at + 2) {
+        let Some(text) = a.to_str() else { continue };
+        let Some(rest) = text.strip_prefix('-').filter(|r| !r.starts_with('-')) else { continue };
+        let name = rest.split('=').next().unwrap_or(rest);
+        if FLAGS.contains(&name) {
+            *a = format!("-{text}").into();
+        }
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("gossipd").chain(args.iter().copied()))
+        let args: Vec<std::ffi::OsString> = args.iter().map(std::ffi::OsString::from).collect();
+        Cli::try_parse_from(consul_flags(std::iter::once("gossipd".into()).chain(args).collect()))
+    }
+
+    #[test]
+    fn services_register_takes_a_file_or_consul_style_flags() {
+        let reg = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Services(s)) => Ok(s.command),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.kind()),
+        };
+        assert!(matches!(
+            reg(&["services", "register", "web.json"]),
+            Ok(ServicesCommand::Register { file: Some(_), .. })
+        ));
+        let Ok(ServicesCommand::Register { name, port, tags, meta, file, .. }) =
+            reg(&["services", "register", "-name=web", "-port=80", "-tag=v1", "--tag", "blue", "-meta=rack=r1"])
+        else {
+            panic!()
+        };
+        assert_eq!((name.as_deref(), port, file), (Some("web"), Some(80), None));
+        assert_eq!((tags, meta), (vec!["v1".to_string(), "blue".into()], vec!["rack=r1".to_string()]));
+        // Neither a file nor a name; both; a flag without --name.
+        assert!(reg(&["services", "register"]).is_err());
+        assert!(reg(&["services", "register", "web.json", "--name", "web"]).is_err());
+        assert!(reg(&["services", "register", "web.json", "--port", "80"]).is_err());
+        // Single-dash spellings are rewritten only after `services register`.
+        assert!(parse(&["members", "-name=x"]).is_err());
     }
 
     fn agent(args: &[&str]) -> AgentArgs {

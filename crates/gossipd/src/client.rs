@@ -23,7 +23,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let api = Api::new(&s.client)?;
             match s.command {
                 ServicesCommand::List => services_list(&api, s.client.format)?,
-                ServicesCommand::Register { file } => register(&api, &file, s.client.format)?,
+                ServicesCommand::Register { file: Some(file), .. } => register(&api, &file, s.client.format)?,
+                ServicesCommand::Register { file: None, name, id, port, address, tags, meta } => {
+                    let flags = RegisterFlags { name: name.unwrap_or_default(), id, port, address, tags, meta };
+                    register_flags(&api, flags, s.client.format)?
+                }
                 ServicesCommand::Deregister { id } => deregister(&api, &id, s.client.format)?,
             }
         }
@@ -597,8 +601,12 @@ fn register(api: &Api, file: &Path, format: Format) -> anyhow::Result<String> {
     let bytes = read_input(file)?;
     let label = if file == Path::new("-") { "stdin".to_string() } else { file.display().to_string() };
     let defs = service_def::parse_file_or_body(&bytes).context(label)?;
+    register_defs(api, &defs, format)
+}
+
+fn register_defs(api: &Api, defs: &[service_def::ServiceDef], format: Format) -> anyhow::Result<String> {
     let mut ids = Vec::new();
-    for def in &defs {
+    for def in defs {
         let body = serde_json::to_value(def)?;
         api.put("/v1/agent/service/register", Some(&body)).with_context(|| format!("registering {:?}", def.id))?;
         ids.push(def.id.clone());
@@ -607,6 +615,39 @@ fn register(api: &Api, file: &Path, format: Format) -> anyhow::Result<String> {
         Format::Json => pretty(&serde_json::json!({ "registered": ids })),
         Format::Table => ids.iter().map(|id| format!("registered {id}\n")).collect(),
     })
+}
+
+/// A service given by `gossipd services register --name ...` flags.
+struct RegisterFlags {
+    name: String,
+    id: Option<String>,
+    port: Option<u16>,
+    address: Option<String>,
+    tags: Vec<String>,
+    meta: Vec<String>,
+}
+
+/// Registers one service from flags: the same definition a file would hold, checked the same
+/// way (the errors name the flag's field).
+fn register_flags(api: &Api, f: RegisterFlags, format: Format) -> anyhow::Result<String> {
+    let mut meta = serde_json::Map::new();
+    for m in &f.meta {
+        let (k, v) = m.split_once('=').with_context(|| format!("--meta {m:?}: expected KEY=VALUE"))?;
+        meta.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let mut body = serde_json::json!({ "Name": f.name, "Tags": f.tags, "Meta": meta });
+    if let Some(id) = f.id {
+        body["ID"] = Value::String(id);
+    }
+    if let Some(port) = f.port {
+        body["Port"] = Value::from(port);
+    }
+    if let Some(address) = f.address {
+        body["Address"] = Value::String(address);
+    }
+    let bytes = serde_json::to_vec(&body)?;
+    let defs = service_def::parse_file_or_body(&bytes).context("the --name/--port/... flags")?;
+    register_defs(api, &defs, format)
 }
 
 fn read_input(file: &Path) -> anyhow::Result<Vec<u8>> {
