@@ -89,10 +89,16 @@ fn a_failing_http_check_takes_the_instance_out_of_another_agents_dns() {
     let check = local[0]["Checks"].as_array().unwrap().iter().find(|c| c["CheckID"] == "service:web-1").unwrap();
     assert!(check["Output"].as_str().unwrap().contains("500"), "{check}");
     assert_eq!(check["ServiceID"], "web-1");
-    wait_for("the critical aggregate on bravo", WAIT, || {
+    // Another agent shows why (#14): the owner's check note, a bounded summary of the output.
+    let remote = wait_for("the critical aggregate, with its reason, on bravo", WAIT, || {
         let list = health(&b, "/v1/health/service/web");
-        (list.len() == 1 && check_status(&list[0], "service:web-1").as_deref() == Some("critical")).then_some(())
+        let ok = list.len() == 1 && check_status(&list[0], "service:web-1").as_deref() == Some("critical");
+        let output = list.first()?["Checks"].as_array()?.iter().find(|c| c["CheckID"] == "service:web-1")?["Output"]
+            .as_str()?
+            .to_owned();
+        (ok && !output.is_empty()).then_some(output)
     });
+    assert!(remote.contains("500") && remote.len() <= gossip_core::MAX_NOTE, "{remote}");
     for x in [&a, &b] {
         assert!(health(x, "/v1/health/service/web?passing").is_empty());
     }
@@ -106,6 +112,10 @@ fn a_failing_http_check_takes_the_instance_out_of_another_agents_dns() {
         });
         assert_eq!(list[0]["Service"]["ID"], "web-1");
     }
+    // Passing again: the note is gone from bravo's answer.
+    let list = health(&b, "/v1/health/service/web");
+    let check = list[0]["Checks"].as_array().unwrap().iter().find(|c| c["CheckID"] == "service:web-1").unwrap();
+    assert_eq!(check["Output"], "", "{check}");
 }
 
 #[test]

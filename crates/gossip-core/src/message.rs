@@ -162,6 +162,17 @@ pub enum Value {
     /// The owner's node metadata (key [`META_KEY`]): answered as TXT records of
     /// `NODE.node.<domain>` and as the catalog's `NodeMeta`, as Consul's `node_meta`.
     NodeMeta(BTreeMap<String, String>),
+    /// Why one of the owner's services is not passing (key [`NOTE_PREFIX`] + the service id):
+    /// its health and a bounded summary of the failing check's output, so that other agents'
+    /// status pages and health APIs can say why a remote instance fails. Written when the
+    /// service's health leaves passing, deleted when it is passing again. Agents of protocol 5
+    /// that predate it keep and relay it as an unknown kind.
+    CheckNote {
+        /// The service's health when written (warning or critical).
+        health: Health,
+        /// The failing check's output, at most [`MAX_NOTE`] bytes.
+        output: String,
+    },
     /// A value of a kind this build does not know (written by a newer agent): kept, verified
     /// and relayed as the owner's bytes, ignored by every view. `bytes` is the body as
     /// received (bounded by the datagram); re-encoding reproduces the received value exactly,
@@ -178,7 +189,22 @@ pub enum Value {
 pub const PROTO_KEY: &str = "@proto";
 
 /// Value tags this build knows; any other tag decodes as [`Value::Unknown`].
-pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=10;
+pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=11;
+
+/// Key prefix of check notes ([`Value::CheckNote`]), followed by the service id.
+pub const NOTE_PREFIX: &str = "note/";
+/// Longest check note output, in bytes.
+pub const MAX_NOTE: usize = 200;
+
+/// `output` cut to at most [`MAX_NOTE`] bytes at a character boundary, trimmed.
+pub fn note_output(output: &str) -> String {
+    let t = output.trim();
+    let mut end = t.len().min(MAX_NOTE);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    t[..end].to_string()
+}
 
 /// Key of the entry holding the owner's node metadata ([`Value::NodeMeta`]).
 pub const META_KEY: &str = "@meta";
@@ -887,11 +913,33 @@ fn encode_value_body(w: &mut Writer, value: &Value) -> u8 {
             }
             10
         }
+        Value::CheckNote { health, output } => {
+            w.u8(health_tag(*health));
+            w.string(output);
+            11
+        }
         Value::Unknown { tag, bytes } => {
             w.bytes(bytes);
             *tag
         }
     }
+}
+
+fn health_tag(h: Health) -> u8 {
+    match h {
+        Health::Passing => 0,
+        Health::Warning => 1,
+        Health::Critical => 2,
+    }
+}
+
+fn decode_health(r: &mut Reader<'_>) -> Result<Health, DecodeError> {
+    Ok(match r.u8()? {
+        0 => Health::Passing,
+        1 => Health::Warning,
+        2 => Health::Critical,
+        tag => return Err(DecodeError::BadTag { what: "health", tag }),
+    })
 }
 
 /// Decodes a value: its tag, its length (the shortest varint for it, so that re-encoding
@@ -962,6 +1010,7 @@ fn decode_value_body(r: &mut Reader<'_>, tag: u8) -> Result<Value, DecodeError> 
             }
             Value::NodeMeta(meta)
         }
+        11 => Value::CheckNote { health: decode_health(r)?, output: r.string(MAX_NOTE)? },
         tag => return Err(DecodeError::BadTag { what: "entry value", tag }),
     })
 }
@@ -991,11 +1040,7 @@ fn encode_service(w: &mut Writer, s: &ServiceInstance) {
     }
     w.u16(s.weight_passing);
     w.u16(s.weight_warning);
-    w.u8(match s.health {
-        Health::Passing => 0,
-        Health::Warning => 1,
-        Health::Critical => 2,
-    });
+    w.u8(health_tag(s.health));
 }
 
 fn decode_service(r: &mut Reader<'_>) -> Result<ServiceInstance, DecodeError> {
@@ -1017,14 +1062,7 @@ fn decode_service(r: &mut Reader<'_>) -> Result<ServiceInstance, DecodeError> {
     }
     let weight_passing = r.u16()?;
     let weight_warning = r.u16()?;
-    let health = match r.u8()? {
-        0 => Health::Passing,
-        1 => Health::Warning,
-        2 => Health::Critical,
-        tag => {
-            return Err(DecodeError::BadTag { what: "health", tag });
-        }
-    };
+    let health = decode_health(r)?;
     Ok(ServiceInstance { id, name, address, port, tags, meta, weight_passing, weight_warning, health })
 }
 

@@ -69,8 +69,10 @@ fn value() -> impl Strategy<Value = Value> {
         (node_id(), any::<u64>(), any::<u64>(), any::<u64>())
             .prop_map(|(target, generation, version, at)| { Value::Failed { target, generation, version, at } }),
         proptest::collection::btree_map("[a-z_-]{1,12}", "[ -~]{0,40}", 0..8).prop_map(Value::NodeMeta),
+        (prop_oneof![Just(Health::Passing), Just(Health::Warning), Just(Health::Critical)], "[ -~]{0,200}")
+            .prop_map(|(health, output)| Value::CheckNote { health, output }),
         // A kind this build does not know (a newer agent's): kept as its bytes.
-        (11u8..=255, proptest::collection::vec(any::<u8>(), 0..300))
+        (12u8..=255, proptest::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(tag, bytes)| Value::Unknown { tag, bytes }),
     ]
 }
@@ -267,6 +269,24 @@ fn node_meta_beyond_64_pairs_and_more_beyond_the_datagram_are_refused() {
     assert!(matches!(decode_value(&mut Reader::new(&ok)), Ok(Value::NodeMeta(m)) if m.len() == MAX_NODE_META));
     let big = body(MAX_NODE_META + 1);
     assert!(decode_value(&mut Reader::new(&big)).is_err(), "65 node meta pairs decoded");
+    // A check note's output is bounded, and cut at a character boundary when written.
+    let note = |len: usize| {
+        let mut b = Writer::new();
+        b.u8(2);
+        b.string(&"x".repeat(len));
+        let mut w = Writer::new();
+        w.u8(11);
+        w.varint(b.buf.len() as u64);
+        w.bytes(&b.buf);
+        w.buf
+    };
+    let max = gossip_core::MAX_NOTE;
+    assert!(
+        matches!(decode_value(&mut Reader::new(&note(max))), Ok(Value::CheckNote { output, .. }) if output.len() == max)
+    );
+    assert!(decode_value(&mut Reader::new(&note(max + 1))).is_err(), "an oversized note decoded");
+    let cut = gossip_core::message::note_output(&format!("  {}é", "y".repeat(max - 1)));
+    assert_eq!(cut.len(), max - 1, "cut before the two-byte character that would cross the bound");
     // A More claiming more owners than its bytes hold allocates nothing and fails.
     let mut w = Writer::new();
     w.u8(gossip_core::message::KIND_MORE);

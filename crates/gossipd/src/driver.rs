@@ -828,6 +828,11 @@ impl Driver {
         let Some(def) = self.local.get(&sid) else { return };
         let mut inst = def.to_instance();
         inst.health = health;
+        // Why, for the other agents (their status pages and health APIs): the output of a
+        // check in the service's (worst) state, bounded; removed once it passes again.
+        let why = self.running.values().find(|c| c.service_id == sid && c.status == health).map(|c| c.output.clone());
+        let note = (health != Health::Passing).then(|| (health, why.as_deref().unwrap_or("")));
+        self.gossip.set_check_note(now, &sid, note);
         match self.gossip.register(now, inst) {
             Ok(()) => {
                 tracing::info!(service = %sid, health = checks::status_str(health), "service health changed");

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use gossip_core::NOTE_PREFIX;
 use gossip_core::{Gossip, Health, NodeId, NodeState, NodeStatus, ServiceInstance, Value};
 
 /// One member as the API shows it.
@@ -58,6 +59,9 @@ pub struct CatalogInstance {
     pub node_meta: std::sync::Arc<BTreeMap<String, String>>,
     /// The instance as registered (shared with the gossip table's entry).
     pub service: Arc<gossip_core::ServiceInstance>,
+    /// Why it is not passing: the owner's check note (a bounded summary of the failing check's
+    /// output), if it published one.
+    pub note: Option<Arc<str>>,
 }
 
 /// The catalog at one index.
@@ -182,6 +186,10 @@ fn instance(
     s: &Arc<ServiceInstance>,
 ) -> Arc<CatalogInstance> {
     *serial += 1;
+    let note = match n.entries.get(&format!("{NOTE_PREFIX}{}", s.id)).map(|e| &e.value) {
+        Some(Value::CheckNote { output, .. }) if s.health != Health::Passing => Some(Arc::from(&**output)),
+        _ => None,
+    };
     Arc::new(CatalogInstance {
         serial: *serial,
         node: n.info.name.clone(),
@@ -189,6 +197,7 @@ fn instance(
         node_addr: n.info.addr.ip(),
         node_meta: meta.clone(),
         service: s.clone(),
+        note,
     })
 }
 
@@ -287,13 +296,21 @@ impl Views {
         };
         if let Some(p) = self.owners.get_mut(&n.info.id).filter(|p| same(p)) {
             if let Some(keys) = n.changed_since(p.epoch) {
-                for k in keys {
-                    if let Some(old) = p.instances.remove(k) {
+                // A changed check note changes its service's instance: each instance key once.
+                let keys: std::collections::BTreeSet<std::borrow::Cow<'_, str>> = keys
+                    .into_iter()
+                    .map(|k| match k.strip_prefix(NOTE_PREFIX) {
+                        Some(id) => std::borrow::Cow::Owned(format!("svc/{id}")),
+                        None => std::borrow::Cow::Borrowed(k),
+                    })
+                    .collect();
+                for k in &keys {
+                    if let Some(old) = p.instances.remove(&**k) {
                         changes.remove(old);
                     }
-                    if let (true, Some(Value::Service(s))) = (alive, n.entries.get(k).map(|e| &e.value)) {
+                    if let (true, Some(Value::Service(s))) = (alive, n.entries.get(&**k).map(|e| &e.value)) {
                         let new = instance(&mut self.serial, n, &p.meta, s);
-                        p.instances.insert(k.to_owned(), new.clone());
+                        p.instances.insert(k.to_string(), new.clone());
                         changes.add(new);
                     }
                 }

@@ -393,6 +393,7 @@ impl Gossip {
         if present {
             self.write_local(now, &key, Value::Tombstone);
             self.oldest_tombstone.get_or_insert(now);
+            self.set_check_note(now, id, None);
         }
         Ok(present)
     }
@@ -429,6 +430,29 @@ impl Gossip {
         }
         self.write_local(now, message::META_KEY, value);
         Ok(())
+    }
+
+    /// Publishes why the local service `service_id` is not passing (`Some((health, output))`,
+    /// the output cut to [`message::MAX_NOTE`] bytes), or that it passes again (`None`, which
+    /// deletes the note). Nothing is written when the note held is the same.
+    pub fn set_check_note(&mut self, now: Instant, service_id: &str, note: Option<(crate::Health, &str)>) {
+        if self.left || service_id.len() + message::NOTE_PREFIX.len() > message::MAX_KEY {
+            return;
+        }
+        let key = format!("{}{service_id}", message::NOTE_PREFIX);
+        let held = self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)).map(|e| e.value.clone());
+        let value = match note {
+            Some((health, output)) => Value::CheckNote { health, output: message::note_output(output) },
+            None if matches!(held, None | Some(Value::Tombstone)) => return,
+            None => Value::Tombstone,
+        };
+        if held.as_ref() == Some(&value) {
+            return;
+        }
+        if matches!(value, Value::Tombstone) {
+            self.oldest_tombstone.get_or_insert(now);
+        }
+        self.write_local(now, &key, value);
     }
 
     /// Joins through `addr` at run time (as `serf join`): opens an exchange with it and pushes

@@ -1,6 +1,6 @@
 //! `/v1/health/...`: instances with their checks. A local service shows its real checks; of a
-//! remote instance only the aggregate status travels by gossip, shown as one `service:<id>`
-//! check. Every node has Consul's `serfHealth` check, passing while the node is alive (only
+//! remote instance the aggregate status travels by gossip, shown as one `service:<id>` check,
+//! whose `Output` is the owner's check note (why it is not passing, bounded) when it has one. Every node has Consul's `serfHealth` check, passing while the node is alive (only
 //! alive nodes' instances are in the catalog).
 
 use std::sync::Arc;
@@ -46,7 +46,7 @@ fn service_checks(i: &CatalogInstance, local: &LocalChecks) -> Vec<Value> {
         "Node": i.node, "CheckID": format!("service:{}", i.service.id),
         "Name": format!("Service '{}' health", i.service.name),
         "Status": crate::checks::status_str(i.service.health),
-        "Notes": "", "Output": "", "ServiceID": i.service.id, "ServiceName": i.service.name,
+        "Notes": "", "Output": i.note.as_deref().unwrap_or(""), "ServiceID": i.service.id, "ServiceName": i.service.name,
         "Type": "", "Definition": {}, "CreateIndex": 0, "ModifyIndex": 0,
     })]
 }
