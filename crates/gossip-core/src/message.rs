@@ -220,6 +220,17 @@ pub fn failed_key(target: &NodeId) -> String {
 }
 
 impl Value {
+    /// True for a value that counts towards its owner's quota of live entries: not a
+    /// tombstone, not a check note (those are counted apart, bounded by the same quota).
+    pub fn counts_live(&self) -> bool {
+        !matches!(self, Value::Tombstone | Value::CheckNote { .. })
+    }
+
+    /// True for a check note.
+    pub fn is_note(&self) -> bool {
+        matches!(self, Value::CheckNote { .. })
+    }
+
     /// True for a value of a kind this build does not know.
     pub fn is_unknown(&self) -> bool {
         matches!(self, Value::Unknown { .. })

@@ -42,10 +42,12 @@ pub struct NodeState {
     /// [`item_hash`] of the summary, recomputed with the digest (the unit of range
     /// fingerprints; kept here so that fingerprints hash 16 bytes per owner).
     item: Commitment,
-    /// Entries that are not tombstones (what an owner's quota counts).
+    /// Entries that are neither tombstones nor check notes (what an owner's quota counts).
     pub live: usize,
     /// Entries that are services (what a local write's quota check counts).
     pub services: usize,
+    /// Check notes (counted apart from `live`, bounded by the same quota).
+    pub notes: usize,
     /// Entries put into this state so far (inserted or replaced): a reader that remembers it
     /// can ask what changed since ([`NodeState::changed_since`]).
     epoch: u64,
@@ -148,6 +150,7 @@ impl NodeState {
             item: [0; 16],
             live: 0,
             services: 0,
+            notes: 0,
             epoch: 0,
             head: None,
             previous: None,
@@ -158,9 +161,8 @@ impl NodeState {
 
     /// Inserts or replaces an entry; [`NodeState::seal`] must follow.
     fn put(&mut self, e: Entry) {
-        if !matches!(e.value, Value::Tombstone) {
-            self.live += 1;
-        }
+        self.live += usize::from(e.value.counts_live());
+        self.notes += usize::from(e.value.is_note());
         if matches!(e.value, Value::Service(_)) {
             self.services += 1;
         }
@@ -177,9 +179,8 @@ impl NodeState {
             c.log.push_back((self.epoch, e.key.clone()));
         }
         if let Some(old) = self.entries.insert(e.key.clone(), e) {
-            if !matches!(old.value, Value::Tombstone) {
-                self.live -= 1;
-            }
+            self.live -= usize::from(old.value.counts_live());
+            self.notes -= usize::from(old.value.is_note());
             if matches!(old.value, Value::Service(_)) {
                 self.services -= 1;
             }

@@ -231,6 +231,48 @@ fn a_quota_holds_at_the_owner_and_at_every_replica() {
     assert!(net.nodes[0].stats().refused_deltas > 0);
 }
 
+/// Check notes (why a service fails) are counted apart from the quota: an owner at its quota
+/// whose services all fail is still applied everywhere, its notes with it; a rogue writing
+/// notes past the quota is stopped like one writing services.
+#[test]
+fn check_notes_do_not_push_an_owner_over_its_quota_and_are_bounded_by_it() {
+    let ca = Ca::new(1);
+    let mut net = Net::cold(0, 16, 0.0);
+    certified(&mut net, &ca, 0, &["*"], 0, 0);
+    let quota = 300;
+    let owner = certified(&mut net, &ca, 1, &["*"], 0, quota);
+    for k in 0..quota {
+        let now = net.now;
+        net.nodes[owner].register(now, svc(&format!("s{k}"), "web")).unwrap();
+        net.nodes[owner].set_check_note(now, &format!("s{k}"), Some((gossip_core::Health::Critical, "refused")));
+    }
+    net.run_for(Duration::from_secs(20));
+    let id = net.nodes[owner].local().id;
+    let n = net.nodes[0].node(&id).expect("the owner is held");
+    assert_eq!(
+        (n.services, n.notes),
+        (quota as usize, quota as usize),
+        "refused: {}",
+        net.nodes[0].stats().refused_deltas
+    );
+    assert_eq!(net.nodes[0].stats().refused_deltas, 0);
+
+    let mut rogue_sec = secure(7003, 9003);
+    rogue_sec.cert = Some(Arc::new(ca.sign("node-2", &rogue_sec, &["*"], 0, 2)));
+    let rogue = add(&mut net, 2, "node-2", rogue_sec, None);
+    net.run_for(Duration::from_secs(5));
+    let allowance = 256;
+    for k in 0..(2 + allowance + 50) {
+        let now = net.now;
+        let note = Value::CheckNote { health: gossip_core::Health::Critical, output: "x".into() };
+        net.nodes[rogue].write_unchecked(now, &format!("note/f{k}"), note);
+    }
+    net.run_for(Duration::from_secs(10));
+    let rogue_id = net.nodes[rogue].local().id;
+    let held = net.nodes[0].node(&rogue_id).map_or(0, |n| n.notes);
+    assert!(held <= 2 + allowance, "replica holds {held} notes of a node with a quota of 2");
+}
+
 /// Four identities that cost nothing accuse an honest node. Without a CA (the cluster-key-only
 /// mode) they are members and their charges exclude it; with a CA they get no session, so their
 /// charges never reach anyone.

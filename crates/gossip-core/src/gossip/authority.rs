@@ -135,23 +135,24 @@ impl Gossip {
         }
         let quota = trust.quota(&cert);
         let held = self.table.get(&delta.node.id).filter(|n| n.info.generation == delta.node.generation);
-        let mut live = held.map_or(0, |n| n.live);
+        // Check notes (at most one per service, written when it fails) are counted apart, so
+        // that an owner at its quota whose services all fail is not refused; they are bounded
+        // by the same quota.
+        let (mut live, mut notes) = held.map_or((0, 0), |n| (n.live, n.notes));
         for e in &delta.entries {
-            let was_live = held
-                .and_then(|n| n.entries.get(&e.key))
-                .is_some_and(|old| old.version < e.version && !matches!(old.value, Value::Tombstone));
-            let held_newer = held.and_then(|n| n.entries.get(&e.key)).is_some_and(|old| old.version >= e.version);
-            if held_newer {
+            let old = held.and_then(|n| n.entries.get(&e.key));
+            if old.is_some_and(|old| old.version >= e.version) {
                 continue;
             }
-            match (&e.value, was_live) {
-                (Value::Tombstone, true) => live = live.saturating_sub(1),
-                (Value::Tombstone, false) | (_, true) => {}
-                (_, false) => live += 1,
-            }
+            let (was_live, was_note) = old.map_or((false, false), |o| (o.value.counts_live(), o.value.is_note()));
+            live = (live + usize::from(e.value.counts_live())).saturating_sub(usize::from(was_live));
+            notes = (notes + usize::from(e.value.is_note())).saturating_sub(usize::from(was_note));
         }
         if live > quota as usize + QUOTA_ALLOWANCE {
             return Err(Refusal::Quota { live, quota });
+        }
+        if notes > quota as usize + QUOTA_ALLOWANCE {
+            return Err(Refusal::Quota { live: notes, quota });
         }
         Ok(())
     }
