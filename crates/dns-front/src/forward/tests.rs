@@ -75,8 +75,17 @@ async fn failing_upstreams_are_skipped_and_all_failing_is_none() {
 
 #[tokio::test]
 async fn truncated_replies_go_to_udp_clients_and_are_retried_over_tcp_for_tcp_clients() {
-    let up = udp_upstream(0, 0x02).await;
-    let listener = TcpListener::bind(up).await.expect("same port over TCP");
+    // The UDP port was free; the same TCP port may not be (another process's connection can
+    // hold it as its local port): take another pair then.
+    let mut attempt = 0;
+    let (up, listener) = loop {
+        let up = udp_upstream(0, 0x02).await;
+        match TcpListener::bind(up).await {
+            Ok(l) => break (up, l),
+            Err(e) if attempt < 20 && e.kind() == std::io::ErrorKind::AddrInUse => attempt += 1,
+            Err(e) => panic!("same port over TCP: {e}"),
+        }
+    };
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let mut len = [0u8; 2];
