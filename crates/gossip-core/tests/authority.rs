@@ -12,7 +12,7 @@ use gossip_core::cert::{CertRequest, Certificate, ROLE_OPERATOR, Revocation, Tru
 use gossip_core::message::{KEYRING_KEY, Value};
 use gossip_core::secure::SecureConfig;
 use gossip_core::secure::keys::Identity;
-use gossip_core::{CommandError, Config, Event, Gossip};
+use gossip_core::{CommandError, Config, Event, Gossip, NodeId};
 
 const NOW_S: u64 = WALL / 1_000_000_000;
 
@@ -196,6 +196,25 @@ fn keyring_changes_need_the_operator_role_and_a_sane_stamp() {
     assert_eq!(net.nodes[1].keyring_stamp(), stamp);
 }
 
+/// The allowance for system entries replicas grant beyond an owner's quota.
+const ALLOWANCE: usize = 256;
+
+/// A rogue (node 2, identity seed `seed`) certified with a quota of 2 writes the entries
+/// `entry(k)` far past it, unchecked; returns its id once the network ran 10 s more.
+fn rogue_writes_past_its_quota(net: &mut Net, ca: &Ca, seed: u64, entry: impl Fn(usize) -> (String, Value)) -> NodeId {
+    let mut rogue_sec = secure(seed, seed + 2000);
+    rogue_sec.cert = Some(Arc::new(ca.sign("node-2", &rogue_sec, &["*"], 0, 2)));
+    let rogue = add(net, 2, "node-2", rogue_sec, None);
+    net.run_for(Duration::from_secs(5));
+    for k in 0..(2 + ALLOWANCE + 50) {
+        let now = net.now;
+        let (key, value) = entry(k);
+        net.nodes[rogue].write_unchecked(now, &key, value);
+    }
+    net.run_for(Duration::from_secs(10));
+    net.nodes[rogue].local().id
+}
+
 #[test]
 fn a_quota_holds_at_the_owner_and_at_every_replica() {
     let ca = Ca::new(1);
@@ -211,23 +230,11 @@ fn a_quota_holds_at_the_owner_and_at_every_replica() {
     net.nodes[owner].register(net.now, svc("s0", "web")).unwrap();
     // A rogue with a quota of 2 writes past it: replicas stop applying at the quota (plus the
     // allowance for system entries).
-    let mut rogue_sec = secure(7002, 9002);
-    rogue_sec.cert = Some(Arc::new(ca.sign("node-2", &rogue_sec, &["*"], 0, 2)));
-    let rogue = add(&mut net, 2, "node-2", rogue_sec, None);
-    net.run_for(Duration::from_secs(5));
-    let allowance = 256;
-    for k in 0..(2 + allowance + 50) {
-        let now = net.now;
-        net.nodes[rogue].write_unchecked(
-            now,
-            &format!("svc/f{k}"),
-            Value::Service(svc(&format!("f{k}"), "web").into()),
-        );
-    }
-    net.run_for(Duration::from_secs(10));
-    let rogue_id = net.nodes[rogue].local().id;
+    let rogue_id = rogue_writes_past_its_quota(&mut net, &ca, 7002, |k| {
+        (format!("svc/f{k}"), Value::Service(svc(&format!("f{k}"), "web").into()))
+    });
     let held = net.nodes[0].node(&rogue_id).map_or(0, |n| n.live);
-    assert!(held <= 2 + allowance, "replica holds {held} entries of a node with a quota of 2");
+    assert!(held <= 2 + ALLOWANCE, "replica holds {held} entries of a node with a quota of 2");
     assert!(net.nodes[0].stats().refused_deltas > 0);
 }
 
@@ -257,20 +264,11 @@ fn check_notes_do_not_push_an_owner_over_its_quota_and_are_bounded_by_it() {
     );
     assert_eq!(net.nodes[0].stats().refused_deltas, 0);
 
-    let mut rogue_sec = secure(7003, 9003);
-    rogue_sec.cert = Some(Arc::new(ca.sign("node-2", &rogue_sec, &["*"], 0, 2)));
-    let rogue = add(&mut net, 2, "node-2", rogue_sec, None);
-    net.run_for(Duration::from_secs(5));
-    let allowance = 256;
-    for k in 0..(2 + allowance + 50) {
-        let now = net.now;
-        let note = Value::CheckNote { health: gossip_core::Health::Critical, output: "x".into() };
-        net.nodes[rogue].write_unchecked(now, &format!("note/f{k}"), note);
-    }
-    net.run_for(Duration::from_secs(10));
-    let rogue_id = net.nodes[rogue].local().id;
+    let rogue_id = rogue_writes_past_its_quota(&mut net, &ca, 7003, |k| {
+        (format!("note/f{k}"), Value::CheckNote { health: gossip_core::Health::Critical, output: "x".into() })
+    });
     let held = net.nodes[0].node(&rogue_id).map_or(0, |n| n.notes);
-    assert!(held <= 2 + allowance, "replica holds {held} notes of a node with a quota of 2");
+    assert!(held <= 2 + ALLOWANCE, "replica holds {held} notes of a node with a quota of 2");
 }
 
 /// Four identities that cost nothing accuse an honest node. Without a CA (the cluster-key-only

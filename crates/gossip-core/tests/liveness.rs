@@ -39,6 +39,12 @@ fn a_killed_node_is_declared_dead_by_every_other_node() {
         // (a death learned from a node it was hearing counts in both).
         assert!(s.deaths <= 1 && s.deaths_learned <= 1 && s.deaths + s.deaths_learned >= 1, "node {i}: {s:?}");
     }
+    // The messages-by-kind counters saw it: rounds (1), and for the dead node pings (4),
+    // ping-reqs (6) and suspicions (7), summed over the survivors.
+    let sent = |k: usize| net.live().iter().map(|&i| net.nodes[i].stats().sent_by_kind[k]).sum::<u64>();
+    for (kind, name) in [(1, "reconcile"), (4, "ping"), (6, "ping-req"), (7, "suspect")] {
+        assert!(sent(kind) > 0, "no {name} counted");
+    }
     times.sort_by(f64::total_cmp);
     println!("removal after kill (N=30): median {:.2} s, all {:.2} s", times[times.len() / 2], times[times.len() - 1]);
     assert!(*times.last().unwrap() < 15.0);

@@ -548,7 +548,7 @@ impl Driver {
                 Event::LocalHealth { slow: true, score } => tracing::warn!(
                     score,
                     "this agent's own probes keep going unanswered: it is likely slow itself (CPU starved, \
-                     network queue late), so its probe timeout is stretched {}x; check the \
+                     network queue late), so its probe and suspicion deadlines are stretched {}x; check the \
                      host's load",
                     score + 1
                 ),

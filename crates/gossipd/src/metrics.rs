@@ -101,7 +101,7 @@ pub fn render(i: &Inputs<'_>) -> String {
         "local_health",
         "gauge",
         "Lifeguard's local health score: 0 healthy; higher while this agent's own probes go unanswered \
-         (it is likely slow itself), stretching its probe timeout by 1 + score.",
+         (it is likely slow itself), stretching its probe and suspicion deadlines by 1 + score.",
         g.local_health,
     );
     let counters: [(&str, &str, u64); 29] = [

@@ -51,8 +51,9 @@ pub struct Config {
     /// Highest local health score (Lifeguard's local health multiplier, memberlist's
     /// awareness): the score rises when this node's own probes go unanswered or it must refute
     /// a suspicion of itself, falls with each probe answered in time, and stretches the probe
-    /// timeout by `1 + score` (so a slow node neither raises nor confirms suspicions of peers
-    /// that answer it late). 0 turns it off.
+    /// timeout and the suspicion deadlines by `1 + score` (so a slow node neither raises nor
+    /// confirms suspicions of peers that answer it late, nor kills them before their
+    /// refutation reaches it). 0 turns it off.
     pub max_local_health: u32,
     /// Share of the cluster suspect or recently dead above which the agent suspects its own
     /// network and stops declaring deaths.
@@ -155,7 +156,7 @@ pub enum Event {
     },
     /// This node's local health score crossed half its maximum (`slow`: its own probes keep
     /// going unanswered, so it is likelier slow itself, starved of CPU or network, than its
-    /// peers dead; its probe timeout is stretched by `1 + score`) or fell back to 0.
+    /// peers dead; its probe and suspicion deadlines are stretched by `1 + score`) or fell back to 0.
     LocalHealth {
         /// True when degraded (score at or above half the maximum), false when recovered.
         slow: bool,

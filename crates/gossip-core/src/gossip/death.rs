@@ -91,12 +91,20 @@ impl Gossip {
     /// not excluded. (The accuser need not be alive now: it was when it wrote the record, and
     /// it outlives the target in every table, being collected later.)
     fn live_record(&self, target: &NodeId, held: (u64, u64)) -> Option<Record> {
-        let records = self.failures.by_target.get(target)?;
-        records
-            .iter()
-            .filter(|(accuser, _)| *accuser != target && !self.is_excluded(accuser))
+        self.live_records(target, held).next()
+    }
+
+    /// Every record [`Gossip::live_record`] could return.
+    fn live_records<'a>(&'a self, target: &'a NodeId, held: (u64, u64)) -> impl Iterator<Item = Record> + 'a {
+        self.failures
+            .by_target
+            .get(target)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(move |(accuser, r)| {
+                *accuser != target && !self.is_excluded(accuser) && (r.generation, r.version) == held
+            })
             .map(|(_, r)| *r)
-            .find(|r| (r.generation, r.version) == held)
     }
 
     /// Adopts, refutes or holds back what the records say of `target`.
@@ -114,17 +122,7 @@ impl Gossip {
         if liveness == Liveness::Dead {
             // Already dead here: a record dated earlier than our own detection (a force-leave
             // is dated failed_grace ago) brings the collection forward; it never delays it.
-            let earliest = self
-                .failures
-                .by_target
-                .get(target)
-                .into_iter()
-                .flat_map(|m| m.iter())
-                .filter(|(accuser, r)| {
-                    *accuser != target && !self.is_excluded(accuser) && (r.generation, r.version) == held
-                })
-                .map(|(_, r)| r.at)
-                .min();
+            let earliest = self.live_records(target, held).map(|r| r.at).min();
             if let Some(at) = earliest {
                 let since = self.instant_of_wall(now, at);
                 if let Some(t) = self.failures.failed_at.get_mut(target) {

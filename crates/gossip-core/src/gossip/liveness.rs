@@ -153,6 +153,14 @@ impl Gossip {
         s.since + if s.confirmed { self.cfg.suspicion_confirmed.min(slow) * f } else { slow * f }
     }
 
+    /// A suspicion only heard of waits for this node's own probe of the suspect, if one is in
+    /// flight: its answer clears the suspicion, its failure confirms it. (Under load the probe
+    /// is stretched by the local health score, and the heard-of timeout alone would kill a peer
+    /// that is merely slow to answer.)
+    fn awaits_own_probe(&self, id: &NodeId, s: &Suspicion) -> bool {
+        !s.confirmed && self.probes.iter().any(|p| p.target == *id)
+    }
+
     /// `1 + score`: how much this node's probe and suspicion deadlines stretch while its probes go
     /// unanswered (Lifeguard's local health multiplier).
     pub(super) fn health_factor(&self) -> u32 {
@@ -396,16 +404,15 @@ impl Gossip {
                 due_suspect.push(p.target);
             }
         }
-        // Lifeguard's local health: each probe of ours that fails raises the score, each
-        // answered promptly lowers it. A real death is one failure among answered probes, so
-        // the score falls back within a few rounds; when most of this node's probes fail,
-        // this node is likelier the slow one (starved of CPU, its queue late) than most of
-        // its peers dead, and its deadlines stretch.
-        // A failure counts twice what a success does (memberlist adds one per helper that sent
-        // no nack): the score climbs once more than a third of the probes fail. A probe of a
-        // node another member already suspects does not count: it agrees with the cluster, so
-        // says nothing of this node's own slowness (memberlist learns this from the helpers'
-        // nacks); a mass loss thus raises the score far less than a slow node's own doubts.
+        // Lifeguard's local health: each probe of ours that fails raises the score by 2, each
+        // answered promptly lowers it by 1 (memberlist adds one per helper that sent no nack),
+        // so the score climbs only once more than a third of the probes fail: then this node
+        // is likelier the slow one (starved of CPU, its queue late) than most of its peers
+        // dead, and its deadlines stretch. A real death is one failure among answered probes
+        // and falls back within a few rounds. A probe of a node another member already
+        // suspects does not count: it agrees with the cluster, so says nothing of this node
+        // (memberlist learns this from the nacks); a mass loss raises the score far less than a
+        // slow node's own doubts.
         let failed = self
             .probes
             .iter()
@@ -447,15 +454,10 @@ impl Gossip {
         self.death_hold = None;
         loop {
             let slow = self.suspicion_timeout();
-            // A suspicion only heard of waits for this node's own probe of the suspect, if one
-            // is in flight: its answer clears the suspicion, its failure confirms it. (Under
-            // load the probe is stretched by the local health score, and the heard-of timeout
-            // alone would kill a peer that is merely slow to answer.)
-            let probing = |id: &NodeId| self.probes.iter().any(|p| p.target == *id);
             let mut ripe: Vec<(Instant, NodeId)> = self
                 .suspicions
                 .iter()
-                .filter(|(id, s)| !s.dead && now >= self.ripens_at(s, slow) && (s.confirmed || !probing(id)))
+                .filter(|(id, s)| !s.dead && !self.awaits_own_probe(id, s) && now >= self.ripens_at(s, slow))
                 .map(|(id, s)| (s.since, *id))
                 .collect();
             ripe.sort();
@@ -536,10 +538,9 @@ impl Gossip {
             None
         } else {
             let hold = self.death_hold;
-            let probing = |id: &NodeId| self.probes.iter().any(|p| p.target == *id);
             self.suspicions
                 .iter()
-                .filter(|(id, s)| !s.dead && (s.confirmed || !probing(id)))
+                .filter(|(id, s)| !s.dead && !self.awaits_own_probe(id, s))
                 .map(|(_, s)| self.ripens_at(s, slow))
                 .map(|t| hold.map_or(t, |h| t.max(h)))
                 .min()

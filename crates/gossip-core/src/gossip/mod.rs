@@ -434,7 +434,8 @@ impl Gossip {
 
     /// Publishes why the local service `service_id` is not passing (`Some((health, output))`,
     /// the output cut to [`message::MAX_NOTE`] bytes), or that it passes again (`None`, which
-    /// deletes the note). Nothing is written when the note held is the same.
+    /// deletes the note). Nothing is written when the note held is the same, nor for an id too
+    /// long for the `note/` key (one of the longest an instance may have: 1 byte more).
     pub fn set_check_note(&mut self, now: Instant, service_id: &str, note: Option<(crate::Health, &str)>) {
         if self.left || service_id.len() + message::NOTE_PREFIX.len() > message::MAX_KEY {
             return;
