@@ -28,9 +28,9 @@ pub mod types;
 pub mod version;
 
 pub use gossip::{
-    CommandError, Config, Event, Gossip, Liveness, MAX_ENTRY, Stats, Transmit, check_instance, services_of,
+    AppError, CommandError, Config, Event, Gossip, Liveness, MAX_ENTRY, Stats, Transmit, check_instance, services_of,
 };
-pub use message::{Head, MAX_NOTE, NOTE_PREFIX, NodeStatus, Value};
+pub use message::{Head, MAX_ANSWER_PARTS, MAX_APP_BODY, MAX_NOTE, NOTE_PREFIX, NodeStatus, Value};
 pub use session::{MAX_DATAGRAM, MAX_PAYLOAD};
 pub use state::{Commitment, NodeState};
 pub use types::{Health, NodeId, NodeInfo, ServiceInstance};

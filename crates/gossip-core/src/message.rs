@@ -34,6 +34,17 @@ pub const KIND_PING_REQ: u8 = 6;
 pub const KIND_SUSPECT: u8 = 7;
 /// Message kind: "I hold more of these owners beyond the versions named; ask again".
 pub const KIND_MORE: u8 = 8;
+/// Message kind: an application query (wire version 6 and later; docs/PROTOCOL.md 3.9).
+pub const KIND_QUERY: u8 = 9;
+/// Message kind: one part of the answer to an application query (wire version 6 and later).
+pub const KIND_ANSWER: u8 = 10;
+/// The highest message kind byte, for per-kind counters.
+pub const MAX_KIND: u8 = KIND_ANSWER;
+/// Longest body of a [`Message::Query`] or of one [`Message::Answer`] part, in bytes: what fits
+/// one datagram beside the header (kind, sender, id, part numbers, length).
+pub const MAX_APP_BODY: usize = crate::session::MAX_PAYLOAD - 1 - 16 - 8 - 2 - 2;
+/// Most parts of one answer (so an answer is at most `MAX_ANSWER_PARTS × MAX_APP_BODY` bytes).
+pub const MAX_ANSWER_PARTS: u8 = 64;
 
 /// A bound of a key range: a node id, or past the largest id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -445,6 +456,31 @@ pub enum Message {
         /// Its version as the accuser held it.
         version: u64,
     },
+    /// An application query (version 6 and later): opaque bytes for the receiver's
+    /// application, which answers with [`Message::Answer`] parts carrying the same `id`. The
+    /// gossip layer gives it meaning only by its size bound; gossipd uses it to forward DNS and
+    /// HTTP reads to another datacenter (docs/PROTOCOL.md 3.9).
+    Query {
+        /// Sender's node id.
+        sender: NodeId,
+        /// Chosen by the sender, echoed in the answer.
+        id: u64,
+        /// At most [`MAX_APP_BODY`] bytes.
+        body: Vec<u8>,
+    },
+    /// Part `part` (from 0) of `parts` of the answer to the query `id` (version 6 and later).
+    Answer {
+        /// Sender's node id.
+        sender: NodeId,
+        /// The query's id.
+        id: u64,
+        /// This part's index, below `parts`.
+        part: u8,
+        /// The number of parts, 1 to [`MAX_ANSWER_PARTS`].
+        parts: u8,
+        /// At most [`MAX_APP_BODY`] bytes.
+        body: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -458,36 +494,55 @@ impl Message {
             | Message::Ack { sender, .. }
             | Message::PingReq { sender, .. }
             | Message::More { sender, .. }
-            | Message::Suspect { sender, .. } => *sender,
+            | Message::Suspect { sender, .. }
+            | Message::Query { sender, .. }
+            | Message::Answer { sender, .. } => *sender,
         }
     }
 
-    /// Encodes at wire version `version` (one this build speaks; see [`crate::version`]). Version
-    /// 5 is the only format; the synthetic version 6 of the `testing` feature appends one byte
-    /// `0x06`, so that a message encoded at the wrong version does not decode.
+    /// The lowest wire version that carries this message: 6 for [`Message::Query`] and
+    /// [`Message::Answer`], 5 for every other.
+    pub fn min_version(&self) -> u8 {
+        match self {
+            Message::Query { .. } | Message::Answer { .. } => 6,
+            _ => 5,
+        }
+    }
+
+    /// Encodes at wire version `version` (one this build speaks, and at least
+    /// [`Message::min_version`]; see [`crate::version`]). Versions 5 and 6 share one format (6
+    /// adds the kinds [`KIND_QUERY`] and [`KIND_ANSWER`]); the synthetic version 7 of the
+    /// `testing` feature appends one byte `0x07`, so that a message encoded at the wrong version
+    /// does not decode.
     pub fn encode_for(&self, version: u8) -> Vec<u8> {
         #[allow(unused_mut)]
         let mut buf = self.encode();
         #[cfg(feature = "testing")]
-        if version == 6 {
-            buf.push(0x06);
+        if version == 7 {
+            buf.push(0x07);
         }
         debug_assert!((crate::version::BUILD_MIN..=crate::version::BUILD_MAX).contains(&version), "version {version}");
+        debug_assert!(version >= self.min_version(), "{:?} at version {version}", buf.first());
         let _ = version;
         buf
     }
 
     /// Decodes a message encoded at wire version `version`; the whole input must be consumed.
+    /// A kind newer than the version (a query at version 5) does not decode.
     pub fn decode_for(version: u8, buf: &[u8]) -> Result<Message, DecodeError> {
-        match version {
+        let m = match version {
             #[cfg(feature = "testing")]
-            6 => match buf.split_last() {
-                Some((0x06, rest)) => Message::decode(rest),
-                _ => Err(DecodeError::BadTag { what: "version 6 trailer", tag: buf.last().copied().unwrap_or(0) }),
+            7 => match buf.split_last() {
+                Some((0x07, rest)) => Message::decode(rest)?,
+                _ => return Err(DecodeError::BadTag { what: "version 7 trailer", tag: buf.last().copied().unwrap_or(0) }),
             },
-            5 => Message::decode(buf),
-            v => Err(DecodeError::BadTag { what: "wire version", tag: v }),
+            5 | 6 => Message::decode(buf)?,
+            v => return Err(DecodeError::BadTag { what: "wire version", tag: v }),
+        };
+        if m.min_version() > version {
+            return Err(DecodeError::BadTag { what: "message kind at this wire version", tag: buf[0] });
         }
+        Ok(m)
     }
 
     /// Encodes at wire version 4.
@@ -547,6 +602,22 @@ impl Message {
                 w.varint(*generation);
                 w.varint(*version);
             }
+            Message::Query { sender, id, body } => {
+                w.u8(KIND_QUERY);
+                w.node_id(sender);
+                w.u64_fixed(*id);
+                w.varint(body.len() as u64);
+                w.bytes(body);
+            }
+            Message::Answer { sender, id, part, parts, body } => {
+                w.u8(KIND_ANSWER);
+                w.node_id(sender);
+                w.u64_fixed(*id);
+                w.u8(*part);
+                w.u8(*parts);
+                w.varint(body.len() as u64);
+                w.bytes(body);
+            }
         }
         w.buf
     }
@@ -599,6 +670,15 @@ impl Message {
                 generation: r.varint()?,
                 version: r.varint()?,
             },
+            KIND_QUERY => Message::Query { sender, id: r.u64_fixed()?, body: decode_app_body(&mut r)? },
+            KIND_ANSWER => {
+                let id = r.u64_fixed()?;
+                let (part, parts) = (r.u8()?, r.u8()?);
+                if parts == 0 || parts > MAX_ANSWER_PARTS || part >= parts {
+                    return Err(DecodeError::OutOfRange("answer part"));
+                }
+                Message::Answer { sender, id, part, parts, body: decode_app_body(&mut r)? }
+            }
             tag => {
                 return Err(DecodeError::BadTag { what: "message kind", tag });
             }
@@ -606,6 +686,16 @@ impl Message {
         r.finish()?;
         Ok(msg)
     }
+}
+
+/// The length-prefixed body of a query or answer part: at most [`MAX_APP_BODY`] bytes, and no
+/// more than the input holds.
+fn decode_app_body(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let n = r.varint()?;
+    if n > MAX_APP_BODY as u64 {
+        return Err(DecodeError::OutOfRange("application body length"));
+    }
+    Ok(r.bytes(n as usize)?.to_vec())
 }
 
 /// A count, then each want (the body of `Request` and `More`).
@@ -1079,6 +1169,7 @@ fn decode_service(r: &mut Reader<'_>) -> Result<ServiceInstance, DecodeError> {
 
 /// Re-encodes a message from wire version `from` to `to` (for payloads queued before their
 /// session negotiated its version). `None` if it does not decode at `from`.
+/// A message newer than `to` (a query for a version 5 session) is `None` too: it is dropped.
 pub fn transcode(payload: &[u8], from: u8, to: u8) -> Option<Vec<u8>> {
-    Message::decode_for(from, payload).ok().map(|m| m.encode_for(to))
+    Message::decode_for(from, payload).ok().filter(|m| m.min_version() <= to).map(|m| m.encode_for(to))
 }

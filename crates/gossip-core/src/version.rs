@@ -6,6 +6,10 @@
 //! cluster upgrades one agent at a time: a build that speaks `5..=6` talks 5 to the agents not
 //! yet upgraded and 6 to the others, and a later build drops 5 once no agent needs it.
 //!
+//! Version 6 added two message kinds, an application query and its answer parts
+//! (docs/PROTOCOL.md 3.9), used only in WAN pools (which speak `6..`); the LAN pool still
+//! speaks 5 by default, so a 6 build joins a LAN of 5 builds unchanged.
+//!
 //! Version 4 added the owner's signed head to deltas (docs/PROTOCOL.md section 3.2); version 5
 //! changed the owner digest to chunk hashes (section 1), so that a large owner's change costs a
 //! chunk's hash instead of its whole set's. A 4 agent computes other digests than a 5 agent,
@@ -16,13 +20,17 @@ use std::fmt;
 /// The lowest wire version this build speaks.
 pub const BUILD_MIN: u8 = 5;
 /// The highest wire version this build speaks. Builds with the `testing` feature also speak a
-/// synthetic version 6 (the message format of version 5 followed by one byte `0x06`), so that
-/// tests can run two "builds" in one cluster; without it, 5.
+/// synthetic version 7 (the message format of version 6 followed by one byte `0x07`), so that
+/// tests can run two "builds" in one cluster; without it, 6.
 #[cfg(feature = "testing")]
-pub const BUILD_MAX: u8 = 6;
+pub const BUILD_MAX: u8 = 7;
 /// The highest wire version this build speaks.
 #[cfg(not(feature = "testing"))]
-pub const BUILD_MAX: u8 = 5;
+pub const BUILD_MAX: u8 = 6;
+
+/// The lowest wire version that carries application queries and answers (the WAN pool's
+/// forwarding between datacenters): a WAN pool speaks only versions from this one.
+pub const QUERY_MIN: u8 = 6;
 
 /// An inclusive range of wire versions, `min ≤ max`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,8 +40,9 @@ pub struct VersionRange {
 }
 
 impl VersionRange {
-    /// What this build speaks by default: protocol 5 only (the synthetic version 6 of the
-    /// `testing` feature must be asked for).
+    /// What this build speaks by default in a LAN pool: protocol 5 only (version 6, whose only
+    /// addition is the WAN pool's queries, and the synthetic version 7 of the `testing` feature
+    /// must be asked for).
     pub const DEFAULT: VersionRange = VersionRange { min: BUILD_MIN, max: BUILD_MIN };
 
     /// A range as a peer advertised it: any `min ≤ max` (a newer peer may speak versions this
@@ -103,6 +112,7 @@ mod tests {
         assert!(VersionRange::new(5, 4).is_none());
         assert!(VersionRange::supported(4, 5).is_none(), "protocol 4 is no longer spoken");
         assert!(VersionRange::supported(5, 200).is_none());
+        assert!(VersionRange::supported(QUERY_MIN, QUERY_MIN).is_some(), "the WAN pool's range");
         assert_eq!(VersionRange::supported(5, 5), Some(VersionRange::DEFAULT));
     }
 }

@@ -185,6 +185,30 @@ pub enum Event {
     },
     /// This node re-incarnated under a new generation (tombstone collection): persist it.
     GenerationChanged(u64),
+    /// A member sent an application query (wire version 6): answer it with
+    /// `Gossip::send_answer(from, id, ...)`, or not at all.
+    Query {
+        /// The member that asked (authenticated by its session).
+        from: NodeId,
+        /// Its id for the query.
+        id: u64,
+        /// The query, at most `MAX_APP_BODY` bytes.
+        body: Vec<u8>,
+    },
+    /// One part of the answer to an application query this node sent; parts may arrive in any
+    /// order, twice or not at all (the application reassembles, and gives up at its deadline).
+    Answer {
+        /// The member that answered.
+        from: NodeId,
+        /// The query's id.
+        id: u64,
+        /// This part, below `parts`.
+        part: u8,
+        /// The number of parts.
+        parts: u8,
+        /// The part's bytes.
+        body: Vec<u8>,
+    },
     /// A departed node's state was collected.
     MemberForgotten(NodeId),
     /// The cluster keyring changed (an operator's change, here or adopted from a peer): persist
@@ -360,9 +384,17 @@ pub struct Stats {
     /// The local health score now (a gauge: 0 healthy, up to `max_local_health`).
     pub local_health: u64,
     /// Messages sent, by kind (index: the kind byte, docs/PROTOCOL.md section 3: 1 reconcile,
-    /// 2 delta, 3 request, 4 ping, 5 ack, 6 ping-req, 7 suspect, 8 more); retransmissions
-    /// included, handshake packets not.
-    pub sent_by_kind: [u64; 9],
+    /// 2 delta, 3 request, 4 ping, 5 ack, 6 ping-req, 7 suspect, 8 more, 9 query, 10 answer);
+    /// retransmissions included, handshake packets not.
+    pub sent_by_kind: [u64; crate::message::MAX_KIND as usize + 1],
+    /// Application queries sent (wire version 6; the WAN pool's forwarding).
+    pub queries_sent: u64,
+    /// Application queries received and handed to the application.
+    pub queries_received: u64,
+    /// Answers sent (each in one or more parts).
+    pub answers_sent: u64,
+    /// Queries or answer parts dropped: from a node this one does not know.
+    pub dropped_app: u64,
     /// Failure records this node wrote (one per death it declared first).
     pub failure_records_written: u64,
     /// Failure records about a node this replica had just heard from: not adopted, and the node

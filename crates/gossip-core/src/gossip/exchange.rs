@@ -84,6 +84,7 @@ impl Gossip {
                 }
                 self.on_suspect(now, sender, ttl, target, generation, version)
             }
+            m @ (Message::Query { .. } | Message::Answer { .. }) => self.on_app(identity.node_id(), m),
         }
     }
 

@@ -10,6 +10,7 @@
 //! Every record is signed by its owner's identity and verified before it is applied.
 
 mod accuse;
+mod app;
 mod authority;
 mod complete;
 mod config;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::{CommandError, Config, Event, Stats, Transmit};
+pub use app::AppError;
 pub use liveness::Liveness;
 
 use crate::message::{self, Entry, KEY_KEY, Message, NodeStatus, STATUS_KEY, Value};
