@@ -148,6 +148,42 @@ pub fn parse_in(name: &str, domain: &str, datacenter: &str) -> Query {
     }
 }
 
+/// The datacenter a name addresses when it is not `local`: `NAME.service.DC.D`,
+/// `TAG.NAME.service.DC.D`, `_NAME._TAG.service.DC.D`, `NODE.node.DC.D` and `NAME.query.DC.D`
+/// with `DC` a plain label other than `local` give `Some(DC)` (lower-cased); every other name,
+/// the local datacenter's among them, gives `None`. The DNS server relays such names to that
+/// datacenter ([`crate::server::Remote`]) instead of resolving them here.
+pub fn remote_datacenter(name: &str, domain: &str, local: &str) -> Option<String> {
+    let labels = labels(name);
+    let domain = self::labels(domain);
+    let split = labels.len().checked_sub(domain.len())?;
+    let (rest, suffix) = labels.split_at(split);
+    if suffix != domain.as_slice() || rest.iter().any(String::is_empty) {
+        return None;
+    }
+    match rest {
+        [_, .., kind, dc] if matches!(kind.as_str(), "service" | "node" | "query") => {
+            let plain = dc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            (plain && !dc.eq_ignore_ascii_case(local) && rest.len() <= 4).then(|| dc.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Whether `name` carries the datacenter label `datacenter` (`NAME.service.DC.D`, ...): its
+/// answers then name SRV targets with the label too, so that a client that asked another
+/// datacenter through ours resolves the targets there as well.
+pub fn has_datacenter_label(name: &str, domain: &str, datacenter: &str) -> bool {
+    let labels = labels(name);
+    let domain = self::labels(domain);
+    let Some(split) = labels.len().checked_sub(domain.len()) else { return false };
+    let (rest, suffix) = labels.split_at(split);
+    suffix == domain.as_slice()
+        && !datacenter.is_empty()
+        && matches!(rest, [_, .., kind, dc] if matches!(kind.as_str(), "service" | "node")
+            && dc.eq_ignore_ascii_case(datacenter))
+}
+
 /// The address of a complete reverse name: four decimal octets under `in-addr.arpa`, or 32
 /// single hex nibbles under `ip6.arpa`, least significant first.
 fn reverse(labels: &[String]) -> Option<IpAddr> {
@@ -288,6 +324,26 @@ mod tests {
         assert_eq!(labels("a\\.b.c."), vec!["a\\.b".to_string(), "c".to_string()]);
         assert_eq!(parse("we\\.b.service.gossip", "gossip"), svc("we\\.b", None));
         assert_eq!(labels("trailing\\"), vec!["trailing\\".to_string()]);
+    }
+
+    #[test]
+    fn names_of_other_datacenters() {
+        let r = |n: &str| remote_datacenter(n, "gossip", "dc1");
+        assert_eq!(r("web.service.dc2.gossip."), Some("dc2".into()));
+        assert_eq!(r("Primary.WEB.service.DC2.gossip"), Some("dc2".into()));
+        assert_eq!(r("_web._tcp.service.dc2.gossip"), Some("dc2".into()));
+        assert_eq!(r("n1.node.dc3.gossip"), Some("dc3".into()));
+        assert_eq!(r("backup.query.dc2.gossip"), Some("dc2".into()));
+        for local in ["web.service.dc1.gossip", "web.service.DC1.gossip", "web.service.gossip", "service.dc2.gossip"] {
+            assert_eq!(r(local), None, "{local}");
+        }
+        for odd in ["dc2.gossip", "web.service.dc2.example", "a.b.c.web.service.dc2.gossip", r"web.service.d\.c.gossip"]
+        {
+            assert_eq!(r(odd), None, "{odd}");
+        }
+        assert!(has_datacenter_label("web.service.dc1.gossip", "gossip", "dc1"));
+        assert!(!has_datacenter_label("web.service.gossip", "gossip", "dc1"));
+        assert!(!has_datacenter_label("web.service.dc2.gossip", "gossip", "dc1"));
     }
 
     #[test]

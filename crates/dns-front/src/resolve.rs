@@ -29,8 +29,11 @@
 //!   `negative_ttl`) and NS `ns.D.`, whose A record `127.0.0.1` goes in the additional section:
 //!   the agent serves DNS on loopback, next to its clients.
 //! * Datacenter: `NAME.service.DC.D`, `NODE.node.DC.D` (and the tag and RFC 2782 forms) with
-//!   `DC = cfg.datacenter` answer exactly as without the label; another label there is
-//!   NXDOMAIN (no other datacenter exists).
+//!   `DC = cfg.datacenter` answer as without the label, except that SRV targets of node form
+//!   carry the label too (`NODE.node.DC.D.`, as Consul), so that a client that reached this
+//!   datacenter through another one's agent resolves them here as well. Another label there is
+//!   NXDOMAIN to the resolver; the server relays such names to that datacenter first when it
+//!   has a WAN pool ([`crate::server::Remote`]).
 //! * Reverse names (`4.3.2.1.in-addr.arpa.`, `...ip6.arpa.`, complete only): if alive nodes
 //!   have that address, PTR `NODE.node.D.` for each (sorted); otherwise, if answerable
 //!   instances have it, PTR `NAME.service.D.` for each distinct service (sorted), as Consul.
@@ -56,7 +59,8 @@ pub const NS_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// Resolves `q` against `snap`. See the module documentation for the semantics.
 pub fn resolve(q: &Question, snap: &Snapshot, cfg: &ResolverConfig, rng_seed: u64) -> Answer {
-    let ctx = Ctx { q, snap, cfg, apex: apex_name(&cfg.domain) };
+    let dc_label = name::has_datacenter_label(q.name(), &cfg.domain, &cfg.datacenter);
+    let ctx = Ctx { q, snap, cfg, apex: apex_name(&cfg.domain), dc_label };
     let mut rng = Rng::new(rng_seed);
     match name::parse_in(q.name(), &cfg.domain, &cfg.datacenter) {
         Query::NotOurs => Answer::empty(Rcode::Refused, false),
@@ -96,6 +100,8 @@ struct Ctx<'a> {
     snap: &'a Snapshot,
     cfg: &'a ResolverConfig,
     apex: String,
+    /// The question named the datacenter (`NAME.service.DC.D`): node targets name it too.
+    dc_label: bool,
 }
 
 impl Ctx<'_> {
@@ -279,9 +285,10 @@ impl Ctx<'_> {
     fn srv_target(&self, inst: &Instance) -> String {
         let node = inst.node.to_ascii_lowercase();
         match self.snap.nodes.get(&node) {
-            Some(n) if n.alive && n.address == inst.address && is_plain_label(&node) => {
-                self.sub(&format!("{node}.node"))
-            }
+            Some(n) if n.alive && n.address == inst.address && is_plain_label(&node) => match self.dc_label {
+                true => self.sub(&format!("{node}.node.{}", self.cfg.datacenter)),
+                false => self.sub(&format!("{node}.node")),
+            },
             _ => self.sub(&format!("{}.addr", name::encode_addr(inst.address))),
         }
     }

@@ -41,6 +41,13 @@
 //!   upstream fails. Forwarded replies are never cached, and their time is not in the
 //!   latency histogram (it is the upstream's). Our own answers then carry RA, as
 //!   Consul's with recursors. Without upstreams nothing changes.
+//! * Other datacenters ([`DnsServer::with_remote`], [`Remote`]): a name of another
+//!   datacenter (`NAME.service.DC.D`, [`crate::name::remote_datacenter`]) is handed, as the
+//!   client sent it, to the remote hook (the agent's WAN pool), which has it answered by an
+//!   agent of that datacenter; the reply goes back as that agent made it (its ID is the
+//!   client's). No reply within the hook's own bound → SERVFAIL. Over UDP on a tokio task, at
+//!   most [`crate::forward::DEFAULT_MAX_IN_FLIGHT`] at once (beyond, SERVFAIL at once); never
+//!   cached. Without the hook such names are NXDOMAIN, as any unknown name.
 //! * Not exactly one question → FORMERR; a query hickory cannot decode → FORMERR if its header
 //!   reads, else no answer; opcode other than QUERY → NOTIMP; class other than IN → REFUSED;
 //!   a record that hickory cannot encode (e.g. a node name hickory rejects) → SERVFAIL,
@@ -93,6 +100,48 @@ const UDP_RECV_BUFFER: usize = 4096;
 /// Size of the OPT record we add (root name, type, class, ttl, empty rdata).
 const OPT_LEN: usize = 11;
 
+/// Answers names of other datacenters (the agent's WAN pool): `query` is the client's DNS
+/// message as it arrived, `tcp` whether it came over TCP (the remote end then does not
+/// truncate). The future resolves to the reply to send, or `None` when the datacenter cannot
+/// be reached in the hook's time bound (the server answers SERVFAIL).
+pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
+    /// Has `query` answered in datacenter `dc`.
+    fn query(
+        &self,
+        dc: String,
+        query: Vec<u8>,
+        tcp: bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
+}
+
+/// The remote hook with its concurrency bound.
+#[derive(Debug)]
+struct RemoteSlot {
+    hook: Arc<dyn Remote>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Answers DNS messages from the server's snapshot without sockets, forwarding or remote
+/// relaying: what an agent runs for a query another datacenter relayed to it.
+#[derive(Debug, Clone)]
+pub struct LocalAnswerer {
+    handler: Arc<Handler>,
+}
+
+impl LocalAnswerer {
+    /// The reply to `query` (`None`: nothing to send: not a query, or a name this datacenter
+    /// does not resolve locally).
+    pub fn answer(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let snapshot = self.handler.snapshot.load_full();
+        let src = SocketAddr::from(([0, 0, 0, 0], 0));
+        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        match self.handler.reply(query, src, protocol, &snapshot) {
+            Reply::Send(bytes) => Some(bytes),
+            Reply::Forward | Reply::Remote(_) | Reply::Nothing => None,
+        }
+    }
+}
+
 /// A DNS server over a swappable catalog snapshot.
 #[derive(Debug)]
 pub struct DnsServer {
@@ -106,7 +155,15 @@ impl DnsServer {
     /// A server answering from whatever snapshot `snapshot` holds at query time.
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, cfg: ResolverConfig) -> Self {
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let handler = Handler { snapshot, cfg, stats: Arc::default(), seed, queries: AtomicU64::new(0), forward: None };
+        let handler = Handler {
+            snapshot,
+            cfg,
+            stats: Arc::default(),
+            seed,
+            queries: AtomicU64::new(0),
+            forward: None,
+            remote: None,
+        };
         DnsServer { handler, cache: CacheLimits::default(), tcp: TcpLimits::default(), rrl: None }
     }
 
@@ -127,6 +184,33 @@ impl DnsServer {
     pub fn with_forwarding(mut self, cfg: Option<ForwardConfig>) -> Self {
         self.handler.forward = cfg.filter(|c| !c.upstreams.is_empty()).map(|c| Arc::new(Forwarder::new(c)));
         self
+    }
+
+    /// Relays names of other datacenters to `remote` (see [`Remote`]); `None`: they are
+    /// NXDOMAIN.
+    pub fn with_remote(mut self, remote: Option<Arc<dyn Remote>>) -> Self {
+        self.handler.remote = remote.map(|hook| RemoteSlot {
+            hook,
+            permits: Arc::new(tokio::sync::Semaphore::new(crate::forward::DEFAULT_MAX_IN_FLIGHT)),
+        });
+        self
+    }
+
+    /// What answers queries relayed from other datacenters: this server's snapshot and
+    /// configuration, with no forwarding and no relaying of its own (a relayed query is never
+    /// relayed again). Its answers are counted apart from the server's.
+    pub fn local_answerer(&self) -> LocalAnswerer {
+        let h = &self.handler;
+        let handler = Handler {
+            snapshot: Arc::clone(&h.snapshot),
+            cfg: h.cfg.clone(),
+            stats: Arc::default(),
+            seed: h.seed.rotate_left(17),
+            queries: AtomicU64::new(0),
+            forward: None,
+            remote: None,
+        };
+        LocalAnswerer { handler: Arc::new(handler) }
     }
 
     /// Replaces the random base seed (per-query seeds derive from it), for reproducible tests.
@@ -163,12 +247,12 @@ impl DnsServer {
         let (udp_done, mut udp_stopped) = tokio::sync::oneshot::channel();
         let (h, limits, flag) = (Arc::clone(&handler), self.cache, Arc::clone(&stop));
         let rrl = self.rrl.map(Rrl::new);
-        let relay = match handler.forward {
-            Some(_) => Some(Relay {
+        let relay = match handler.forward.is_some() || handler.remote.is_some() {
+            true => Some(Relay {
                 runtime: tokio::runtime::Handle::current(),
                 socket: Arc::new(udp.try_clone().map_err(|e| DnsError::Serve(format!("udp: {e}")))?),
             }),
-            None => None,
+            false => None,
         };
         std::thread::Builder::new()
             .name("dns-udp".into())
@@ -277,6 +361,16 @@ async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: A
                 },
                 None => continue,
             },
+            Reply::Remote(dc) => {
+                let Some(remote) = handler.remote.as_ref() else { continue };
+                let reply = match Arc::clone(&remote.permits).try_acquire_owned() {
+                    Ok(_permit) => remote.hook.query(dc, query.clone(), true).await,
+                    Err(_) => None,
+                };
+                relayed = true;
+                let Some(reply) = handler.count_remote(reply, &query) else { continue };
+                reply
+            }
             Reply::Nothing => continue,
         };
         let Ok(n) = u16::try_from(answer.len()) else { continue };
@@ -301,6 +395,7 @@ struct Handler {
     seed: u64,
     queries: AtomicU64,
     forward: Option<Arc<Forwarder>>,
+    remote: Option<RemoteSlot>,
 }
 
 /// What the full path decided for one query.
@@ -309,6 +404,8 @@ enum Reply {
     Send(Vec<u8>),
     /// Relay the query to the upstreams (only when forwarding is on).
     Forward,
+    /// Relay the query to this datacenter (only with a remote hook).
+    Remote(String),
     /// Send nothing.
     Nothing,
 }
@@ -319,7 +416,7 @@ impl Handler {
     fn answer(&self, raw: &[u8], src: SocketAddr, protocol: Protocol, snapshot: &Snapshot) -> Option<Vec<u8>> {
         match self.reply(raw, src, protocol, snapshot) {
             Reply::Send(bytes) => Some(bytes),
-            Reply::Forward | Reply::Nothing => None,
+            Reply::Forward | Reply::Remote(_) | Reply::Nothing => None,
         }
     }
 
@@ -379,6 +476,11 @@ impl Handler {
         let qname = info.query.original().name();
         let question = Question::new(&qname.to_ascii(), QType::from_u16(info.query.query_type().into()));
         self.stats.record_qtype(question.qtype);
+        if self.remote.is_some()
+            && let Some(dc) = crate::name::remote_datacenter(question.name(), &self.cfg.domain, &self.cfg.datacenter)
+        {
+            return Reply::Remote(dc);
+        }
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let answer = resolve(&question, snapshot, &self.cfg, self.seed ^ n);
         let not_ours = answer.rcode == Rcode::Refused || (answer.rcode == Rcode::NxDomain && !answer.authoritative);

@@ -67,6 +67,8 @@ pub struct DnsStats {
     tcp_refused: AtomicU64,
     forwarded: AtomicU64,
     forward_failed: AtomicU64,
+    remote: AtomicU64,
+    remote_failed: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
     latency_count: AtomicU64,
@@ -130,6 +132,11 @@ pub struct DnsCounts {
     /// Queries to relay that no upstream answered, or that found no free forwarding slot:
     /// each was answered SERVFAIL.
     pub forward_failed: u64,
+    /// Queries for another datacenter answered by an agent there (through the WAN pool).
+    pub remote: u64,
+    /// Queries for another datacenter that could not be reached (or found no free slot):
+    /// each was answered SERVFAIL.
+    pub remote_failed: u64,
     /// Queries with exactly one question, by its type, in the order of [`COUNTED_QTYPES`].
     pub by_qtype: [u64; COUNTED_QTYPES.len()],
     /// Time to handle each query, from the request to the response handed to the socket.
@@ -158,6 +165,12 @@ impl DnsStats {
     /// Counts one query relayed upstream: answered (`ok`) or failed (SERVFAIL sent).
     pub fn record_forwarded(&self, ok: bool) {
         let c = if ok { &self.forwarded } else { &self.forward_failed };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one query relayed to another datacenter: answered there (`ok`) or not.
+    pub fn record_remote(&self, ok: bool) {
+        let c = if ok { &self.remote } else { &self.remote_failed };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -202,6 +215,8 @@ impl DnsStats {
             tcp_refused: self.tcp_refused.load(Ordering::Relaxed),
             forwarded: self.forwarded.load(Ordering::Relaxed),
             forward_failed: self.forward_failed.load(Ordering::Relaxed),
+            remote: self.remote.load(Ordering::Relaxed),
+            remote_failed: self.remote_failed.load(Ordering::Relaxed),
             by_qtype: std::array::from_fn(|i| self.by_qtype[i].load(Ordering::Relaxed)),
             latency: LatencyHistogram {
                 buckets: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),

@@ -56,21 +56,62 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Hands `query` for datacenter `dc` to the remote hook on a task of its own when a permit
+    /// is free, else answers SERVFAIL at once.
+    pub(super) fn remote(&self, handler: &Arc<Handler>, dc: String, query: &[u8], src: SocketAddr) {
+        let Some(slot) = handler.remote.as_ref() else { return };
+        let Ok(permit) = Arc::clone(&slot.permits).try_acquire_owned() else {
+            if let Some(reply) = handler.count_remote(None, query) {
+                let _ = self.socket.send_to(&reply, src);
+            }
+            return;
+        };
+        let (hook, handler, socket) = (Arc::clone(&slot.hook), Arc::clone(handler), Arc::clone(&self.socket));
+        let query = query.to_vec();
+        self.runtime.spawn(async move {
+            let _permit = permit;
+            let reply = hook.query(dc, query.clone(), false).await;
+            let Some(mut reply) = handler.count_remote(reply, &query) else { return };
+            if reply.len() > usize::from(MAX_UDP_PAYLOAD) {
+                let Some(bare) = truncated_reply(&query) else { return };
+                handler.stats.record_truncated();
+                reply = bare;
+            }
+            let _ = socket.send_to(&reply, src);
+        });
+    }
+}
+
 impl Handler {
+    /// Counts the outcome of a relay to another datacenter: its reply, or SERVFAIL when it
+    /// could not be reached (`None` only when the question does not read).
+    pub(super) fn count_remote(&self, reply: Option<Vec<u8>>, query: &[u8]) -> Option<Vec<u8>> {
+        self.stats.record_remote(reply.is_some());
+        let reply = reply.filter(|r| r.len() >= 12).or_else(|| servfail(query))?;
+        self.stats.record(rcode_of(&reply));
+        Some(reply)
+    }
+
     /// Relays `query` and counts the outcome: the upstream's reply, or SERVFAIL when every
     /// upstream failed (`None` only when the question does not read).
     pub(super) async fn relayed(&self, forwarder: &Forwarder, query: &[u8], tcp_client: bool) -> Option<Vec<u8>> {
         let reply = forwarder.forward(query, tcp_client).await;
         self.stats.record_forwarded(reply.is_some());
         let reply = reply.or_else(|| servfail(query))?;
-        self.stats.record(match reply[3] & 0x0F {
-            0 => CountedRcode::NoError,
-            3 => CountedRcode::NxDomain,
-            5 => CountedRcode::Refused,
-            1 => CountedRcode::FormErr,
-            4 => CountedRcode::NotImp,
-            _ => CountedRcode::ServFail,
-        });
+        self.stats.record(rcode_of(&reply));
         Some(reply)
+    }
+}
+
+/// The counted response code of a reply of at least 12 bytes.
+fn rcode_of(reply: &[u8]) -> CountedRcode {
+    match reply[3] & 0x0F {
+        0 => CountedRcode::NoError,
+        3 => CountedRcode::NxDomain,
+        5 => CountedRcode::Refused,
+        1 => CountedRcode::FormErr,
+        4 => CountedRcode::NotImp,
+        _ => CountedRcode::ServFail,
     }
 }

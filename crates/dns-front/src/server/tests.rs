@@ -40,7 +40,43 @@ fn handler(snap: &Arc<Snapshot>) -> Handler {
         seed: 99,
         queries: AtomicU64::new(0),
         forward: None,
+        remote: None,
     }
+}
+
+/// A remote hook that records what it was asked and answers nothing.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl super::Remote for Recorder {
+    fn query(
+        &self,
+        dc: String,
+        _query: Vec<u8>,
+        _tcp: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send>> {
+        self.0.lock().expect("lock").push(dc);
+        Box::pin(async { None })
+    }
+}
+
+#[test]
+fn names_of_other_datacenters_go_to_the_remote_hook_and_local_ones_do_not() {
+    let snap = snapshot();
+    let mut h = handler(&snap);
+    let src = "127.0.0.1:5353".parse().expect("addr");
+    // Without the hook another datacenter is an unknown name.
+    let raw = query(1, "web.service.dc2.gossip.", RecordType::SRV, None, false);
+    assert!(matches!(h.reply(&raw, src, Protocol::Udp, &snap), Reply::Send(_)));
+    h.remote = Some(super::RemoteSlot {
+        hook: Arc::new(Recorder::default()),
+        permits: Arc::new(tokio::sync::Semaphore::new(1)),
+    });
+    assert!(matches!(h.reply(&raw, src, Protocol::Udp, &snap), Reply::Remote(dc) if dc == "dc2"));
+    let local = query(2, "web.service.gossip.gossip.", RecordType::SRV, None, false);
+    assert!(matches!(h.reply(&local, src, Protocol::Udp, &snap), Reply::Send(_)), "the local datacenter's label");
+    let plain = query(3, "web.service.gossip.", RecordType::SRV, None, false);
+    assert!(matches!(h.reply(&plain, src, Protocol::Udp, &snap), Reply::Send(_)));
 }
 
 fn query(id: u16, name: &str, rtype: RecordType, edns: Option<u16>, rd: bool) -> Vec<u8> {

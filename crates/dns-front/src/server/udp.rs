@@ -163,12 +163,17 @@ impl UdpPath<'_> {
         }
         let fast = parse_query(query).filter(|_| self.limits.entries > 0);
         let mut forward = false;
+        let mut remote = None;
         let sent = match fast {
             Some(q) => {
                 let full = |canonical: &[u8]| match handler.reply(canonical, src, Protocol::Udp, snapshot) {
                     Reply::Send(bytes) => Some(bytes),
                     Reply::Forward => {
                         forward = true;
+                        None
+                    }
+                    Reply::Remote(dc) => {
+                        remote = Some(dc);
                         None
                     }
                     Reply::Nothing => None,
@@ -195,9 +200,17 @@ impl UdpPath<'_> {
                     forward = true;
                     false
                 }
+                Reply::Remote(dc) => {
+                    remote = Some(dc);
+                    false
+                }
                 Reply::Nothing => false,
             },
         };
+        if let (Some(dc), Some(relay)) = (remote, self.relay.as_ref()) {
+            relay.remote(handler, dc, query, src);
+            return Answered::Nothing;
+        }
         if forward && let (Some(relay), Some(forwarder)) = (self.relay.as_ref(), handler.forward.as_ref()) {
             relay.forward(forwarder, handler, query, src, now);
             return Answered::Nothing;
