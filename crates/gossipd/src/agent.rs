@@ -376,6 +376,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let node = data.start(&default_node_name(), name.as_deref())?;
     let (trust, own_cert) = authority(&args, &data, &node, own_cert)?;
+    crate::http::set_datacenter(&args.datacenter);
 
     let bind = args.bind_addr();
     let socket = UdpSocket::bind(bind).await.with_context(|| format!("cannot bind gossip (UDP) on {bind}"))?;
@@ -395,6 +396,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let (dns_udp, dns_tcp) = bind_dns(args.dns).await?;
     let dns_addr = dns_udp.local_addr()?;
     let guard = http_guard(&args, &data)?;
+    let own_token = crate::tokens::operator_token(&data)?;
     let http_listener =
         TcpListener::bind(args.http).await.with_context(|| format!("cannot bind the HTTP API on {}", args.http))?;
     let http_addr = http_listener.local_addr()?;
@@ -441,6 +443,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let now = Instant::now();
+    let secure_base = secure.clone();
     let mut gossip = Gossip::new(cfg, secure, node.name.clone(), advertise, node.generation, now);
     if !args.node_meta.is_empty() {
         let meta: std::collections::BTreeMap<String, String> = args.node_meta.iter().cloned().collect();
@@ -470,6 +473,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         gossip.rejoin(now, &known_peers);
     }
 
+    let mut wan = match args.wan_bind {
+        Some(bind) => Some(start_wan(&args, bind, &node, &secure_base, now).await?),
+        None => None,
+    };
+
     let dns_snapshot = Arc::new(ArcSwap::from_pointee(dns_front::Snapshot::default()));
     let (mut driver, handle) = Driver::new(gossip, socket, data.clone(), services, dns_snapshot.clone());
     driver.set_config_ids(config_ids);
@@ -481,6 +489,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "node": node.name, "id": node.id.to_hex(), "generation": node.generation,
         "identity": crate::keys::encode_key(&node.identity.public().0),
         "gossip": advertise.to_string(), "dns": dns_addr.to_string(), "http": http_addr.to_string(),
+        "wan": wan.as_ref().map(|(w, _)| w.advertise().to_string()), "datacenter": args.datacenter,
     });
     data.write_atomic(ADDRS_FILE, addrs.to_string().as_bytes())?;
     tracing::info!(node = %node.name, generation = node.generation, gossip = %advertise, dns = %dns_addr,
@@ -495,7 +504,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dns_cfg = dns_front::ResolverConfig {
         domain: args.domain.clone(),
         only_passing: !args.dns_allow_warning,
-        datacenter: crate::http::DATACENTER.into(),
+        datacenter: crate::http::datacenter().into(),
         ..Default::default()
     };
     let rrl_on = match args.dns_rrl {
@@ -521,7 +530,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dns = dns_front::DnsServer::new(dns_snapshot, dns_cfg)
         .with_tcp_limits(tcp_limits)
         .with_rrl(rrl)
-        .with_forwarding(forwarding);
+        .with_forwarding(forwarding)
+        .with_remote(wan.as_ref().map(|(_, h)| Arc::new(h.clone()) as Arc<dyn dns_front::server::Remote>));
+    if let Some((w, _)) = wan.as_mut() {
+        w.set_dns(dns.local_answerer());
+    }
     tracing::info!(
         rrl = rrl_on,
         tcp_per_source = args.dns_tcp_per_source,
@@ -541,6 +554,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
     let leave_requested = Arc::new(tokio::sync::Notify::new());
+    let leave_flag_early = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = http::router(
         Api {
             handle,
@@ -548,13 +562,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             domain: args.domain.clone(),
             script_checks: args.enable_script_checks,
             leave: Some(leave_requested.clone()),
+            wan: wan.as_ref().map(|(_, h)| h.clone()),
         },
         guard,
     );
+    let wan_task = wan.map(|(mut w, _)| {
+        w.set_router(app.clone(), own_token.clone());
+        let (rx, flag) = (stop_rx.clone(), leave_flag_early.clone());
+        tokio::spawn(w.run(async move {
+            stopped(rx).await;
+            flag.load(std::sync::atomic::Ordering::SeqCst)
+        }))
+    });
     let limits =
         http::serve::Limits { max_conns: args.http_max_conns as usize, header_timeout: args.http_header_timeout };
     let http_task = tokio::spawn(http::serve::serve(http_listener, app, limits, stop_rx.clone()));
-    let leave_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let leave_flag = leave_flag_early;
     let driver_stop = {
         let (rx, flag) = (stop_rx.clone(), leave_flag.clone());
         async move {
@@ -570,6 +593,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     leave_flag.store(leave, std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
     driver_task.await.context("gossip driver")??;
+    if let Some(t) = wan_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let _ = reload_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), dns_task).await {
@@ -579,6 +605,50 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     // Live log streams (`gossipd monitor`) end after that line.
     crate::logstream::close(Duration::from_secs(1)).await;
     Ok(())
+}
+
+/// Binds and starts the WAN pool's state machine (`--wan-bind`): the LAN pool's identity,
+/// certificate, keys and generation, its own socket and seeds, wire version 6 only, and the
+/// datacenter in its node metadata.
+async fn start_wan(
+    args: &AgentArgs,
+    bind: std::net::SocketAddr,
+    node: &crate::persist::NodeRecord,
+    secure_base: &SecureConfig,
+    now: Instant,
+) -> anyhow::Result<(crate::wan::Wan, crate::wan::WanHandle)> {
+    use gossip_core::version::{QUERY_MIN, VersionRange};
+    let socket = UdpSocket::bind(bind).await.with_context(|| format!("cannot bind the WAN pool (UDP) on {bind}"))?;
+    raise_recv_buffer(&socket);
+    let bound = socket.local_addr()?;
+    let advertise = match args.wan_advertise {
+        Some(a) => a,
+        None if bound.ip().is_unspecified() => {
+            bail!("--wan-advertise is required when --wan-bind is {bound}: other datacenters need a routable address")
+        }
+        None => bound,
+    };
+    let pinned = args.resolve_wan_seeds()?;
+    let mut secure = secure_base.clone();
+    secure.versions = VersionRange::supported(QUERY_MIN, QUERY_MIN).context("the WAN pool's wire version")?;
+    secure.seed = seed32()?;
+    let cfg = Config {
+        gossip_interval: Duration::from_millis(args.gossip_interval_ms),
+        seeds: pinned.iter().map(|(a, _)| *a).collect(),
+        pinned_seeds: pinned
+            .iter()
+            .filter_map(|(a, p)| p.map(|k| (*a, gossip_core::secure::keys::IdentityPub(k))))
+            .collect(),
+        gc_grace: args.gc_grace,
+        failed_grace: args.failed_grace,
+        rng_seed: random_seed()?,
+        ..Config::default()
+    };
+    let mut gossip = Gossip::new(cfg, secure, node.name.clone(), advertise, node.generation, now);
+    let meta = std::collections::BTreeMap::from([(crate::wan::META_DC.to_string(), args.datacenter.clone())]);
+    gossip.set_node_meta(now, meta).context("the WAN pool's node metadata")?;
+    tracing::info!(wan = %advertise, datacenter = %args.datacenter, seeds = pinned.len(), "WAN pool started");
+    Ok(crate::wan::Wan::new(gossip, socket, args.datacenter.clone()))
 }
 
 /// Receive buffer asked for the gossip socket (memberlist asks 2 MiB). Linux's default

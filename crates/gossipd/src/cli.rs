@@ -37,8 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Run an agent.
     Agent(AgentArgs),
-    /// List the cluster's members, as seen by the local agent.
-    Members(ClientArgs),
+    /// List the cluster's members, as seen by the local agent (`--wan`: the WAN pool's).
+    Members(MembersArgs),
     /// List, register or deregister services.
     Services(ServicesArgs),
     /// Print a new random cluster key (base64 of 32 bytes).
@@ -85,6 +85,17 @@ pub enum Command {
     /// Print the manual page (roff, for `man -l -`); the Debian package installs it.
     #[command(hide = true)]
     Man,
+}
+
+/// `gossipd members` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct MembersArgs {
+    /// Client flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The WAN pool's members (agents of every datacenter, named NODE.DC), as `consul members -wan`.
+    #[arg(long)]
+    pub wan: bool,
 }
 
 /// `gossipd monitor` arguments.
@@ -415,6 +426,21 @@ pub struct AgentArgs {
     /// DNS domain served.
     #[arg(long, value_name = "DOMAIN", default_value = "gossip", value_parser = parse_domain)]
     pub domain: String,
+    /// This agent's datacenter (a DNS label): each datacenter is its own LAN pool and catalog;
+    /// the others answer `NAME.service.DC.<domain>` and `?dc=DC` through the WAN pool.
+    #[arg(long, value_name = "NAME", default_value = "gossip", value_parser = parse_datacenter)]
+    pub datacenter: String,
+    /// UDP address of the WAN pool (agents of every datacenter): with it this agent reaches
+    /// other datacenters and serves theirs; without it, only its own.
+    #[arg(long, value_name = "ADDR")]
+    pub wan_bind: Option<SocketAddr>,
+    /// Address other datacenters reach this agent's WAN pool at [default: --wan-bind].
+    #[arg(long, value_name = "ADDR", value_parser = parse_advertise, requires = "wan_bind")]
+    pub wan_advertise: Option<SocketAddr>,
+    /// A WAN member (of any datacenter) to join the WAN pool through, IP:PORT or HOST:PORT;
+    /// repeat or separate with commas.
+    #[arg(long = "wan-seed", value_name = "ADDR", value_delimiter = ',', requires = "wan_bind")]
+    pub wan_seeds: Vec<HostPort>,
     /// File holding the cluster key (base64, from `gossipd keygen`); GOSSIPD_CLUSTER_KEY may
     /// hold the key itself instead. Required at first start unless --dev (which makes one).
     #[arg(long, value_name = "FILE")]
@@ -518,16 +544,25 @@ impl AgentArgs {
     /// Resolves every `--seed` (host names through the system resolver; blocking), with the
     /// identity each is pinned to, if any. A seed that does not resolve is an error naming it.
     pub fn resolve_seeds(&self) -> anyhow::Result<Vec<(SocketAddr, Option<[u8; 32]>)>> {
-        let mut out: Vec<(SocketAddr, Option<[u8; 32]>)> = Vec::new();
-        for seed in &self.seeds {
-            for addr in seed.resolve()? {
-                if !out.iter().any(|(a, _)| *a == addr) {
-                    out.push((addr, seed.pin));
-                }
+        resolve_all(&self.seeds)
+    }
+
+    /// The WAN seeds, resolved (pins kept).
+    pub fn resolve_wan_seeds(&self) -> anyhow::Result<Vec<(SocketAddr, Option<[u8; 32]>)>> {
+        resolve_all(&self.wan_seeds)
+    }
+}
+
+fn resolve_all(seeds: &[HostPort]) -> anyhow::Result<Vec<(SocketAddr, Option<[u8; 32]>)>> {
+    let mut out: Vec<(SocketAddr, Option<[u8; 32]>)> = Vec::new();
+    for seed in seeds {
+        for addr in seed.resolve()? {
+            if !out.iter().any(|(a, _)| *a == addr) {
+                out.push((addr, seed.pin));
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 /// Flags shared by the client subcommands (also accepted after the subcommand).
@@ -770,6 +805,16 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Lower-cased, without a trailing dot; labels of [A-Za-z0-9-].
+pub(crate) fn parse_datacenter(s: &str) -> Result<String, String> {
+    if is_dns_label(s) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err("must be a DNS label (1-63 letters, digits or '-') so that it can be queried as \
+             NAME.service.DC.<domain>"
+            .to_string())
+    }
+}
+
 pub(crate) fn parse_domain(s: &str) -> Result<String, String> {
     let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
     if d.len() > 253 || d.is_empty() || !d.split('.').all(is_dns_label) {
@@ -963,8 +1008,10 @@ mod tests {
 
     #[test]
     fn client_flags_before_or_after_the_subcommand() {
-        let Command::Members(c) = parse(&["members", "--format", "json"]).unwrap().command else { panic!() };
-        assert_eq!((c.http.as_str(), c.format), ("127.0.0.1:8500", Format::Json));
+        let Command::Members(m) = parse(&["members", "--format", "json"]).unwrap().command else { panic!() };
+        assert_eq!((m.client.http.as_str(), m.client.format, m.wan), ("127.0.0.1:8500", Format::Json, false));
+        let Command::Members(m) = parse(&["members", "--wan"]).unwrap().command else { panic!() };
+        assert!(m.wan);
         for args in [&["services", "--http", "h:1", "list"][..], &["services", "list", "--http", "h:1"]] {
             let Command::Services(s) = parse(args).unwrap().command else { panic!() };
             assert_eq!(s.client.http, "h:1");

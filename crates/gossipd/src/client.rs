@@ -18,7 +18,7 @@ mod watch;
 pub fn run(command: Command) -> anyhow::Result<()> {
     let out = match command {
         Command::Agent(_) => bail!("not a client command"),
-        Command::Members(client) => members(&Api::new(&client)?, client.format)?,
+        Command::Members(m) => members(&Api::new(&m.client)?, m.client.format, m.wan)?,
         Command::Services(s) => {
             let api = Api::new(&s.client)?;
             match s.command {
@@ -386,8 +386,8 @@ fn pretty(value: &Value) -> String {
     s
 }
 
-fn members(api: &Api, format: Format) -> anyhow::Result<String> {
-    let members = api.get("/v1/agent/members")?;
+fn members(api: &Api, format: Format, wan: bool) -> anyhow::Result<String> {
+    let members = api.get(if wan { "/v1/agent/members?wan=1" } else { "/v1/agent/members" })?;
     if format == Format::Json {
         return Ok(pretty(&members));
     }
@@ -852,7 +852,7 @@ mod tests {
                 {"Name": "a", "Addr": "10.0.0.1", "Port": 7946, "Status": 1,
                  "Tags": {"vsn": "3", "vsn_min": "3", "vsn_max": "4"}}]"#,
         )]);
-        let out = members(&Api::new(&args).unwrap(), Format::Table).unwrap();
+        let out = members(&Api::new(&args).unwrap(), Format::Table, false).unwrap();
         assert_eq!(
             out,
             "NAME  ADDRESS        STATUS  PROTOCOL\na     10.0.0.1:7946  alive   3 (3..=4)\nb     [::1]:7946     left    ?\n"

@@ -38,6 +38,10 @@ pub const KEYS: &[&str] = &[
     "dns_allow_warning",
     "leave_on_terminate",
     "domain",
+    "datacenter",
+    "wan_bind",
+    "wan_advertise",
+    "wan_seed",
     "cluster_key_file",
     "key_rotation",
     "gossip_interval_ms",
@@ -103,6 +107,10 @@ enum Setting {
     DnsRrlSlip(u32),
     Recursors(Vec<SocketAddr>),
     NodeMeta(Vec<(String, String)>),
+    Datacenter(String),
+    WanBind(SocketAddr),
+    WanAdvertise(SocketAddr),
+    WanSeeds(Vec<HostPort>),
 }
 
 impl Setting {
@@ -146,6 +154,10 @@ impl Setting {
             Setting::DnsRrlSlip(_) => "dns_rrl_slip",
             Setting::Recursors(_) => "recursors",
             Setting::NodeMeta(_) => "node_meta",
+            Setting::Datacenter(_) => "datacenter",
+            Setting::WanBind(_) => "wan_bind",
+            Setting::WanAdvertise(_) => "wan_advertise",
+            Setting::WanSeeds(_) => "wan_seeds",
         }
     }
 
@@ -188,6 +200,10 @@ impl Setting {
             Setting::DnsRrlSlip(v) => a.dns_rrl_slip = v,
             Setting::Recursors(v) => a.recursors = v,
             Setting::NodeMeta(v) => a.node_meta = v,
+            Setting::Datacenter(v) => a.datacenter = v,
+            Setting::WanBind(v) => a.wan_bind = Some(v),
+            Setting::WanAdvertise(v) => a.wan_advertise = Some(v),
+            Setting::WanSeeds(v) => a.wan_seeds = v,
         }
     }
 }
@@ -288,6 +304,12 @@ fn setting(key: &str, v: &Value) -> Result<Setting, String> {
         "dns_allow_warning" => Setting::DnsAllowWarning(boolean(v)?),
         "leave_on_terminate" => Setting::LeaveOnTerminate(boolean(v)?),
         "domain" => Setting::Domain(cli::parse_domain(string(v, "a DNS domain")?)?),
+        "datacenter" => Setting::Datacenter(cli::parse_datacenter(string(v, "a datacenter name")?)?),
+        "wan_bind" => Setting::WanBind(addr(v)?),
+        "wan_advertise" => {
+            Setting::WanAdvertise(cli::parse_advertise(string(v, "an address like \"10.0.0.5:8302\"")?)?)
+        }
+        "wan_seed" => Setting::WanSeeds(seeds(v)?),
         "cluster_key_file" => Setting::ClusterKeyFile(path(v)?),
         "key_rotation" => Setting::KeyRotation(duration(v)?),
         "gossip_interval_ms" => {

@@ -18,6 +18,7 @@ mod testing;
 mod tokens;
 mod ui;
 mod view;
+mod wan;
 
 use std::process::ExitCode;
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use gossip_core::Health;
 use serde_json::{Value, json};
 
-use super::{Api, DATACENTER, Params, ask, change, local_member, member_json, text, uuid};
+use super::{Api, Params, ask, change, datacenter, local_member, member_json, text, uuid};
 use crate::driver::{Command, RegisterError, TtlUpdate};
 use crate::service_def;
 use gossip_core::CommandError;
@@ -56,7 +56,7 @@ pub async fn deregister(State(api): State<Arc<Api>>, Path(id): Path<String>) -> 
 /// Consul's `AgentService` shape, with the datacenter.
 fn agent_service(def: &service_def::ServiceDef) -> Value {
     let mut v = def.to_agent_service();
-    v["Datacenter"] = Value::String(DATACENTER.into());
+    v["Datacenter"] = Value::String(datacenter().into());
     v
 }
 
@@ -86,7 +86,10 @@ pub async fn service(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Res
 }
 
 /// `GET /v1/agent/members`: every known member, Serf's shape.
-pub async fn members(State(api): State<Arc<Api>>) -> Response {
+pub async fn members(State(api): State<Arc<Api>>, q: Params) -> Response {
+    if q.has("wan") && !matches!(q.get("wan"), Some("0" | "false")) {
+        return wan_members(&api);
+    }
     let c = api.handle.catalog.load_full();
     let mut headers = axum::http::HeaderMap::new();
     headers.insert(
@@ -94,6 +97,37 @@ pub async fn members(State(api): State<Arc<Api>>) -> Response {
         axum::http::HeaderValue::from_static(if c.self_preservation { "true" } else { "false" }),
     );
     (headers, axum::Json(Value::Array(c.members.iter().map(member_json).collect()))).into_response()
+}
+
+/// `GET /v1/agent/members?wan=1`: the WAN pool's members, named `NODE.DC` as Consul's WAN
+/// members; 400 without a WAN pool.
+fn wan_members(api: &Api) -> Response {
+    let Some(wan) = api.wan.as_ref() else {
+        return text(StatusCode::BAD_REQUEST, "this agent is in no WAN pool (start it with --wan-bind)");
+    };
+    let view = wan.view.load();
+    let list: Vec<Value> = view
+        .members
+        .iter()
+        .map(|m| {
+            let status = match (m.status, m.liveness) {
+                (gossip_core::NodeStatus::Left, _) => 3,
+                (_, gossip_core::Liveness::Dead | gossip_core::Liveness::Excluded) => 4,
+                _ => 1,
+            };
+            let mut tags =
+                json!({ "dc": m.dc, "id": uuid(&m.id), "role": "wan", "vsn": "6", "vsn_min": "6", "vsn_max": "6" });
+            if m.liveness == gossip_core::Liveness::Suspect {
+                tags["suspect"] = Value::String("true".into());
+            }
+            if let Some(rtt) = m.rtt {
+                tags["rtt_ms"] = Value::String(format!("{:.1}", rtt.as_secs_f64() * 1000.0));
+            }
+            json!({ "Name": format!("{}.{}", m.name, m.dc), "Addr": m.addr.ip().to_string(), "Port": m.addr.port(),
+                "Status": status, "Tags": tags })
+        })
+        .collect();
+    axum::Json(Value::Array(list)).into_response()
 }
 
 /// `PUT /v1/agent/leave`: a graceful leave, then the agent exits (Consul's endpoint). The
@@ -154,8 +188,8 @@ pub async fn agent_self(State(api): State<Arc<Api>>) -> Response {
     let alive = c.members.iter().filter(|m| super::status_code(m) == 1).count();
     axum::Json(json!({
         "Config": {
-            "Datacenter": DATACENTER,
-            "PrimaryDatacenter": DATACENTER,
+            "Datacenter": datacenter(),
+            "PrimaryDatacenter": datacenter(),
             "NodeName": local.node,
             "NodeID": uuid(&local.node_id),
             "Server": false,

@@ -4,16 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Api, DATACENTER, Params, blocking, json_with_index, node_json, status_code, uuid};
+use super::{Api, Params, blocking, datacenter, json_with_index, node_json, status_code, uuid};
 use crate::view::{Catalog, CatalogInstance};
-
-/// `GET /v1/catalog/datacenters`: this cluster's only datacenter.
-pub async fn datacenters() -> Response {
-    axum::Json(json!([DATACENTER])).into_response()
-}
 
 /// `GET /v1/catalog/services`: service names with the union of their instances' tags.
 pub async fn services(State(api): State<Arc<Api>>, q: Params) -> Response {
@@ -59,7 +54,7 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
                 "ID": uuid(&i.node_id),
                 "Node": i.node,
                 "Address": i.node_addr.to_string(),
-                "Datacenter": DATACENTER,
+                "Datacenter": datacenter(),
                 "TaggedAddresses": null,
                 "NodeMeta": *i.node_meta,
                 "ServiceKind": "",
@@ -107,7 +102,7 @@ pub async fn node(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Para
                 "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,
                 "Address": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
                 "Meta": i.service.meta, "Port": i.service.port, "Weights": weights(i),
-                "EnableTagOverride": false, "Datacenter": DATACENTER,
+                "EnableTagOverride": false, "Datacenter": datacenter(),
                 "CreateIndex": c.index, "ModifyIndex": c.index,
             });
             (i.service.id.clone(), v)

@@ -11,7 +11,7 @@ use gossip_core::Health;
 use serde_json::{Value, json};
 
 use super::catalog::{filter_tags, weights};
-use super::{Api, DATACENTER, Params, blocking, json_with_index, status_code, uuid};
+use super::{Api, Params, blocking, datacenter, json_with_index, status_code, uuid};
 use crate::driver::{CheckView, LocalChecks};
 use crate::view::CatalogInstance;
 
@@ -69,13 +69,13 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
             json!({
                 "Node": {
                     "ID": uuid(&i.node_id), "Node": i.node, "Address": i.node_addr.to_string(),
-                    "Datacenter": DATACENTER, "TaggedAddresses": null, "Meta": *i.node_meta,
+                    "Datacenter": datacenter(), "TaggedAddresses": null, "Meta": *i.node_meta,
                 },
                 "Service": {
                     "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,
                     "Address": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
                     "Port": i.service.port, "Meta": i.service.meta, "Weights": weights(i),
-                    "EnableTagOverride": false, "Datacenter": DATACENTER,
+                    "EnableTagOverride": false, "Datacenter": datacenter(),
                 },
                 "Checks": checks,
             })

@@ -47,12 +47,36 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "TcpRefused": d.tcp_refused,
             "Forwarded": d.forwarded,
             "ForwardFailures": d.forward_failed,
+            "Remote": d.remote,
+            "RemoteFailures": d.remote_failed,
             "LatencyCount": d.latency.count,
             "LatencySumSeconds": d.latency.sum_nanos as f64 / 1e9,
         })
     });
+    let wan = api.wan.as_ref().map(|w| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = w.gossip_stats.load_full();
+        let view = w.view.load();
+        let dcs: Vec<Value> = view
+            .datacenters(&w.datacenter)
+            .into_iter()
+            .map(|d| {
+                let members = view.members.iter().filter(|m| m.dc == d.name).count();
+                json!({ "Name": d.name, "Members": members, "Reachable": d.reachable,
+                    "RttMs": d.rtt.map(|r| r.as_secs_f64() * 1000.0) })
+            })
+            .collect();
+        json!({
+            "Datacenter": w.datacenter, "Datacenters": dcs, "Members": view.members.len(),
+            "Forwarded": w.stats.forwarded.load(Relaxed), "NoPath": w.stats.no_path.load(Relaxed),
+            "Served": w.stats.served.load(Relaxed), "ServedDropped": w.stats.dropped.load(Relaxed),
+            "DatagramsIn": g.datagrams_in, "DatagramsOut": g.datagrams_out,
+            "BytesIn": g.bytes_in, "BytesOut": g.bytes_out,
+        })
+    });
     axum::Json(json!({
         "DNS": dns,
+        "WAN": wan,
         "Gossip": {
             "DatagramsIn": s.datagrams_in, "DatagramsOut": s.datagrams_out,
             "BytesIn": s.bytes_in, "BytesOut": s.bytes_out,
@@ -69,7 +93,8 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "SentByKind": {
                 "Reconcile": s.sent_by_kind[1], "Delta": s.sent_by_kind[2], "Request": s.sent_by_kind[3],
                 "Ping": s.sent_by_kind[4], "Ack": s.sent_by_kind[5], "PingReq": s.sent_by_kind[6],
-                "Suspect": s.sent_by_kind[7], "More": s.sent_by_kind[8],
+                "Suspect": s.sent_by_kind[7], "More": s.sent_by_kind[8], "Query": s.sent_by_kind[9],
+                "Answer": s.sent_by_kind[10],
             },
         },
         "Secure": {

@@ -5,9 +5,9 @@
 //! answer is held until the catalog index passes `index` or `wait` runs out (default 5 min, at
 //! most 10 min); they carry `X-Consul-Index`.
 //!
-//! Query parameters every catalog and health read accepts: `dc` (only this cluster's
-//! [`DATACENTER`]; any other answers 500 "No path to datacenter", as Consul does for an unknown
-//! one), `near`, `stale`, `consistent`, `cached` (accepted and ignored: every read is this
+//! Query parameters every catalog and health read accepts: `dc` (this agent's
+//! [`datacenter`], or another one, forwarded through the WAN pool by [`dc`]; one with no path
+//! answers 500 "No path to datacenter", as Consul), `near`, `stale`, `consistent`, `cached` (accepted and ignored: every read is this
 //! agent's converged view). `filter` and `node-meta` are refused with 400 rather than ignored,
 //! since ignoring them would answer more than was asked for.
 //!
@@ -17,6 +17,7 @@
 
 mod agent;
 mod catalog;
+mod dc;
 pub mod guard;
 mod health;
 mod metrics;
@@ -41,8 +42,21 @@ use crate::driver::{Command, Handle, LocalChecks};
 use crate::view::{Catalog, Member};
 use gossip_core::{NodeId, NodeStatus};
 
-/// Consul's datacenter name, reported for the local cluster (gossipd has one per cluster).
-pub const DATACENTER: &str = "gossip";
+/// The datacenter name when `--datacenter` is not given (gossipd's single name before
+/// datacenters existed, so nothing changes for one cluster).
+pub const DEFAULT_DATACENTER: &str = "gossip";
+
+static DATACENTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets this agent's datacenter name, once, at start (`--datacenter`).
+pub fn set_datacenter(name: &str) {
+    let _ = DATACENTER.set(name.to_ascii_lowercase());
+}
+
+/// This agent's datacenter name (lower case): what every answer reports as `Datacenter`.
+pub fn datacenter() -> &'static str {
+    DATACENTER.get().map_or(DEFAULT_DATACENTER, String::as_str)
+}
 
 /// Shared state of the API handlers.
 #[derive(Debug, Clone)]
@@ -57,10 +71,13 @@ pub struct Api {
     pub script_checks: bool,
     /// Notified by `PUT /v1/agent/leave` (`None`: leaving through the API is not offered).
     pub leave: Option<Arc<tokio::sync::Notify>>,
+    /// The WAN pool (`None`: no `--wan-bind`; other datacenters have no path).
+    pub wan: Option<crate::wan::WanHandle>,
 }
 
 /// The API's routes, each behind the [`guard`].
 pub fn router(api: Api, guard: guard::Guard) -> Router {
+    let api = Arc::new(api);
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/leave", put(agent::leave))
@@ -75,7 +92,7 @@ pub fn router(api: Api, guard: guard::Guard) -> Router {
         .route("/v1/agent/check/{verb}/{id}", put(agent::check_verb))
         .route("/v1/agent/metrics", get(metrics::metrics))
         .route("/v1/agent/monitor", get(monitor::monitor))
-        .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route("/v1/catalog/datacenters", get(dc::datacenters))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
         .route("/v1/catalog/nodes", get(catalog::nodes))
@@ -98,7 +115,8 @@ pub fn router(api: Api, guard: guard::Guard) -> Router {
                 .put(operator::keyring_use)
                 .delete(operator::keyring_remove),
         )
-        .with_state(Arc::new(api))
+        .with_state(api.clone())
+        .layer(axum::middleware::from_fn_with_state(api, dc::forward))
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
 
@@ -177,7 +195,7 @@ pub fn parse_wait(s: &str) -> Option<Duration> {
 /// The parameters every catalog and health read shares: `dc` must name this cluster;
 /// `filter` and `node-meta` are refused (see the module documentation).
 fn check_read_params(q: &Params) -> Result<(), (StatusCode, String)> {
-    if let Some(dc) = q.get("dc").filter(|dc| !dc.is_empty() && !dc.eq_ignore_ascii_case(DATACENTER)) {
+    if let Some(dc) = q.get("dc").filter(|dc| !dc.is_empty() && !dc.eq_ignore_ascii_case(datacenter())) {
         return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("No path to datacenter {dc:?}")));
     }
     for unsupported in ["filter", "node-meta"] {
@@ -235,7 +253,7 @@ fn local_member<'a>(c: &'a Catalog, local: &LocalChecks) -> Option<&'a Member> {
 
 fn member_json(m: &Member) -> Value {
     let mut tags = json!({
-        "id": uuid(&m.id), "generation": m.generation.to_string(), "dc": DATACENTER,
+        "id": uuid(&m.id), "generation": m.generation.to_string(), "dc": datacenter(),
         "identity": crate::keys::encode_key(&m.identity),
     });
     if let Some(reason) = &m.banned {
@@ -271,7 +289,7 @@ fn member_json(m: &Member) -> Value {
 fn node_json(m: &Member) -> Value {
     json!({
         "ID": uuid(&m.id), "Node": m.name, "Address": m.addr.ip().to_string(),
-        "Datacenter": DATACENTER, "TaggedAddresses": null, "Meta": *m.meta,
+        "Datacenter": datacenter(), "TaggedAddresses": null, "Meta": *m.meta,
         "CreateIndex": 0, "ModifyIndex": 0,
     })
 }

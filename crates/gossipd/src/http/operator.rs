@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Api, DATACENTER, ask, change, text};
+use super::{Api, ask, change, datacenter, text};
 use crate::driver::Command;
 
 /// `GET /v1/operator/keyring`: Consul's shape. `NumNodes` counts the live members; each key
@@ -28,7 +28,7 @@ pub async fn keyring_list(State(api): State<Arc<Api>>) -> Response {
             let primary: serde_json::Map<String, Value> =
                 encoded.iter().take(1).map(|k| (k.clone(), json!(current))).collect();
             axum::Json(json!([{
-                "WAN": false, "Datacenter": DATACENTER, "Segment": "", "Partition": "",
+                "WAN": false, "Datacenter": datacenter(), "Segment": "", "Partition": "",
                 "Keys": all, "PrimaryKeys": primary, "NumNodes": members.len(),
                 "Stamp": stamp, "NotInForceOn": lagging,
             }]))

@@ -1,0 +1,158 @@
+//! Several datacenters on loopback (docs/ARCHITECTURE.md, "Several datacenters"): three LAN
+//! pools, `dc1`, `dc2` and `dc3`, joined by a WAN pool of some of their agents. Reads of another
+//! datacenter, by DNS (`NAME.service.DC.gossip`, the node targets it names) and by HTTP
+//! (`?dc=`), are answered by an agent there; `/v1/catalog/datacenters` and `members --wan` list
+//! them; a datacenter whose WAN members are gone answers SERVFAIL and 500, and answers again
+//! once one is back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use integration::agent::{Agent, Options};
+use integration::{dns, wait_for};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn wan_addr(a: &Agent) -> SocketAddr {
+    let addrs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.data_dir.join("addrs.json")).expect("addrs.json")).expect("json");
+    addrs["wan"].as_str().and_then(|s| s.parse().ok()).expect("a WAN address in addrs.json")
+}
+
+fn agent(
+    root: &std::path::Path,
+    name: &str,
+    dc: &str,
+    seeds: Vec<SocketAddr>,
+    wan_seeds: Option<Vec<SocketAddr>>,
+) -> Agent {
+    let mut extra = vec!["--datacenter".to_string(), dc.to_string()];
+    if let Some(ws) = wan_seeds {
+        extra.extend(["--wan-bind".to_string(), "127.0.0.1:0".to_string()]);
+        for s in ws {
+            extra.extend(["--wan-seed".to_string(), s.to_string()]);
+        }
+    }
+    Agent::start(root, Options { name: name.into(), seeds, extra, ..Default::default() })
+}
+
+fn register(a: &Agent, id: &str, name: &str, port: u16) {
+    let body = format!(r#"{{"ID": "{id}", "Name": "{name}", "Port": {port}, "Address": "127.0.0.1"}}"#);
+    let (status, text) = a.put("/v1/agent/service/register", &body);
+    assert_eq!(status, 200, "register {id}: {text}");
+}
+
+fn wan_alive(a: &Agent) -> usize {
+    a.get("/v1/agent/members?wan=1")
+        .ok()
+        .and_then(|v| v.as_array().map(|l| l.iter().filter(|m| m["Status"] == 1).count()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_datacenters_answer_each_other_and_a_lost_one_is_servfail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    // dc1: a1 in the WAN pool, a2 only in its LAN.
+    let a1 = agent(root, "a1", "dc1", vec![], Some(vec![]));
+    let a2 = agent(root, "a2", "dc1", vec![a1.gossip], None);
+    // dc2: both in the WAN pool; dc3: one.
+    let b1 = agent(root, "b1", "dc2", vec![], Some(vec![wan_addr(&a1)]));
+    let b2 = agent(root, "b2", "dc2", vec![b1.gossip], Some(vec![wan_addr(&a1)]));
+    let mut c1 = agent(root, "c1", "dc3", vec![], Some(vec![wan_addr(&b1)]));
+    register(&b2, "web-1", "web", 8080);
+    register(&c1, "api-1", "api", 9090);
+    for x in [&a1, &b1, &b2, &c1] {
+        wait_for("4 alive WAN members", WAIT, || (wan_alive(x) == 4).then_some(()));
+    }
+    let members = a1.get("/v1/agent/members?wan=1").expect("wan members");
+    let mut names: Vec<String> =
+        members.as_array().expect("list").iter().map(|m| m["Name"].as_str().unwrap_or("").to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["a1.dc1", "b1.dc2", "b2.dc2", "c1.dc3"]);
+
+    // DNS: another datacenter's service, with node targets that resolve there too.
+    let started = Instant::now();
+    let srv = wait_for("web in dc2 through dc1", WAIT, || {
+        dns::udp(a1.dns, "web.service.dc2.gossip.", RecordType::SRV)
+            .filter(|r| r.rcode == ResponseCode::NoError && !r.srv.is_empty())
+    });
+    eprintln!("first remote lookup answered after {:?}", started.elapsed());
+    assert_eq!(srv.srv, vec![(8080, "b2.node.dc2.gossip.".to_string())]);
+    let node = dns::udp(a1.dns, "b2.node.dc2.gossip.", RecordType::A).expect("reply");
+    assert_eq!((node.rcode, node.addrs.clone()), (ResponseCode::NoError, vec!["127.0.0.1".parse().expect("ip")]));
+    let api = dns::tcp(b1.dns, "api.service.dc3.gossip.", RecordType::SRV).expect("reply over TCP");
+    assert_eq!(api.srv, vec![(9090, "c1.node.dc3.gossip.".to_string())], "dc2 reaches dc3 over TCP too");
+    // The local datacenter's label still answers here, and an unknown service there is NXDOMAIN.
+    let missing = dns::udp(a1.dns, "nothing.service.dc2.gossip.", RecordType::SRV).expect("reply");
+    assert_eq!(missing.rcode, ResponseCode::NXDomain);
+    if let Some(dig) = integration::peers::find("dig") {
+        let out = std::process::Command::new(dig)
+            .args(["@127.0.0.1", "-p", &a1.dns.port().to_string(), "+short", "web.service.dc2.gossip", "SRV"])
+            .output()
+            .expect("dig");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("8080 b2.node.dc2.gossip."), "dig: {text}");
+    }
+
+    // HTTP: ?dc= on health and catalog reads, forwarded with the answer's index.
+    let (status, body) = a1.raw("GET", "/v1/health/service/web?dc=dc2&passing", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let health = a1.get("/v1/health/service/web?dc=dc2&passing").expect("health of dc2");
+    let list = health.as_array().expect("list");
+    assert_eq!(list.len(), 1, "{health}");
+    assert_eq!(list[0]["Service"]["Port"], 8080);
+    assert_eq!(list[0]["Node"]["Datacenter"], "dc2");
+    let nodes = a1.get("/v1/catalog/nodes?dc=dc2").expect("nodes of dc2");
+    let mut node_names: Vec<&str> = nodes.as_array().expect("list").iter().filter_map(|n| n["Node"].as_str()).collect();
+    node_names.sort_unstable();
+    assert_eq!(node_names, ["b1", "b2"]);
+    let dcs = a1.get("/v1/catalog/datacenters").expect("datacenters");
+    let dcs: Vec<&str> = dcs.as_array().expect("list").iter().filter_map(|d| d.as_str()).collect();
+    assert_eq!(dcs.first(), Some(&"dc1"), "the local datacenter first");
+    assert_eq!(
+        {
+            let mut d = dcs.clone();
+            d.sort_unstable();
+            d
+        },
+        ["dc1", "dc2", "dc3"]
+    );
+    let (status, body) = a1.raw("GET", "/v1/health/service/web?dc=dc9", &[], "");
+    assert_eq!((status, body.contains("No path to datacenter")), (500, true), "{body}");
+    // An agent outside the WAN pool has no path to other datacenters.
+    let (status, body) = a2.raw("GET", "/v1/health/service/web?dc=dc2", &[], "");
+    assert_eq!((status, body.contains("No path to datacenter")), (500, true), "{body}");
+    let out = std::process::Command::new(integration::agent::binary())
+        .args(["members", "--wan", "--http", &a1.http.to_string()])
+        .output()
+        .expect("gossipd members --wan");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("c1.dc3") && table.contains("alive"), "{table}");
+
+    // dc3 loses its only WAN member: its names answer SERVFAIL within the WAN pool's bound...
+    c1.kill();
+    let started = Instant::now();
+    let lost = wait_for("SERVFAIL for dc3", WAIT, || {
+        dns::udp(b1.dns, "api.service.dc3.gossip.", RecordType::SRV).filter(|r| r.rcode == ResponseCode::ServFail)
+    });
+    eprintln!("dc3 answered SERVFAIL {:?} after its WAN member was killed", started.elapsed());
+    assert!(lost.srv.is_empty());
+    let t = Instant::now();
+    let (status, body) = b1.raw("GET", "/v1/health/service/api?dc=dc3", &[], "");
+    eprintln!("and 500 over HTTP in {:?}", t.elapsed());
+    assert_eq!((status, body.contains("No path to datacenter")), (500, true), "{body}");
+    let metrics = b1.get("/v1/agent/metrics").expect("metrics");
+    assert!(metrics["WAN"]["NoPath"].as_u64().unwrap_or(0) >= 1, "{}", metrics["WAN"]);
+    assert!(metrics["DNS"]["RemoteFailures"].as_u64().unwrap_or(0) >= 1, "{}", metrics["DNS"]);
+
+    // ...and answers again once it is back (a restart keeps its registration).
+    c1.restart();
+    let back = wait_for("dc3 again", WAIT, || {
+        dns::udp(b1.dns, "api.service.dc3.gossip.", RecordType::SRV).filter(|r| r.rcode == ResponseCode::NoError)
+    });
+    assert_eq!(back.srv.len(), 1);
+    drop(a2);
+}
