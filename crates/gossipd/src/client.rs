@@ -803,7 +803,7 @@ mod tests {
             token: None,
             data_dir: None,
         };
-        let e = members(&Api::new(&args).unwrap(), Format::Table).unwrap_err();
+        let e = members(&Api::new(&args).unwrap(), Format::Table, false).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.starts_with(&format!("cannot reach agent at http://127.0.0.1:{port}: ")), "{e}");
         for bad in ["https://x:1", "x:1/path", ""] {
