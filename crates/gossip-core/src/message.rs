@@ -184,6 +184,12 @@ pub enum Value {
         /// The failing check's output, at most [`MAX_NOTE`] bytes.
         output: String,
     },
+    /// An application record (key [`APP_PREFIX`] + the application's name for it): opaque bytes
+    /// the owner signs and every replica keeps and relays, given meaning by the application
+    /// only (gossipd's prepared queries, key `app/query/<id>`, a JSON definition). At most
+    /// [`MAX_APP_RECORD`] bytes. Agents of protocol 5 that predate it keep and relay it as an
+    /// unknown kind.
+    App(Vec<u8>),
     /// A value of a kind this build does not know (written by a newer agent): kept, verified
     /// and relayed as the owner's bytes, ignored by every view. `bytes` is the body as
     /// received (bounded by the datagram); re-encoding reproduces the received value exactly,
@@ -200,7 +206,13 @@ pub enum Value {
 pub const PROTO_KEY: &str = "@proto";
 
 /// Value tags this build knows; any other tag decodes as [`Value::Unknown`].
-pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=11;
+pub const KNOWN_VALUE_TAGS: std::ops::RangeInclusive<u8> = 0..=12;
+
+/// Key prefix of application records ([`Value::App`]).
+pub const APP_PREFIX: &str = "app/";
+/// Longest application record, in bytes (it must fit one delta datagram with its key and
+/// signature).
+pub const MAX_APP_RECORD: usize = 768;
 
 /// Key prefix of check notes ([`Value::CheckNote`]), followed by the service id.
 pub const NOTE_PREFIX: &str = "note/";
@@ -1019,6 +1031,10 @@ fn encode_value_body(w: &mut Writer, value: &Value) -> u8 {
             w.string(output);
             11
         }
+        Value::App(bytes) => {
+            w.bytes(bytes);
+            12
+        }
         Value::Unknown { tag, bytes } => {
             w.bytes(bytes);
             *tag
@@ -1112,6 +1128,12 @@ fn decode_value_body(r: &mut Reader<'_>, tag: u8) -> Result<Value, DecodeError> 
             Value::NodeMeta(meta)
         }
         11 => Value::CheckNote { health: decode_health(r)?, output: r.string(MAX_NOTE)? },
+        12 => {
+            if r.remaining() > MAX_APP_RECORD {
+                return Err(DecodeError::OutOfRange("application record length"));
+            }
+            Value::App(r.bytes(r.remaining())?.to_vec())
+        }
         tag => return Err(DecodeError::BadTag { what: "entry value", tag }),
     })
 }

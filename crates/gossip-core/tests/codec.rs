@@ -71,8 +71,9 @@ fn value() -> impl Strategy<Value = Value> {
         proptest::collection::btree_map("[a-z_-]{1,12}", "[ -~]{0,40}", 0..8).prop_map(Value::NodeMeta),
         (prop_oneof![Just(Health::Passing), Just(Health::Warning), Just(Health::Critical)], "[ -~]{0,200}")
             .prop_map(|(health, output)| Value::CheckNote { health, output }),
+        proptest::collection::vec(any::<u8>(), 0..=gossip_core::message::MAX_APP_RECORD).prop_map(Value::App),
         // A kind this build does not know (a newer agent's): kept as its bytes.
-        (12u8..=255, proptest::collection::vec(any::<u8>(), 0..300))
+        (13u8..=255, proptest::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(tag, bytes)| Value::Unknown { tag, bytes }),
     ]
 }

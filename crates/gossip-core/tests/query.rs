@@ -143,3 +143,30 @@ fn queries_do_not_exist_at_version_5() {
     lying.extend_from_slice(&[0xff, 0x07]); // varint 1023 with no bytes behind it
     assert!(Message::decode_for(6, &lying).is_err());
 }
+
+#[test]
+fn application_records_replicate_and_their_deletion_too() {
+    use gossip_core::Value;
+    use gossip_core::message::{APP_PREFIX, MAX_APP_RECORD};
+    let mut net = Net::cold(3, 34, 0.0);
+    net.run_for(Duration::from_secs(20));
+    let owner = net.nodes[0].local().id;
+    let now = net.now;
+    let g = &mut net.nodes[0];
+    assert!(g.put_app_record(now, "query/1", Some(vec![0; MAX_APP_RECORD + 1])).is_err(), "too large");
+    assert!(g.put_app_record(now, "", Some(b"x".to_vec())).is_err(), "no name");
+    assert!(!g.put_app_record(now, "query/9", None).expect("deleting nothing"), "nothing to delete");
+    g.put_app_record(now, "query/1", Some(br#"{"Name":"web"}"#.to_vec())).expect("written");
+    net.flush(0);
+    net.run_for(Duration::from_secs(5));
+    let key = format!("{APP_PREFIX}query/1");
+    let held =
+        |net: &Net, i: usize| net.nodes[i].node(&owner).and_then(|n| n.entries.get(&key)).map(|e| e.value.clone());
+    assert_eq!(held(&net, 2), Some(Value::App(br#"{"Name":"web"}"#.to_vec())));
+    let now = net.now;
+    assert!(net.nodes[0].put_app_record(now, "query/1", None).expect("deleted"));
+    net.flush(0);
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(held(&net, 2), Some(Value::Tombstone));
+    no_bans(&net);
+}

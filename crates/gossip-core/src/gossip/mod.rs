@@ -458,6 +458,36 @@ impl Gossip {
         self.write_local(now, &key, value);
     }
 
+    /// Writes the application record `name` (key [`message::APP_PREFIX`] + `name`; `None`
+    /// deletes it): signed by this node and replicated to every replica as its other entries
+    /// are. At most [`message::MAX_APP_RECORD`] bytes.
+    pub fn put_app_record(&mut self, now: Instant, name: &str, bytes: Option<Vec<u8>>) -> Result<bool, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        let key = format!("{}{name}", message::APP_PREFIX);
+        if name.is_empty() || key.len() > message::MAX_KEY {
+            return Err(CommandError::BadId { max: message::MAX_KEY - message::APP_PREFIX.len() });
+        }
+        let held = self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)).map(|e| e.value.clone());
+        let value = match bytes {
+            Some(b) if b.len() > message::MAX_APP_RECORD => {
+                return Err(CommandError::TooLarge { size: b.len(), max: message::MAX_APP_RECORD });
+            }
+            Some(b) => Value::App(b),
+            None if matches!(held, None | Some(Value::Tombstone)) => return Ok(false),
+            None => Value::Tombstone,
+        };
+        if held.as_ref() == Some(&value) {
+            return Ok(true);
+        }
+        if matches!(value, Value::Tombstone) {
+            self.oldest_tombstone.get_or_insert(now);
+        }
+        self.write_local(now, &key, value);
+        Ok(true)
+    }
+
     /// Joins through `addr` at run time (as `serf join`): opens an exchange with it and pushes
     /// this node's state, as with a seed, once.
     pub fn join(&mut self, now: Instant, addr: SocketAddr) -> Result<(), CommandError> {
