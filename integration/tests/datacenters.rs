@@ -156,3 +156,97 @@ fn three_datacenters_answer_each_other_and_a_lost_one_is_servfail() {
     assert_eq!(back.srv.len(), 1);
     drop(a2);
 }
+
+fn execute(a: &Agent, key: &str) -> serde_json::Value {
+    a.get(&format!("/v1/query/{key}/execute")).expect("execute")
+}
+
+fn ports(v: &serde_json::Value) -> Vec<u64> {
+    v["Nodes"].as_array().map(|l| l.iter().filter_map(|n| n["Service"]["Port"].as_u64()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn a_prepared_query_fails_over_to_another_datacenter_and_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let mut p1 = agent(root, "p1", "dc1", vec![], Some(vec![]));
+    let p2 = agent(root, "p2", "dc1", vec![p1.gossip], None);
+    let q1 = agent(root, "q1", "dc2", vec![], Some(vec![wan_addr(&p1)]));
+    let r1 = agent(root, "r1", "dc3", vec![], Some(vec![wan_addr(&p1)]));
+    let (status, text) = p1.put(
+        "/v1/agent/service/register",
+        r#"{"ID": "web-1", "Name": "web", "Port": 8081, "Address": "127.0.0.1", "Check": {"CheckID": "web-ttl", "TTL": "300s"}}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(p1.put("/v1/agent/check/pass/web-ttl", "").0, 200);
+    register(&q1, "web-2", "web", 8082);
+    register(&r1, "web-3", "web", 8083);
+    for x in [&p1, &q1, &r1] {
+        wait_for("3 alive WAN members", WAIT, || (wan_alive(x) == 3).then_some(()));
+    }
+
+    // Bad definitions name the field; a good one is created on p1 and replicated to p2.
+    let (status, body) = p1.send("POST", "/v1/query", r#"{"Name": "web ha", "Service": {"Service": "web"}}"#);
+    assert_eq!((status, body.starts_with("Name")), (400, true), "{body}");
+    let (status, body) =
+        p1.send("POST", "/v1/query", r#"{"Name": "x", "Service": {"Service": "web", "Near": "_agent"}}"#);
+    assert_eq!((status, body.contains("Near")), (400, true), "{body}");
+    let def = r#"{"Name": "web-ha", "Service": {"Service": "web", "OnlyPassing": true, "Failover": {"NearestN": 1, "Datacenters": ["dc3", "dc2"]}}}"#;
+    let (status, body) = p1.send("POST", "/v1/query", def);
+    assert_eq!(status, 200, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["ID"].as_str().expect("ID").to_string();
+    let (status, body) = p1.send("POST", "/v1/query", def);
+    assert_eq!((status, body.contains("already in use")), (400, true), "names are unique: {body}");
+    wait_for("the query on p2", WAIT, || {
+        p2.get("/v1/query").ok().filter(|l| l.as_array().is_some_and(|l| l.iter().any(|q| q["ID"] == id.as_str())))
+    });
+    let (status, body) = p2.send("DELETE", &format!("/v1/query/{id}"), "");
+    assert_eq!((status, body.contains("held by agent p1")), (400, true), "{body}");
+
+    // Healthy here: answered here, by ID and by name, by HTTP and DNS, on both dc1 agents.
+    let e = execute(&p1, &id);
+    assert_eq!(
+        (e["Datacenter"].as_str(), e["Failovers"].as_u64(), ports(&e)),
+        (Some("dc1"), Some(0), vec![8081]),
+        "{e}"
+    );
+    let e = wait_for("p2 executes the query", WAIT, || Some(execute(&p2, "web-ha")).filter(|e| ports(e) == [8081]));
+    assert_eq!(e["Datacenter"], "dc1");
+    let srv = dns::udp(p1.dns, "web-ha.query.gossip.", RecordType::SRV).expect("reply");
+    assert_eq!((srv.rcode, srv.srv.clone()), (ResponseCode::NoError, vec![(8081, "p1.node.gossip.".to_string())]));
+    let none = dns::udp(p1.dns, "nothing.query.gossip.", RecordType::SRV).expect("reply");
+    assert_eq!(none.rcode, ResponseCode::NXDomain);
+    assert_eq!(p1.raw("GET", "/v1/query/nothing/execute", &[], "").0, 404);
+
+    // The local instance goes critical: the nearest other datacenter answers.
+    assert_eq!(p1.put("/v1/agent/check/fail/web-ttl", "").0, 200);
+    let started = Instant::now();
+    let e = wait_for("failover", WAIT, || Some(execute(&p1, &id)).filter(|e| e["Datacenter"] != "dc1"));
+    eprintln!("failed over to {} {:?} after the check failed", e["Datacenter"], started.elapsed());
+    assert_eq!(e["Failovers"], 1, "NearestN 1: the nearest datacenter first: {e}");
+    let port = ports(&e)[0];
+    assert!(port == 8082 || port == 8083, "{e}");
+    let srv = dns::udp(p1.dns, "web-ha.query.gossip.", RecordType::SRV).expect("reply");
+    assert_eq!(srv.srv.len(), 1, "{srv:?}");
+    assert!(srv.srv[0].1.ends_with(".addr.gossip."), "a remote instance is named by address: {srv:?}");
+    // p2 has no WAN pool: it finds nothing, and says which datacenters it tried (none).
+    let e2 = execute(&p2, &id);
+    assert_eq!((ports(&e2), e2["Failovers"].as_u64()), (vec![], Some(0)), "{e2}");
+
+    // Back when the local instance recovers.
+    assert_eq!(p1.put("/v1/agent/check/pass/web-ttl", "").0, 200);
+    let started = Instant::now();
+    wait_for("back home", WAIT, || Some(execute(&p1, &id)).filter(|e| e["Datacenter"] == "dc1" && ports(e) == [8081]));
+    eprintln!("back in dc1 {:?} after the check passed", started.elapsed());
+
+    // The query survives a restart of the agent that holds it, and is deleted there.
+    p1.restart();
+    wait_for("the query after p1's restart", WAIT, || {
+        p1.get(&format!("/v1/query/{id}")).ok().filter(|l| l[0]["Name"] == "web-ha")
+    });
+    let (status, body) = p1.send("DELETE", &format!("/v1/query/{id}"), "");
+    assert_eq!(status, 200, "{body}");
+    wait_for("the query gone from p2", WAIT, || {
+        p2.get("/v1/query").ok().filter(|l| l.as_array().is_some_and(|l| l.is_empty()))
+    });
+}

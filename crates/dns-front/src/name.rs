@@ -15,6 +15,7 @@
 //! | `_NAME._tcp.service.D`       | RFC 2782 form; `_tcp` / `_udp` mean "no tag filter"  |
 //! | `_NAME._TAG.service.D`       | RFC 2782 form with tag filter `TAG`                  |
 //! | `NODE.node.D`                | [`Query::Node`]                                      |
+//! | `NAME.query.D`               | [`Query::Prepared`] (a prepared query)               |
 //! | `HEX.addr.D`                 | [`Query::Addr`]: 8 (IPv4) or 32 (IPv6) hex digits    |
 //! | `NAME.service.DC.D`, `NODE.node.DC.D`, ... | the same as without `DC` (the datacenter)  |
 //! | `service.D`, `node.D`, `addr.D`, `_X.service.D`, `DC.D` | [`Query::EmptyNonTerminal`] |
@@ -52,6 +53,12 @@ pub enum Query {
         name: String,
         /// Lower-cased tag filter, if any.
         tag: Option<String>,
+    },
+    /// A prepared query (`NAME.query.D.`): executed by the agent (its service, tags and
+    /// failover), answered as a service.
+    Prepared {
+        /// Lower-cased query name.
+        name: String,
     },
     /// A node lookup (`NODE.node.D.`).
     Node {
@@ -124,7 +131,7 @@ pub fn parse_in(name: &str, domain: &str, datacenter: &str) -> Query {
     if !dc.is_empty() {
         match rest {
             [only] if *only == dc => return Query::EmptyNonTerminal,
-            [.., kind, last] if *last == dc && matches!(kind.as_str(), "service" | "node") => {
+            [.., kind, last] if *last == dc && matches!(kind.as_str(), "service" | "node" | "query") => {
                 rest = &rest[..rest.len() - 1];
             }
             _ => {}
@@ -133,7 +140,7 @@ pub fn parse_in(name: &str, domain: &str, datacenter: &str) -> Query {
     match rest {
         [] => Query::Apex,
         [ns] if ns == "ns" => Query::NameServer,
-        [kind] if matches!(kind.as_str(), "service" | "node" | "addr") => Query::EmptyNonTerminal,
+        [kind] if matches!(kind.as_str(), "service" | "node" | "addr" | "query") => Query::EmptyNonTerminal,
         [name, kind] if kind == "service" => {
             if name.starts_with('_') {
                 Query::EmptyNonTerminal
@@ -143,14 +150,15 @@ pub fn parse_in(name: &str, domain: &str, datacenter: &str) -> Query {
         }
         [first, second, kind] if kind == "service" => service_with_tag(first, second),
         [name, kind] if kind == "node" => Query::Node { name: name.clone() },
+        [name, kind] if kind == "query" => Query::Prepared { name: name.clone() },
         [hex, kind] if kind == "addr" => decode_addr(hex).map_or(Query::Unknown, Query::Addr),
         _ => Query::Unknown,
     }
 }
 
 /// The datacenter a name addresses when it is not `local`: `NAME.service.DC.D`,
-/// `TAG.NAME.service.DC.D`, `_NAME._TAG.service.DC.D`, `NODE.node.DC.D` and `NAME.query.DC.D`
-/// with `DC` a plain label other than `local` give `Some(DC)` (lower-cased); every other name,
+/// `TAG.NAME.service.DC.D`, `_NAME._TAG.service.DC.D` and `NODE.node.DC.D` with `DC` a plain
+/// label other than `local` give `Some(DC)` (lower-cased); every other name,
 /// the local datacenter's among them, gives `None`. The DNS server relays such names to that
 /// datacenter ([`crate::server::Remote`]) instead of resolving them here.
 pub fn remote_datacenter(name: &str, domain: &str, local: &str) -> Option<String> {
@@ -162,7 +170,7 @@ pub fn remote_datacenter(name: &str, domain: &str, local: &str) -> Option<String
         return None;
     }
     match rest {
-        [_, .., kind, dc] if matches!(kind.as_str(), "service" | "node" | "query") => {
+        [_, .., kind, dc] if matches!(kind.as_str(), "service" | "node") => {
             let plain = dc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
             (plain && !dc.eq_ignore_ascii_case(local) && rest.len() <= 4).then(|| dc.clone())
         }
@@ -333,7 +341,7 @@ mod tests {
         assert_eq!(r("Primary.WEB.service.DC2.gossip"), Some("dc2".into()));
         assert_eq!(r("_web._tcp.service.dc2.gossip"), Some("dc2".into()));
         assert_eq!(r("n1.node.dc3.gossip"), Some("dc3".into()));
-        assert_eq!(r("backup.query.dc2.gossip"), Some("dc2".into()));
+        assert_eq!(r("backup.query.dc2.gossip"), None, "prepared queries of other datacenters: not relayed");
         for local in ["web.service.dc1.gossip", "web.service.DC1.gossip", "web.service.gossip", "service.dc2.gossip"] {
             assert_eq!(r(local), None, "{local}");
         }

@@ -75,6 +75,9 @@ pub fn resolve(q: &Question, snap: &Snapshot, cfg: &ResolverConfig, rng_seed: u6
             _ => ctx.negative(Rcode::NxDomain),
         },
         Query::Service { name, tag } => ctx.service(&name, tag.as_deref(), &mut rng),
+        // The server resolves a prepared query against a snapshot of its results alone, whose
+        // instances carry the query's name (without a hook, against an empty one: NXDOMAIN).
+        Query::Prepared { name } => ctx.service(&name, None, &mut rng),
         Query::Reverse(ip) => ctx.reverse(ip),
     }
 }

@@ -85,7 +85,7 @@ use crate::cache::CacheLimits;
 use crate::forward::{ForwardConfig, Forwarder, servfail};
 use crate::limits::{Rrl, RrlConfig, TcpLimits, TcpSlot, TcpSlots};
 use crate::resolve::{Answer, QType, Question, Rcode, Record, resolve};
-use crate::snapshot::{ResolverConfig, Snapshot};
+use crate::snapshot::{Instance, Node, ResolverConfig, Snapshot};
 use crate::stats::{CountedRcode, DnsStats};
 use relay::Relay;
 
@@ -112,6 +112,19 @@ pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
         query: Vec<u8>,
         tcp: bool,
     ) -> std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
+
+    /// Executes the prepared query `name` (`NAME.query.D`): the instances to answer (their
+    /// `service` the query's name; already filtered, all answered) and the nodes that make
+    /// their SRV targets `NODE.node.D` (an instance without one is named `HEX.addr.D`), or
+    /// `None` when no such query exists (NXDOMAIN). The default knows none.
+    #[allow(clippy::type_complexity)]
+    fn prepared(
+        &self,
+        name: String,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<(Vec<Instance>, Vec<Node>)>> + Send>> {
+        let _ = name;
+        Box::pin(async { None })
+    }
 }
 
 /// The remote hook with its concurrency bound.
@@ -137,7 +150,7 @@ impl LocalAnswerer {
         let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
         match self.handler.reply(query, src, protocol, &snapshot) {
             Reply::Send(bytes) => Some(bytes),
-            Reply::Forward | Reply::Remote(_) | Reply::Nothing => None,
+            Reply::Forward | Reply::Remote(_) | Reply::Prepared(_) | Reply::Nothing => None,
         }
     }
 }
@@ -361,6 +374,11 @@ async fn serve_tcp_connection(mut stream: TcpStream, src: SocketAddr, handler: A
                 },
                 None => continue,
             },
+            Reply::Prepared(name) => {
+                let Some(reply) = handler.prepared(name, &query, src, Protocol::Tcp).await else { continue };
+                relayed = true;
+                reply
+            }
             Reply::Remote(dc) => {
                 let Some(remote) = handler.remote.as_ref() else { continue };
                 let reply = match Arc::clone(&remote.permits).try_acquire_owned() {
@@ -406,6 +424,8 @@ enum Reply {
     Forward,
     /// Relay the query to this datacenter (only with a remote hook).
     Remote(String),
+    /// Execute this prepared query through the hook, then answer from its results.
+    Prepared(String),
     /// Send nothing.
     Nothing,
 }
@@ -416,7 +436,7 @@ impl Handler {
     fn answer(&self, raw: &[u8], src: SocketAddr, protocol: Protocol, snapshot: &Snapshot) -> Option<Vec<u8>> {
         match self.reply(raw, src, protocol, snapshot) {
             Reply::Send(bytes) => Some(bytes),
-            Reply::Forward | Reply::Remote(_) | Reply::Nothing => None,
+            Reply::Forward | Reply::Remote(_) | Reply::Prepared(_) | Reply::Nothing => None,
         }
     }
 
@@ -424,6 +444,12 @@ impl Handler {
     /// the answer (counted in the stats), or asks for it to be forwarded. Nothing is sent for
     /// fewer than 12 bytes, or a message that is itself a response (no reflection).
     fn reply(&self, raw: &[u8], src: SocketAddr, protocol: Protocol, snapshot: &Snapshot) -> Reply {
+        self.reply_with(raw, src, protocol, snapshot, true)
+    }
+
+    /// [`Handler::reply`]; with `relays` false, names of other datacenters and prepared
+    /// queries are resolved against `snapshot` as they are (a prepared query's results).
+    fn reply_with(&self, raw: &[u8], src: SocketAddr, protocol: Protocol, snapshot: &Snapshot, relays: bool) -> Reply {
         let request = match Request::from_bytes(raw.to_vec(), src, protocol) {
             Ok(request) => request,
             Err(_) => {
@@ -441,10 +467,10 @@ impl Handler {
         if request.metadata.message_type == MessageType::Response {
             return Reply::Nothing;
         }
-        self.handle(&request, snapshot)
+        self.handle(&request, snapshot, relays)
     }
 
-    fn handle(&self, request: &Request, snapshot: &Snapshot) -> Reply {
+    fn handle(&self, request: &Request, snapshot: &Snapshot, relays: bool) -> Reply {
         let resp_edns = request.edns.as_ref().map(|req| {
             let mut edns = Edns::new();
             edns.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
@@ -476,10 +502,22 @@ impl Handler {
         let qname = info.query.original().name();
         let question = Question::new(&qname.to_ascii(), QType::from_u16(info.query.query_type().into()));
         self.stats.record_qtype(question.qtype);
-        if self.remote.is_some()
+        if relays
+            && self.remote.is_some()
             && let Some(dc) = crate::name::remote_datacenter(question.name(), &self.cfg.domain, &self.cfg.datacenter)
         {
             return Reply::Remote(dc);
+        }
+        let empty = Snapshot::default();
+        let mut snapshot = snapshot;
+        if relays
+            && let crate::name::Query::Prepared { name } =
+                crate::name::parse_in(question.name(), &self.cfg.domain, &self.cfg.datacenter)
+        {
+            if self.remote.is_some() {
+                return Reply::Prepared(name);
+            }
+            snapshot = &empty;
         }
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let answer = resolve(&question, snapshot, &self.cfg, self.seed ^ n);

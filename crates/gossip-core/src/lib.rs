@@ -30,7 +30,9 @@ pub mod version;
 pub use gossip::{
     AppError, CommandError, Config, Event, Gossip, Liveness, MAX_ENTRY, Stats, Transmit, check_instance, services_of,
 };
-pub use message::{Head, MAX_ANSWER_PARTS, MAX_APP_BODY, MAX_NOTE, NOTE_PREFIX, NodeStatus, Value};
+pub use message::{
+    APP_PREFIX, Head, MAX_ANSWER_PARTS, MAX_APP_BODY, MAX_APP_RECORD, MAX_NOTE, NOTE_PREFIX, NodeStatus, Value,
+};
 pub use session::{MAX_DATAGRAM, MAX_PAYLOAD};
 pub use state::{Commitment, NodeState};
 pub use types::{Health, NodeId, NodeInfo, ServiceInstance};

@@ -465,6 +465,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
 
+    for q in crate::query::load(&data)? {
+        let name = format!("{}{}", crate::query::RECORD_PREFIX, q.id);
+        gossip.put_app_record(now, &name, Some(q.encode())).with_context(|| format!("prepared query {:?}", q.id))?;
+    }
+
     // The peers of the last run: contacted now, so that each replaces the session of the old
     // process (which this one cannot read) before its probes of this node fail.
     let known_peers = data.load_peers();
@@ -531,7 +536,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .with_tcp_limits(tcp_limits)
         .with_rrl(rrl)
         .with_forwarding(forwarding)
-        .with_remote(wan.as_ref().map(|(_, h)| Arc::new(h.clone()) as Arc<dyn dns_front::server::Remote>));
+        .with_remote(Some(Arc::new(crate::http::query::Executor {
+            catalog: handle.catalog.clone(),
+            checks: handle.checks.clone(),
+            wan: wan.as_ref().map(|(_, h)| h.clone()),
+        }) as Arc<dyn dns_front::server::Remote>));
     if let Some((w, _)) = wan.as_mut() {
         w.set_dns(dns.local_answerer());
     }

@@ -71,6 +71,11 @@ pub enum Command {
     /// `PUT /v1/agent/force-leave/:node`: remove a node (by name) from every agent now;
     /// answers whether it was known.
     ForceLeave(String, oneshot::Sender<Result<bool, String>>),
+    /// Creates or replaces a prepared query held by this agent (persisted, then replicated);
+    /// answers why not.
+    PutQuery(crate::query::PreparedQuery, oneshot::Sender<Result<(), String>>),
+    /// Deletes a prepared query held by this agent; answers whether it held it.
+    DeleteQuery(String, oneshot::Sender<Result<bool, String>>),
     /// A barrier: answered once every command queued before it is handled and its effect is
     /// in the published views. The HTTP API sends it after each change, so that a client reads
     /// its own writes from this agent at once (views are otherwise rebuilt at most once per
@@ -379,6 +384,53 @@ impl Driver {
         (d, handle)
     }
 
+    /// The prepared queries this agent holds, as persisted.
+    fn local_queries(&self) -> Vec<crate::query::PreparedQuery> {
+        let prefix = format!("{}{}", gossip_core::APP_PREFIX, crate::query::RECORD_PREFIX);
+        let Some(me) = self.gossip.node(&self.gossip.local().id) else { return Vec::new() };
+        me.entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(_, e)| match &e.value {
+                gossip_core::Value::App(b) => crate::query::PreparedQuery::decode(b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn save_queries(&self, queries: &[crate::query::PreparedQuery]) -> Result<(), String> {
+        let json = serde_json::to_vec_pretty(queries).map_err(|e| e.to_string())?;
+        self.data
+            .write_atomic(crate::query::QUERIES_FILE, &json)
+            .map_err(|e| format!("cannot store the prepared queries: {e}"))
+    }
+
+    /// Persists, then writes, a prepared query: acknowledged means durable.
+    fn put_query(&mut self, now: Instant, q: crate::query::PreparedQuery) -> Result<(), String> {
+        q.validate()?;
+        let mut all: Vec<crate::query::PreparedQuery> =
+            self.local_queries().into_iter().filter(|x| x.id != q.id).collect();
+        all.push(q.clone());
+        self.save_queries(&all)?;
+        let name = format!("{}{}", crate::query::RECORD_PREFIX, q.id);
+        self.gossip.put_app_record(now, &name, Some(q.encode())).map_err(|e| e.to_string())?;
+        self.request_publish();
+        Ok(())
+    }
+
+    fn delete_query(&mut self, now: Instant, id: &str) -> Result<bool, String> {
+        let all = self.local_queries();
+        if !all.iter().any(|q| q.id == id) {
+            return Ok(false);
+        }
+        let rest: Vec<crate::query::PreparedQuery> = all.into_iter().filter(|q| q.id != id).collect();
+        self.save_queries(&rest)?;
+        let name = format!("{}{}", crate::query::RECORD_PREFIX, id);
+        let held = self.gossip.put_app_record(now, &name, None).map_err(|e| e.to_string())?;
+        self.request_publish();
+        Ok(held)
+    }
+
     /// Marks which of the local services came from `--config-dir`.
     pub fn set_config_ids(&mut self, ids: impl IntoIterator<Item = String>) {
         self.config_ids = ids.into_iter().filter(|id| self.local.contains_key(id)).collect();
@@ -671,6 +723,12 @@ impl Driver {
                 let _ = reply.send(report);
             }
             Command::Sync(reply) => self.syncs.push(reply),
+            Command::PutQuery(q, reply) => {
+                let _ = reply.send(self.put_query(now, q));
+            }
+            Command::DeleteQuery(id, reply) => {
+                let _ = reply.send(self.delete_query(now, &id));
+            }
             Command::AddRevocation(r, reply) => {
                 let result = self.gossip.add_revocation(now, r).map_err(|e| e.to_string());
                 if result.is_ok() {

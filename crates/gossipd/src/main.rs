@@ -13,6 +13,7 @@ mod logstream;
 mod manpage;
 mod metrics;
 mod persist;
+mod query;
 mod service_def;
 mod testing;
 mod tokens;

@@ -376,6 +376,7 @@ mod tests {
             ],
             services: Default::default(),
             self_preservation: true,
+            queries: Default::default(),
         };
         let gossip = Stats { datagrams_in: 12, bytes_out: 3400, ..Default::default() };
         let secure = SecureStats { handshakes_completed: 2, ..Default::default() };

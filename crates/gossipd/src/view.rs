@@ -76,12 +76,28 @@ pub struct Catalog {
     pub services: imbl::OrdMap<String, InstanceSet>,
     /// True while self-preservation holds deaths back.
     pub self_preservation: bool,
+    /// The prepared queries of live members, with the name of the member holding each, by
+    /// query name then holder.
+    pub queries: Arc<Vec<(String, crate::query::PreparedQuery)>>,
 }
 
 impl Catalog {
     /// Every instance, by service name then node and id.
     pub fn instances(&self) -> impl Iterator<Item = &CatalogInstance> {
         self.services.values().flat_map(|l| l.iter())
+    }
+}
+
+/// The prepared queries `n` holds (its `app/query/` records), added to `out`; sorted by name then
+/// holder at the end of a rebuild.
+fn collect_queries(n: &NodeState, out: &mut Vec<(String, crate::query::PreparedQuery)>) {
+    let prefix = format!("{}{}", gossip_core::APP_PREFIX, crate::query::RECORD_PREFIX);
+    for (_, e) in n.entries.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+        if let Value::App(b) = &e.value
+            && let Some(q) = crate::query::PreparedQuery::decode(b)
+        {
+            out.push((n.info.name.clone(), q));
+        }
     }
 }
 
@@ -236,6 +252,7 @@ impl Views {
         let mut dns_nodes = Vec::new();
         let mut changes = Changes::default();
         let mut present = std::collections::HashSet::new();
+        let mut queries = Vec::new();
         for n in g.nodes() {
             let status = n.status();
             let liveness = g.liveness(&n.info.id);
@@ -257,6 +274,9 @@ impl Views {
             // Suspects are still served (they may only be slow); dead, excluded and left nodes
             // are not.
             let alive = status == NodeStatus::Alive && liveness.serves();
+            if alive {
+                collect_queries(n, &mut queries);
+            }
             dns_nodes.push(dns_front::snapshot::Node {
                 name: n.info.name.clone(),
                 address: n.info.addr.ip(),
@@ -277,8 +297,14 @@ impl Views {
         self.apply(changes);
         members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         let snapshot = dns_front::snapshot::Snapshot::from_parts(index, self.dns.clone(), dns_nodes);
-        let catalog =
-            Catalog { index, members, services: self.services.clone(), self_preservation: g.self_preservation() };
+        queries.sort_by(|a: &(String, crate::query::PreparedQuery), b| (&a.1.name, &a.0).cmp(&(&b.1.name, &b.0)));
+        let catalog = Catalog {
+            index,
+            members,
+            services: self.services.clone(),
+            self_preservation: g.self_preservation(),
+            queries: Arc::new(queries),
+        };
         (catalog, snapshot)
     }
 

@@ -205,18 +205,6 @@ impl WanHandle {
     }
 }
 
-impl dns_front::server::Remote for WanHandle {
-    fn query(
-        &self,
-        dc: String,
-        query: Vec<u8>,
-        tcp: bool,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send>> {
-        let me = self.clone();
-        Box::pin(async move { me.dns(dc, query, tcp).await })
-    }
-}
-
 /// A forwarded read awaiting its answer.
 #[derive(Debug)]
 struct Pending {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Handler, MAX_UDP_PAYLOAD};
+use super::{Handler, MAX_UDP_PAYLOAD, Protocol, Reply, Snapshot};
 use crate::forward::{Forwarder, servfail};
 use crate::limits::truncated_reply;
 use crate::stats::CountedRcode;
@@ -83,7 +83,46 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Executes the prepared query `name` through the hook on a task of its own (a permit as
+    /// for relays), then answers from its results.
+    pub(super) fn prepared(&self, handler: &Arc<Handler>, name: String, query: &[u8], src: SocketAddr) {
+        let Some(slot) = handler.remote.as_ref() else { return };
+        let Ok(permit) = Arc::clone(&slot.permits).try_acquire_owned() else {
+            if let Some(reply) = handler.count_remote(None, query) {
+                let _ = self.socket.send_to(&reply, src);
+            }
+            return;
+        };
+        let (handler, socket) = (Arc::clone(handler), Arc::clone(&self.socket));
+        let query = query.to_vec();
+        self.runtime.spawn(async move {
+            let _permit = permit;
+            let Some(reply) = handler.prepared(name, &query, src, Protocol::Udp).await else { return };
+            let _ = socket.send_to(&reply, src);
+        });
+    }
+}
+
 impl Handler {
+    /// Executes the prepared query `name` through the hook and answers `query` from its
+    /// results: NXDOMAIN for a query that does not exist, SERVFAIL if the hook gives up.
+    pub(super) async fn prepared(
+        &self,
+        name: String,
+        query: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
+        let slot = self.remote.as_ref()?;
+        let (instances, nodes) = slot.hook.prepared(name).await.unwrap_or_default();
+        let snapshot = Snapshot::build(0, instances, nodes);
+        match self.reply_with(query, src, protocol, &snapshot, false) {
+            Reply::Send(bytes) => Some(bytes),
+            _ => self.count_remote(None, query),
+        }
+    }
+
     /// Counts the outcome of a relay to another datacenter: its reply, or SERVFAIL when it
     /// could not be reached (`None` only when the question does not read).
     pub(super) fn count_remote(&self, reply: Option<Vec<u8>>, query: &[u8]) -> Option<Vec<u8>> {

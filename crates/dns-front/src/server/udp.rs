@@ -164,6 +164,7 @@ impl UdpPath<'_> {
         let fast = parse_query(query).filter(|_| self.limits.entries > 0);
         let mut forward = false;
         let mut remote = None;
+        let mut prepared = None;
         let sent = match fast {
             Some(q) => {
                 let full = |canonical: &[u8]| match handler.reply(canonical, src, Protocol::Udp, snapshot) {
@@ -174,6 +175,10 @@ impl UdpPath<'_> {
                     }
                     Reply::Remote(dc) => {
                         remote = Some(dc);
+                        None
+                    }
+                    Reply::Prepared(name) => {
+                        prepared = Some(name);
                         None
                     }
                     Reply::Nothing => None,
@@ -204,11 +209,19 @@ impl UdpPath<'_> {
                     remote = Some(dc);
                     false
                 }
+                Reply::Prepared(name) => {
+                    prepared = Some(name);
+                    false
+                }
                 Reply::Nothing => false,
             },
         };
         if let (Some(dc), Some(relay)) = (remote, self.relay.as_ref()) {
             relay.remote(handler, dc, query, src);
+            return Answered::Nothing;
+        }
+        if let (Some(name), Some(relay)) = (prepared, self.relay.as_ref()) {
+            relay.prepared(handler, name, query, src);
             return Answered::Nothing;
         }
         if forward && let (Some(relay), Some(forwarder)) = (self.relay.as_ref(), handler.forward.as_ref()) {

@@ -10,10 +10,10 @@ use axum::response::Response;
 use gossip_core::Health;
 use serde_json::{Value, json};
 
-use super::catalog::{filter_tags, weights};
+use super::catalog::weights;
 use super::{Api, Params, blocking, datacenter, json_with_index, status_code, uuid};
 use crate::driver::{CheckView, LocalChecks};
-use crate::view::CatalogInstance;
+use crate::view::{Catalog, CatalogInstance};
 
 /// Consul's `HealthCheck` shape.
 pub(super) fn check_json(node: &str, c: &CheckView) -> Value {
@@ -60,12 +60,21 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
     // Consul: `passing` present (any value but "false"/"0") keeps passing instances only.
     let passing_only = q.has("passing") && !matches!(q.get("passing"), Some("false" | "0"));
     let local = api.handle.checks.load_full();
-    let list = super::catalog::instances_named(&c, &name);
-    let out: Vec<Value> = filter_tags(list, &q)
+    let tags: Vec<String> = q.all("tag").map(str::to_owned).collect();
+    let out = entries(&c, &local, &name, &tags, passing_only);
+    json_with_index(&c, Value::Array(out))
+}
+
+/// Consul's health entries of service `name`: instances with every tag of `tags`, passing only
+/// if `passing_only`.
+pub(super) fn entries(c: &Catalog, local: &LocalChecks, name: &str, tags: &[String], passing_only: bool) -> Vec<Value> {
+    let list = super::catalog::instances_named(c, name);
+    list.into_iter()
+        .filter(|i| tags.iter().all(|t| i.service.tags.iter().any(|x| x == t)))
         .filter(|i| !passing_only || i.service.health == Health::Passing)
         .map(|i| {
             let mut checks = vec![serf_health(&i.node)];
-            checks.extend(service_checks(i, &local));
+            checks.extend(service_checks(i, local));
             json!({
                 "Node": {
                     "ID": uuid(&i.node_id), "Node": i.node, "Address": i.node_addr.to_string(),
@@ -80,8 +89,7 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
                 "Checks": checks,
             })
         })
-        .collect();
-    json_with_index(&c, Value::Array(out))
+        .collect()
 }
 
 /// `GET /v1/health/checks/:name`: the checks of every instance of a service.

@@ -23,6 +23,7 @@ mod health;
 mod metrics;
 mod monitor;
 mod operator;
+pub mod query;
 pub mod serve;
 mod status;
 
@@ -101,6 +102,9 @@ pub fn router(api: Api, guard: guard::Guard) -> Router {
         .route("/v1/health/checks/{name}", get(health::checks))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/query", get(query::list).post(query::create))
+        .route("/v1/query/{id}", get(query::one).put(query::update).delete(query::delete))
+        .route("/v1/query/{id}/execute", get(query::execute))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/metrics", get(metrics::prometheus))
