@@ -7,7 +7,8 @@
 //! LAN catalog exactly as it would answer a local client. docs/ARCHITECTURE.md ("Several
 //! datacenters") gives the reasoning and the bytes.
 //!
-//! Bounds: a forwarded read gets [`ATTEMPT`] per member and [`ATTEMPTS`] members, so a
+//! Bounds: a forwarded read gets [`ATTEMPT`] per attempt and [`ATTEMPTS`] attempts (another
+//! member each time when there is one, else the same again), so a
 //! datacenter that cannot be reached is answered SERVFAIL / 500 within about 2 s; at most
 //! [`MAX_PENDING`] reads are in flight (beyond, refused at once); queries from other members
 //! are served at most [`MAX_SERVED_PER_SEC`] per second (beyond, dropped and counted).
@@ -434,7 +435,10 @@ impl Wan {
     /// Sends pending read `id` to the next candidate, or fails it when none is left.
     fn attempt(&mut self, now: Instant, id: u64, mut p: Pending) {
         while p.tried.len() < ATTEMPTS {
-            let Some(member) = self.candidates(&p.dc, &p.tried).into_iter().next() else { break };
+            // Another member if there is one, else the same again (a datagram lost on the WAN
+            // should not make a datacenter of one WAN member unreachable).
+            let next = self.candidates(&p.dc, &p.tried).into_iter().next();
+            let Some(member) = next.or_else(|| self.candidates(&p.dc, &[]).into_iter().next()) else { break };
             p.tried.push(member);
             match self.gossip.send_query(now, &member, id, &p.body) {
                 Ok(()) => {
