@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod browser;
 pub mod dns;
 pub mod netns;
 pub mod peers;

@@ -125,6 +125,16 @@ fn three_datacenters_answer_each_other_and_a_lost_one_is_servfail() {
     // An agent outside the WAN pool has no path to other datacenters.
     let (status, body) = a2.raw("GET", "/v1/health/service/web?dc=dc2", &[], "");
     assert_eq!((status, body.contains("No path to datacenter")), (500, true), "{body}");
+    // The status page lists the datacenters, nearest first, each reachable.
+    if let Some(chrome) = integration::peers::require("chromium") {
+        let tmp = root.join("chromium");
+        std::fs::create_dir_all(&tmp).expect("chromium dir");
+        let dom = integration::browser::dump_dom(&chrome, &tmp, &format!("http://{}/ui", a1.http));
+        for dc in ["dc1", "dc2", "dc3"] {
+            assert!(dom.contains(&format!("data-datacenter=\"{dc}\"")), "{dc} not on the status page:\n{dom}");
+        }
+        assert!(dom.contains("this datacenter"), "{dom}");
+    }
     let out = std::process::Command::new(integration::agent::binary())
         .args(["members", "--wan", "--http", &a1.http.to_string()])
         .output()
