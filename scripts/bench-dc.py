@@ -14,6 +14,11 @@ lookup: from dc1's WAN agent, --queries SRV queries over UDP, alternating
 `web.service.gossip` (local) and `web.service.dc2.gossip` (forwarded to dc2 and back), one at a
 time; printed: median and 99th percentile of each, and their ratio.
 idle: every agent's WAN and LAN gossip bytes over --idle-seconds of quiet.
+failover: dc1's WAN agent holds `api` with a TTL check and a prepared query `api-ha`
+(OnlyPassing, NearestN 1); dc2's LAN agent holds `api` too. The check is failed, then passed,
+through the HTTP API; printed: the time from each change until the query's execution
+(GET /v1/query/api-ha/execute, polled back to back) answers from dc2, then from dc1 again, and
+how long one execution takes in each state (median of 200).
 lost: the last datacenter's WAN agent is killed (SIGKILL); from then on, queries of
 `web.service.dcN.gossip` every 50 ms until one answers SERVFAIL: printed, the time from the kill
 and the time that SERVFAIL answer took.
@@ -144,6 +149,44 @@ def main():
         print(f"  local  web.service.gossip      median {ml:7.0f} us  p99 {pct(local, 0.99):7.0f} us")
         print(f"  remote web.service.dc2.gossip  median {mr:7.0f} us  p99 {pct(remote, 0.99):7.0f} us"
               f"  ({mr / ml:.1f}x local: one WAN round trip on loopback plus the remote agent's resolution)")
+
+        home.put("/v1/agent/service/register", {"ID": "api-1", "Name": "api", "Port": 9001, "Address": "127.0.0.1",
+                                                 "Check": {"CheckID": "api-ttl", "TTL": "600s"}})
+        home.put("/v1/agent/check/pass/api-ttl", {})
+        lans[1].put("/v1/agent/service/register", {"ID": "api-2", "Name": "api", "Port": 9002, "Address": "127.0.0.1"})
+        status, body = home.http.call("POST", "/v1/query", json.dumps({"Name": "api-ha", "Service": {
+            "Service": "api", "OnlyPassing": True, "Failover": {"NearestN": 1}}}).encode())
+        if status != 200:
+            raise SystemExit(f"POST /v1/query: {status} {body[:200]!r}")
+
+        def where():
+            t = time.perf_counter()
+            e = home.get("/v1/query/api-ha/execute")
+            return e["Datacenter"], len(e["Nodes"]), time.perf_counter() - t
+
+        deadline = time.time() + 30
+        while where()[:2] != ("dc1", 1):
+            if time.time() > deadline:
+                raise SystemExit("api-ha is not answered in dc1")
+            time.sleep(0.05)
+        local_exec = statistics.median(where()[2] for _ in range(200)) * 1e6
+
+        def switch(verb, want):
+            t0 = time.perf_counter()
+            home.put(f"/v1/agent/check/{verb}/api-ttl", {})
+            while True:
+                dc, n, _ = where()
+                if dc == want and n == 1:
+                    return time.perf_counter() - t0
+                if time.perf_counter() - t0 > 30:
+                    return None
+        out = switch("fail", "dc2")
+        remote_exec = statistics.median(where()[2] for _ in range(200)) * 1e6
+        back = switch("pass", "dc1")
+        fmt = lambda x: "never (30 s)" if x is None else f"{x * 1000:.1f} ms"
+        print(f"failover: check failed -> answered from dc2 after {fmt(out)}; passed -> dc1 again after {fmt(back)}")
+        print(f"  one execution: {local_exec:.0f} us answered locally, {remote_exec:.0f} us failed over "
+              f"(median of 200; the failed-over one reads dc2's health through the WAN pool)")
 
         def counters():
             out = {}
