@@ -60,10 +60,15 @@ fn flatten(m: &Message) -> Reply {
     }
 }
 
-/// One query over UDP; `None` on timeout or undecodable reply.
+/// One query over UDP; `None` on timeout (2 s) or undecodable reply.
 pub fn udp(server: SocketAddr, name: &str, rtype: RecordType) -> Option<Reply> {
+    udp_timeout(server, name, rtype, Duration::from_secs(2))
+}
+
+/// One query over UDP waiting up to `wait`; `None` on timeout or undecodable reply.
+pub fn udp_timeout(server: SocketAddr, name: &str, rtype: RecordType, wait: Duration) -> Option<Reply> {
     let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    sock.set_read_timeout(Some(wait)).ok()?;
     sock.send_to(&build(name, rtype), server).ok()?;
     let mut buf = [0u8; 4096];
     let (n, _) = sock.recv_from(&mut buf).ok()?;

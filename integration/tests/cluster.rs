@@ -108,14 +108,14 @@ fn a_node_joins_through_any_seed_that_answers() {
     let members = b.get("/v1/agent/members").unwrap();
     for m in members.as_array().unwrap() {
         let tags = &m["Tags"];
-        assert_eq!((&tags["vsn_min"], &tags["vsn_max"], &tags["vsn"]), (&"5".into(), &"5".into(), &"5".into()), "{m}");
+        assert_eq!((&tags["vsn_min"], &tags["vsn_max"], &tags["vsn"]), (&"5".into(), &"6".into(), &"6".into()), "{m}");
     }
     let out = std::process::Command::new(integration::agent::binary())
         .args(["members", "--http", &b.http.to_string()])
         .output()
         .expect("run gossipd members");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("PROTOCOL") && text.contains("5 (5..=5)"), "members output:\n{text}");
+    assert!(text.contains("PROTOCOL") && text.contains("6 (5..=6)"), "members output:\n{text}");
 }
 
 #[test]

@@ -122,9 +122,20 @@ fn three_datacenters_answer_each_other_and_a_lost_one_is_servfail() {
     );
     let (status, body) = a1.raw("GET", "/v1/health/service/web?dc=dc9", &[], "");
     assert_eq!((status, body.contains("No path to datacenter")), (500, true), "{body}");
-    // An agent outside the WAN pool has no path to other datacenters.
-    let (status, body) = a2.raw("GET", "/v1/health/service/web?dc=dc2", &[], "");
+    // An agent outside the WAN pool reaches other datacenters through a LAN member in it (a1's
+    // `app/wan` record): DNS and ?dc= reads relayed, and the same answers.
+    let relayed = wait_for("web in dc2 relayed through a1", WAIT, || {
+        dns::udp(a2.dns, "web.service.dc2.gossip.", RecordType::SRV)
+            .filter(|r| r.rcode == ResponseCode::NoError && !r.srv.is_empty())
+    });
+    assert_eq!(relayed.srv, vec![(8080, "b2.node.dc2.gossip.".to_string())]);
+    let health = a2.get("/v1/health/service/web?dc=dc2&passing").expect("health of dc2 from a2");
+    assert_eq!(health.as_array().map(Vec::len), Some(1), "{health}");
+    assert_eq!(health[0]["Node"]["Datacenter"], "dc2");
+    let (status, body) = a2.raw("GET", "/v1/health/service/web?dc=dc9", &[], "");
     assert_eq!((status, body.contains("No path to datacenter")), (500, true), "{body}");
+    let (status, body) = a2.raw("GET", "/v1/agent/members?wan=1", &[], "");
+    assert_eq!((status, body.contains("no WAN pool")), (400, true), "{body}");
     // The status page lists the datacenters, nearest first, each reachable.
     if let Some(chrome) = integration::peers::require("chromium") {
         let tmp = root.join("chromium");
@@ -154,6 +165,11 @@ fn three_datacenters_answer_each_other_and_a_lost_one_is_servfail() {
     let (status, body) = b1.raw("GET", "/v1/health/service/api?dc=dc3", &[], "");
     eprintln!("and 500 over HTTP in {:?}", t.elapsed());
     assert_eq!((status, body.contains("No path to datacenter")), (500, true), "{body}");
+    // Relayed through a1, whose WAN pool has no path either: SERVFAIL within the relay's bound.
+    let t = Instant::now();
+    let relayed = dns::udp_timeout(a2.dns, "api.service.dc3.gossip.", RecordType::SRV, Duration::from_secs(10));
+    eprintln!("a2 (relayed) answered {:?} in {:?}", relayed.as_ref().map(|r| r.rcode), t.elapsed());
+    assert_eq!(relayed.map(|r| r.rcode), Some(ResponseCode::ServFail));
     let metrics = b1.get("/v1/agent/metrics").expect("metrics");
     assert!(metrics["WAN"]["NoPath"].as_u64().unwrap_or(0) >= 1, "{}", metrics["WAN"]);
     assert!(metrics["DNS"]["RemoteFailures"].as_u64().unwrap_or(0) >= 1, "{}", metrics["DNS"]);
@@ -239,9 +255,16 @@ fn a_prepared_query_fails_over_to_another_datacenter_and_comes_back() {
     let srv = dns::udp(p1.dns, "web-ha.query.gossip.", RecordType::SRV).expect("reply");
     assert_eq!(srv.srv.len(), 1, "{srv:?}");
     assert!(srv.srv[0].1.ends_with(".addr.gossip."), "a remote instance is named by address: {srv:?}");
-    // p2 has no WAN pool: it finds nothing, and says which datacenters it tried (none).
+    // p2 has no WAN pool: it fails over through p1's, in p1's nearest-first order.
     let e2 = execute(&p2, &id);
-    assert_eq!((ports(&e2), e2["Failovers"].as_u64()), (vec![], Some(0)), "{e2}");
+    assert_eq!(e2["Failovers"], 1, "NearestN 1 through the relay: {e2}");
+    let port = ports(&e2).first().copied();
+    assert!(port == Some(8082) || port == Some(8083), "{e2}");
+    let dcs = p2.get("/v1/catalog/datacenters").expect("datacenters from p2");
+    let mut dcs: Vec<&str> = dcs.as_array().expect("list").iter().filter_map(|d| d.as_str()).collect();
+    assert_eq!(dcs.first(), Some(&"dc1"), "the local datacenter first");
+    dcs.sort_unstable();
+    assert_eq!(dcs, ["dc1", "dc2", "dc3"], "p1's order, relayed");
 
     // Back when the local instance recovers.
     assert_eq!(p1.put("/v1/agent/check/pass/web-ttl", "").0, 200);

@@ -1,5 +1,5 @@
 //! Rolling upgrades with real processes (docs/PROTOCOL.md sections 2 and 3.2): two agents of
-//! this build (`target/debug/gossipd`, wire versions 5..=5) and two of a "newer build"
+//! this build (`target/debug/gossipd`, wire versions 5..=6) and two of a "newer build"
 //! (`target/debug/gossipd-next`: the `testing` feature, started with `--test-protocol-max 7`,
 //! the synthetic version 7 that does not decode as 5 or 6, and `--test-new-kind`, an entry of a
 //! value kind no release knows) in one certified cluster. The crate-level twin of this test is
@@ -69,13 +69,13 @@ fn two_builds_converge_in_one_cluster_with_no_bans() {
     }
 
     // Each member shows the range it proves (its signed `@proto` entry) and the version spoken
-    // with it: 7 between two new agents, 5 whenever an old one is involved.
+    // with it: 7 between two new agents, 6 whenever an old one is involved.
     let v = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
     for x in all {
         let mine = x.opts.name.starts_with("new");
         for peer in ["old-a", "old-b", "new-a", "new-b"] {
             let theirs = peer.starts_with("new");
-            let want = v("5", if theirs { "7" } else { "5" }, if mine && theirs { "7" } else { "5" });
+            let want = v("5", if theirs { "7" } else { "6" }, if mine && theirs { "7" } else { "6" });
             assert_eq!(versions(x, peer), want, "{} about {peer}", x.opts.name);
         }
     }

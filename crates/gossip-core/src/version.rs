@@ -7,8 +7,8 @@
 //! yet upgraded and 6 to the others, and a later build drops 5 once no agent needs it.
 //!
 //! Version 6 added two message kinds, an application query and its answer parts
-//! (docs/PROTOCOL.md 3.9), used only in WAN pools (which speak `6..`); the LAN pool still
-//! speaks 5 by default, so a 6 build joins a LAN of 5 builds unchanged.
+//! (docs/PROTOCOL.md 3.9): the WAN pool speaks `6..=6`, a LAN pool `5..=6` (6 between agents of
+//! this build, for relayed reads of other datacenters; 5 with agents of the build before).
 //!
 //! Version 4 added the owner's signed head to deltas (docs/PROTOCOL.md section 3.2); version 5
 //! changed the owner digest to chunk hashes (section 1), so that a large owner's change costs a
@@ -40,10 +40,11 @@ pub struct VersionRange {
 }
 
 impl VersionRange {
-    /// What this build speaks by default in a LAN pool: protocol 5 only (version 6, whose only
-    /// addition is the WAN pool's queries, and the synthetic version 7 of the `testing` feature
-    /// must be asked for).
-    pub const DEFAULT: VersionRange = VersionRange { min: BUILD_MIN, max: BUILD_MIN };
+    /// What this build speaks by default: `5..=6` (6 between two agents of this build, so that
+    /// a LAN member outside the WAN pool can relay its reads of other datacenters through one
+    /// inside it; 5 with agents of the build before). The synthetic version 7 of the `testing`
+    /// feature must be asked for.
+    pub const DEFAULT: VersionRange = VersionRange { min: BUILD_MIN, max: QUERY_MIN };
 
     /// A range as a peer advertised it: any `min ≤ max` (a newer peer may speak versions this
     /// build does not).
@@ -113,6 +114,6 @@ mod tests {
         assert!(VersionRange::supported(4, 5).is_none(), "protocol 4 is no longer spoken");
         assert!(VersionRange::supported(5, 200).is_none());
         assert!(VersionRange::supported(QUERY_MIN, QUERY_MIN).is_some(), "the WAN pool's range");
-        assert_eq!(VersionRange::supported(5, 5), Some(VersionRange::DEFAULT));
+        assert_eq!(VersionRange::supported(5, 6), Some(VersionRange::DEFAULT));
     }
 }

@@ -482,10 +482,26 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         Some(bind) => Some(start_wan(&args, bind, &node, &secure_base, now).await?),
         None => None,
     };
+    // LAN members outside the WAN pool relay their reads of other datacenters through one
+    // inside it: this record (the WAN address) says which.
+    if let Some((w, _)) = &wan {
+        gossip
+            .put_app_record(now, crate::driver::WAN_RECORD, Some(w.advertise().to_string().into_bytes()))
+            .context("the LAN record of the WAN pool")?;
+    }
+    let (relay_handle, relay_rx) = match &wan {
+        Some(_) => (None, None),
+        None => {
+            let (h, rx) = crate::wan::WanHandle::relay(args.datacenter.clone());
+            (Some(h), Some(rx))
+        }
+    };
+    let remote_handle = wan.as_ref().map(|(_, h)| h.clone()).or(relay_handle);
 
     let dns_snapshot = Arc::new(ArcSwap::from_pointee(dns_front::Snapshot::default()));
     let (mut driver, handle) = Driver::new(gossip, socket, data.clone(), services, dns_snapshot.clone());
     driver.set_config_ids(config_ids);
+    driver.set_wan(wan.as_ref().map(|(_, h)| h.clone()), relay_rx);
     // Listen before addrs.json announces the agent: SIGHUP's default action would kill it.
     let hup =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -539,7 +555,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .with_remote(Some(Arc::new(crate::http::query::Executor {
             catalog: handle.catalog.clone(),
             checks: handle.checks.clone(),
-            wan: wan.as_ref().map(|(_, h)| h.clone()),
+            wan: remote_handle.clone(),
         }) as Arc<dyn dns_front::server::Remote>));
     if let Some((w, _)) = wan.as_mut() {
         w.set_dns(dns.local_answerer());
@@ -571,7 +587,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             domain: args.domain.clone(),
             script_checks: args.enable_script_checks,
             leave: Some(leave_requested.clone()),
-            wan: wan.as_ref().map(|(_, h)| h.clone()),
+            wan: remote_handle.clone(),
         },
         guard,
     );

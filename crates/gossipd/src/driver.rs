@@ -24,7 +24,9 @@ use crate::view::{self, Catalog};
 use crate::checks;
 
 mod registry;
+mod relay;
 use registry::Staged;
+pub use relay::WAN_RECORD;
 
 /// A request to the driver from the HTTP API.
 #[derive(Debug)]
@@ -76,6 +78,15 @@ pub enum Command {
     PutQuery(crate::query::PreparedQuery, oneshot::Sender<Result<(), String>>),
     /// Deletes a prepared query held by this agent; answers whether it held it.
     DeleteQuery(String, oneshot::Sender<Result<bool, String>>),
+    /// The answer to a LAN member's relayed read, to send back.
+    AppAnswer {
+        /// The member.
+        to: NodeId,
+        /// Its query id.
+        id: u64,
+        /// The answer (empty: no path).
+        body: Vec<u8>,
+    },
     /// A barrier: answered once every command queued before it is handled and its effect is
     /// in the published views. The HTTP API sends it after each change, so that a client reads
     /// its own writes from this agent at once (views are otherwise rebuilt at most once per
@@ -302,6 +313,13 @@ pub struct Driver {
     syncs: Vec<oneshot::Sender<()>>,
     /// Membership changed since the peer snapshot was written.
     peers_dirty: bool,
+    /// Reads this agent relays for others through its WAN pool, or has relayed through a LAN
+    /// member's.
+    relays: relay::Relays,
+    /// This agent's WAN pool, if it is in one (it then relays LAN members' reads).
+    wan: Option<crate::wan::WanHandle>,
+    /// Reads of other datacenters to relay through a LAN member (an agent outside the WAN pool).
+    forwards: Option<mpsc::Receiver<crate::wan::Forward>>,
     /// When the peer snapshot was last written.
     peers_saved: Option<tokio::time::Instant>,
 }
@@ -377,6 +395,9 @@ impl Driver {
             publish_gap: PUBLISH_INTERVAL,
             syncs: Vec::new(),
             peers_dirty: false,
+            relays: relay::Relays::default(),
+            wan: None,
+            forwards: None,
             peers_saved: None,
             problems: std::collections::VecDeque::new(),
         };
@@ -431,6 +452,17 @@ impl Driver {
         Ok(held)
     }
 
+    /// The WAN side: this agent's WAN pool (it relays its LAN members' reads), or, outside the
+    /// pool, the reads of other datacenters to relay through a LAN member that is in it.
+    pub fn set_wan(
+        &mut self,
+        wan: Option<crate::wan::WanHandle>,
+        forwards: Option<mpsc::Receiver<crate::wan::Forward>>,
+    ) {
+        self.wan = wan;
+        self.forwards = forwards;
+    }
+
     /// Marks which of the local services came from `--config-dir`.
     pub fn set_config_ids(&mut self, ids: impl IntoIterator<Item = String>) {
         self.config_ids = ids.into_iter().filter(|id| self.local.contains_key(id)).collect();
@@ -473,7 +505,11 @@ impl Driver {
         self.publish_checks();
         let mut buf = vec![0u8; 2048];
         let leave = loop {
-            let deadline = self.gossip.poll_timeout().map(tokio::time::Instant::from_std);
+            let deadline = match (self.gossip.poll_timeout(), self.relays.next_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(tokio::time::Instant::from_std);
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -492,7 +528,14 @@ impl Driver {
                     Ok((n, from)) => self.gossip.handle_datagram(Instant::now(), from, &buf[..n]),
                     Err(e) => tracing::debug!(error = %e, "udp receive error"),
                 },
-                () = sleep => self.gossip.handle_timeout(Instant::now()),
+                () = sleep => {
+                    let now = Instant::now();
+                    self.gossip.handle_timeout(now);
+                    self.relay_expire(now);
+                }
+                Some(f) = async { match self.forwards.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    self.relay_start(Instant::now(), f);
+                }
                 () = publish => self.publish(),
                 Some(cmd) = self.commands.recv() => {
                     self.command(cmd);
@@ -560,6 +603,17 @@ impl Driver {
         // leaves, so that a crash right after cannot make the next start reuse it.
         let mut changed = false;
         while let Some(ev) = self.gossip.poll_event() {
+            let ev = match ev {
+                Event::Query { from, id, body } => {
+                    self.relay_serve(Instant::now(), from, id, body);
+                    continue;
+                }
+                Event::Answer { from, id, part, parts, body } => {
+                    self.relay_answer(from, id, part, parts, body);
+                    continue;
+                }
+                ev => ev,
+            };
             if let Some(p) = problem_of(&ev) {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 if self.problems.len() == MAX_PROBLEMS {
@@ -723,6 +777,11 @@ impl Driver {
                 let _ = reply.send(report);
             }
             Command::Sync(reply) => self.syncs.push(reply),
+            Command::AppAnswer { to, id, body } => {
+                if let Err(e) = self.gossip.send_answer(now, &to, id, &body) {
+                    tracing::debug!(node = %to, error = %e, "relayed answer not sent");
+                }
+            }
             Command::PutQuery(q, reply) => {
                 let _ = reply.send(self.put_query(now, q));
             }

@@ -37,6 +37,8 @@ pub const MAX_SERVED_PER_SEC: u32 = 2000;
 /// How often the nearest-datacenter order is refreshed: one ping to one member of each other
 /// datacenter per period.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
+/// Time given to one LAN member to relay a read (its own WAN attempts, and some).
+pub const RELAY_ATTEMPT: Duration = Duration::from_millis(2300);
 
 /// Query operation: a ping (empty answer), for round-trip times.
 const OP_PING: u8 = 0;
@@ -133,12 +135,55 @@ pub struct WanStats {
     pub dropped: AtomicU64,
 }
 
-/// A read to forward.
+/// A read to forward (to the WAN pool's task, or, for an agent outside the WAN pool, to its
+/// LAN driver, which relays it through a LAN member that is in the WAN pool).
 #[derive(Debug)]
-struct Forward {
-    dc: String,
-    body: Vec<u8>,
-    reply: oneshot::Sender<Result<Vec<u8>, String>>,
+pub struct Forward {
+    /// The datacenter.
+    pub dc: String,
+    /// The query body (an operation of PROTOCOL 3.9's table).
+    pub body: Vec<u8>,
+    /// The answer, or why not.
+    pub reply: oneshot::Sender<Result<Vec<u8>, String>>,
+}
+
+/// Query operation: relay `[3][u8 len][dc][inner body]` to datacenter `dc` through the WAN pool
+/// (a LAN member outside the WAN pool asks one inside it); answered with the inner answer, or
+/// empty when there is no path.
+pub const OP_RELAY: u8 = 3;
+
+/// Relayed operation (inside [`OP_RELAY`], answered by the relaying member itself): the
+/// datacenters its WAN pool knows, nearest first, as lines `NAME RTT_MICROS REACHABLE`
+/// (`-` for an unmeasured round trip).
+pub const OP_DATACENTERS: u8 = 4;
+
+/// How long an agent outside the WAN pool keeps the relaying member's datacenter order.
+pub const DATACENTERS_FRESH: Duration = PING_EVERY;
+
+/// Encodes [`OP_DATACENTERS`]'s answer.
+pub fn encode_datacenters(dcs: &[Datacenter]) -> Vec<u8> {
+    let mut out = String::new();
+    for d in dcs {
+        let rtt = d.rtt.map_or("-".to_string(), |r| r.as_micros().to_string());
+        out.push_str(&format!("{} {rtt} {}\n", d.name, d.reachable));
+    }
+    out.into_bytes()
+}
+
+/// Decodes [`OP_DATACENTERS`]'s answer; malformed lines are skipped, at most 1024 kept.
+pub fn decode_datacenters(body: &[u8]) -> Vec<Datacenter> {
+    let text = String::from_utf8_lossy(body);
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (name, rtt, reachable) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+            let ok =
+                !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            let rtt = if rtt == "-" { None } else { Some(Duration::from_micros(rtt.parse().ok()?)) };
+            (ok && f.next().is_none()).then(|| Datacenter { name: name.to_ascii_lowercase(), rtt, reachable })
+        })
+        .take(1024)
+        .collect()
 }
 
 /// What DNS and HTTP use to reach other datacenters.
@@ -153,19 +198,45 @@ pub struct WanHandle {
     pub stats: Arc<WanStats>,
     /// The gossip counters of the WAN pool (bytes in and out, for the idle WAN figure).
     pub gossip_stats: Arc<ArcSwap<gossip_core::Stats>>,
+    /// True for an agent outside the WAN pool: reads go to its LAN driver, which relays them
+    /// through a LAN member in the pool; the view is then empty.
+    pub relayed: bool,
+    /// For a relayed handle: the relaying member's datacenter order, and when it came.
+    relayed_dcs: Arc<std::sync::Mutex<Option<Order>>>,
 }
+
+/// A datacenter order and when it was learnt.
+type Order = (Instant, Vec<Datacenter>);
 
 /// The HTTP answer of another datacenter: status, `X-Consul-Index`, body.
 pub type HttpAnswer = (u16, u64, Vec<u8>);
 
 impl WanHandle {
+    /// For an agent outside the WAN pool: a handle whose reads come out of the returned
+    /// receiver (the LAN driver's relay).
+    pub fn relay(datacenter: String) -> (WanHandle, mpsc::Receiver<Forward>) {
+        let (tx, rx) = mpsc::channel(MAX_PENDING);
+        let h = WanHandle {
+            tx,
+            view: Arc::default(),
+            datacenter,
+            stats: Arc::default(),
+            gossip_stats: Arc::default(),
+            relayed: true,
+            relayed_dcs: Arc::default(),
+        };
+        (h, rx)
+    }
+
     /// Has `body` answered in datacenter `dc`: the answer bytes, or why not.
-    async fn forward(&self, dc: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
+    pub async fn forward(&self, dc: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
         let (reply, rx) = oneshot::channel();
         if self.tx.try_send(Forward { dc: dc.to_string(), body, reply }).is_err() {
             return Err(format!("{}: the WAN pool is busy or stopped", no_path(dc)));
         }
-        let bound = ATTEMPT * ATTEMPTS as u32 + Duration::from_millis(500);
+        // A relayed read waits for the relaying member's own bound, and a second member's.
+        let bound =
+            if self.relayed { RELAY_ATTEMPT * 2 } else { ATTEMPT * ATTEMPTS as u32 } + Duration::from_millis(500);
         match tokio::time::timeout(bound, rx).await {
             Ok(Ok(r)) => r,
             _ => Err(no_path(dc)),
@@ -200,9 +271,41 @@ impl WanHandle {
         Ok((status, index, answer[10..].to_vec()))
     }
 
-    /// Whether any member of `dc` is known (reachable or not).
+    /// Every datacenter known, this one first, then nearest first: the WAN pool's view, or for
+    /// a relayed handle the relaying member's (asked at most every [`DATACENTERS_FRESH`]; this
+    /// datacenter alone when no member answers).
+    pub async fn datacenters(&self) -> Vec<Datacenter> {
+        if !self.relayed {
+            return self.view.load().datacenters(&self.datacenter);
+        }
+        let cached = self.relayed_dcs.lock().map(|c| c.clone()).unwrap_or_default();
+        if let Some((at, dcs)) = &cached {
+            if at.elapsed() < DATACENTERS_FRESH {
+                return dcs.clone();
+            }
+        }
+        match self.forward(&self.datacenter, vec![OP_DATACENTERS]).await {
+            Ok(body) => {
+                let mut dcs = decode_datacenters(&body);
+                dcs.retain(|d| !d.name.eq_ignore_ascii_case(&self.datacenter));
+                let local = Datacenter { name: self.datacenter.clone(), rtt: Some(Duration::ZERO), reachable: 1 };
+                dcs.insert(0, local);
+                if let Ok(mut c) = self.relayed_dcs.lock() {
+                    *c = Some((Instant::now(), dcs.clone()));
+                }
+                dcs
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no LAN member in the WAN pool gave its datacenters");
+                cached.map(|(_, d)| d).unwrap_or_else(|| WanView::default().datacenters(&self.datacenter))
+            }
+        }
+    }
+
+    /// Whether any member of `dc` is known (reachable or not); always true for a relayed
+    /// handle (the relaying member knows).
     pub fn knows(&self, dc: &str) -> bool {
-        self.view.load().members.iter().any(|m| m.dc.eq_ignore_ascii_case(dc))
+        self.relayed || self.view.load().members.iter().any(|m| m.dc.eq_ignore_ascii_case(dc))
     }
 }
 
@@ -248,8 +351,15 @@ impl Wan {
     pub fn new(gossip: Gossip, socket: UdpSocket, datacenter: String) -> (Wan, WanHandle) {
         let (tx, rx) = mpsc::channel(MAX_PENDING);
         let (done_tx, done_rx) = mpsc::channel(256);
-        let handle =
-            WanHandle { tx, view: Arc::default(), datacenter, stats: Arc::default(), gossip_stats: Arc::default() };
+        let handle = WanHandle {
+            tx,
+            view: Arc::default(),
+            datacenter,
+            stats: Arc::default(),
+            gossip_stats: Arc::default(),
+            relayed: false,
+            relayed_dcs: Arc::default(),
+        };
         let now = Instant::now();
         let wan = Wan {
             gossip,

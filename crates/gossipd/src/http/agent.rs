@@ -102,8 +102,11 @@ pub async fn members(State(api): State<Arc<Api>>, q: Params) -> Response {
 /// `GET /v1/agent/members?wan=1`: the WAN pool's members, named `NODE.DC` as Consul's WAN
 /// members; 400 without a WAN pool.
 fn wan_members(api: &Api) -> Response {
-    let Some(wan) = api.wan.as_ref() else {
-        return text(StatusCode::BAD_REQUEST, "this agent is in no WAN pool (start it with --wan-bind)");
+    let Some(wan) = api.wan.as_ref().filter(|w| !w.relayed) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "this agent is in no WAN pool (start it with --wan-bind); it reaches other datacenters through a LAN member that is",
+        );
     };
     let view = wan.view.load();
     let list: Vec<Value> = view

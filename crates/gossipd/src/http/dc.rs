@@ -82,7 +82,7 @@ pub async fn forward(State(api): State<Arc<Api>>, req: Request, next: Next) -> R
 /// knows, nearest first (by measured round trip; unmeasured ones last, by name).
 pub async fn datacenters(State(api): State<Arc<Api>>) -> Response {
     let names: Vec<String> = match api.wan.as_ref() {
-        Some(wan) => wan.view.load().datacenters(datacenter()).into_iter().map(|d| d.name).collect(),
+        Some(wan) => wan.datacenters().await.into_iter().map(|d| d.name).collect(),
         None => vec![datacenter().to_string()],
     };
     axum::Json(json!(names)).into_response()

@@ -53,7 +53,7 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "LatencySumSeconds": d.latency.sum_nanos as f64 / 1e9,
         })
     });
-    let wan = api.wan.as_ref().map(|w| {
+    let wan = api.wan.as_ref().filter(|w| !w.relayed).map(|w| {
         use std::sync::atomic::Ordering::Relaxed;
         let g = w.gossip_stats.load_full();
         let view = w.view.load();

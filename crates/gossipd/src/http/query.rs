@@ -80,7 +80,7 @@ impl Executor {
         let Some(wan) = self.wan.as_ref() else {
             return Some(Executed { service: s.service.clone(), datacenter: local, failovers: 0, nodes });
         };
-        let by_distance: Vec<String> = wan.view.load().datacenters(&local).into_iter().map(|d| d.name).collect();
+        let by_distance: Vec<String> = wan.datacenters().await.into_iter().map(|d| d.name).collect();
         let order = q.failover_order(&local, &by_distance);
         let mut path = format!("/v1/health/service/{}?", encode(&s.service));
         for t in &s.tags {
