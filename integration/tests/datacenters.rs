@@ -173,6 +173,12 @@ fn three_datacenters_answer_each_other_and_a_lost_one_is_servfail() {
     let metrics = b1.get("/v1/agent/metrics").expect("metrics");
     assert!(metrics["WAN"]["NoPath"].as_u64().unwrap_or(0) >= 1, "{}", metrics["WAN"]);
     assert!(metrics["DNS"]["RemoteFailures"].as_u64().unwrap_or(0) >= 1, "{}", metrics["DNS"]);
+    // Per datacenter in Prometheus too: dc2's two members, dc3's reads that found no path.
+    let (status, prom) = b1.raw("GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    assert!(prom.contains("gossipd_wan_members{datacenter=\"dc2\"} 2"), "{prom}");
+    let lost = prom.lines().find(|l| l.starts_with("gossipd_wan_datacenter_no_path_total{datacenter=\"dc3\"}"));
+    assert!(lost.is_some_and(|l| !l.ends_with(" 0")), "{prom}");
 
     // ...and answers again once it is back (a restart keeps its registration).
     c1.restart();

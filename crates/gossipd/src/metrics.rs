@@ -22,6 +22,8 @@ pub struct Inputs<'a> {
     pub catalog: &'a Catalog,
     /// DNS response counters, when the DNS server is running.
     pub dns: Option<dns_front::DnsCounts>,
+    /// The WAN pool, when this agent is in one.
+    pub wan: Option<&'a crate::wan::WanHandle>,
 }
 
 /// A member's state as the metrics name it (the same split as the API's status codes, with
@@ -55,6 +57,15 @@ impl Writer {
         self.header(name, kind, help);
         for (l, v) in values {
             // Label values here are fixed identifiers: nothing to escape.
+            let _ = writeln!(self.out, "gossipd_{name}{{{label}=\"{l}\"}} {v}");
+        }
+    }
+
+    /// One sample per label value, with the value escaped as the exposition format says.
+    fn by_label(&mut self, name: &str, kind: &str, help: &str, label: &str, values: &[(String, f64)]) {
+        self.header(name, kind, help);
+        for (l, v) in values {
+            let l = l.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
             let _ = writeln!(self.out, "gossipd_{name}{{{label}=\"{l}\"}} {v}");
         }
     }
@@ -276,6 +287,18 @@ pub fn render(i: &Inputs<'_>) -> String {
             "DNS queries to relay that no upstream answered (or with no free slot): SERVFAIL.",
             d.forward_failed,
         );
+        w.one(
+            "dns_remote_total",
+            "counter",
+            "DNS queries for another datacenter or a prepared query answered through the WAN pool.",
+            d.remote,
+        );
+        w.one(
+            "dns_remote_failures_total",
+            "counter",
+            "DNS queries for another datacenter that found no path to it: SERVFAIL.",
+            d.remote_failed,
+        );
         let by_type: Vec<(&str, u64)> =
             dns_front::COUNTED_QTYPES.iter().copied().zip(d.by_qtype.iter().copied()).collect();
         w.labelled("dns_queries_total", "counter", "DNS queries with one question, by type.", "type", &by_type);
@@ -285,7 +308,81 @@ pub fn render(i: &Inputs<'_>) -> String {
             &d.latency,
         );
     }
+    if let Some(wan) = i.wan {
+        wan_metrics(&mut w, wan);
+    }
     w.out
+}
+
+/// The WAN pool's families: its gossip traffic, forwarded reads, and one sample per datacenter.
+fn wan_metrics(w: &mut Writer, wan: &crate::wan::WanHandle) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let g = wan.gossip_stats.load_full();
+    let counters: [(&str, &str, u64); 8] = [
+        ("wan_datagrams_in_total", "WAN pool datagrams received.", g.datagrams_in),
+        ("wan_datagrams_out_total", "WAN pool datagrams sent.", g.datagrams_out),
+        ("wan_bytes_in_total", "WAN pool bytes received.", g.bytes_in),
+        ("wan_bytes_out_total", "WAN pool bytes sent.", g.bytes_out),
+        (
+            "wan_forwarded_total",
+            "Reads of other datacenters forwarded and answered.",
+            wan.stats.forwarded.load(Relaxed),
+        ),
+        (
+            "wan_no_path_total",
+            "Reads of other datacenters with no reachable member, or no answer in time (500 / SERVFAIL).",
+            wan.stats.no_path.load(Relaxed),
+        ),
+        ("wan_served_total", "Reads from other datacenters served here.", wan.stats.served.load(Relaxed)),
+        (
+            "wan_served_dropped_total",
+            "Reads from other datacenters dropped: over the rate bound, or malformed.",
+            wan.stats.dropped.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        w.one(name, "counter", help, v);
+    }
+    let view = wan.view.load();
+    let dcs = view.datacenters(&wan.datacenter);
+    let counts = wan.stats.by_datacenter();
+    let per = |f: &dyn Fn(&crate::wan::Datacenter) -> Option<f64>| -> Vec<(String, f64)> {
+        dcs.iter().filter_map(|d| f(d).map(|v| (d.name.clone(), v))).collect()
+    };
+    let members = per(&|d| Some(view.members.iter().filter(|m| m.dc == d.name).count() as f64));
+    w.by_label("wan_members", "gauge", "WAN pool members by datacenter.", "datacenter", &members);
+    let reachable = per(&|d| Some(d.reachable as f64));
+    w.by_label(
+        "wan_reachable_members",
+        "gauge",
+        "WAN members this agent can forward reads to, by datacenter (this one counts itself).",
+        "datacenter",
+        &reachable,
+    );
+    let rtt = per(&|d| d.rtt.map(|r| r.as_secs_f64()));
+    w.by_label(
+        "wan_rtt_seconds",
+        "gauge",
+        "Least smoothed round trip to a reachable WAN member, by datacenter (measured ones only).",
+        "datacenter",
+        &rtt,
+    );
+    let fwd = per(&|d| counts.get(&d.name).map(|c| c.forwarded as f64));
+    w.by_label(
+        "wan_datacenter_forwarded_total",
+        "counter",
+        "Reads forwarded to a datacenter and answered.",
+        "datacenter",
+        &fwd,
+    );
+    let lost = per(&|d| counts.get(&d.name).map(|c| c.no_path as f64));
+    w.by_label(
+        "wan_datacenter_no_path_total",
+        "counter",
+        "Reads of a datacenter that found no path to it.",
+        "datacenter",
+        &lost,
+    );
 }
 
 #[cfg(test)]
@@ -364,6 +461,50 @@ mod tests {
     }
 
     #[test]
+    fn wan_families_are_per_datacenter_and_labels_are_escaped() {
+        use crate::wan::{WanHandle, WanMember, WanView};
+        let (wan, _rx) = WanHandle::relay("dc1".into());
+        let m = |n: u8, dc: &str, rtt: Option<u64>, local: bool| WanMember {
+            id: gossip_core::NodeId([n; 16]),
+            name: format!("n{n}"),
+            dc: dc.into(),
+            addr: ([127, 0, 0, n], 8302).into(),
+            status: NodeStatus::Alive,
+            liveness: Liveness::Alive,
+            rtt: rtt.map(std::time::Duration::from_millis),
+            local,
+        };
+        // A datacenter name the pool would never admit (valid_dc), to prove the escaping.
+        let odd = "o\"d\\d";
+        wan.view.store(std::sync::Arc::new(WanView {
+            members: vec![
+                m(1, "dc1", None, true),
+                m(2, "dc2", Some(4), false),
+                m(3, "dc2", Some(2), false),
+                m(4, odd, None, false),
+            ],
+        }));
+        wan.stats.count("dc2", true);
+        wan.stats.count("dc2", true);
+        wan.stats.count("dc2", false);
+        let catalog = Catalog::default();
+        let (gossip, secure) = (Stats::default(), SecureStats::default());
+        let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: None, wan: Some(&wan) });
+        let s = parse(&text);
+        assert_eq!(s["gossipd_wan_members{datacenter=\"dc2\"}"], 2.0);
+        assert_eq!(s["gossipd_wan_members{datacenter=\"dc1\"}"], 1.0);
+        assert_eq!(s["gossipd_wan_reachable_members{datacenter=\"dc2\"}"], 2.0);
+        assert_eq!(s["gossipd_wan_rtt_seconds{datacenter=\"dc2\"}"], 0.002, "the least round trip");
+        assert_eq!(s["gossipd_wan_datacenter_forwarded_total{datacenter=\"dc2\"}"], 2.0);
+        assert_eq!(s["gossipd_wan_datacenter_no_path_total{datacenter=\"dc2\"}"], 1.0);
+        assert_eq!(s["gossipd_wan_forwarded_total"], 2.0);
+        assert_eq!(s["gossipd_wan_no_path_total"], 1.0);
+        assert_eq!(s["gossipd_wan_members{datacenter=\"o\\\"d\\\\d\"}"], 1.0, "escaped:\n{text}");
+        assert_eq!(s["gossipd_wan_rtt_seconds{datacenter=\"dc1\"}"], 0.0, "this datacenter");
+        assert!(!s.keys().any(|k| k.starts_with("gossipd_wan_rtt_seconds{datacenter=\"o")), "unmeasured: no sample");
+    }
+
+    #[test]
     fn renders_valid_exposition() {
         let catalog = Catalog {
             index: 7,
@@ -386,7 +527,7 @@ mod tests {
         }
         stats.record_qtype(dns_front::QType::Srv);
         let dns = dns_front::DnsCounts { noerror: 5, nxdomain: 1, ..stats.counts() };
-        let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: Some(dns) });
+        let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: Some(dns), wan: None });
         let s = parse(&text);
         assert_eq!(s["gossipd_members{state=\"alive\"}"], 2.0);
         assert_eq!(s["gossipd_members{state=\"suspect\"}"], 1.0);
@@ -410,8 +551,10 @@ mod tests {
         assert_eq!(s["gossipd_dns_query_duration_seconds_count"], 5.0);
         assert!((s["gossipd_dns_query_duration_seconds_sum"] - 0.20099).abs() < 1e-9);
 
+        assert!(!s.keys().any(|k| k.starts_with("gossipd_wan_")), "no WAN pool, no WAN families");
+
         // Without DNS the DNS families are absent, and the rest still parses.
-        let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: None });
+        let text = render(&Inputs { gossip: &gossip, secure: &secure, catalog: &catalog, dns: None, wan: None });
         let s = parse(&text);
         assert!(!s.keys().any(|k| k.starts_with("gossipd_dns_")));
     }

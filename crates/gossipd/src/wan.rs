@@ -133,6 +133,51 @@ pub struct WanStats {
     pub served: AtomicU64,
     /// Queries from other members dropped (rate bound, or undecodable).
     pub dropped: AtomicU64,
+    /// Forwarded reads by datacenter (known ones only, at most [`MAX_DC_COUNTERS`]).
+    pub per_dc: std::sync::Mutex<std::collections::BTreeMap<String, DcCounts>>,
+}
+
+/// Most datacenters with counters of their own (a member that keeps renaming its datacenter
+/// cannot grow the map beyond this).
+pub const MAX_DC_COUNTERS: usize = 256;
+
+/// Forwarded reads of one datacenter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DcCounts {
+    /// Answered.
+    pub forwarded: u64,
+    /// Not answered: no reachable member, or none in time.
+    pub no_path: u64,
+}
+
+impl WanStats {
+    /// Counts a forwarded read of `dc`, answered or not.
+    pub(crate) fn count(&self, dc: &str, answered: bool) {
+        let c = if answered { &self.forwarded } else { &self.no_path };
+        c.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut m) = self.per_dc.lock() else { return };
+        if !m.contains_key(dc) && m.len() >= MAX_DC_COUNTERS {
+            return;
+        }
+        let e = m.entry(dc.to_string()).or_default();
+        if answered {
+            e.forwarded += 1;
+        } else {
+            e.no_path += 1;
+        }
+    }
+
+    /// The per-datacenter counters.
+    pub fn by_datacenter(&self) -> std::collections::BTreeMap<String, DcCounts> {
+        self.per_dc.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// A datacenter name as members may advertise it: a DNS label (letters, digits, `-`, at most
+/// 63), lowercased; anything else is no datacenter.
+pub fn valid_dc(dc: &str) -> Option<String> {
+    let ok = !dc.is_empty() && dc.len() <= 63 && dc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then(|| dc.to_ascii_lowercase())
 }
 
 /// A read to forward (to the WAN pool's task, or, for an agent outside the WAN pool, to its
@@ -176,11 +221,9 @@ pub fn decode_datacenters(body: &[u8]) -> Vec<Datacenter> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split(' ');
-            let (name, rtt, reachable) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
-            let ok =
-                !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            let (name, rtt, reachable) = (valid_dc(f.next()?)?, f.next()?, f.next()?.parse().ok()?);
             let rtt = if rtt == "-" { None } else { Some(Duration::from_micros(rtt.parse().ok()?)) };
-            (ok && f.next().is_none()).then(|| Datacenter { name: name.to_ascii_lowercase(), rtt, reachable })
+            f.next().is_none().then_some(Datacenter { name, rtt, reachable })
         })
         .take(1024)
         .collect()
@@ -499,7 +542,7 @@ impl Wan {
             .map(|n| WanMember {
                 id: n.info.id,
                 name: n.info.name.clone(),
-                dc: n.node_meta().and_then(|m| m.get(META_DC)).cloned().unwrap_or_default(),
+                dc: n.node_meta().and_then(|m| m.get(META_DC)).and_then(|d| valid_dc(d)).unwrap_or_default(),
                 addr: n.info.addr,
                 status: n.status(),
                 liveness: self.gossip.liveness(&n.info.id),
@@ -562,7 +605,7 @@ impl Wan {
             }
         }
         if let Some(reply) = p.reply {
-            self.handle.stats.no_path.fetch_add(1, Ordering::Relaxed);
+            self.count(&p.dc, false);
             tracing::debug!(dc = %p.dc, tried = p.tried.len(), "no WAN member of the datacenter answered");
             let _ = reply.send(Err(no_path(&p.dc)));
         }
@@ -640,8 +683,20 @@ impl Wan {
         self.rtt.insert(from, smoothed);
         self.publish();
         if let Some(reply) = p.reply {
-            self.handle.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            self.count(&p.dc, true);
             let _ = reply.send(Ok(p.parts.into_iter().flatten().flatten().collect()));
+        }
+    }
+
+    /// Counts a forwarded read, by datacenter when the pool knows it (a client's typo is not
+    /// a datacenter of its own).
+    fn count(&self, dc: &str, answered: bool) {
+        let dc = dc.to_ascii_lowercase();
+        if self.handle.view.load().members.iter().any(|m| m.dc == dc) {
+            self.handle.stats.count(&dc, answered);
+        } else {
+            let c = if answered { &self.handle.stats.forwarded } else { &self.handle.stats.no_path };
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -63,8 +63,8 @@ fn parse_relay(body: &[u8]) -> Option<(String, Vec<u8>)> {
     if op != OP_RELAY || len == 0 || rest.len() < len {
         return None;
     }
-    let dc = std::str::from_utf8(&rest[..len]).ok()?;
-    dc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-').then(|| (dc.to_ascii_lowercase(), rest[len..].to_vec()))
+    let dc = crate::wan::valid_dc(std::str::from_utf8(&rest[..len]).ok()?)?;
+    Some((dc, rest[len..].to_vec()))
 }
 
 impl Driver {
@@ -200,6 +200,12 @@ mod tests {
         assert_eq!(parse_relay(&[OP_RELAY, 0]), None, "no datacenter");
         assert_eq!(parse_relay(&relay_body("d.c", b"")), None, "not a label");
         assert_eq!(parse_relay(&[1, 3, b'd', b'c', b'2']), None, "another operation");
+        assert_eq!(parse_relay(&relay_body("DC2", b"x")), Some(("dc2".into(), b"x".to_vec())), "any case");
+        use crate::wan::valid_dc;
+        assert_eq!(valid_dc("Eu-West-1"), Some("eu-west-1".into()));
+        for bad in ["", "a\"b", "a b", "d.c", &"x".repeat(64), "dc\u{e9}"] {
+            assert_eq!(valid_dc(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub async fn prometheus(State(api): State<Arc<Api>>) -> Response {
     let (s, sec) = &*api.handle.stats.load_full();
     let c = api.handle.catalog.load_full();
     let dns = api.dns_stats.as_ref().map(|d| d.counts());
-    let body = crate::metrics::render(&crate::metrics::Inputs { gossip: s, secure: sec, catalog: &c, dns });
+    let wan = api.wan.as_ref().filter(|w| !w.relayed);
+    let body = crate::metrics::render(&crate::metrics::Inputs { gossip: s, secure: sec, catalog: &c, dns, wan });
     ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
@@ -57,13 +58,16 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
         use std::sync::atomic::Ordering::Relaxed;
         let g = w.gossip_stats.load_full();
         let view = w.view.load();
+        let counts = w.stats.by_datacenter();
         let dcs: Vec<Value> = view
             .datacenters(&w.datacenter)
             .into_iter()
             .map(|d| {
                 let members = view.members.iter().filter(|m| m.dc == d.name).count();
+                let c = counts.get(&d.name).copied().unwrap_or_default();
                 json!({ "Name": d.name, "Members": members, "Reachable": d.reachable,
-                    "RttMs": d.rtt.map(|r| r.as_secs_f64() * 1000.0) })
+                    "RttMs": d.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                    "Forwarded": c.forwarded, "NoPath": c.no_path })
             })
             .collect();
         json!({
