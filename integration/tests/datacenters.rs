@@ -278,6 +278,16 @@ fn a_prepared_query_fails_over_to_another_datacenter_and_comes_back() {
     wait_for("back home", WAIT, || Some(execute(&p1, &id)).filter(|e| e["Datacenter"] == "dc1" && ports(e) == [8081]));
     eprintln!("back in dc1 {:?} after the check passed", started.elapsed());
 
+    // ?dc= executes another datacenter's prepared query there, from a WAN member or not.
+    let (status, body) = q1.send("POST", "/v1/query", r#"{"Name": "web-dc2", "Service": {"Service": "web"}}"#);
+    assert_eq!(status, 200, "{body}");
+    for x in [&p1, &p2] {
+        let e = x.get("/v1/query/web-dc2/execute?dc=dc2").expect("execute in dc2");
+        assert_eq!((e["Datacenter"].as_str(), ports(&e)), (Some("dc2"), vec![8082]), "{e}");
+    }
+    let (status, _) = p1.raw("GET", "/v1/query/web-dc2/execute", &[], "");
+    assert_eq!(status, 404, "dc2's query is not dc1's");
+
     // The query survives a restart of the agent that holds it, and is deleted there.
     p1.restart();
     wait_for("the query after p1's restart", WAIT, || {

@@ -759,8 +759,20 @@ fn parse_http(b: &[u8]) -> Option<String> {
     };
     let (path, _token) = (take()?, take()?);
     let p = path.split('?').next().unwrap_or("");
-    let read = (p.starts_with("/v1/catalog/") || p.starts_with("/v1/health/")) && !p.contains("/../");
-    (at == b.len() && read).then_some(path)
+    (at == b.len() && forwardable_path(p)).then_some(path)
+}
+
+/// Whether `path` (no query) is a read another datacenter may forward here: catalog and health
+/// reads, and a prepared query's execution (`/v1/query/ID_OR_NAME/execute`).
+pub fn forwardable_path(p: &str) -> bool {
+    if p.contains("/../") || p.contains("/./") {
+        return false;
+    }
+    let execute = p
+        .strip_prefix("/v1/query/")
+        .and_then(|r| r.strip_suffix("/execute"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    (p.starts_with("/v1/catalog/") || p.starts_with("/v1/health/") || execute) && p != "/v1/catalog/datacenters"
 }
 
 fn http_answer(status: u16, index: u64, body: &[u8]) -> Vec<u8> {
@@ -822,6 +834,21 @@ mod tests {
             not_api.extend_from_slice(s.as_bytes());
         }
         assert_eq!(parse_http(&not_api), None, "only catalog and health reads are forwarded");
+        for ok in ["/v1/health/service/web", "/v1/catalog/nodes", "/v1/query/web-ha/execute"] {
+            assert!(forwardable_path(ok), "{ok}");
+        }
+        for no in [
+            "/v1/query",
+            "/v1/query/web-ha",
+            "/v1/query//execute",
+            "/v1/query/a/b/execute",
+            "/v1/catalog/../agent/self",
+            "/v1/catalog/datacenters",
+            "/v1/agent/service/register",
+            "/v1/kv/x",
+        ] {
+            assert!(!forwardable_path(no), "{no}");
+        }
     }
 
     #[test]

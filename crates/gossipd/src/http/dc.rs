@@ -36,9 +36,7 @@ fn forwarded_query(query: &str) -> String {
 
 /// Whether `path` is a read that may be forwarded.
 fn forwardable(method: &Method, path: &str) -> bool {
-    method == Method::GET
-        && (path.starts_with("/v1/catalog/") || path.starts_with("/v1/health/"))
-        && path != "/v1/catalog/datacenters"
+    method == Method::GET && crate::wan::forwardable_path(path)
 }
 
 /// The middleware: forwards reads of other datacenters, passes everything else on.
