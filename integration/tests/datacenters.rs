@@ -299,3 +299,49 @@ fn a_prepared_query_fails_over_to_another_datacenter_and_comes_back() {
         p2.get("/v1/query").ok().filter(|l| l.as_array().is_some_and(|l| l.is_empty()))
     });
 }
+
+#[test]
+fn the_wan_pool_follows_each_datacenters_keyring_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let x1 = agent(root, "x1", "dc1", vec![], Some(vec![]));
+    let y1 = agent(root, "y1", "dc2", vec![], Some(vec![wan_addr(&x1)]));
+    register(&y1, "web-y", "web", 8090);
+    for x in [&x1, &y1] {
+        wait_for("2 alive WAN members", WAIT, || (wan_alive(x) == 2).then_some(()));
+    }
+    let out = std::process::Command::new(integration::agent::binary()).arg("keygen").output().expect("keygen");
+    let new = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let old = integration::agent::TEST_KEY.to_string();
+    let body = |k: &str| format!(r#"{{"Key":"{k}"}}"#);
+    // The same rotation in each datacenter (each its own LAN keyring): install, use, remove.
+    for (method, key) in [("POST", &new), ("PUT", &new), ("DELETE", &old)] {
+        for x in [&x1, &y1] {
+            let (status, msg) = x.send(method, "/v1/operator/keyring", &body(key));
+            assert_eq!(status, 200, "{method} on {}: {msg}", x.opts.name);
+        }
+    }
+    assert!(x1.log().contains("the WAN pool follows the LAN keyring"), "{}", x1.log());
+    // A third datacenter's agent that holds only the new key joins the WAN pool (the pool took
+    // the rotation: it would refuse every handshake of that key otherwise) and reads dc2.
+    let key_file = root.join("new.key");
+    std::fs::write(&key_file, &new).expect("key file");
+    let z1 = Agent::start(
+        root,
+        Options {
+            name: "z1".into(),
+            extra: ["--datacenter", "dc3", "--wan-bind", "127.0.0.1:0", "--wan-seed", &wan_addr(&x1).to_string()]
+                .map(String::from)
+                .to_vec(),
+            cluster_key_file: Some(key_file),
+            ..Default::default()
+        },
+    );
+    for x in [&x1, &y1, &z1] {
+        wait_for("3 alive WAN members under the new key", WAIT, || (wan_alive(x) == 3).then_some(()));
+    }
+    let srv = wait_for("web in dc2 from dc3", WAIT, || {
+        dns::udp(z1.dns, "web.service.dc2.gossip.", RecordType::SRV).filter(|r| !r.srv.is_empty())
+    });
+    assert_eq!(srv.srv, vec![(8090, "y1.node.dc2.gossip.".to_string())]);
+}

@@ -736,6 +736,9 @@ impl Driver {
                     if let Err(e) = crate::keys::save(&self.data, *stamp, keys) {
                         tracing::error!(error = %e, "cannot persist the keyring");
                     }
+                    if let Some(wan) = &self.wan {
+                        wan.mirror_keyring(keys.clone());
+                    }
                 }
                 _ => {}
             }

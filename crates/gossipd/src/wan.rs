@@ -244,6 +244,9 @@ pub struct WanHandle {
     /// True for an agent outside the WAN pool: reads go to its LAN driver, which relays them
     /// through a LAN member in the pool; the view is then empty.
     pub relayed: bool,
+    /// The LAN pool's keyring (primary first), for the WAN pool to mirror; `None` for a relayed
+    /// handle.
+    keyring: Option<mpsc::Sender<Vec<[u8; 32]>>>,
     /// For a relayed handle: the relaying member's datacenter order, and when it came.
     relayed_dcs: Arc<std::sync::Mutex<Option<Order>>>,
 }
@@ -266,6 +269,7 @@ impl WanHandle {
             stats: Arc::default(),
             gossip_stats: Arc::default(),
             relayed: true,
+            keyring: None,
             relayed_dcs: Arc::default(),
         };
         (h, rx)
@@ -345,6 +349,15 @@ impl WanHandle {
         }
     }
 
+    /// Has the WAN pool take the LAN pool's new keyring (no-op for a relayed handle).
+    pub fn mirror_keyring(&self, keys: Vec<[u8; 32]>) {
+        if let Some(tx) = &self.keyring {
+            if tx.try_send(keys).is_err() {
+                tracing::error!("the WAN pool did not take the LAN keyring (its task is busy or stopped)");
+            }
+        }
+    }
+
     /// Whether any member of `dc` is known (reachable or not); always true for a relayed
     /// handle (the relaying member knows).
     pub fn knows(&self, dc: &str) -> bool {
@@ -379,6 +392,7 @@ pub struct Wan {
     token: String,
     done_tx: mpsc::Sender<(NodeId, u64, Vec<u8>)>,
     done_rx: mpsc::Receiver<(NodeId, u64, Vec<u8>)>,
+    keys_rx: mpsc::Receiver<Vec<[u8; 32]>>,
     served_window: (Instant, u32),
     next_ping: Instant,
 }
@@ -394,6 +408,7 @@ impl Wan {
     pub fn new(gossip: Gossip, socket: UdpSocket, datacenter: String) -> (Wan, WanHandle) {
         let (tx, rx) = mpsc::channel(MAX_PENDING);
         let (done_tx, done_rx) = mpsc::channel(256);
+        let (keys_tx, keys_rx) = mpsc::channel(16);
         let handle = WanHandle {
             tx,
             view: Arc::default(),
@@ -401,6 +416,7 @@ impl Wan {
             stats: Arc::default(),
             gossip_stats: Arc::default(),
             relayed: false,
+            keyring: Some(keys_tx),
             relayed_dcs: Arc::default(),
         };
         let now = Instant::now();
@@ -417,6 +433,7 @@ impl Wan {
             token: String::new(),
             done_tx,
             done_rx,
+            keys_rx,
             served_window: (now, 0),
             next_ping: now + Duration::from_millis(500),
         };
@@ -472,6 +489,13 @@ impl Wan {
                 }
                 Some(f) = self.rx.recv() => self.start(Instant::now(), f),
                 Some((to, id, answer)) = self.done_rx.recv() => self.answer(Instant::now(), &to, id, &answer),
+                Some(keys) = self.keys_rx.recv() => match self.gossip.mirror_keyring(&keys) {
+                    Ok(()) => {
+                        let fps: Vec<String> = keys.iter().map(crate::keys::fingerprint).collect();
+                        tracing::info!(keys = ?fps, "the WAN pool follows the LAN keyring");
+                    }
+                    Err(e) => tracing::error!(error = %e, "the WAN pool cannot take the LAN keyring"),
+                },
                 l = &mut shutdown => break l,
             }
             self.after_input().await;

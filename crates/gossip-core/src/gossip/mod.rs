@@ -99,6 +99,16 @@ pub struct Gossip {
     stats: Stats,
 }
 
+/// The keyring of `keys`, primary first (`None` when empty).
+fn ring_of(keys: &[[u8; 32]]) -> Option<crate::secure::keys::Keyring> {
+    let mut iter = keys.iter().map(|k| crate::secure::keys::ClusterKey::new(*k));
+    let mut ring = crate::secure::keys::Keyring::new(iter.next()?);
+    for k in iter {
+        ring.install(k);
+    }
+    Some(ring)
+}
+
 impl Gossip {
     /// A node that knows only itself, starting at `now`. Its id is its identity's; `name`,
     /// `addr` and `generation` are signed into its node info.
@@ -251,6 +261,21 @@ impl Gossip {
         Ok(stamp)
     }
 
+    /// Replaces the keyring here only (primary first), writing nothing and gossiping nothing:
+    /// for a second pool that mirrors another's keyring (gossipd's WAN pool follows its LAN
+    /// pool's). Sessions under a removed key are closed. The stamp is unchanged.
+    pub fn mirror_keyring(&mut self, keys: &[[u8; 32]]) -> Result<(), CommandError> {
+        let mut distinct = keys.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if keys.is_empty() || keys.len() > message::MAX_KEYRING || distinct.len() != keys.len() {
+            return Err(CommandError::BadKeyring { max: message::MAX_KEYRING });
+        }
+        let ring = ring_of(keys).ok_or(CommandError::BadKeyring { max: message::MAX_KEYRING })?;
+        self.secure.set_keyring(ring);
+        Ok(())
+    }
+
     /// Stamp of the keyring in force.
     pub fn keyring_stamp(&self) -> u64 {
         self.keyring_stamp
@@ -275,12 +300,7 @@ impl Gossip {
     }
 
     fn adopt_keyring(&mut self, now: Instant, stamp: u64, keys: Vec<[u8; 32]>) {
-        let mut iter = keys.iter().map(|k| crate::secure::keys::ClusterKey::new(*k));
-        let Some(primary) = iter.next() else { return };
-        let mut ring = crate::secure::keys::Keyring::new(primary);
-        for k in iter {
-            ring.install(k);
-        }
+        let Some(ring) = ring_of(&keys) else { return };
         self.secure.set_keyring(ring);
         self.keyring_stamp = stamp;
         self.events.push_back(Event::KeyringChanged { stamp, keys });
