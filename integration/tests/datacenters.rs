@@ -136,6 +136,46 @@ fn three_datacenters_answer_each_other_and_a_lost_one_is_servfail() {
     assert_eq!((status, body.contains("No path to datacenter")), (500, true), "{body}");
     let (status, body) = a2.raw("GET", "/v1/agent/members?wan=1", &[], "");
     assert_eq!((status, body.contains("no WAN pool")), (400, true), "{body}");
+
+    // A blocking read of another datacenter (from a WAN member, and relayed) returns when that
+    // datacenter's index moves, with the change; an unchanged one returns the whole answer when
+    // its wait is over (never a bodiless "unchanged").
+    let read = |a: &Agent, q: &str| -> (u64, Vec<u64>) {
+        let mut r = ureq::get(&format!("http://{}/v1/health/service/web?dc=dc2{q}", a.http)).call().expect("read");
+        let index = r.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()?.parse().ok()).expect("index");
+        let list: serde_json::Value = r.body_mut().read_json().expect("json");
+        let ports = list.as_array().expect("list").iter().filter_map(|e| e["Service"]["Port"].as_u64()).collect();
+        (index, ports)
+    };
+    let (index, ports) = read(&a1, "");
+    assert_eq!(ports, [8080]);
+    let (same, ports) = read(&a2, &format!("&index={index}&wait=1s"));
+    assert_eq!(ports, [8080], "the whole answer at the end of the wait (index {index} -> {same})");
+    let a1_http = a1.http;
+    let blocked = std::thread::spawn(move || {
+        let mut index = index;
+        // Each return is a change of index; the loop ends when the change is the new instance.
+        for _ in 0..20 {
+            let url = format!("http://{a1_http}/v1/health/service/web?dc=dc2&index={index}&wait=30s");
+            let mut r = ureq::get(&url).call().expect("blocking read");
+            let next: u64 =
+                r.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()?.parse().ok()).expect("index");
+            assert_ne!(next, index, "a blocking read returned before its wait with an unmoved index");
+            index = next;
+            let list: serde_json::Value = r.body_mut().read_json().expect("json");
+            if list.as_array().is_some_and(|l| l.len() == 2) {
+                return list;
+            }
+        }
+        panic!("the new instance never came back from a blocking read");
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    register(&b2, "web-9", "web", 8089);
+    let list = blocked.join().expect("the blocking reader");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    let (status, _) = b2.send("PUT", "/v1/agent/service/deregister/web-9", "");
+    assert_eq!(status, 200);
+    wait_for("web-9 gone from dc2's answer", WAIT, || (read(&a1, "").1 == [8080]).then_some(()));
     // The status page lists the datacenters, nearest first, each reachable.
     if let Some(chrome) = integration::peers::require("chromium") {
         let tmp = root.join("chromium");

@@ -807,9 +807,46 @@ fn http_answer(status: u16, index: u64, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Runs `GET path` against this agent's own API (its guard included), as a local client.
+/// The longest a forwarded blocking read is held here (within the asker's [`ATTEMPT`]); the
+/// asker sends [`BLOCK_SLICE`] and asks again, see `http/dc.rs`.
+pub const MAX_FORWARDED_WAIT: Duration = Duration::from_millis(800);
+
+/// The wait an asking agent sends with a forwarded blocking read.
+pub const BLOCK_SLICE: Duration = Duration::from_millis(500);
+
+/// Status of a forwarded blocking read whose index did not move: no body (the asker keeps
+/// waiting, and never shows this status to its client).
+pub const UNCHANGED: u16 = 304;
+
+/// A forwarded path's `index`, and the path with its `wait` held to [`MAX_FORWARDED_WAIT`].
+fn held_wait(path: &str) -> (Option<u64>, String) {
+    let Some((p, q)) = path.split_once('?') else { return (None, path.to_string()) };
+    let index = q.split('&').filter_map(|kv| kv.strip_prefix("index=")).next_back().and_then(|i| i.parse().ok());
+    if index.is_none() {
+        return (None, path.to_string());
+    }
+    let ms = MAX_FORWARDED_WAIT.as_millis();
+    let held = q.split('&').filter_map(|kv| match kv.strip_prefix("wait=") {
+        Some(w) => {
+            let w = crate::http::parse_wait(w).map_or(ms, |d| d.as_millis().min(ms));
+            Some(format!("wait={w}ms"))
+        }
+        None => (!kv.is_empty()).then(|| kv.to_string()),
+    });
+    let mut q: Vec<String> = held.collect();
+    if !q.iter().any(|kv| kv.starts_with("wait=")) {
+        q.push(format!("wait={ms}ms"));
+    }
+    (index, format!("{p}?{}", q.join("&")))
+}
+
+/// Runs `GET path` against this agent's own API (its guard included), as a local client. A
+/// blocking read (`index`) is held at most [`MAX_FORWARDED_WAIT`], and answered
+/// [`UNCHANGED`] with no body when its index did not move.
 async fn local_get(router: axum::Router, path: &str, token: &str) -> Vec<u8> {
     use tower::ServiceExt;
+    let (asked, path) = held_wait(path);
+    let path = path.as_str();
     let mut req = axum::http::Request::get(path).header("host", "127.0.0.1");
     if !token.is_empty() {
         req = req.header("x-consul-token", token);
@@ -821,6 +858,9 @@ async fn local_get(router: axum::Router, path: &str, token: &str) -> Vec<u8> {
     let status = resp.status().as_u16();
     let index =
         resp.headers().get("x-consul-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    if status == 200 && asked == Some(index) {
+        return http_answer(UNCHANGED, index, b"");
+    }
     let max = gossip_core::MAX_APP_BODY * usize::from(gossip_core::MAX_ANSWER_PARTS) - 10;
     match axum::body::to_bytes(resp.into_body(), max).await {
         Ok(body) => http_answer(status, index, &body),
@@ -873,6 +913,20 @@ mod tests {
         ] {
             assert!(!forwardable_path(no), "{no}");
         }
+    }
+
+    #[test]
+    fn forwarded_blocking_reads_are_held_briefly() {
+        let ms = MAX_FORWARDED_WAIT.as_millis();
+        assert_eq!(held_wait("/v1/health/service/web"), (None, "/v1/health/service/web".into()));
+        assert_eq!(held_wait("/v1/health/service/web?passing"), (None, "/v1/health/service/web?passing".into()));
+        assert_eq!(
+            held_wait("/v1/health/service/web?index=7&wait=10m&passing"),
+            (Some(7), format!("/v1/health/service/web?index=7&wait={ms}ms&passing"))
+        );
+        assert_eq!(held_wait("/v1/catalog/nodes?index=9"), (Some(9), format!("/v1/catalog/nodes?index=9&wait={ms}ms")));
+        assert_eq!(held_wait("/v1/catalog/nodes?index=9&wait=200ms").1, "/v1/catalog/nodes?index=9&wait=200ms");
+        assert_eq!(held_wait("/v1/catalog/nodes?index=x&wait=1h").0, None, "a bad index is the API's to refuse");
     }
 
     #[test]
