@@ -19,11 +19,14 @@ failover: dc1's WAN agent holds `api` with a TTL check and a prepared query `api
 through the HTTP API; printed: the time from each change until the query's execution
 (GET /v1/query/api-ha/execute, polled back to back) answers from dc2, then from dc1 again, and
 how long one execution takes in each state (median of 200).
+watch: one blocking read of dc2 (`?dc=dc2&index=N&wait=600s`) held on the first agent for
+--idle-seconds: every WAN agent's bytes beside the idle figure, then the time until a
+registration in dc2 comes back through it.
 lost: the last datacenter's WAN agent is killed (SIGKILL); from then on, queries of
 `web.service.dcN.gossip` every 50 ms until one answers SERVFAIL: printed, the time from the kill
 and the time that SERVFAIL answer took.
 """
-import argparse, importlib.util, json, os, shutil, signal, socket, statistics, struct, subprocess, sys, tempfile, time
+import argparse, http.client, importlib.util, json, os, shutil, signal, socket, statistics, struct, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
@@ -200,10 +203,55 @@ def main():
         time.sleep(a.idle_seconds)
         after, dt = counters(), time.time() - t0
         print(f"idle, bytes per agent per second (in + out) over {dt:.0f} s:")
+        idle_wan = {}
         for name in sorted(after):
             lan = (after[name][0] - before[name][0]) / dt
             wan = None if after[name][1] is None else (after[name][1] - before[name][1]) / dt
+            idle_wan[name] = wan
             print(f"  {name:8s}  LAN {lan:7.0f} B/s  WAN {'-' if wan is None else f'{wan:7.0f} B/s'}")
+
+        # watch: one blocking read of dc2 (as consul-template's `service "web@dc2"`) held open on
+        # home; its WAN cost beside the idle figures, then how long a change in dc2 takes to
+        # come back through it.
+        def blocking_get(addr, path):
+            host, port = addr.rsplit(":", 1)
+            c = http.client.HTTPConnection(host, int(port), timeout=700)
+            c.request("GET", path)
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            return int(r.getheader("X-Consul-Index") or 0), json.loads(body)
+        index, _ = blocking_get(home.addrs["http"], "/v1/health/service/web?dc=dc2")
+        seen, returns = {}, [0]
+
+        def watcher(i):
+            while time.time() < t_end:
+                i, body = blocking_get(home.addrs["http"], f"/v1/health/service/web?dc=dc2&index={i}&wait=600s")
+                returns[0] += 1
+                if len(body) >= 2:
+                    seen["t"] = time.perf_counter()
+                    return
+        t_end = time.time() + a.idle_seconds + 60
+        th = threading.Thread(target=watcher, args=(index,), daemon=True)
+        th.start()
+        time.sleep(1)
+        before, t0 = counters(), time.time()
+        time.sleep(a.idle_seconds)
+        after, dt = counters(), time.time() - t0
+        print(f"watch: one blocking read of dc2 held on {home.name} for {dt:.0f} s "
+              f"({returns[0]} early returns), WAN bytes per second (in + out):")
+        for name in sorted(after):
+            if after[name][1] is None:
+                continue
+            wan = (after[name][1] - before[name][1]) / dt
+            print(f"  {name:8s}  WAN {wan:7.0f} B/s  ({wan - idle_wan[name]:+5.0f} B/s beside idle)")
+        t_reg = time.perf_counter()
+        lans[1].put("/v1/agent/service/register", {"ID": "web-w", "Name": "web", "Port": 8999, "Address": "127.0.0.1"})
+        th.join(30)
+        took = seen.get("t")
+        print(f"  a registration in dc2 came back through the watch after "
+              f"{'never (30 s)' if took is None else f'{(took - t_reg) * 1000:.1f} ms'}"
+              f" (the LAN rumor to dc2's WAN agent, then one WAN round trip)")
 
         lost = wans[-1]
         os.kill(lost.proc.pid, signal.SIGKILL)

@@ -54,7 +54,7 @@ fn messages() -> Vec<Message> {
     let entries = vec![
         Entry::signed(&id, 3, "@status", 1, Value::Status(NodeStatus::Alive)),
         Entry::signed(&id, 3, "svc/web-1", 2, Value::Service(svc.into())),
-        Entry::signed(&id, 3, "@key", 3, Value::Binding(layer(5, now0()).binding())),
+        Entry::signed(&id, 3, "@key", 3, Value::Binding(Box::new(layer(5, now0()).binding()))),
         Entry::signed(&id, 3, "svc/old", 4, Value::Tombstone),
         Entry::signed(&id, 3, "@proto", 5, Value::Proto(gossip_core::version::VersionRange::DEFAULT)),
         // A kind this build does not know (value framing: tag, length, body kept as bytes).

@@ -97,7 +97,7 @@ fn value(spec: &ValueSpec, owner: u8) -> Value {
             .into(),
         ),
         ValueSpec::Binding { static_pub, not_before, not_after } => {
-            Value::Binding(gossipd_fuzz::binding_signed(owner, *static_pub, *not_before, *not_after))
+            Value::Binding(Box::new(gossipd_fuzz::binding_signed(owner, *static_pub, *not_before, *not_after)))
         }
         ValueSpec::Unknown { tag, bytes } => Value::Unknown {
             tag: (*tag).max(*gossip_core::message::KNOWN_VALUE_TAGS.end() + 1),
@@ -144,7 +144,7 @@ fn info_signed(owner: u8, name: String, addr: SocketAddr, generation: u64) -> No
 
 /// `Entry::signed` by identity `[owner; 32]` (node `id`), its signature from the cache.
 fn entry_signed(owner: u8, id: &NodeId, generation: u64, key: &str, version: u64, value: Value) -> Entry {
-    let mut e = Entry { key: key.to_owned(), version, value, sig: [0; 64] };
+    let mut e = Entry { key: key.into(), version, value, sig: [0; 64] };
     e.sig = gossipd_fuzz::sign_as(owner, &e.signed_bytes(id, generation));
     e
 }
@@ -224,7 +224,7 @@ fn same_as_core() {
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 7946);
     let info = NodeInfo::signed(&id, "n".into(), addr, 3);
     assert_eq!(info_signed(5, "n".into(), addr, 3), info);
-    let v = Value::Binding(gossip_core::secure::keys::Binding::sign(&id, [1; 32], 2, 9));
+    let v = Value::Binding(Box::new(gossip_core::secure::keys::Binding::sign(&id, [1; 32], 2, 9)));
     assert_eq!(value(&ValueSpec::Binding { static_pub: [1; 32], not_before: 2, not_after: 9 }, 5), v);
     assert_eq!(entry_signed(5, &info.id, 3, "k", 1, v.clone()), Entry::signed(&id, 3, "k", 1, v));
 }

@@ -137,7 +137,7 @@ pub enum Value {
     /// A service instance (key `svc/<id>`).
     Service(std::sync::Arc<ServiceInstance>),
     /// The owner's current Noise static key, bound to its identity (key [`KEY_KEY`]).
-    Binding(Binding),
+    Binding(Box<Binding>),
     /// A cluster keyring (key [`KEYRING_KEY`]): every node adopts the one with the highest
     /// stamp it has seen.
     Keyring {
@@ -152,7 +152,7 @@ pub enum Value {
     RingStamp(u64),
     /// A CA-signed revocation this owner spreads (key [`REVOKE_PREFIX`] + the revoked
     /// identity in hex): every node that trusts the CA drops the revoked identity.
-    Revocation(crate::cert::Revocation),
+    Revocation(Box<crate::cert::Revocation>),
     /// The owner's protocol range (key [`PROTO_KEY`]): the wire versions it speaks.
     Proto(crate::version::VersionRange),
     /// A failure record (key [`FAILED_PREFIX`] + the target's id in hex): the owner declared
@@ -267,7 +267,7 @@ pub const REVOKE_PREFIX: &str = "@revoke/";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Key, unique per owner.
-    pub key: String,
+    pub key: std::sync::Arc<str>,
     /// Owner-assigned version (per owner and generation, only grows).
     pub version: u64,
     /// Value.
@@ -279,7 +279,7 @@ pub struct Entry {
 impl Entry {
     /// Creates and signs an entry of the owner `owner` (generation `generation`).
     pub fn signed(identity: &Identity, generation: u64, key: &str, version: u64, value: Value) -> Entry {
-        let mut e = Entry { key: key.to_owned(), version, value, sig: [0; 64] };
+        let mut e = Entry { key: key.into(), version, value, sig: [0; 64] };
         e.sig = identity.sign(&e.signed_bytes(&identity.node_id(), generation));
         e
     }
@@ -299,7 +299,7 @@ impl Entry {
 
     /// The signed claim this entry is (for a proof of misbehaviour).
     pub fn claim(&self) -> Claim {
-        Claim { key: self.key.clone(), version: self.version, digest: self.value_digest(), sig: self.sig }
+        Claim { key: self.key.to_string(), version: self.version, digest: self.value_digest(), sig: self.sig }
     }
 
     /// True if the owner's identity signed this entry for this generation.
@@ -1091,7 +1091,7 @@ fn decode_value_body(r: &mut Reader<'_>, tag: u8) -> Result<Value, DecodeError> 
             }
         }),
         2 => Value::Service(std::sync::Arc::new(decode_service(r)?)),
-        3 => Value::Binding(Binding::decode(r)?),
+        3 => Value::Binding(Box::new(Binding::decode(r)?)),
         4 => {
             let stamp = r.varint()?;
             let n = r.count(32)?;
@@ -1107,7 +1107,7 @@ fn decode_value_body(r: &mut Reader<'_>, tag: u8) -> Result<Value, DecodeError> 
             Value::Keyring { stamp, keys }
         }
         5 => Value::Accusation(Accusation::decode(r)?),
-        6 => Value::Revocation(crate::cert::Revocation::decode(r)?),
+        6 => Value::Revocation(Box::new(crate::cert::Revocation::decode(r)?)),
         7 => Value::RingStamp(r.varint()?),
         8 => {
             let (min, max) = (r.u8()?, r.u8()?);
@@ -1144,7 +1144,7 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let value = decode_value(r)?;
     let mut sig = [0u8; 64];
     sig.copy_from_slice(r.bytes(64)?);
-    Ok(Entry { key, version, value, sig })
+    Ok(Entry { key: key.into(), version, value, sig })
 }
 
 fn encode_service(w: &mut Writer, s: &ServiceInstance) {

@@ -32,7 +32,7 @@ pub struct NodeState {
     /// Every version up to this one is held.
     pub max_version: u64,
     /// Entries by key.
-    pub entries: BTreeMap<String, Entry>,
+    pub entries: BTreeMap<Arc<str>, Entry>,
     /// Commitment to `entries` ([`owner_digest`]), brought up to date after every change.
     pub digest: Commitment,
     /// The chunk hashes of a large owner's digest, so that a change rehashes only the chunks
@@ -115,7 +115,7 @@ impl NodeState {
         let log = &self.cache.as_ref()?.log;
         let first = log.front()?.0;
         (epoch < self.epoch && first <= epoch + 1)
-            .then(|| log.iter().rev().take_while(|(e, _)| *e > epoch).map(|(_, k)| k.as_str()).collect())
+            .then(|| log.iter().rev().take_while(|(e, _)| *e > epoch).map(|(_, k)| &**k).collect())
     }
 
     /// The entries newer than version `from`, in version order: from the version index of a
@@ -126,7 +126,7 @@ impl NodeState {
         if let Some(c) = &self.cache {
             return c
                 .by_version
-                .range((from.saturating_add(1), String::new())..)
+                .range((from.saturating_add(1), Arc::<str>::from(""))..)
                 .filter_map(|(_, k)| self.entries.get(k))
                 .collect();
         }
@@ -168,7 +168,7 @@ impl NodeState {
         }
         self.epoch += 1;
         if let Some(c) = &mut self.cache {
-            if let Some(old) = self.entries.get(&e.key) {
+            if let Some(old) = self.entries.get(&*e.key) {
                 c.by_version.remove(&(old.version, e.key.clone()));
             }
             c.by_version.insert((e.version, e.key.clone()));
@@ -301,15 +301,15 @@ fn digest_of_chunks<'a>(count: usize, chunks: impl IntoIterator<Item = &'a Commi
 #[derive(Debug, Clone)]
 struct DigestCache {
     chunks: BTreeMap<String, Commitment>,
-    dirty: std::collections::BTreeSet<String>,
+    dirty: std::collections::BTreeSet<Arc<str>>,
     /// The last [`CHANGE_LOG`] puts: (epoch after the put, key).
-    log: std::collections::VecDeque<(u64, String)>,
+    log: std::collections::VecDeque<(u64, Arc<str>)>,
     /// Every entry as (version, key): the entries newer than a version without a scan.
-    by_version: std::collections::BTreeSet<(u64, String)>,
+    by_version: std::collections::BTreeSet<(u64, Arc<str>)>,
 }
 
 impl DigestCache {
-    fn build(entries: &BTreeMap<String, Entry>) -> Self {
+    fn build(entries: &BTreeMap<Arc<str>, Entry>) -> Self {
         let mut c = DigestCache {
             chunks: BTreeMap::new(),
             dirty: Default::default(),
@@ -320,7 +320,7 @@ impl DigestCache {
         c
     }
 
-    fn update(&mut self, entries: &BTreeMap<String, Entry>) {
+    fn update(&mut self, entries: &BTreeMap<Arc<str>, Entry>) {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         if self.dirty.is_empty() {
             return;
@@ -331,22 +331,22 @@ impl DigestCache {
             self.rechunk(entries, Unbounded, Unbounded);
             return;
         }
-        let stable = |(k, e): &(&String, &Entry)| is_boundary(e) && !dirty.contains(*k);
+        let stable = |(k, e): &(&Arc<str>, &Entry)| is_boundary(e) && !dirty.contains(*k);
         // Regions (lo, hi] in ascending order; `None` is the start or the end of the set.
-        let mut regions: Vec<(Option<&String>, Option<&String>)> = Vec::new();
+        let mut regions: Vec<(Option<&Arc<str>>, Option<&Arc<str>>)> = Vec::new();
         for k in &dirty {
             if let Some((_, hi)) = regions.last() {
                 if hi.is_none_or(|h| k <= h) {
                     continue; // inside the previous region
                 }
             }
-            let lo = entries.range::<str, _>((Unbounded, Excluded(k.as_str()))).rev().find(stable).map(|(k, _)| k);
-            let hi = entries.range::<str, _>((Included(k.as_str()), Unbounded)).find(stable).map(|(k, _)| k);
+            let lo = entries.range::<str, _>((Unbounded, Excluded(&**k))).rev().find(stable).map(|(k, _)| k);
+            let hi = entries.range::<str, _>((Included(&**k), Unbounded)).find(stable).map(|(k, _)| k);
             regions.push((lo, hi));
         }
         for (lo, hi) in regions {
-            let lo = lo.map_or(Unbounded, |k| Excluded(k.as_str()));
-            let hi = hi.map_or(Unbounded, |k| Included(k.as_str()));
+            let lo = lo.map_or(Unbounded, |k| Excluded(&**k));
+            let hi = hi.map_or(Unbounded, |k| Included(&**k));
             let stale: Vec<String> = self.chunks.range::<str, _>((lo, hi)).map(|(k, _)| k.clone()).collect();
             for k in stale {
                 self.chunks.remove(&k);
@@ -356,18 +356,18 @@ impl DigestCache {
     }
 
     /// Cuts the entries with keys in `(lo, hi)` into chunks; `hi` is a boundary's key or the end.
-    fn rechunk(&mut self, entries: &BTreeMap<String, Entry>, lo: std::ops::Bound<&str>, hi: std::ops::Bound<&str>) {
+    fn rechunk(&mut self, entries: &BTreeMap<Arc<str>, Entry>, lo: std::ops::Bound<&str>, hi: std::ops::Bound<&str>) {
         let mut chunk = ChunkHasher::new();
         let mut last = None;
         for (k, e) in entries.range::<str, _>((lo, hi)) {
             last = Some(k);
             if chunk.add(e) {
-                self.chunks.insert(k.clone(), std::mem::replace(&mut chunk, ChunkHasher::new()).finish());
+                self.chunks.insert(k.to_string(), std::mem::replace(&mut chunk, ChunkHasher::new()).finish());
                 last = None;
             }
         }
         if let Some(k) = last {
-            self.chunks.insert(k.clone(), chunk.finish());
+            self.chunks.insert(k.to_string(), chunk.finish());
         }
     }
 }
@@ -736,7 +736,7 @@ fn merge(node: &mut NodeState, entries: &[Entry]) -> Option<(String, u64, Box<Pr
                         first: old.claim(),
                         second: e.claim(),
                     };
-                    equivocation = Some((e.key.clone(), e.version, Box::new(proof)));
+                    equivocation = Some((e.key.to_string(), e.version, Box::new(proof)));
                 }
                 if e.sig < old.sig {
                     node.put(e.clone());

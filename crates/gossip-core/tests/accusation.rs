@@ -113,7 +113,8 @@ fn a_member_is_excluded_only_once_a_majority_accuses_it_and_readmitted_after() {
     net.run_for(Duration::from_secs(5));
     for i in 0..5 {
         assert!(!net.nodes[i].is_excluded(&bad), "node {i} excluded on one accusation of five");
-        let holds = net.nodes[i].node(&net.nodes[0].local().id).unwrap().entries.contains_key(&Accusation::key(&bad));
+        let holds =
+            net.nodes[i].node(&net.nodes[0].local().id).unwrap().entries.contains_key(Accusation::key(&bad).as_str());
         assert!(holds, "node {i} has not heard node 0's accusation");
     }
 
@@ -183,7 +184,7 @@ fn a_repeat_offender_is_accused_again_and_the_charge_withdrawn_again() {
             s
         })
         .node_id();
-        net.nodes[0].node(&me).unwrap().entries.get(&Accusation::key(&bad)).map(|e| e.value.clone())
+        net.nodes[0].node(&me).unwrap().entries.get(Accusation::key(&bad).as_str()).map(|e| e.value.clone())
     };
     // Banned (60 s), accused, withdrawn when the ban ends; then again (120 s, the ban doubles).
     for (round, ban) in [(0u64, 60), (1, 120)] {

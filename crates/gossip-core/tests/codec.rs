@@ -51,7 +51,13 @@ fn value() -> impl Strategy<Value = Value> {
         Just(Value::Status(NodeStatus::Left)),
         service().prop_map(|s| Value::Service(s.into())),
         (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u64>(), any::<u64>(), sig()).prop_map(|(i, s, a, b, sig)| {
-            Value::Binding(Binding { identity: IdentityPub(i), static_pub: s, not_before: a, not_after: b, sig })
+            Value::Binding(Box::new(Binding {
+                identity: IdentityPub(i),
+                static_pub: s,
+                not_before: a,
+                not_after: b,
+                sig,
+            }))
         }),
         (1..=16usize, any::<u64>())
             .prop_map(|(n, stamp)| Value::Keyring { stamp, keys: (0..n).map(|i| [i as u8; 32]).collect() }),
@@ -101,7 +107,7 @@ fn delta() -> impl Strategy<Value = Delta> {
             let entries: Vec<Entry> = vals
                 .into_iter()
                 .enumerate()
-                .map(|(i, (key, value, sig))| Entry { key, version: from + 1 + i as u64, value, sig })
+                .map(|(i, (key, value, sig))| Entry { key: key.into(), version: from + 1 + i as u64, value, sig })
                 .collect();
             let to = from + entries.len() as u64 + 3;
             let identity = IdentityPub(identity);
@@ -243,7 +249,7 @@ fn the_largest_accusation_fits_one_entry() {
         [Charge::Equivocation(Box::new(proof)), Charge::Misbehaved("x".repeat(gossip_core::proof::MAX_REASON))];
     for charge in charges {
         let value = Value::Accusation(Accusation { accused, charge });
-        let e = Entry { key: Accusation::key(&accused), version: u64::MAX, value, sig: [0xff; 64] };
+        let e = Entry { key: Accusation::key(&accused).into(), version: u64::MAX, value, sig: [0xff; 64] };
         let len = gossip_core::message::entry_len(&e);
         assert!(len <= gossip_core::MAX_ENTRY, "an accusation entry of {len} bytes");
     }

@@ -85,12 +85,10 @@ fn a_relay_withholding_entries_whose_old_digests_cancel_is_repaired() {
         state.entries.values().filter(|e| e.key.starts_with("svc/web-") && e.version != newest).collect();
     let hashes: Vec<u64> = others.iter().map(|e| old_entry_hash(e)).collect();
     let cancel = cancelling_subset(old_entry_hash(&db), &hashes).expect("90 random hashes span GF(2)^64");
-    let withheld: Vec<&str> =
-        std::iter::once(db.key.as_str()).chain(cancel.iter().map(|&i| others[i].key.as_str())).collect();
+    let withheld: Vec<&str> = std::iter::once(&*db.key).chain(cancel.iter().map(|&i| &*others[i].key)).collect();
     let xor = withheld.iter().fold(0, |x, k| x ^ old_entry_hash(&state.entries[*k]));
     assert_eq!(xor, 0, "the withheld entries cancel in the old digest");
-    let mut kept: Vec<Entry> =
-        state.entries.values().filter(|e| !withheld.contains(&e.key.as_str())).cloned().collect();
+    let mut kept: Vec<Entry> = state.entries.values().filter(|e| !withheld.contains(&&*e.key)).cloned().collect();
     kept.sort_by_key(|e| e.version);
     let doctored =
         Delta { ttl: 0, node: state.info.clone(), from_version: 0, to_version: newest, entries: kept, head: None };

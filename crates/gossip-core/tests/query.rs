@@ -157,8 +157,9 @@ fn application_records_replicate_and_their_deletion_too() {
     net.flush(0);
     net.run_for(Duration::from_secs(5));
     let key = format!("{APP_PREFIX}query/1");
-    let held =
-        |net: &Net, i: usize| net.nodes[i].node(&owner).and_then(|n| n.entries.get(&key)).map(|e| e.value.clone());
+    let held = |net: &Net, i: usize| {
+        net.nodes[i].node(&owner).and_then(|n| n.entries.get(key.as_str())).map(|e| e.value.clone())
+    };
     assert_eq!(held(&net, 2), Some(Value::App(br#"{"Name":"web"}"#.to_vec())));
     let now = net.now;
     assert!(net.nodes[0].put_app_record(now, "query/1", None).expect("deleted"));

@@ -11,11 +11,12 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Version of the gossip wire protocol this build speaks.
+/// The highest wire protocol version this build speaks by default (it also speaks the versions
+/// down to `gossip_core::version::BUILD_MIN`).
 #[cfg_attr(not(test), allow(dead_code))] // Kept in step with `VERSION` by a test.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 5)");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 6, speaks 5 to 6)");
 
 /// Default gossip address outside `--dev`.
 pub const DEFAULT_BIND: &str = "0.0.0.0:7946";
@@ -926,8 +927,9 @@ mod tests {
 
     #[test]
     fn version_names_the_protocol() {
-        assert!(VERSION.ends_with(&format!("(protocol {PROTOCOL_VERSION})")));
-        assert_eq!(u32::from(gossip_core::version::BUILD_MIN), PROTOCOL_VERSION, "the core speaks another version");
+        let d = gossip_core::version::VersionRange::DEFAULT;
+        assert!(VERSION.ends_with(&format!("(protocol {PROTOCOL_VERSION}, speaks {} to {})", d.min(), d.max())));
+        assert_eq!(u32::from(d.max()), PROTOCOL_VERSION, "the core speaks another version");
         let e = parse(&["--version"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
         assert_eq!(e.to_string().trim(), format!("gossipd {VERSION}"));

@@ -410,7 +410,7 @@ impl Driver {
         let prefix = format!("{}{}", gossip_core::APP_PREFIX, crate::query::RECORD_PREFIX);
         let Some(me) = self.gossip.node(&self.gossip.local().id) else { return Vec::new() };
         me.entries
-            .range(prefix.clone()..)
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&prefix))
             .filter_map(|(_, e)| match &e.value {
                 gossip_core::Value::App(b) => crate::query::PreparedQuery::decode(b),

@@ -92,7 +92,11 @@ impl Catalog {
 /// holder at the end of a rebuild.
 fn collect_queries(n: &NodeState, out: &mut Vec<(String, crate::query::PreparedQuery)>) {
     let prefix = format!("{}{}", gossip_core::APP_PREFIX, crate::query::RECORD_PREFIX);
-    for (_, e) in n.entries.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+    for (_, e) in n
+        .entries
+        .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(&prefix))
+    {
         if let Value::App(b) = &e.value
             && let Some(q) = crate::query::PreparedQuery::decode(b)
         {
@@ -165,7 +169,7 @@ struct Published {
     addr: SocketAddr,
     meta: Arc<BTreeMap<String, String>>,
     /// Its instances, by entry key.
-    instances: HashMap<String, Arc<CatalogInstance>>,
+    instances: HashMap<Arc<str>, Arc<CatalogInstance>>,
 }
 
 /// The views as last built, kept so that the next rebuild costs what changed.
@@ -202,7 +206,7 @@ fn instance(
     s: &Arc<ServiceInstance>,
 ) -> Arc<CatalogInstance> {
     *serial += 1;
-    let note = match n.entries.get(&format!("{NOTE_PREFIX}{}", s.id)).map(|e| &e.value) {
+    let note = match n.entries.get(format!("{NOTE_PREFIX}{}", s.id).as_str()).map(|e| &e.value) {
         Some(Value::CheckNote { output, .. }) if s.health != Health::Passing => Some(Arc::from(&**output)),
         _ => None,
     };
@@ -334,9 +338,11 @@ impl Views {
                     if let Some(old) = p.instances.remove(&**k) {
                         changes.remove(old);
                     }
-                    if let (true, Some(Value::Service(s))) = (alive, n.entries.get(&**k).map(|e| &e.value)) {
+                    if let (true, Some((key, Value::Service(s)))) =
+                        (alive, n.entries.get_key_value(&**k).map(|(key, e)| (key, &e.value)))
+                    {
                         let new = instance(&mut self.serial, n, &p.meta, s);
-                        p.instances.insert(k.to_string(), new.clone());
+                        p.instances.insert(key.clone(), new.clone());
                         changes.add(new);
                     }
                 }

@@ -85,7 +85,7 @@ impl Gossip {
 
     /// This node's standing accusation against `accused` (not a withdrawn one), if any.
     fn own_accusation(&self, accused: &NodeId) -> Option<&Accusation> {
-        match self.table.get(&self.local.id)?.entries.get(&Accusation::key(accused)).map(|e| &e.value) {
+        match self.table.get(&self.local.id)?.entries.get(Accusation::key(accused).as_str()).map(|e| &e.value) {
             Some(Value::Accusation(a)) => Some(a),
             _ => None,
         }

@@ -199,7 +199,7 @@ impl Gossip {
     pub(super) fn consider_revocations(&mut self, now: Instant, delta: &Delta) {
         for e in &delta.entries {
             if let Value::Revocation(r) = &e.value {
-                self.apply_revocation(now, *r);
+                self.apply_revocation(now, **r);
             }
         }
     }
@@ -244,9 +244,9 @@ impl Gossip {
         }
         let key = format!("{}{}", message::REVOKE_PREFIX, r.identity.node_id().to_hex());
         let new = self.apply_revocation(now, r);
-        let held = self.table.get(&self.local.id).is_some_and(|n| n.entries.contains_key(&key));
+        let held = self.table.get(&self.local.id).is_some_and(|n| n.entries.contains_key(key.as_str()));
         if !held {
-            self.write_local(now, &key, Value::Revocation(r));
+            self.write_local(now, &key, Value::Revocation(Box::new(r)));
         }
         Ok(new)
     }

@@ -51,7 +51,7 @@ fn records_of(node: &crate::state::NodeState) -> Vec<(NodeId, Record)> {
         .take_while(|(k, _)| k.starts_with(FAILED_PREFIX))
         .filter_map(|(k, e)| match &e.value {
             // A record filed under another node's key is malformed: ignored.
-            Value::Failed { target, generation, version, at } if *k == failed_key(target) => {
+            Value::Failed { target, generation, version, at } if **k == *failed_key(target) => {
                 Some((*target, Record { generation: *generation, version: *version, at: *at }))
             }
             _ => None,

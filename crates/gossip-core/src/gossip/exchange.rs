@@ -296,7 +296,7 @@ impl Gossip {
                 self.events.push_back(Event::CatalogChanged);
                 self.check_copy(now, owner, sender);
                 self.state_advanced(&owner);
-                if delta.entries.iter().any(|e| e.key == crate::message::KEYRING_KEY) {
+                if delta.entries.iter().any(|e| &*e.key == crate::message::KEYRING_KEY) {
                     self.consider_keyring(now, &owner);
                 }
                 self.consider_revocations(now, &delta);

@@ -81,7 +81,7 @@ impl Gossip {
                     .entries
                     .values()
                     .filter(|e| !matches!(e.value, Value::Tombstone))
-                    .map(|e| (e.version, e.key.clone(), e.value.clone()))
+                    .map(|e| (e.version, e.key.to_string(), e.value.clone()))
                     .collect();
                 v.sort_by_key(|(version, ..)| *version);
                 v.into_iter().map(|(_, k, val)| (k, val)).collect()

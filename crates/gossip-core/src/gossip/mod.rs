@@ -394,7 +394,7 @@ impl Gossip {
         }
         let (key, value) = check_instance(inst)?;
         self.check_own_write(&key, &value)?;
-        if self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)).is_some_and(|old| old.value == value) {
+        if self.table.get(&self.local.id).and_then(|n| n.entries.get(key.as_str())).is_some_and(|old| old.value == value) {
             return Ok(());
         }
         self.write_local(now, &key, value);
@@ -410,7 +410,7 @@ impl Gossip {
         let present = self
             .table
             .get(&self.local.id)
-            .and_then(|n| n.entries.get(&key))
+            .and_then(|n| n.entries.get(key.as_str()))
             .is_some_and(|e| matches!(e.value, Value::Service(_)));
         if present {
             self.write_local(now, &key, Value::Tombstone);
@@ -463,7 +463,7 @@ impl Gossip {
             return;
         }
         let key = format!("{}{service_id}", message::NOTE_PREFIX);
-        let held = self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)).map(|e| e.value.clone());
+        let held = self.table.get(&self.local.id).and_then(|n| n.entries.get(key.as_str())).map(|e| e.value.clone());
         let value = match note {
             Some((health, output)) => Value::CheckNote { health, output: message::note_output(output) },
             None if matches!(held, None | Some(Value::Tombstone)) => return,
@@ -489,7 +489,7 @@ impl Gossip {
         if name.is_empty() || key.len() > message::MAX_KEY {
             return Err(CommandError::BadId { max: message::MAX_KEY - message::APP_PREFIX.len() });
         }
-        let held = self.table.get(&self.local.id).and_then(|n| n.entries.get(&key)).map(|e| e.value.clone());
+        let held = self.table.get(&self.local.id).and_then(|n| n.entries.get(key.as_str())).map(|e| e.value.clone());
         let value = match bytes {
             Some(b) if b.len() > message::MAX_APP_RECORD => {
                 return Err(CommandError::TooLarge { size: b.len(), max: message::MAX_APP_RECORD });
@@ -630,7 +630,7 @@ impl Gossip {
         let b = self.secure.binding();
         if self.published_binding != Some(b) {
             self.published_binding = Some(b);
-            self.table.write_local(self.secure.identity_key(), KEY_KEY, Value::Binding(b));
+            self.table.write_local(self.secure.identity_key(), KEY_KEY, Value::Binding(Box::new(b)));
         }
     }
 
@@ -654,7 +654,7 @@ impl Gossip {
     /// The binding a node published, if it is known.
     fn binding_of(&self, id: &NodeId) -> Option<Binding> {
         match self.table.get(id)?.entries.get(KEY_KEY).map(|e| &e.value) {
-            Some(Value::Binding(b)) => Some(*b),
+            Some(Value::Binding(b)) => Some(**b),
             _ => None,
         }
     }
@@ -857,12 +857,12 @@ pub fn check_instance(inst: ServiceInstance) -> Result<(String, Value), CommandE
     if inst.id.is_empty() || inst.id.len() > message::MAX_KEY - 4 {
         return Err(CommandError::BadId { max: message::MAX_KEY - 4 });
     }
-    let entry = Entry { key: format!("svc/{}", inst.id), version: u64::MAX, value: Value::Service(inst.into()), sig: [0; 64] };
+    let entry = Entry { key: format!("svc/{}", inst.id).into(), version: u64::MAX, value: Value::Service(inst.into()), sig: [0; 64] };
     let size = message::entry_len(&entry);
     if size > MAX_ENTRY {
         return Err(CommandError::TooLarge { size, max: MAX_ENTRY });
     }
-    Ok((entry.key, entry.value))
+    Ok((entry.key.to_string(), entry.value))
 }
 
 /// The live (non-deleted) service instances of a node, as answered: while a restarted owner's

@@ -77,7 +77,7 @@ impl Driver {
             .nodes()
             .filter(|n| n.info.id != me && !tried.contains(&n.info.id) && n.status() == NodeStatus::Alive)
             .filter(|n| self.gossip.liveness(&n.info.id) == Liveness::Alive)
-            .filter(|n| n.entries.get(&key).is_some_and(|e| matches!(e.value, Value::App(_))))
+            .filter(|n| n.entries.get(key.as_str()).is_some_and(|e| matches!(e.value, Value::App(_))))
             .map(|n| n.info.id)
             .collect();
         out.sort();
