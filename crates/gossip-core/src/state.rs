@@ -333,20 +333,20 @@ impl DigestCache {
         }
         let stable = |(k, e): &(&Arc<str>, &Entry)| is_boundary(e) && !dirty.contains(*k);
         // Regions (lo, hi] in ascending order; `None` is the start or the end of the set.
-        let mut regions: Vec<(Option<&Arc<str>>, Option<&Arc<str>>)> = Vec::new();
+        let mut regions: Vec<(Option<&str>, Option<&str>)> = Vec::new();
         for k in &dirty {
             if let Some((_, hi)) = regions.last() {
-                if hi.is_none_or(|h| k <= h) {
+                if hi.is_none_or(|h| &**k <= h) {
                     continue; // inside the previous region
                 }
             }
-            let lo = entries.range::<str, _>((Unbounded, Excluded(&**k))).rev().find(stable).map(|(k, _)| k);
-            let hi = entries.range::<str, _>((Included(&**k), Unbounded)).find(stable).map(|(k, _)| k);
+            let lo = entries.range::<str, _>((Unbounded, Excluded(&**k))).rev().find(stable).map(|(k, _)| &**k);
+            let hi = entries.range::<str, _>((Included(&**k), Unbounded)).find(stable).map(|(k, _)| &**k);
             regions.push((lo, hi));
         }
         for (lo, hi) in regions {
-            let lo = lo.map_or(Unbounded, |k| Excluded(&**k));
-            let hi = hi.map_or(Unbounded, |k| Included(&**k));
+            let lo = lo.map_or(Unbounded, Excluded);
+            let hi = hi.map_or(Unbounded, Included);
             let stale: Vec<String> = self.chunks.range::<str, _>((lo, hi)).map(|(k, _)| k.clone()).collect();
             for k in stale {
                 self.chunks.remove(&k);
