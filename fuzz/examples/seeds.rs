@@ -46,7 +46,7 @@ fn messages() -> Vec<Message> {
         name: "web".into(),
         port: 8080,
         tags: vec!["v1".into()],
-        meta,
+        meta: meta.into(),
         weight_passing: 1,
         weight_warning: 1,
         ..Default::default()

@@ -85,7 +85,8 @@ fn value(spec: &ValueSpec, owner: u8) -> Value {
                     .iter()
                     .take(8)
                     .map(|(k, v)| (clip(k, MAX_FIELD), clip(v, MAX_FIELD)))
-                    .collect::<BTreeMap<_, _>>(),
+                    .collect::<BTreeMap<_, _>>()
+                    .into(),
                 weight_passing: 1,
                 weight_warning: 1,
                 health: match health % 3 {

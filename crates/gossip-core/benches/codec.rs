@@ -31,7 +31,7 @@ fn service_entry(i: u64, version: u64) -> Entry {
         address: Some(IpAddr::V4(Ipv4Addr::new(10, 0, (i / 256) as u8, (i % 256) as u8))),
         port: 8080,
         tags: vec!["v1".into(), "primary".into()],
-        meta,
+        meta: meta.into(),
         weight_passing: 1,
         weight_warning: 1,
         ..Default::default()

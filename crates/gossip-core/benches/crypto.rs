@@ -152,7 +152,7 @@ fn service(i: u64) -> Value {
             address: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, (i % 256) as u8))),
             port: 8080,
             tags: vec!["v1".into(), "primary".into()],
-            meta,
+            meta: meta.into(),
             weight_passing: 1,
             weight_warning: 1,
             ..Default::default()

@@ -45,7 +45,7 @@ fn service_entry(owner: u64, i: u64, version: u64) -> Entry {
         address: Some(IpAddr::V4(Ipv4Addr::new(10, 1, (i / 256 % 256) as u8, (i % 256) as u8))),
         port: 8080,
         tags: vec!["v1".into(), "primary".into()],
-        meta,
+        meta: meta.into(),
         weight_passing: 1,
         weight_warning: 1,
         ..Default::default()

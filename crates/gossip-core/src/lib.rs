@@ -35,5 +35,5 @@ pub use message::{
 };
 pub use session::{MAX_DATAGRAM, MAX_PAYLOAD};
 pub use state::{Commitment, NodeState};
-pub use types::{Health, NodeId, NodeInfo, ServiceInstance};
+pub use types::{Health, Meta, NodeId, NodeInfo, ServiceInstance};
 pub use wire::DecodeError;

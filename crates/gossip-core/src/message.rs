@@ -1157,7 +1157,7 @@ fn encode_service(w: &mut Writer, s: &ServiceInstance) {
         w.string(t);
     }
     w.varint(s.meta.len() as u64);
-    for (k, v) in &s.meta {
+    for (k, v) in s.meta.iter() {
         w.string(k);
         w.string(v);
     }
@@ -1183,6 +1183,7 @@ fn decode_service(r: &mut Reader<'_>) -> Result<ServiceInstance, DecodeError> {
         let v = r.string(MAX_FIELD)?;
         meta.insert(k, v);
     }
+    let meta = crate::types::Meta::from(meta);
     let weight_passing = r.u16()?;
     let weight_warning = r.u16()?;
     let health = decode_health(r)?;

@@ -62,6 +62,82 @@ pub enum Health {
     Critical,
 }
 
+/// A service's metadata (Consul `Meta`): key/value pairs by key, each key once, held packed
+/// (one allocation for all the text, one for the bounds; none when empty). A one-pair
+/// `BTreeMap` allocates a whole 11-slot node, ~540 bytes; every replica holds one per instance.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Every key and value, concatenated in key order.
+    text: Box<str>,
+    /// The end of each key and of each value in `text`, alternately.
+    ends: Box<[u32]>,
+}
+
+impl Meta {
+    /// The pairs, by key.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.ends.chunks_exact(2).enumerate().map(move |(i, e)| {
+            let start = if i == 0 { 0 } else { self.ends[2 * i - 1] as usize };
+            let (k, v) = (e[0] as usize, e[1] as usize);
+            (&self.text[start..k], &self.text[k..v])
+        })
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Sets `key` to `value` (rebuilds the whole: metadata is written once, read often).
+    pub fn insert(&mut self, key: String, value: String) {
+        let mut m = self.to_map();
+        m.insert(key, value);
+        *self = Meta::from(m);
+    }
+
+    /// The pairs as a map.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+}
+
+impl From<BTreeMap<String, String>> for Meta {
+    fn from(m: BTreeMap<String, String>) -> Meta {
+        let mut text = String::with_capacity(m.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut ends = Vec::with_capacity(2 * m.len());
+        for (k, v) in &m {
+            text.push_str(k);
+            ends.push(text.len() as u32);
+            text.push_str(v);
+            ends.push(text.len() as u32);
+        }
+        Meta { text: text.into_boxed_str(), ends: ends.into_boxed_slice() }
+    }
+}
+
+impl FromIterator<(String, String)> for Meta {
+    /// Each key once: a later pair replaces an earlier one of the same key.
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Meta {
+        Meta::from(iter.into_iter().collect::<BTreeMap<_, _>>())
+    }
+}
+
+impl fmt::Debug for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 /// A service instance registered on its owner's agent (Consul's service definition, the fields
 /// that travel).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -77,7 +153,7 @@ pub struct ServiceInstance {
     /// Tags (Consul `Tags`).
     pub tags: Vec<String>,
     /// Metadata (Consul `Meta`).
-    pub meta: BTreeMap<String, String>,
+    pub meta: Meta,
     /// SRV weight while passing (Consul `Weights.Passing`, default 1).
     pub weight_passing: u16,
     /// SRV weight while warning (Consul `Weights.Warning`, default 1).
@@ -172,5 +248,31 @@ impl NodeInfo {
     /// True if the id is the identity's and the signature holds.
     pub fn verify(&self) -> bool {
         self.id == self.identity.node_id() && self.identity.verify(&self.signed_bytes(), &self.sig)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_is_a_map_held_packed() {
+        assert!(Meta::default().is_empty());
+        assert_eq!(Meta::default().iter().count(), 0);
+        let m: Meta = [("zone", "eu-1"), ("", "empty key"), ("rev", ""), ("zone", "eu-2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(m.len(), 3, "each key once");
+        let pairs: Vec<(&str, &str)> = m.iter().collect();
+        assert_eq!(pairs, [("", "empty key"), ("rev", ""), ("zone", "eu-2")], "by key, the later pair kept");
+        assert_eq!((m.get("zone"), m.get("rev"), m.get("nope")), (Some("eu-2"), Some(""), None));
+        let mut n = m.clone();
+        n.insert("a".into(), "1".into());
+        assert_eq!(n.iter().next(), Some(("", "empty key")));
+        assert_eq!(n.get("a"), Some("1"));
+        assert_eq!(n.to_map().len(), 4);
+        assert_eq!(Meta::from(m.to_map()), m);
+        assert_eq!(format!("{m:?}"), r#"{"": "empty key", "rev": "", "zone": "eu-2"}"#);
     }
 }

@@ -1,7 +1,6 @@
 //! Codec properties: every message round-trips, and arbitrary bytes never panic the decoder
 //! nor make it allocate more than the input can justify.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use gossip_core::message::{Bound, Delta, Entry, Message, NodeStatus, Range, RangeBody, Summary, Value, Want};
@@ -37,7 +36,7 @@ fn service() -> impl Strategy<Value = ServiceInstance> {
             address,
             port,
             tags,
-            meta: meta.into_iter().collect::<BTreeMap<_, _>>(),
+            meta: meta.into_iter().collect(),
             weight_passing: wp,
             weight_warning: ww,
             health,

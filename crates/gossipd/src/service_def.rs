@@ -123,7 +123,7 @@ impl ServiceDef {
             address: self.address,
             port: self.port,
             tags: self.tags.clone(),
-            meta: self.meta.clone(),
+            meta: self.meta.clone().into(),
             weight_passing: self.weights.passing,
             weight_warning: self.weights.warning,
             health: crate::checks::initial_health(self),

@@ -62,7 +62,7 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
                 "ServiceName": i.service.name,
                 "ServiceTags": i.service.tags,
                 "ServiceAddress": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
-                "ServiceMeta": i.service.meta,
+                "ServiceMeta": i.service.meta.to_map(),
                 "ServicePort": i.service.port,
                 "ServiceWeights": weights(i),
                 "ServiceEnableTagOverride": false,
@@ -101,7 +101,7 @@ pub async fn node(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Para
             let v = json!({
                 "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,
                 "Address": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
-                "Meta": i.service.meta, "Port": i.service.port, "Weights": weights(i),
+                "Meta": i.service.meta.to_map(), "Port": i.service.port, "Weights": weights(i),
                 "EnableTagOverride": false, "Datacenter": datacenter(),
                 "CreateIndex": c.index, "ModifyIndex": c.index,
             });

@@ -83,7 +83,7 @@ pub(super) fn entries(c: &Catalog, local: &LocalChecks, name: &str, tags: &[Stri
                 "Service": {
                     "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,
                     "Address": i.service.address.map(|a| a.to_string()).unwrap_or_default(),
-                    "Port": i.service.port, "Meta": i.service.meta, "Weights": weights(i),
+                    "Port": i.service.port, "Meta": i.service.meta.to_map(), "Weights": weights(i),
                     "EnableTagOverride": false, "Datacenter": datacenter(),
                 },
                 "Checks": checks,
