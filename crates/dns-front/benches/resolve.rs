@@ -31,12 +31,12 @@ fn snapshot() -> Snapshot {
         })
         .collect();
     let instance = |service: String, i: u32| Instance {
-        id: format!("{service}-{i}"),
-        service,
-        node: format!("node{}", i % 100),
+        id: format!("{service}-{i}").into(),
+        service: service.into(),
+        node: format!("node{}", i % 100).into(),
         address: IpAddr::V4(Ipv4Addr::new(10, 1 + (i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8)),
         port: 8080,
-        tags: vec!["v1".into(), format!("shard{}", i % 4)],
+        tags: vec!["v1".into(), format!("shard{}", i % 4).into()].into(),
         weight: 1,
         health: Health::Passing,
     };

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Health of a service instance as the DNS front sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,18 +22,20 @@ pub enum Health {
 /// One service instance, as registered on its owner's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
-    /// Service name (`web`). Matched case-insensitively.
-    pub service: String,
+    /// Service name (`web`). Matched case-insensitively. Shared: the agent holds one copy per
+    /// name, not one per instance.
+    pub service: Arc<str>,
     /// Instance id, unique on its node (`web-1`).
-    pub id: String,
-    /// Name of the node that owns the instance; the SRV target is `NODE.node.<domain>`.
-    pub node: String,
+    pub id: Arc<str>,
+    /// Name of the node that owns the instance; the SRV target is `NODE.node.<domain>`. Shared
+    /// by the node's instances.
+    pub node: Arc<str>,
     /// Address clients should connect to.
     pub address: IpAddr,
     /// Port clients should connect to.
     pub port: u16,
     /// Tags; matched case-insensitively by `TAG.NAME.service.<domain>` and `_NAME._TAG...`.
-    pub tags: Vec<String>,
+    pub tags: Arc<[Arc<str>]>,
     /// SRV weight (Consul `Weights.Passing`), 0..=65535.
     pub weight: u16,
     /// Current health.

@@ -24,7 +24,7 @@ fn snapshot() -> Snapshot {
         node: "n1".into(),
         address: IpAddr::from([10, 0, 0, 1]),
         port: 80,
-        tags: vec![],
+        tags: Vec::new().into(),
         weight: 1,
         health: Health::Passing,
     };

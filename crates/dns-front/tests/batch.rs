@@ -20,11 +20,11 @@ const WAIT: Duration = Duration::from_secs(10);
 fn instance(service: &str, i: usize) -> Instance {
     Instance {
         service: service.into(),
-        id: format!("{service}-{i}"),
-        node: format!("node-{i}"),
+        id: format!("{service}-{i}").into(),
+        node: format!("node-{i}").into(),
         address: IpAddr::from([10, 0, 0, u8::try_from(i + 1).expect("small")]),
         port: 8000,
-        tags: vec![],
+        tags: Vec::new().into(),
         weight: 1,
         health: Health::Passing,
     }

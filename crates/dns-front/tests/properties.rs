@@ -10,11 +10,11 @@ use proptest::prelude::*;
 fn snapshot() -> Snapshot {
     let inst = |svc: &str, node: &str, addr: &str, tags: &[&str]| Instance {
         service: svc.into(),
-        id: format!("{svc}-{node}"),
+        id: format!("{svc}-{node}").into(),
         node: node.into(),
         address: addr.parse::<IpAddr>().expect("addr"),
         port: 80,
-        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        tags: tags.iter().map(|t| std::sync::Arc::from(*t)).collect(),
         weight: 0,
         health: Health::Passing,
     };

@@ -21,11 +21,11 @@ const BIG: usize = 60;
 fn instance(service: &str, i: usize) -> Instance {
     Instance {
         service: service.into(),
-        id: format!("{service}-{i}"),
-        node: format!("node-{i}"),
+        id: format!("{service}-{i}").into(),
+        node: format!("node-{i}").into(),
         address: IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8 + 1]),
         port: 8000 + i as u16,
-        tags: vec!["v1".into()],
+        tags: vec!["v1".into()].into(),
         weight: 1 + i as u16 % 5,
         health: Health::Passing,
     }

@@ -49,8 +49,8 @@ pub struct Member {
 pub struct CatalogInstance {
     /// Unique among the instances the views have made (the key of its DNS twin).
     serial: u64,
-    /// Owning node's name.
-    pub node: String,
+    /// Owning node's name (shared by the node's instances and their DNS twins).
+    pub node: Arc<str>,
     /// Owning node's id.
     pub node_id: NodeId,
     /// Owning node's address (its gossip IP).
@@ -112,7 +112,7 @@ struct Ordered(Arc<CatalogInstance>);
 
 impl Ordered {
     fn key(&self) -> (&str, &str, NodeId, usize) {
-        (&self.0.node, &self.0.service.id, self.0.node_id, Arc::as_ptr(&self.0) as usize)
+        (&*self.0.node, &self.0.service.id, self.0.node_id, Arc::as_ptr(&self.0) as usize)
     }
 }
 
@@ -165,7 +165,7 @@ struct Published {
     /// [`NodeState::epoch`] of the state published.
     epoch: u64,
     alive: bool,
-    name: String,
+    name: Arc<str>,
     addr: SocketAddr,
     meta: Arc<BTreeMap<String, String>>,
     /// Its instances, by entry key.
@@ -178,6 +178,8 @@ pub struct Views {
     owners: HashMap<NodeId, Published>,
     services: imbl::OrdMap<String, InstanceSet>,
     dns: imbl::HashMap<String, dns_front::snapshot::Instances>,
+    /// Each service name held, once (the DNS twins share it).
+    names: HashMap<String, Arc<str>>,
     /// Serial number of the last instance made.
     serial: u64,
 }
@@ -202,6 +204,7 @@ impl Changes {
 fn instance(
     serial: &mut u64,
     n: &NodeState,
+    node: &Arc<str>,
     meta: &Arc<BTreeMap<String, String>>,
     s: &Arc<ServiceInstance>,
 ) -> Arc<CatalogInstance> {
@@ -212,7 +215,7 @@ fn instance(
     };
     Arc::new(CatalogInstance {
         serial: *serial,
-        node: n.info.name.clone(),
+        node: node.clone(),
         node_id: n.info.id,
         node_addr: n.info.addr.ip(),
         node_meta: meta.clone(),
@@ -221,15 +224,15 @@ fn instance(
     })
 }
 
-fn dns_instance(i: &CatalogInstance) -> dns_front::snapshot::Instance {
+fn dns_instance(i: &CatalogInstance, service: Arc<str>) -> dns_front::snapshot::Instance {
     let s = &i.service;
     dns_front::snapshot::Instance {
-        service: s.name.clone(),
-        id: s.id.clone(),
+        service,
+        id: s.id.as_str().into(),
         node: i.node.clone(),
         address: s.address.unwrap_or(i.node_addr),
         port: s.port,
-        tags: s.tags.clone(),
+        tags: s.tags.iter().map(|t| Arc::from(t.as_str())).collect(),
         weight: match s.health {
             Health::Warning => s.weight_warning,
             _ => s.weight_passing,
@@ -320,7 +323,7 @@ impl Views {
         let same = |p: &Published| {
             p.generation == n.info.generation
                 && p.alive == alive
-                && p.name == n.info.name
+                && *p.name == *n.info.name
                 && p.addr == n.info.addr
                 && *p.meta == *meta
         };
@@ -341,7 +344,7 @@ impl Views {
                     if let (true, Some((key, Value::Service(s)))) =
                         (alive, n.entries.get_key_value(&**k).map(|(key, e)| (key, &e.value)))
                     {
-                        let new = instance(&mut self.serial, n, &p.meta, s);
+                        let new = instance(&mut self.serial, n, &p.name, &p.meta, s);
                         p.instances.insert(key.clone(), new.clone());
                         changes.add(new);
                     }
@@ -356,10 +359,11 @@ impl Views {
             }
         }
         let mut instances = HashMap::new();
+        let name: Arc<str> = n.info.name.as_str().into();
         if alive {
             for e in n.entries.values() {
                 if let Value::Service(s) = &e.value {
-                    let new = instance(&mut self.serial, n, &meta, s);
+                    let new = instance(&mut self.serial, n, &name, &meta, s);
                     instances.insert(e.key.clone(), new.clone());
                     changes.add(new);
                 }
@@ -369,7 +373,7 @@ impl Views {
             generation: n.info.generation,
             epoch: n.epoch(),
             alive,
-            name: n.info.name.clone(),
+            name,
             addr: n.info.addr,
             meta,
             instances,
@@ -385,6 +389,7 @@ impl Views {
                 set.0.remove(&Ordered(old.clone()));
                 if set.is_empty() {
                     self.services.remove(name);
+                    self.names.remove(name.as_str());
                 }
             }
             let lc = name.to_ascii_lowercase();
@@ -396,7 +401,9 @@ impl Views {
             }
         }
         for new in changes.added {
-            self.dns.entry(new.service.name.to_ascii_lowercase()).or_default().insert(new.serial, dns_instance(&new));
+            let name = self.names.entry(new.service.name.clone()).or_insert_with(|| new.service.name.as_str().into());
+            let twin = dns_instance(&new, name.clone());
+            self.dns.entry(new.service.name.to_ascii_lowercase()).or_default().insert(new.serial, twin);
             self.services.entry(new.service.name.clone()).or_default().0.insert(Ordered(new));
         }
     }

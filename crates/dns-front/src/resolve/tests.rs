@@ -16,7 +16,7 @@ fn inst(service: &str, id: &str, node: &str, addr: &str, tags: &[&str], health: 
         node: node.into(),
         address: ip(addr),
         port: 8080,
-        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        tags: tags.iter().map(|t| std::sync::Arc::from(*t)).collect(),
         weight: 1,
         health,
     }

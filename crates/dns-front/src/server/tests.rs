@@ -14,11 +14,11 @@ use crate::wire::parse_query;
 fn snapshot() -> Arc<Snapshot> {
     let inst = |service: &str, i: u8| Instance {
         service: service.into(),
-        id: format!("{service}-{i}"),
-        node: format!("node-{i}"),
+        id: format!("{service}-{i}").into(),
+        node: format!("node-{i}").into(),
         address: IpAddr::from([10, 0, 0, i]),
         port: 8000,
-        tags: vec![],
+        tags: Vec::new().into(),
         weight: 1 + u16::from(i % 3),
         health: Health::Passing,
     };

@@ -52,7 +52,7 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
         .map(|i| {
             json!({
                 "ID": uuid(&i.node_id),
-                "Node": i.node,
+                "Node": &*i.node,
                 "Address": i.node_addr.to_string(),
                 "Datacenter": datacenter(),
                 "TaggedAddresses": null,

@@ -43,7 +43,7 @@ fn service_checks(i: &CatalogInstance, local: &LocalChecks) -> Vec<Value> {
         return real;
     }
     vec![json!({
-        "Node": i.node, "CheckID": format!("service:{}", i.service.id),
+        "Node": &*i.node, "CheckID": format!("service:{}", i.service.id),
         "Name": format!("Service '{}' health", i.service.name),
         "Status": crate::checks::status_str(i.service.health),
         "Notes": "", "Output": i.note.as_deref().unwrap_or(""), "ServiceID": i.service.id, "ServiceName": i.service.name,
@@ -77,7 +77,7 @@ pub(super) fn entries(c: &Catalog, local: &LocalChecks, name: &str, tags: &[Stri
             checks.extend(service_checks(i, local));
             json!({
                 "Node": {
-                    "ID": uuid(&i.node_id), "Node": i.node, "Address": i.node_addr.to_string(),
+                    "ID": uuid(&i.node_id), "Node": &*i.node, "Address": i.node_addr.to_string(),
                     "Datacenter": datacenter(), "TaggedAddresses": null, "Meta": *i.node_meta,
                 },
                 "Service": {

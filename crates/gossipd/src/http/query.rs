@@ -156,12 +156,12 @@ impl dns_front::server::Remote for Executor {
                         });
                     }
                     Some(dns_front::Instance {
-                        service: name.clone(),
-                        id: e["Service"]["ID"].as_str().unwrap_or("").to_string(),
-                        node,
+                        service: name.as_str().into(),
+                        id: e["Service"]["ID"].as_str().unwrap_or("").into(),
+                        node: node.into(),
                         address,
                         port: e["Service"]["Port"].as_u64().and_then(|p| u16::try_from(p).ok())?,
-                        tags: Vec::new(),
+                        tags: Vec::new().into(),
                         weight: e["Service"]["Weights"]["Passing"].as_u64().map_or(1, |w| w.clamp(1, 65535) as u16),
                         health: dns_front::Health::Passing,
                     })
