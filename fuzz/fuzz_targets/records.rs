@@ -123,7 +123,7 @@ fn raw(data: &[u8]) {
 }
 
 fn snapshot(t: &Table) -> Vec<(NodeId, u64, u64, Vec<Entry>)> {
-    t.iter().map(|n| (n.info.id, n.info.generation, n.max_version, n.entries.values().cloned().collect())).collect()
+    t.iter().map(|n| (n.info.id, n.info.generation, n.max_version, n.entries.values().map(|e| (**e).clone()).collect())).collect()
 }
 
 /// `NodeInfo::signed` by identity `[owner; 32]`, its signature from the cache.

@@ -32,7 +32,7 @@ pub struct NodeState {
     /// Every version up to this one is held.
     pub max_version: u64,
     /// Entries by key.
-    pub entries: BTreeMap<Arc<str>, Entry>,
+    pub entries: BTreeMap<Arc<str>, Box<Entry>>,
     /// Commitment to `entries` ([`owner_digest`]), brought up to date after every change.
     pub digest: Commitment,
     /// The chunk hashes of a large owner's digest, so that a change rehashes only the chunks
@@ -127,10 +127,10 @@ impl NodeState {
             return c
                 .by_version
                 .range((from.saturating_add(1), Arc::<str>::from(""))..)
-                .filter_map(|(_, k)| self.entries.get(k))
+                .filter_map(|(_, k)| self.entries.get(k).map(|e| &**e))
                 .collect();
         }
-        let mut entries: Vec<&Entry> = self.entries.values().filter(|e| e.version > from).collect();
+        let mut entries: Vec<&Entry> = self.entries.values().map(|e| &**e).filter(|e| e.version > from).collect();
         entries.sort_by_key(|e| e.version);
         entries
     }
@@ -178,7 +178,7 @@ impl NodeState {
             }
             c.log.push_back((self.epoch, e.key.clone()));
         }
-        if let Some(old) = self.entries.insert(e.key.clone(), e) {
+        if let Some(old) = self.entries.insert(e.key.clone(), Box::new(e)) {
             self.live -= usize::from(old.value.counts_live());
             self.notes -= usize::from(old.value.is_note());
             if matches!(old.value, Value::Service(_)) {
@@ -191,7 +191,7 @@ impl NodeState {
     fn seal(&mut self) {
         if self.entries.len() < CACHE_MIN {
             self.cache = None;
-            self.digest = owner_digest(self.entries.values());
+            self.digest = owner_digest(self.entries.values().map(|e| &**e));
         } else {
             let cache = self.cache.get_or_insert_with(|| Box::new(DigestCache::build(&self.entries)));
             cache.update(&self.entries);
@@ -309,7 +309,7 @@ struct DigestCache {
 }
 
 impl DigestCache {
-    fn build(entries: &BTreeMap<Arc<str>, Entry>) -> Self {
+    fn build(entries: &BTreeMap<Arc<str>, Box<Entry>>) -> Self {
         let mut c = DigestCache {
             chunks: BTreeMap::new(),
             dirty: Default::default(),
@@ -320,7 +320,7 @@ impl DigestCache {
         c
     }
 
-    fn update(&mut self, entries: &BTreeMap<Arc<str>, Entry>) {
+    fn update(&mut self, entries: &BTreeMap<Arc<str>, Box<Entry>>) {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         if self.dirty.is_empty() {
             return;
@@ -331,7 +331,7 @@ impl DigestCache {
             self.rechunk(entries, Unbounded, Unbounded);
             return;
         }
-        let stable = |(k, e): &(&Arc<str>, &Entry)| is_boundary(e) && !dirty.contains(*k);
+        let stable = |(k, e): &(&Arc<str>, &Box<Entry>)| is_boundary(e) && !dirty.contains(*k);
         // Regions (lo, hi] in ascending order; `None` is the start or the end of the set.
         let mut regions: Vec<(Option<&str>, Option<&str>)> = Vec::new();
         for k in &dirty {
@@ -356,7 +356,7 @@ impl DigestCache {
     }
 
     /// Cuts the entries with keys in `(lo, hi)` into chunks; `hi` is a boundary's key or the end.
-    fn rechunk(&mut self, entries: &BTreeMap<Arc<str>, Entry>, lo: std::ops::Bound<&str>, hi: std::ops::Bound<&str>) {
+    fn rechunk(&mut self, entries: &BTreeMap<Arc<str>, Box<Entry>>, lo: std::ops::Bound<&str>, hi: std::ops::Bound<&str>) {
         let mut chunk = ChunkHasher::new();
         let mut last = None;
         for (k, e) in entries.range::<str, _>((lo, hi)) {
@@ -855,10 +855,10 @@ mod tests {
                 t.write_local(&me, &format!("k{k:04}"), value);
                 if i % 37 == 0 || i + 1 == writes.len() {
                     let n = t.get(&me.node_id()).unwrap();
-                    proptest::prop_assert_eq!(n.digest, owner_digest(n.entries.values()), "owner after {} writes", i + 1);
+                    proptest::prop_assert_eq!(n.digest, owner_digest(n.entries.values().map(|e| &**e)), "owner after {} writes", i + 1);
                     // The version index answers as a scan would.
                     for from in [0, n.max_version / 2, n.max_version.saturating_sub(3), n.max_version] {
-                        let mut scan: Vec<&Entry> = n.entries.values().filter(|e| e.version > from).collect();
+                        let mut scan: Vec<&Entry> = n.entries.values().map(|e| &**e).filter(|e| e.version > from).collect();
                         scan.sort_by_key(|e| e.version);
                         proptest::prop_assert_eq!(n.newer_than(from), scan, "newer than {}", from);
                     }
@@ -870,7 +870,7 @@ mod tests {
                             replica.apply(d);
                         }
                         let r = replica.get(&me.node_id()).unwrap();
-                        proptest::prop_assert_eq!(r.digest, owner_digest(r.entries.values()), "replica");
+                        proptest::prop_assert_eq!(r.digest, owner_digest(r.entries.values().map(|e| &**e)), "replica");
                         if more.is_none() {
                             break;
                         }

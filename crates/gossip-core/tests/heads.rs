@@ -94,15 +94,20 @@ fn newcomer_behind_a_rogue(seed: u64, withhold: Withhold, keep_head: bool) -> (N
     let db = state.entries.get("svc/db-1").unwrap().clone();
     let mut withheld = vec![db.key.clone()];
     if let Withhold::XorZero = withhold {
-        let others: Vec<&Entry> =
-            state.entries.values().filter(|e| e.key.starts_with("svc/web-") && e.version != newest).collect();
+        let others: Vec<&Entry> = state
+            .entries
+            .values()
+            .map(|e| &**e)
+            .filter(|e| e.key.starts_with("svc/web-") && e.version != newest)
+            .collect();
         let hashes: Vec<u64> = others.iter().map(|e| old_entry_hash(e)).collect();
         let cancel = cancelling_subset(old_entry_hash(&db), &hashes).expect("90 random hashes span GF(2)^64");
         withheld.extend(cancel.iter().map(|&i| others[i].key.clone()));
         let xor = withheld.iter().fold(0, |x, k| x ^ old_entry_hash(&state.entries[k]));
         assert_eq!(xor, 0, "the withheld entries cancel in the old digest");
     }
-    let mut kept: Vec<Entry> = state.entries.values().filter(|e| !withheld.contains(&e.key)).cloned().collect();
+    let mut kept: Vec<Entry> =
+        state.entries.values().map(|e| &**e).filter(|e| !withheld.contains(&e.key)).cloned().collect();
     kept.sort_by_key(|e| e.version);
     let head = if keep_head { state.current_head().copied() } else { None };
     assert!(!keep_head || head.is_some());
@@ -334,7 +339,7 @@ fn a_large_owner_reaches_a_newcomer_in_split_deltas_verified() {
     net.run_for(Duration::from_secs(10));
     let owner = net.nodes[1].local().id;
     let state = net.nodes[1].node(&owner).unwrap().clone();
-    let mut entries: Vec<&Entry> = state.entries.values().collect();
+    let mut entries: Vec<&Entry> = state.entries.values().map(|e| &**e).collect();
     entries.sort_by_key(|e| e.version);
     let chunks = split_delta(&state.info, 0, state.max_version, &entries, 0, MAX_PAYLOAD, state.current_head());
     assert!(chunks.len() >= 20, "{} chunks", chunks.len());

@@ -79,16 +79,17 @@ fn a_relay_withholding_entries_whose_old_digests_cancel_is_repaired() {
     // so under the protocol-2 XOR digest its replica's summary equals the owner's.
     let owner = net.nodes[1].local().id;
     let state = net.nodes[2].node(&owner).unwrap().clone();
-    let newest = state.entries.values().map(|e| e.version).max().unwrap();
+    let newest = state.entries.values().map(|e| &**e).map(|e| e.version).max().unwrap();
     let db = state.entries.get("svc/db-1").unwrap().clone();
     let others: Vec<&Entry> =
-        state.entries.values().filter(|e| e.key.starts_with("svc/web-") && e.version != newest).collect();
+        state.entries.values().map(|e| &**e).filter(|e| e.key.starts_with("svc/web-") && e.version != newest).collect();
     let hashes: Vec<u64> = others.iter().map(|e| old_entry_hash(e)).collect();
     let cancel = cancelling_subset(old_entry_hash(&db), &hashes).expect("90 random hashes span GF(2)^64");
     let withheld: Vec<&str> = std::iter::once(&*db.key).chain(cancel.iter().map(|&i| &*others[i].key)).collect();
     let xor = withheld.iter().fold(0, |x, k| x ^ old_entry_hash(&state.entries[*k]));
     assert_eq!(xor, 0, "the withheld entries cancel in the old digest");
-    let mut kept: Vec<Entry> = state.entries.values().filter(|e| !withheld.contains(&&*e.key)).cloned().collect();
+    let mut kept: Vec<Entry> =
+        state.entries.values().map(|e| &**e).filter(|e| !withheld.contains(&&*e.key)).cloned().collect();
     kept.sort_by_key(|e| e.version);
     let doctored =
         Delta { ttl: 0, node: state.info.clone(), from_version: 0, to_version: newest, entries: kept, head: None };

@@ -16,7 +16,7 @@ use gossip_core::{Config, Gossip};
 const RX_QUEUE: usize = 170;
 
 fn encoded_size(g: &Gossip, owner: &gossip_core::NodeId) -> usize {
-    g.node(owner).map_or(0, |n| n.entries.values().map(gossip_core::message::entry_len).sum())
+    g.node(owner).map_or(0, |n| n.entries.values().map(|e| &**e).map(gossip_core::message::entry_len).sum())
 }
 
 #[test]
