@@ -331,7 +331,7 @@ impl DigestCache {
             self.rechunk(entries, Unbounded, Unbounded);
             return;
         }
-        let stable = |(k, e): &(&Arc<str>, &Box<Entry>)| is_boundary(e) && !dirty.contains(*k);
+        let stable = |(k, e): &(&Arc<str>, &Entry)| is_boundary(e) && !dirty.contains(*k);
         // Regions (lo, hi] in ascending order; `None` is the start or the end of the set.
         let mut regions: Vec<(Option<&str>, Option<&str>)> = Vec::new();
         for k in &dirty {
@@ -340,8 +340,8 @@ impl DigestCache {
                     continue; // inside the previous region
                 }
             }
-            let lo = entries.range::<str, _>((Unbounded, Excluded(&**k))).rev().find(stable).map(|(k, _)| &**k);
-            let hi = entries.range::<str, _>((Included(&**k), Unbounded)).find(stable).map(|(k, _)| &**k);
+            let lo = entries.range::<str, _>((Unbounded, Excluded(&**k))).map(|(k, e)| (k, &**e)).rev().find(stable).map(|(k, _)| &**k);
+            let hi = entries.range::<str, _>((Included(&**k), Unbounded)).map(|(k, e)| (k, &**e)).find(stable).map(|(k, _)| &**k);
             regions.push((lo, hi));
         }
         for (lo, hi) in regions {
