@@ -10,9 +10,10 @@ second at idle beside the LAN pool's. Standard library only; prints figures, ass
 one CA for all (bench-peers.py's machinery, as bench-churn.py), gossip at the default interval
 (1 s). Each LAN agent registers `web` (port 8000+N) through its HTTP API.
 
-lookup: from dc1's WAN agent, --queries SRV queries over UDP, alternating
-`web.service.gossip` (local) and `web.service.dc2.gossip` (forwarded to dc2 and back), one at a
-time; printed: median and 99th percentile of each, and their ratio.
+lookup: --queries SRV queries over UDP, one at a time, three kinds in turn: to dc1's WAN agent
+`web.service.gossip` (local) and `web.service.dc2.gossip` (forwarded to dc2 and back), and the
+latter to dc1's LAN-only agent (relayed through dc1's WAN agent); printed: median and 99th
+percentile of each, and their ratio to the local one.
 idle: every agent's WAN and LAN gossip bytes over --idle-seconds of quiet.
 failover: dc1's WAN agent holds `api` with a TTL check and a prepared query `api-ha`
 (OnlyPassing, NearestN 1); dc2's LAN agent holds `api` too. The check is failed, then passed,
@@ -140,18 +141,28 @@ def main():
                 raise SystemExit("web is not answered locally and in dc2")
             time.sleep(0.1)
 
-        local, remote, bad = [], [], 0
+        # Local, remote, and remote asked of dc1's LAN-only agent (relayed through its WAN one).
+        relay = lans[0]
+        while srv(relay.addrs["dns"], "web.service.dc2.gossip", 3)[:2] != ("NOERROR", 1):
+            if time.time() > deadline:
+                raise SystemExit("web in dc2 is not answered through the relay")
+            time.sleep(0.1)
+        local, remote, relayed, bad = [], [], [], 0
         for k in range(a.queries):
-            name = "web.service.gossip" if k % 2 == 0 else "web.service.dc2.gossip"
-            rcode, an, took = srv(home.addrs["dns"], name, k)
+            kind = k % 3
+            server = relay if kind == 2 else home
+            name = "web.service.gossip" if kind == 0 else "web.service.dc2.gossip"
+            rcode, an, took = srv(server.addrs["dns"], name, k)
             if (rcode, an) != ("NOERROR", 1):
                 bad += 1
-            (local if k % 2 == 0 else remote).append(took * 1e6)
-        ml, mr = statistics.median(local), statistics.median(remote)
-        print(f"lookup ({a.queries} alternating UDP SRV queries to {home.name}, {bad} not NOERROR with 1 answer):")
-        print(f"  local  web.service.gossip      median {ml:7.0f} us  p99 {pct(local, 0.99):7.0f} us")
-        print(f"  remote web.service.dc2.gossip  median {mr:7.0f} us  p99 {pct(remote, 0.99):7.0f} us"
+            (local, remote, relayed)[kind].append(took * 1e6)
+        ml, mr, mx = statistics.median(local), statistics.median(remote), statistics.median(relayed)
+        print(f"lookup ({a.queries} UDP SRV queries, the three kinds in turn, {bad} not NOERROR with 1 answer):")
+        print(f"  local   web.service.gossip      to {home.name}  median {ml:7.0f} us  p99 {pct(local, 0.99):7.0f} us")
+        print(f"  remote  web.service.dc2.gossip  to {home.name}  median {mr:7.0f} us  p99 {pct(remote, 0.99):7.0f} us"
               f"  ({mr / ml:.1f}x local: one WAN round trip on loopback plus the remote agent's resolution)")
+        print(f"  relayed web.service.dc2.gossip  to {relay.name}  median {mx:7.0f} us  p99 {pct(relayed, 0.99):7.0f} us"
+              f"  ({mx / ml:.1f}x local: a LAN round trip to {home.name} more)")
 
         home.put("/v1/agent/service/register", {"ID": "api-1", "Name": "api", "Port": 9001, "Address": "127.0.0.1",
                                                  "Check": {"CheckID": "api-ttl", "TTL": "600s"}})

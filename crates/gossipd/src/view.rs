@@ -44,19 +44,26 @@ pub struct Member {
     pub meta: std::sync::Arc<BTreeMap<String, String>>,
 }
 
+/// The node that owns instances, as they show it: one per node, shared by its instances.
+#[derive(Debug)]
+pub struct Owner {
+    /// Its name (shared with the instances' DNS twins).
+    pub name: Arc<str>,
+    /// Its id.
+    pub id: NodeId,
+    /// Its address (its gossip IP).
+    pub addr: IpAddr,
+    /// Its metadata.
+    pub meta: Arc<BTreeMap<String, String>>,
+}
+
 /// One service instance with its node.
 #[derive(Debug, Clone)]
 pub struct CatalogInstance {
     /// Unique among the instances the views have made (the key of its DNS twin).
     serial: u64,
-    /// Owning node's name (shared by the node's instances and their DNS twins).
-    pub node: Arc<str>,
-    /// Owning node's id.
-    pub node_id: NodeId,
-    /// Owning node's address (its gossip IP).
-    pub node_addr: IpAddr,
-    /// Owning node's metadata.
-    pub node_meta: std::sync::Arc<BTreeMap<String, String>>,
+    /// The owning node.
+    pub node: Arc<Owner>,
     /// The instance as registered (shared with the gossip table's entry).
     pub service: Arc<gossip_core::ServiceInstance>,
     /// Why it is not passing: the owner's check note (a bounded summary of the failing check's
@@ -112,7 +119,7 @@ struct Ordered(Arc<CatalogInstance>);
 
 impl Ordered {
     fn key(&self) -> (&str, &str, NodeId, usize) {
-        (&*self.0.node, &self.0.service.id, self.0.node_id, Arc::as_ptr(&self.0) as usize)
+        (&*self.0.node.name, &self.0.service.id, self.0.node.id, Arc::as_ptr(&self.0) as usize)
     }
 }
 
@@ -165,9 +172,9 @@ struct Published {
     /// [`NodeState::epoch`] of the state published.
     epoch: u64,
     alive: bool,
-    name: Arc<str>,
     addr: SocketAddr,
-    meta: Arc<BTreeMap<String, String>>,
+    /// Name, id, IP and metadata, as its instances show them.
+    owner: Arc<Owner>,
     /// Its instances, by entry key.
     instances: HashMap<Arc<str>, Arc<CatalogInstance>>,
 }
@@ -201,27 +208,13 @@ impl Changes {
     }
 }
 
-fn instance(
-    serial: &mut u64,
-    n: &NodeState,
-    node: &Arc<str>,
-    meta: &Arc<BTreeMap<String, String>>,
-    s: &Arc<ServiceInstance>,
-) -> Arc<CatalogInstance> {
+fn instance(serial: &mut u64, n: &NodeState, owner: &Arc<Owner>, s: &Arc<ServiceInstance>) -> Arc<CatalogInstance> {
     *serial += 1;
     let note = match n.entries.get(format!("{NOTE_PREFIX}{}", s.id).as_str()).map(|e| &e.value) {
         Some(Value::CheckNote { output, .. }) if s.health != Health::Passing => Some(Arc::from(&**output)),
         _ => None,
     };
-    Arc::new(CatalogInstance {
-        serial: *serial,
-        node: node.clone(),
-        node_id: n.info.id,
-        node_addr: n.info.addr.ip(),
-        node_meta: meta.clone(),
-        service: s.clone(),
-        note,
-    })
+    Arc::new(CatalogInstance { serial: *serial, node: owner.clone(), service: s.clone(), note })
 }
 
 fn dns_instance(i: &CatalogInstance, service: Arc<str>) -> dns_front::snapshot::Instance {
@@ -229,8 +222,8 @@ fn dns_instance(i: &CatalogInstance, service: Arc<str>) -> dns_front::snapshot::
     dns_front::snapshot::Instance {
         service,
         id: s.id.as_str().into(),
-        node: i.node.clone(),
-        address: s.address.unwrap_or(i.node_addr),
+        node: i.node.name.clone(),
+        address: s.address.unwrap_or(i.node.addr),
         port: s.port,
         tags: s.tags.iter().map(|t| Arc::from(t.as_str())).collect(),
         weight: match s.health {
@@ -323,9 +316,9 @@ impl Views {
         let same = |p: &Published| {
             p.generation == n.info.generation
                 && p.alive == alive
-                && *p.name == *n.info.name
+                && *p.owner.name == *n.info.name
                 && p.addr == n.info.addr
-                && *p.meta == *meta
+                && *p.owner.meta == *meta
         };
         if let Some(p) = self.owners.get_mut(&n.info.id).filter(|p| same(p)) {
             if let Some(keys) = n.changed_since(p.epoch) {
@@ -344,7 +337,7 @@ impl Views {
                     if let (true, Some((key, Value::Service(s)))) =
                         (alive, n.entries.get_key_value(&**k).map(|(key, e)| (key, &e.value)))
                     {
-                        let new = instance(&mut self.serial, n, &p.name, &p.meta, s);
+                        let new = instance(&mut self.serial, n, &p.owner, s);
                         p.instances.insert(key.clone(), new.clone());
                         changes.add(new);
                     }
@@ -359,25 +352,18 @@ impl Views {
             }
         }
         let mut instances = HashMap::new();
-        let name: Arc<str> = n.info.name.as_str().into();
+        let owner = Arc::new(Owner { name: n.info.name.as_str().into(), id: n.info.id, addr: n.info.addr.ip(), meta });
         if alive {
             for e in n.entries.values() {
                 if let Value::Service(s) = &e.value {
-                    let new = instance(&mut self.serial, n, &name, &meta, s);
+                    let new = instance(&mut self.serial, n, &owner, s);
                     instances.insert(e.key.clone(), new.clone());
                     changes.add(new);
                 }
             }
         }
-        let p = Published {
-            generation: n.info.generation,
-            epoch: n.epoch(),
-            alive,
-            name,
-            addr: n.info.addr,
-            meta,
-            instances,
-        };
+        let p =
+            Published { generation: n.info.generation, epoch: n.epoch(), alive, addr: n.info.addr, owner, instances };
         self.owners.insert(n.info.id, p);
     }
 
@@ -479,7 +465,7 @@ mod tests {
             .services
             .iter()
             .map(|(k, l)| {
-                (k.clone(), l.iter().map(|i| format!("{}/{}:{}", i.node, i.service.id, i.service.port)).collect())
+                (k.clone(), l.iter().map(|i| format!("{}/{}:{}", i.node.name, i.service.id, i.service.port)).collect())
             })
             .collect();
         let mut dns: Lists = s

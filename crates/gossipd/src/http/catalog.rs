@@ -51,12 +51,12 @@ pub async fn service(State(api): State<Arc<Api>>, Path(name): Path<String>, q: P
     let out: Vec<Value> = filter_tags(list, &q)
         .map(|i| {
             json!({
-                "ID": uuid(&i.node_id),
-                "Node": &*i.node,
-                "Address": i.node_addr.to_string(),
+                "ID": uuid(&i.node.id),
+                "Node": &*i.node.name,
+                "Address": i.node.addr.to_string(),
                 "Datacenter": datacenter(),
                 "TaggedAddresses": null,
-                "NodeMeta": *i.node_meta,
+                "NodeMeta": *i.node.meta,
                 "ServiceKind": "",
                 "ServiceID": i.service.id,
                 "ServiceName": i.service.name,
@@ -96,7 +96,7 @@ pub async fn node(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Para
     };
     let services: serde_json::Map<String, Value> = c
         .instances()
-        .filter(|i| i.node_id == m.id)
+        .filter(|i| i.node.id == m.id)
         .map(|i| {
             let v = json!({
                 "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,

@@ -34,8 +34,8 @@ fn serf_health(node: &str) -> Value {
 
 /// The service checks of one instance (without `serfHealth`).
 fn service_checks(i: &CatalogInstance, local: &LocalChecks) -> Vec<Value> {
-    let real: Vec<Value> = if i.node_id == local.node_id {
-        local.of_service(&i.service.id).map(|c| check_json(&i.node, c)).collect()
+    let real: Vec<Value> = if i.node.id == local.node_id {
+        local.of_service(&i.service.id).map(|c| check_json(&i.node.name, c)).collect()
     } else {
         Vec::new()
     };
@@ -43,7 +43,7 @@ fn service_checks(i: &CatalogInstance, local: &LocalChecks) -> Vec<Value> {
         return real;
     }
     vec![json!({
-        "Node": &*i.node, "CheckID": format!("service:{}", i.service.id),
+        "Node": &*i.node.name, "CheckID": format!("service:{}", i.service.id),
         "Name": format!("Service '{}' health", i.service.name),
         "Status": crate::checks::status_str(i.service.health),
         "Notes": "", "Output": i.note.as_deref().unwrap_or(""), "ServiceID": i.service.id, "ServiceName": i.service.name,
@@ -73,12 +73,12 @@ pub(super) fn entries(c: &Catalog, local: &LocalChecks, name: &str, tags: &[Stri
         .filter(|i| tags.iter().all(|t| i.service.tags.iter().any(|x| x == t)))
         .filter(|i| !passing_only || i.service.health == Health::Passing)
         .map(|i| {
-            let mut checks = vec![serf_health(&i.node)];
+            let mut checks = vec![serf_health(&i.node.name)];
             checks.extend(service_checks(i, local));
             json!({
                 "Node": {
-                    "ID": uuid(&i.node_id), "Node": &*i.node, "Address": i.node_addr.to_string(),
-                    "Datacenter": datacenter(), "TaggedAddresses": null, "Meta": *i.node_meta,
+                    "ID": uuid(&i.node.id), "Node": &*i.node.name, "Address": i.node.addr.to_string(),
+                    "Datacenter": datacenter(), "TaggedAddresses": null, "Meta": *i.node.meta,
                 },
                 "Service": {
                     "ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,
@@ -116,7 +116,7 @@ pub async fn node(State(api): State<Arc<Api>>, Path(name): Path<String>, q: Para
     };
     let local = api.handle.checks.load_full();
     let mut out = vec![serf_health(&m.name)];
-    out.extend(c.instances().filter(|i| i.node_id == m.id).flat_map(|i| service_checks(i, &local)));
+    out.extend(c.instances().filter(|i| i.node.id == m.id).flat_map(|i| service_checks(i, &local)));
     json_with_index(&c, Value::Array(out))
 }
 
