@@ -267,7 +267,7 @@ impl Gossip {
                 // The entries were held, the owner's head for them was not: the copy can now be
                 // checked, and the peers a rumor goes to may lack the head too.
                 self.check_copy(now, owner, sender);
-                if delta.ttl > 0 {
+                if delta.ttl > 0 && self.forwards_can_teach() {
                     let fwd = Delta { ttl: delta.ttl - 1, ..delta };
                     let pushed = self.spread(now, fwd, &[sender, owner], self.cfg.fanout, true);
                     self.stats.rumors_forwarded += pushed as u64;
@@ -306,7 +306,7 @@ impl Gossip {
                 self.note_accusations(&owner);
                 self.review_exclusions_if(false);
                 self.note_failures(now, &owner);
-                if delta.ttl > 0 {
+                if delta.ttl > 0 && self.forwards_can_teach() {
                     let fwd = Delta { ttl: delta.ttl - 1, ..delta };
                     let pushed = self.spread(now, fwd, &[sender, owner], self.cfg.fanout, true);
                     self.stats.rumors_forwarded += pushed as u64;

@@ -108,6 +108,15 @@ impl Gossip {
         out
     }
 
+    /// Whether passing on a rumor can teach anyone: not when this node has at most `fanout`
+    /// peers, since the owner's first push then went to every one of them (as far as the
+    /// membership views agree), and the forwards would all be copies of what they have. A push
+    /// lost on the way is repaired by the next anti-entropy round. In a cluster of 5 at the
+    /// default fanout of 4, this is what keeps a burst's bytes near the entries' size.
+    pub(super) fn forwards_can_teach(&self) -> bool {
+        self.peers.len() > self.cfg.fanout
+    }
+
     /// Pushes `delta` (with the hops it has left) at once to `k` peers other than `known`
     /// (peers that hold it), then, if `retransmit`, queues it for the retransmission ticks.
     /// Returns the number of peers it was pushed to.
