@@ -32,6 +32,7 @@ pub use gossip::{
 };
 pub use message::{
     APP_PREFIX, Head, MAX_ANSWER_PARTS, MAX_APP_BODY, MAX_APP_RECORD, MAX_NOTE, NOTE_PREFIX, NodeStatus, Value,
+    entry_len,
 };
 pub use session::{MAX_DATAGRAM, MAX_PAYLOAD};
 pub use state::{Commitment, NodeState};

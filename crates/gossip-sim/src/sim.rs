@@ -275,6 +275,15 @@ impl Sim {
         r
     }
 
+    /// Registers several services on node `i` at once, as gossipd's driver takes the requests
+    /// queued in one turn: their rumor leaves together.
+    pub fn register_batch(&mut self, i: usize, batch: Vec<ServiceInstance>) -> Result<(), CommandError> {
+        let now = self.instant();
+        let r = batch.into_iter().try_for_each(|inst| self.nodes[i].register(now, inst));
+        self.after_call(i);
+        r
+    }
+
     /// Deregisters a service of node `i`. False if it was not registered.
     pub fn deregister(&mut self, i: usize, id: &str) -> Result<bool, CommandError> {
         let now = self.instant();

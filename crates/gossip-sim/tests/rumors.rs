@@ -78,3 +78,36 @@ fn retransmission_stops_once_the_budget_is_spent_so_an_idle_cluster_sends_no_rum
     sim.run_for(Duration::from_secs(10));
     assert_eq!(retransmits(&sim), after_change, "retransmissions while idle; SIM_SEED={seed}");
 }
+
+#[test]
+fn a_burst_in_a_cluster_the_owners_fanout_covers_is_received_about_once() {
+    // 5 nodes at the default fanout of 4: the owner's first push reaches every member, so
+    // passing the rumor on would only send each member copies of what it has (docs/PROTOCOL.md
+    // 4.3, "Receiver"). Each replica must receive at most 3x the encoded size of the burst
+    // (5.1x when they passed it on; 2.6x now, of which the pulls of rumors reordered by the
+    // network's jitter are about half).
+    let seed = seed_from_env(24);
+    let mut sim = Sim::new(SimConfig::new(seed, 5));
+    sim.run_for(Duration::from_secs(3));
+    let before: Vec<u64> = sim.stats().iter().map(|s| s.bytes_in).collect();
+    // As a bulk registration through the API arrives: 20 every 10 ms (2,000 a second), each
+    // 20 in one turn of the driver.
+    for k in 0..100 {
+        let batch = (0..20).map(|i| service(&format!("b-{:05}", k * 20 + i), "burst", 8080)).collect();
+        sim.register_batch(0, batch).expect("registers");
+        sim.run_for(Duration::from_millis(10));
+    }
+    sim.run_for(Duration::from_secs(6));
+    let owner = sim.node(0).local().id;
+    let state = sim.node(0).node(&owner).expect("the owner's own state");
+    let encoded: usize =
+        state.entries.values().filter(|e| e.key.starts_with("svc/b-")).map(|e| gossip_core::entry_len(e)).sum();
+    for i in 1..5 {
+        let held = sim.node(i).node(&owner).map_or(0, |n| n.services);
+        assert_eq!(held, 2000, "node {i} holds {held} of the burst; SIM_SEED={seed}");
+        let got = sim.stats()[i].bytes_in - before[i];
+        let ratio = got as f64 / encoded as f64;
+        println!("node {i}: received {got} B for {encoded} B of entries ({ratio:.2}x)");
+        assert!(ratio <= 3.0, "node {i} received {ratio:.2}x the burst's encoded size; SIM_SEED={seed}");
+    }
+}
