@@ -852,14 +852,20 @@ fn node_name_from_host(raw: &str) -> String {
 /// rewritten to this CLI's double-dash ones; only after `services register`, and only these
 /// names, so that nothing else changes meaning.
 pub fn consul_flags(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const FLAGS: [&str; 6] = ["name", "id", "port", "address", "tag", "meta"];
-    let at = args.windows(2).position(|w| w[0] == "services" && w[1] == "register");
-    let Some(at) = at else { return args };
-    for a in args.iter_mut().skip(at + 2) {
+    const REGISTER: [&str; 6] = ["name", "id", "port", "address", "tag", "meta"];
+    const MEMBERS: [&str; 1] = ["wan"];
+    let register =
+        args.windows(2).position(|w| w[0] == "services" && w[1] == "register").map(|at| (at + 2, &REGISTER[..]));
+    // `consul members -wan`: only right after the subcommand name (the first word that is not
+    // an option), so that an argument that happens to be "members" is left alone.
+    let members = args.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')).map(|i| i + 1);
+    let members = members.filter(|&i| args[i] == "members").map(|i| (i + 1, &MEMBERS[..]));
+    let Some((at, flags)) = register.or(members) else { return args };
+    for a in args.iter_mut().skip(at) {
         let Some(text) = a.to_str() else { continue };
         let Some(rest) = text.strip_prefix('-').filter(|r| !r.starts_with('-')) else { continue };
         let name = rest.split('=').next().unwrap_or(rest);
-        if FLAGS.contains(&name) {
+        if flags.contains(&name) {
             *a = format!("-{text}").into();
         }
     }
@@ -1014,6 +1020,10 @@ mod tests {
         assert_eq!((m.client.http.as_str(), m.client.format, m.wan), ("127.0.0.1:8500", Format::Json, false));
         let Command::Members(m) = parse(&["members", "--wan"]).unwrap().command else { panic!() };
         assert!(m.wan);
+        // Consul's spelling, `consul members -wan`, after `members` only.
+        let Command::Members(m) = parse(&["members", "-wan", "--http", "h:1"]).unwrap().command else { panic!() };
+        assert!(m.wan && m.client.http == "h:1");
+        assert!(parse(&["services", "list", "-wan"]).is_err(), "not another subcommand's flag");
         for args in [&["services", "--http", "h:1", "list"][..], &["services", "list", "--http", "h:1"]] {
             let Command::Services(s) = parse(args).unwrap().command else { panic!() };
             assert_eq!(s.client.http, "h:1");
