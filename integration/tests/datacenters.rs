@@ -301,8 +301,10 @@ fn a_prepared_query_fails_over_to_another_datacenter_and_comes_back() {
     let srv = dns::udp(p1.dns, "web-ha.query.gossip.", RecordType::SRV).expect("reply");
     assert_eq!(srv.srv.len(), 1, "{srv:?}");
     assert!(srv.srv[0].1.ends_with(".addr.gossip."), "a remote instance is named by address: {srv:?}");
-    // p2 has no WAN pool: it fails over through p1's, in p1's nearest-first order.
-    let e2 = execute(&p2, &id);
+    // p2 has no WAN pool: it fails over through p1's, in p1's nearest-first order (once p1's
+    // failing check has reached it).
+    let e2 =
+        wait_for("p2 fails over through p1", WAIT, || Some(execute(&p2, &id)).filter(|e| e["Datacenter"] != "dc1"));
     assert_eq!(e2["Failovers"], 1, "NearestN 1 through the relay: {e2}");
     let port = ports(&e2).first().copied();
     assert!(port == Some(8082) || port == Some(8083), "{e2}");
