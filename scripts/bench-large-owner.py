@@ -32,6 +32,10 @@ default quota, 10,000 services per node, would refuse the rest of a 20,000 burst
 4. **Fresh agent.** A new agent (its own name and certificate, empty data directory) started
    with --seed g1; stamped from its spawn until its count equals g1's; its BytesIn (5 s after),
    the owner's and g1's BytesOut meanwhile, drops as above.
+Small owner: once half the burst is acknowledged, g1 registers one service of its own
+(`small-owner`); each other agent is polled for it with the counts (GET /v1/catalog/service/
+small-owner) and the time until the last has it is printed: a small owner's change must not
+starve behind a large one's burst. The counts above leave it out.
 5. **RSS.** VmRSS of the replicas g1..g(n-1) before the burst (holding nothing but membership)
    and after (holding N); per-entry growth = difference / N, against the encoded entry size.
 
@@ -249,12 +253,27 @@ def one_run(a, n, rnd, summary):
         reg_done = None
         stop_at = None
         poll = a.poll_ms / 1000
+        # The small owner: once half the burst is acknowledged, g1 registers one service of its
+        # own; stamped when each other agent has it (it must not starve behind the burst).
+        probe_conn = bp.HttpConn(c.addrs[1]["http"]) if k > 1 else None
+        probe_at, probe_seen = None, [None] * k
+        probe_conns = [bp.HttpConn(c.addrs[i]["http"]) for i in range(k)]
         while True:
             tp = time.time()
+            if probe_conn is not None and probe_at is None and len(lat) >= n // 2:
+                body = json.dumps({"ID": "small-1", "Name": "small-owner", "Port": 9, "Address": "127.0.0.9"}).encode()
+                status, _ = probe_conn.call("PUT", "/v1/agent/service/register", body)
+                probe_at = time.time() if status == 200 else None
+                probe_conn = None
+            for i in range(k):
+                if probe_at is not None and probe_seen[i] is None and i != 1:
+                    status, text = probe_conns[i].call("GET", "/v1/catalog/service/small-owner")
+                    if status == 200 and b"small-1" in text:
+                        probe_seen[i] = time.time()
             for i in range(k):
                 if reached[i] is not None:
                     continue
-                got = c.instances(i) - base
+                got = c.instances(i) - base - (1 if probe_seen[i] is not None or (i == 1 and probe_at) else 0)
                 if got != last[i]:
                     progress[i].append((time.time(), got))
                     last[i] = got
@@ -296,7 +315,7 @@ def one_run(a, n, rnd, summary):
         m1 = [c.metrics(i)["Gossip"] for i in range(k)]
         snmp1, drops1 = rcvbuf_errors(), socket_drops(ports[:k])
         rss1 = [bp.rss_kib(p.pid) for p in c.procs]
-        counts = [c.instances(i) - base for i in range(k)]
+        counts = [c.instances(i) - base - (1 if probe_at else 0) for i in range(k)]
         enc = sum(entry_len(instance(i), base + 8 + i) for i in range(n_wait))
         reg_s = t_ack - t0
         print(f"registered {registered}/{n} through g0's API with {a.clients} clients in {reg_s:.1f} s "
@@ -337,6 +356,25 @@ def one_run(a, n, rnd, summary):
                  if r["all_first"] is not None else "NOT within the timeout")
               + f"; RcvbufErrors (machine-wide) +{r['snmp']}, drops on our sockets +{r['drops']}; "
               f"load average {la0} -> {la1}")
+        if probe_at is not None:
+            # Those still without it after the burst: polled on, 30 s at most.
+            until = time.time() + 30
+            while time.time() < until and any(probe_seen[i] is None for i in range(k) if i != 1):
+                for i in range(k):
+                    if i != 1 and probe_seen[i] is None:
+                        status, text = probe_conns[i].call("GET", "/v1/catalog/service/small-owner")
+                        if status == 200 and b"small-1" in text:
+                            probe_seen[i] = time.time()
+                time.sleep(0.05)
+            print("small owner: seen by " + ", ".join(
+                f"g{i} after {(probe_seen[i] - probe_at) * 1000:.0f} ms" if probe_seen[i] else f"g{i} never"
+                for i in range(k) if i != 1))
+            seen = [probe_seen[i] - probe_at for i in range(k) if i != 1 and probe_seen[i] is not None]
+            missing = sum(1 for i in range(k) if i != 1 and probe_seen[i] is None)
+            r["probe"] = max(seen) if seen and not missing else None
+            print(f"small owner: g1's one service, registered when half the burst was acknowledged, reached "
+                  f"every other agent after {max(seen) * 1000:.0f} ms (median {sorted(seen)[len(seen) // 2] * 1000:.0f} ms)"
+                  if seen and not missing else f"small owner: {missing} agents never saw g1's service", flush=True)
         print(f"replica RSS holding {n}: {', '.join(f'{x:.1f}' for x in r['rss'])} MiB; growth per entry "
               f"{', '.join(f'{g:.0f}' for g in growth)} B = {', '.join(f'{g / (enc / n):.1f}' for g in growth)}x "
               f"the encoded entry", flush=True)
