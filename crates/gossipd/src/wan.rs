@@ -685,17 +685,7 @@ impl Wan {
 
     fn on_answer(&mut self, now: Instant, from: NodeId, id: u64, part: u8, parts: u8, body: Vec<u8>) {
         let Some(p) = self.pending.get_mut(&id) else { return };
-        if p.member != from {
-            return;
-        }
-        if p.parts.is_empty() {
-            p.parts = vec![None; usize::from(parts)];
-        }
-        if p.parts.len() != usize::from(parts) {
-            return;
-        }
-        p.parts[usize::from(part)] = Some(body);
-        if p.parts.iter().any(Option::is_none) {
+        if p.member != from || !add_part(&mut p.parts, part, parts, body) {
             return;
         }
         let Some(p) = self.pending.remove(&id) else { return };
@@ -797,6 +787,20 @@ pub fn forwardable_path(p: &str) -> bool {
         .and_then(|r| r.strip_suffix("/execute"))
         .is_some_and(|id| !id.is_empty() && !id.contains('/'));
     (p.starts_with("/v1/catalog/") || p.starts_with("/v1/health/") || execute) && p != "/v1/catalog/datacenters"
+}
+
+/// Files part `part` of an answer in `parts` parts (the gossip layer checked `part < parts`)
+/// into `slots`; true once every part is in. A part whose count disagrees with the first
+/// one's is ignored.
+pub fn add_part(slots: &mut Vec<Option<Vec<u8>>>, part: u8, parts: u8, body: Vec<u8>) -> bool {
+    if slots.is_empty() {
+        *slots = vec![None; usize::from(parts)];
+    }
+    if slots.len() != usize::from(parts) || usize::from(part) >= slots.len() {
+        return false;
+    }
+    slots[usize::from(part)] = Some(body);
+    slots.iter().all(Option::is_some)
 }
 
 fn http_answer(status: u16, index: u64, body: &[u8]) -> Vec<u8> {
@@ -913,6 +917,18 @@ mod tests {
         ] {
             assert!(!forwardable_path(no), "{no}");
         }
+    }
+
+    #[test]
+    fn answer_parts_are_collected_in_any_order_and_a_disagreeing_count_is_ignored() {
+        let mut slots = Vec::new();
+        assert!(!add_part(&mut slots, 2, 3, b"c".to_vec()));
+        assert!(!add_part(&mut slots, 0, 4, b"x".to_vec()), "another count than the first part's");
+        assert!(!add_part(&mut slots, 0, 3, b"a".to_vec()));
+        assert!(add_part(&mut slots, 1, 3, b"b".to_vec()));
+        assert_eq!(slots.into_iter().flatten().flatten().collect::<Vec<u8>>(), b"abc");
+        let mut one = Vec::new();
+        assert!(add_part(&mut one, 0, 1, Vec::new()), "an empty answer is one empty part");
     }
 
     #[test]

@@ -139,17 +139,7 @@ impl Driver {
     /// A part of a relay's answer.
     pub(super) fn relay_answer(&mut self, from: NodeId, id: u64, part: u8, parts: u8, body: Vec<u8>) {
         let Some(r) = self.relays.pending.get_mut(&id) else { return };
-        if r.member != from {
-            return;
-        }
-        if r.parts.is_empty() {
-            r.parts = vec![None; usize::from(parts)];
-        }
-        if r.parts.len() != usize::from(parts) {
-            return;
-        }
-        r.parts[usize::from(part)] = Some(body);
-        if r.parts.iter().any(Option::is_none) {
+        if r.member != from || !crate::wan::add_part(&mut r.parts, part, parts, body) {
             return;
         }
         let Some(r) = self.relays.pending.remove(&id) else { return };
