@@ -365,17 +365,31 @@ impl WanHandle {
     }
 }
 
-/// A forwarded read awaiting its answer.
+/// A forwarded read awaiting its answer (in the WAN pool, or relayed through a LAN member).
 #[derive(Debug)]
-struct Pending {
+pub(crate) struct Pending {
     /// `None` for pings.
-    reply: Option<oneshot::Sender<Result<Vec<u8>, String>>>,
-    dc: String,
-    body: Vec<u8>,
-    member: NodeId,
-    tried: Vec<NodeId>,
-    sent: Instant,
-    parts: Vec<Option<Vec<u8>>>,
+    pub(crate) reply: Option<oneshot::Sender<Result<Vec<u8>, String>>>,
+    pub(crate) dc: String,
+    pub(crate) body: Vec<u8>,
+    /// The member asked last.
+    pub(crate) member: NodeId,
+    pub(crate) tried: Vec<NodeId>,
+    pub(crate) sent: Instant,
+    /// The answer's parts so far ([`add_part`]).
+    pub(crate) parts: Vec<Option<Vec<u8>>>,
+}
+
+impl Pending {
+    /// A read of `body` in `dc`, not yet sent to anyone.
+    pub(crate) fn new(
+        reply: Option<oneshot::Sender<Result<Vec<u8>, String>>>,
+        dc: String,
+        body: Vec<u8>,
+        now: Instant,
+    ) -> Self {
+        Pending { reply, dc, body, member: NodeId([0; 16]), tried: Vec::new(), sent: now, parts: Vec::new() }
+    }
 }
 
 /// The WAN pool's task state.
@@ -597,16 +611,7 @@ impl Wan {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let p = Pending {
-            reply: Some(f.reply),
-            dc: f.dc,
-            body: f.body,
-            member: NodeId([0; 16]),
-            tried: Vec::new(),
-            sent: now,
-            parts: Vec::new(),
-        };
-        self.attempt(now, id, p);
+        self.attempt(now, id, Pending::new(Some(f.reply), f.dc, f.body, now));
     }
 
     /// Sends pending read `id` to the next candidate, or fails it when none is left.
@@ -917,6 +922,21 @@ mod tests {
         ] {
             assert!(!forwardable_path(no), "{no}");
         }
+    }
+
+    #[test]
+    fn per_datacenter_counters_are_bounded_against_a_member_that_keeps_renaming_its_datacenter() {
+        let stats = WanStats::default();
+        for i in 0..MAX_DC_COUNTERS + 100 {
+            stats.count(&format!("dc{i}"), i % 2 == 0);
+        }
+        stats.count("dc0", false);
+        let m = stats.by_datacenter();
+        assert_eq!(m.len(), MAX_DC_COUNTERS, "no series beyond the bound");
+        assert_eq!(m["dc0"], DcCounts { forwarded: 1, no_path: 1 }, "a known datacenter still counts");
+        let total = MAX_DC_COUNTERS as u64 + 101;
+        let (f, n) = (stats.forwarded.load(Ordering::Relaxed), stats.no_path.load(Ordering::Relaxed));
+        assert_eq!(f + n, total, "the sums count every read, beyond the bound too");
     }
 
     #[test]

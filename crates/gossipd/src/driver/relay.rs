@@ -8,10 +8,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use gossip_core::{Liveness, NodeId, NodeStatus, Value};
-use tokio::sync::oneshot;
 
 use super::{Command, Driver};
-use crate::wan::{Forward, OP_RELAY, RELAY_ATTEMPT};
+use crate::wan::{Forward, OP_RELAY, Pending, RELAY_ATTEMPT};
 
 /// The application record a LAN member in the WAN pool writes (its WAN address).
 pub const WAN_RECORD: &str = "wan";
@@ -19,22 +18,11 @@ pub const WAN_RECORD: &str = "wan";
 /// Relayed reads this agent serves per second, at most.
 const MAX_RELAYED_PER_SEC: u32 = 2000;
 
-/// A read this agent sent to a relaying member.
-#[derive(Debug)]
-pub(super) struct Relaying {
-    reply: oneshot::Sender<Result<Vec<u8>, String>>,
-    dc: String,
-    body: Vec<u8>,
-    member: NodeId,
-    tried: Vec<NodeId>,
-    sent: Instant,
-    parts: Vec<Option<Vec<u8>>>,
-}
-
 /// The relay's state in the driver.
 #[derive(Debug, Default)]
 pub(super) struct Relays {
-    pending: HashMap<u64, Relaying>,
+    /// Reads sent to a relaying member (the body is the relay's: [`relay_body`]).
+    pending: HashMap<u64, Pending>,
     next_id: u64,
     window: Option<(Instant, u32)>,
 }
@@ -92,19 +80,11 @@ impl Driver {
         }
         self.relays.next_id += 1;
         let id = self.relays.next_id;
-        let r = Relaying {
-            reply: f.reply,
-            body: relay_body(&f.dc, &f.body),
-            dc: f.dc,
-            member: NodeId([0; 16]),
-            tried: Vec::new(),
-            sent: now,
-            parts: Vec::new(),
-        };
-        self.relay_attempt(now, id, r);
+        let body = relay_body(&f.dc, &f.body);
+        self.relay_attempt(now, id, Pending::new(Some(f.reply), f.dc, body, now));
     }
 
-    fn relay_attempt(&mut self, now: Instant, id: u64, mut r: Relaying) {
+    fn relay_attempt(&mut self, now: Instant, id: u64, mut r: Pending) {
         while r.tried.len() < 2 {
             let Some(member) = self.relay_members(&r.tried).into_iter().next() else { break };
             r.tried.push(member);
@@ -122,7 +102,9 @@ impl Driver {
             "the LAN members in a WAN pool did not answer in time"
         };
         tracing::debug!(dc = %r.dc, tried = r.tried.len(), why, "a relayed read failed");
-        let _ = r.reply.send(Err(format!("{}: {why}", crate::wan::no_path(&r.dc))));
+        if let Some(reply) = r.reply {
+            let _ = reply.send(Err(format!("{}: {why}", crate::wan::no_path(&r.dc))));
+        }
     }
 
     /// Moves relays that timed out to the next member.
@@ -144,7 +126,9 @@ impl Driver {
         }
         let Some(r) = self.relays.pending.remove(&id) else { return };
         let answer: Vec<u8> = r.parts.into_iter().flatten().flatten().collect();
-        let _ = r.reply.send(if answer.is_empty() { Err(crate::wan::no_path(&r.dc)) } else { Ok(answer) });
+        if let Some(reply) = r.reply {
+            let _ = reply.send(if answer.is_empty() { Err(crate::wan::no_path(&r.dc)) } else { Ok(answer) });
+        }
     }
 
     /// A LAN member asks this agent to relay a read through its WAN pool.
