@@ -83,9 +83,10 @@ fn retransmission_stops_once_the_budget_is_spent_so_an_idle_cluster_sends_no_rum
 fn a_burst_in_a_cluster_the_owners_fanout_covers_is_received_about_once() {
     // 5 nodes at the default fanout of 4: the owner's first push reaches every member, so
     // passing the rumor on would only send each member copies of what it has (docs/PROTOCOL.md
-    // 4.3, "Receiver"). Each replica must receive at most 3x the encoded size of the burst
-    // (5.1x when they passed it on; 2.6x now, of which the pulls of rumors reordered by the
-    // network's jitter are about half).
+    // 4.3, "Receiver"), and a rumor that overtakes an earlier one on the way (the network's
+    // jitter) waits for it rather than pulling its gap, which would fetch the earlier one
+    // twice. Each replica must receive at most 2x the encoded size of the burst: 1.28x with
+    // both; 2.6x when gaps were pulled at once; 5.1x when members also passed rumors on.
     let seed = seed_from_env(24);
     let mut sim = Sim::new(SimConfig::new(seed, 5));
     sim.run_for(Duration::from_secs(3));
@@ -109,6 +110,9 @@ fn a_burst_in_a_cluster_the_owners_fanout_covers_is_received_about_once() {
         let got = now.bytes_in - was;
         let ratio = got as f64 / encoded as f64;
         println!("node {i}: received {got} B for {encoded} B of entries ({ratio:.2}x)");
-        assert!(ratio <= 3.0, "node {i} received {ratio:.2}x the burst's encoded size; SIM_SEED={seed}");
+        assert!(ratio <= 2.0, "node {i} received {ratio:.2}x the burst's encoded size; SIM_SEED={seed}");
     }
+    let resumed: u64 = after.iter().map(|s| s.reordered_applied).sum();
+    println!("rumors applied after waiting for an earlier one: {resumed}");
+    assert!(resumed > 0, "the jitter reordered no rumor: the test no longer shows the wait; SIM_SEED={seed}");
 }

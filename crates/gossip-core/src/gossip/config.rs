@@ -376,6 +376,11 @@ pub struct Stats {
     pub paced_answers: u64,
     /// Bursts of local writes too large for one rumor (a `More` went to `fanout` peers).
     pub paced_rumors: u64,
+    /// Rumors that arrived before an earlier one of their owner and were applied once it came
+    /// (held [`REORDER_WAIT`](super::exchange::REORDER_WAIT) at most instead of pulled).
+    pub reordered_applied: u64,
+    /// Gaps left open by a held rumor's wait, then pulled.
+    pub reorder_pulls: u64,
     /// Suspicions heard of that this node's own probe of the suspect then confirmed.
     pub suspicions_confirmed: u64,
     /// Times the local health score rose (a probe failed with its helpers silent too, or this

@@ -17,6 +17,26 @@ use crate::types::NodeId;
 pub(super) const SERVE_WINDOW: usize = 48 * 1024;
 /// A request for an owner at the same held version is not repeated within this time.
 const PULL_REPEAT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How long a rumor that overtook an earlier one of its owner waits for it before its gap is
+/// pulled (a few times a LAN's jitter; a loss is then repaired by one pull, as before).
+pub(super) const REORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// Most rumors held for their gap at once (beyond: pulled at once, as before).
+const MAX_REORDERED: usize = 64;
+/// Most entry bytes of the rumors held for their gap.
+const MAX_REORDERED_BYTES: usize = 128 * 1024;
+
+/// A rumor held for its gap to close.
+#[derive(Debug)]
+pub(super) struct Reordered {
+    from: SocketAddr,
+    sender: NodeId,
+    identity: crate::secure::keys::IdentityPub,
+    delta: Delta,
+    /// When its gap is pulled if still open.
+    pub(super) due: Instant,
+    bytes: usize,
+}
 /// Most owners whose last request is remembered (beyond, requests are not deduplicated).
 const MAX_PULLS_REMEMBERED: usize = 4096;
 
@@ -227,6 +247,45 @@ impl Gossip {
         self.serve(now, from, wants);
     }
 
+    /// Rumors that found a gap go on after the earlier delta arrives, or are pulled when it
+    /// has not within [`REORDER_WAIT`].
+    pub(super) fn reorder_timeout(&mut self, now: Instant) {
+        if !self.reordered.iter().any(|r| r.due <= now) {
+            return;
+        }
+        let (late, kept): (Vec<Reordered>, Vec<Reordered>) =
+            std::mem::take(&mut self.reordered).into_iter().partition(|r| r.due <= now);
+        self.reordered = kept;
+        for r in late {
+            let owner = r.delta.node.id;
+            let (generation, version) = self.table.get(&owner).map_or((0, 0), |n| (n.info.generation, n.max_version));
+            if (generation, version) < (r.delta.node.generation, r.delta.to_version) {
+                self.stats.reorder_pulls += 1;
+                self.pull(now, r.from, vec![Want { id: owner, generation, version }]);
+            }
+        }
+    }
+
+    /// Applies the held rumors of `owner` that no longer start beyond what is held.
+    fn resume_reordered(&mut self, now: Instant, owner: NodeId) {
+        let Some((generation, version)) = self.table.get(&owner).map(|n| (n.info.generation, n.max_version)) else {
+            return;
+        };
+        let ready = |r: &Reordered| {
+            r.delta.node.id == owner && r.delta.node.generation == generation && r.delta.from_version <= version
+        };
+        if !self.reordered.iter().any(ready) {
+            return;
+        }
+        let (now_ready, kept): (Vec<Reordered>, Vec<Reordered>) =
+            std::mem::take(&mut self.reordered).into_iter().partition(ready);
+        self.reordered = kept;
+        for r in now_ready {
+            self.stats.reordered_applied += 1;
+            self.on_delta(now, r.from, r.sender, r.identity, r.delta);
+        }
+    }
+
     fn on_delta(
         &mut self,
         now: Instant,
@@ -273,7 +332,18 @@ impl Gossip {
                     self.stats.rumors_forwarded += pushed as u64;
                 }
             }
-            Applied::Gap(want) => self.pull(now, from, vec![want]),
+            Applied::Gap(want) => {
+                // A rumor (hops left) that overtook an earlier one of its owner: the earlier is
+                // likely in flight; pulling at once would fetch it twice.
+                let bytes = delta.entries.iter().map(crate::message::entry_len).sum::<usize>();
+                let held_bytes: usize = self.reordered.iter().map(|r| r.bytes).sum();
+                if delta.ttl > 0 && self.reordered.len() < MAX_REORDERED && held_bytes + bytes <= MAX_REORDERED_BYTES {
+                    let due = now + REORDER_WAIT;
+                    self.reordered.push(Reordered { from, sender, identity, delta, due, bytes });
+                } else {
+                    self.pull(now, from, vec![want]);
+                }
+            }
             Applied::Forged => {
                 self.stats.forged_records += 1;
                 self.stats.dropped_malformed += 1;
@@ -311,6 +381,7 @@ impl Gossip {
                     let pushed = self.spread(now, fwd, &[sender, owner], self.cfg.fanout, true);
                     self.stats.rumors_forwarded += pushed as u64;
                 }
+                self.resume_reordered(now, owner);
             }
         }
     }

@@ -85,6 +85,9 @@ pub struct Gossip {
     pending_rumor: Option<(u64, Instant)>,
     /// The last request sent per owner: (held generation and version, when).
     pulls: std::collections::BTreeMap<NodeId, ((u64, u64), Instant)>,
+    /// Rumors that arrived before an earlier one of their owner (a gap), held a moment for
+    /// the earlier one to arrive ([`exchange::REORDER_WAIT`]) instead of pulled at once.
+    reordered: Vec<exchange::Reordered>,
     forgotten: std::collections::BTreeMap<NodeId, (u64, Instant)>,
     oldest_tombstone: Option<Instant>,
     /// The latest `now` any input carried.
@@ -163,6 +166,7 @@ impl Gossip {
             last_heard: Default::default(),
             failures: Default::default(),
             pulls: Default::default(),
+            reordered: Vec::new(),
             pending_rumor: None,
             forgotten: Default::default(),
             oldest_tombstone: None,
@@ -382,6 +386,9 @@ impl Gossip {
             t = t.min(l);
         }
         if let Some(r) = self.rumors.next_tick() {
+            t = t.min(r);
+        }
+        if let Some(r) = self.reordered.iter().map(|r| r.due).min() {
             t = t.min(r);
         }
         Some(secure.map_or(t, |s| s.min(t)))
@@ -746,6 +753,7 @@ impl Gossip {
         self.liveness_timeout(now);
         self.collect_garbage(now);
         self.rumor_timeout(now);
+        self.reorder_timeout(now);
         if now >= self.next_round {
             self.withdraw_expired_accusations(now);
             self.review_exclusions_if(true);

@@ -88,6 +88,7 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "DroppedMalformed": s.dropped_malformed, "Rounds": s.rounds,
             "DeltasApplied": s.deltas_applied, "RumorsForwarded": s.rumors_forwarded,
             "RumorRetransmits": s.rumor_retransmits,
+            "ReorderedApplied": s.reordered_applied, "ReorderPulls": s.reorder_pulls,
             "ForgedRecords": s.forged_records, "Equivocations": s.equivocations,
             "AccusationsWritten": s.accusations_written, "DroppedExcluded": s.dropped_excluded,
             "IncompleteStates": s.incomplete_states, "IncompletePulls": s.incomplete_pulls,
