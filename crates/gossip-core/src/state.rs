@@ -438,11 +438,13 @@ pub enum Applied {
 
 /// The table of all known nodes.
 ///
-/// Owner states are shared copy-on-write (`Arc`), so that cloning a table is cheap: the
-/// simulator holds thousands of replicas of the same owners in one process.
+/// Owner states are shared copy-on-write (`Arc`), and so is the map that holds them (a
+/// persistent B-tree, `imbl::OrdMap`): cloning a table costs nothing, and a clone that then
+/// changes one owner copies only the O(log N) path to it. The simulator holds N replicas of
+/// the same N owners in one process; they share everything but their differences.
 #[derive(Debug, Default, Clone)]
 pub struct Table {
-    nodes: BTreeMap<NodeId, Arc<NodeState>>,
+    nodes: imbl::OrdMap<NodeId, Arc<NodeState>>,
     /// The whole table's fingerprint, computed on first use after a change.
     root_fp: OnceLock<(u64, Commitment)>,
 }
@@ -776,7 +778,11 @@ impl Table {
         let mine = self.nodes.get(local).cloned();
         self.nodes = other.nodes.clone();
         if let Some(m) = mine {
-            self.nodes.insert(*local, m);
+            // The same state (a simulation's template learned it from this node): keep the
+            // tree shared rather than copying the path to it.
+            if !other.nodes.get(local).is_some_and(|o| Arc::ptr_eq(o, &m)) {
+                self.nodes.insert(*local, m);
+            }
         }
         self.changed();
     }

@@ -109,14 +109,18 @@ fn scale(o: &Opts) -> Result<(), String> {
     let mut skipped = Vec::new();
     for &n in &ns {
         let _ = params(o, n)?;
-        if let Some(prev) = rows.iter().filter(|r| r.replica_bytes > 0.0).max_by_key(|r| r.n) {
-            // The N² replicas dominate: per-replica bytes measured at the largest N so far.
-            let need = prev.replica_bytes * (n * n) as f64 + prev.peak_rss_mib * (1 << 20) as f64;
+        if let Some(prev) = rows.iter().filter(|r| r.peak_rss_mib > 0.0).max_by_key(|r| r.n) {
+            // Replicas share their owner table and peer set (persistent trees), so memory
+            // grows with N log N, not N²: the peak at the largest N so far, scaled by N, with
+            // half again for the log factor and the allocator.
+            let need = prev.peak_rss_mib * (1 << 20) as f64 * (n as f64 / prev.n as f64) * 1.5;
             if need > budget {
                 let msg = format!(
-                    "N={n}: skipped, needs about {:.1} GiB ({:.1} B per replica x N^2) > budget {:.1} GiB",
+                    "N={n}: skipped, needs about {:.1} GiB ({:.0} MiB at N={} x {n}/{} x 1.5) > budget {:.1} GiB",
                     need / (1u64 << 30) as f64,
-                    prev.replica_bytes,
+                    prev.peak_rss_mib,
+                    prev.n,
+                    prev.n,
                     budget / (1u64 << 30) as f64
                 );
                 eprintln!("{msg}");
