@@ -472,6 +472,11 @@ impl Table {
         self.nodes.get(id).map(|n| &**n)
     }
 
+    /// Each owner's id and item hash (the unit of range fingerprints) in `[lo, hi)`, ascending.
+    pub(crate) fn range_items<'a>(&'a self, lo: &NodeId, hi: &Bound) -> impl Iterator<Item = (NodeId, &'a Commitment)> + 'a {
+        self.range(lo, hi).map(|n| (n.info.id, &n.item))
+    }
+
     /// Every node, by id.
     pub fn iter(&self) -> impl Iterator<Item = &NodeState> {
         self.nodes.values().map(|n| &**n)
@@ -777,14 +782,21 @@ impl Table {
     pub fn adopt(&mut self, other: &Table, local: &NodeId) {
         let mine = self.nodes.get(local).cloned();
         self.nodes = other.nodes.clone();
-        if let Some(m) = mine {
+        self.changed();
+        match mine {
             // The same state (a simulation's template learned it from this node): keep the
-            // tree shared rather than copying the path to it.
-            if !other.nodes.get(local).is_some_and(|o| Arc::ptr_eq(o, &m)) {
+            // tree shared rather than copying the path to it, and the template's root
+            // fingerprint with it (computing it is O(N): N nodes computing theirs after a
+            // warm start hashed N² items, most of a 100,000-node run's start).
+            Some(m) if other.nodes.get(local).is_some_and(|o| Arc::ptr_eq(o, &m)) => {
+                let root = other.fingerprint(&NodeId::MIN, &Bound::Inf);
+                self.root_fp = OnceLock::from(root);
+            }
+            Some(m) => {
                 self.nodes.insert(*local, m);
             }
+            None => {}
         }
-        self.changed();
     }
 }
 
