@@ -20,7 +20,13 @@ use crate::watch::Watch;
 #[derive(Debug)]
 enum What {
     Timer(usize),
-    Deliver { dst: usize, src: usize, bytes: Vec<u8> },
+    Deliver {
+        dst: usize,
+        src: usize,
+        bytes: Vec<u8>,
+    },
+    /// The end of a node's pause ([`Sim::pause`]).
+    Resume(usize),
 }
 
 #[derive(Debug)]
@@ -47,6 +53,9 @@ impl Ord for Queued {
     }
 }
 
+/// Datagrams that reached a paused node, with their senders, in order.
+type Held = Vec<(usize, Vec<u8>)>;
+
 /// A simulated cluster.
 #[derive(Debug)]
 pub struct Sim {
@@ -63,6 +72,8 @@ pub struct Sim {
     watch: Option<Watch>,
     retired: Stats,
     events: u64,
+    /// Per node, while paused: the datagrams that reached it meanwhile.
+    paused: Vec<Option<Held>>,
 }
 
 impl Sim {
@@ -87,6 +98,7 @@ impl Sim {
             watch: None,
             retired: Stats::default(),
             events: 0,
+            paused: (0..n).map(|_| None).collect(),
         };
         for i in 0..n {
             sim.after_call(i);
@@ -182,8 +194,8 @@ impl Sim {
             self.now = self.now.max(q.at);
             match q.what {
                 What::Timer(i) => {
-                    if !self.up[i] || self.deadline[i] != Some(q.at) {
-                        continue; // superseded
+                    if !self.up[i] || self.deadline[i] != Some(q.at) || self.paused[i].is_some() {
+                        continue; // superseded, or paused (the resume runs the timer)
                     }
                     self.deadline[i] = None;
                     let now = self.instant();
@@ -198,12 +210,37 @@ impl Sim {
                     if !self.up[dst] {
                         continue;
                     }
+                    if let Some(held) = self.paused[dst].as_mut() {
+                        held.push((src, bytes));
+                        continue;
+                    }
                     let now = self.instant();
                     self.nodes[dst].handle_datagram(now, crate::net::addr(src), &bytes);
                     if let Some(w) = self.watch.as_mut() {
                         w.check(dst, &self.nodes[dst], self.now);
                     }
                     self.after_call(dst);
+                }
+                What::Resume(i) => {
+                    let Some(held) = self.paused[i].take() else { continue };
+                    if !self.up[i] {
+                        continue;
+                    }
+                    // The worst order a driver may choose: every overdue timer first (a timer
+                    // whose deadline has passed is ready at once again, and a driver's select
+                    // may well prefer it), then what queued up in the socket meanwhile.
+                    self.deadline[i] = None;
+                    let now = self.instant();
+                    for _ in 0..8 {
+                        self.nodes[i].handle_timeout(now);
+                        if self.nodes[i].poll_timeout().is_none_or(|t| t > now) {
+                            break;
+                        }
+                    }
+                    for (src, bytes) in held {
+                        self.nodes[i].handle_datagram(now, crate::net::addr(src), &bytes);
+                    }
+                    self.after_call(i);
                 }
             }
             self.events += 1;
@@ -297,6 +334,16 @@ impl Sim {
         let now = self.instant();
         self.nodes[i].leave(now);
         self.after_call(i);
+    }
+
+    /// Pauses node `i` for `d` (a process stopped, a host starved of CPU): its timers do not
+    /// run and the datagrams that reach it wait, as in a socket's queue. At the end it runs its
+    /// overdue timers first, then reads what waited (the worst order for its deadlines).
+    pub fn pause(&mut self, i: usize, d: Duration) {
+        if self.up[i] && self.paused[i].is_none() {
+            self.paused[i] = Some(Vec::new());
+            self.schedule(self.now + d, What::Resume(i));
+        }
     }
 
     /// Stops node `i` abruptly: no more timers, datagrams to it are lost. Its datagrams already

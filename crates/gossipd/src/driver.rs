@@ -658,6 +658,13 @@ impl Driver {
                      host's load",
                     score + 1
                 ),
+                Event::Paused { lag } => tracing::warn!(
+                    lag_ms = lag.as_millis() as u64,
+                    "this agent was not run for {} ms past a deadline (host CPU starved, process stopped, VM \
+                     suspended): its probe and suspicion clocks were moved on by that much rather than \
+                     blaming its peers; if this repeats, the host is too loaded for the agent",
+                    lag.as_millis()
+                ),
                 Event::LocalHealth { slow: false, .. } => {
                     tracing::info!("local health recovered: probes answered again, deadlines back to normal")
                 }

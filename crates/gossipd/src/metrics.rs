@@ -115,7 +115,7 @@ pub fn render(i: &Inputs<'_>) -> String {
          (it is likely slow itself), stretching its probe and suspicion deadlines by 1 + score.",
         g.local_health,
     );
-    let counters: [(&str, &str, u64); 29] = [
+    let counters: [(&str, &str, u64); 30] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -152,6 +152,11 @@ pub fn render(i: &Inputs<'_>) -> String {
         ),
         ("member_suspicions_total", "Times this agent marked a node suspect (own probes or rumor).", g.suspicions),
         ("local_health_raised_total", "Times the local health score rose.", g.local_health_raised),
+        (
+            "pauses_total",
+            "Times this agent was not run for over 100 ms past a deadline (CPU starved, stopped, suspended); its probe and suspicion clocks moved on by the pause.",
+            g.pauses,
+        ),
         ("member_deaths_total", "Times this agent declared a node dead.", g.deaths),
         ("member_refutations_total", "Suspicions of this agent that it refuted.", g.refutations),
         (

@@ -163,6 +163,15 @@ pub enum Event {
         /// The score now.
         score: u32,
     },
+    /// This node was not run for `lag` past one of its deadlines (longer than
+    /// [`PAUSE_THRESHOLD`](super::liveness::PAUSE_THRESHOLD)): what its peers sent meanwhile is
+    /// still queued, unread, so its probe and suspicion clocks were moved on by `lag` rather than
+    /// blaming peers for its own absence (Cassandra's failure detector ignores such pauses the
+    /// same way). Frequent pauses mean a host too loaded for its agent.
+    Paused {
+        /// How late the deadline was met.
+        lag: Duration,
+    },
     /// An authenticated peer sent malformed or forged data and was banned.
     Banned {
         /// Who.
@@ -388,6 +397,12 @@ pub struct Stats {
     pub local_health_raised: u64,
     /// The local health score now (a gauge: 0 healthy, up to `max_local_health`).
     pub local_health: u64,
+    /// Times this node was not run for longer than [`PAUSE_THRESHOLD`](super::liveness::PAUSE_THRESHOLD)
+    /// past a deadline (a CPU-starved host, a stopped process, a suspended VM): its probe and
+    /// suspicion clocks were moved on by the pause ([`Event::Paused`]).
+    pub pauses: u64,
+    /// The longest such pause, in milliseconds.
+    pub pause_max_ms: u64,
     /// Messages sent, by kind (index: the kind byte, docs/PROTOCOL.md section 3: 1 reconcile,
     /// 2 delta, 3 request, 4 ping, 5 ack, 6 ping-req, 7 suspect, 8 more, 9 query, 10 answer);
     /// retransmissions included, handshake packets not.

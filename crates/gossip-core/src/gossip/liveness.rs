@@ -111,11 +111,44 @@ pub(super) struct Relay {
 
 const MAX_RELAYS: usize = 64;
 
+/// A deadline met later than this means this node was not running (CPU starvation, a stopped
+/// process, a suspended VM), not that its peers were slow: [`Gossip::detect_pause`]. A loaded
+/// but running agent meets its timers within milliseconds; this is a fifth of the default
+/// probe timeout.
+pub const PAUSE_THRESHOLD: Duration = Duration::from_millis(100);
+
 /// About how many replicas without a session to a suspect probe it when they hear of the
 /// suspicion ([`Gossip::confirm_probe`]).
 const CONFIRMERS: f64 = 8.0;
 
 impl Gossip {
+    /// Called with the earliest deadline this node had asked for, when its timer finally runs at
+    /// `now`. Past [`PAUSE_THRESHOLD`], the node was not run: answers to its probes and
+    /// refutations of its suspicions may be sitting unread in its socket, and the timer (which
+    /// a driver may well run before reading them) would otherwise count them as silence. So
+    /// every probe and undecided suspicion clock moves on by the lag: deadlines measure the time
+    /// this node was there to listen. It also raises the local health score once (a node that
+    /// pauses is a slow one), counts the pause, and tells the driver ([`Event::Paused`]).
+    pub(super) fn detect_pause(&mut self, now: Instant, due: Instant) {
+        let lag = now.saturating_duration_since(due);
+        if lag <= PAUSE_THRESHOLD {
+            return;
+        }
+        for p in &mut self.probes {
+            p.started += lag;
+        }
+        for s in self.suspicions.values_mut().filter(|s| !s.dead) {
+            s.since += lag;
+        }
+        for r in &mut self.relays {
+            r.started += lag;
+        }
+        self.stats.pauses += 1;
+        self.stats.pause_max_ms = self.stats.pause_max_ms.max(lag.as_millis() as u64);
+        self.adjust_health(true);
+        self.events.push_back(Event::Paused { lag });
+    }
+
     /// The liveness of a node as this replica sees it.
     pub fn liveness(&self, id: &NodeId) -> Liveness {
         if self.is_excluded(id) {

@@ -99,6 +99,8 @@ pub struct Gossip {
     /// Owner copies that did not verify against their owner's head, being repaired.
     unverified: std::collections::BTreeMap<NodeId, complete::Unverified>,
     left: bool,
+    /// `handle_timeout` ran at least once (pauses are measured from the second call on).
+    timed: bool,
     stats: Stats,
 }
 
@@ -176,6 +178,7 @@ impl Gossip {
             authority: Default::default(),
             unverified: Default::default(),
             left: false,
+            timed: false,
             stats: Stats::default(),
         };
         g.keyring_stamp = g.cfg.keyring_stamp;
@@ -745,6 +748,12 @@ impl Gossip {
     /// Advances timers: anti-entropy rounds, seed retries, and the secure layer's handshake
     /// retries and key rotation.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Not on the first call: a driver may take a while between creating the node and
+        // running its loop (loading its data), which is no pause.
+        if let Some(due) = self.poll_timeout().filter(|_| self.timed) {
+            self.detect_pause(now, due);
+        }
+        self.timed = true;
         self.last_now = self.last_now.max(now);
         let mut out = Vec::new();
         self.secure.handle_timeout(now, &mut out);

@@ -95,6 +95,7 @@ pub async fn metrics(State(api): State<Arc<Api>>, q: Params) -> Response {
             "SuspicionsRaised": s.suspicions_raised, "Suspicions": s.suspicions,
             "Deaths": s.deaths, "Refutations": s.refutations,
             "LocalHealth": s.local_health, "LocalHealthRaised": s.local_health_raised,
+            "Pauses": s.pauses, "PauseMaxMs": s.pause_max_ms,
             "SentByKind": {
                 "Reconcile": s.sent_by_kind[1], "Delta": s.sent_by_kind[2], "Request": s.sent_by_kind[3],
                 "Ping": s.sent_by_kind[4], "Ack": s.sent_by_kind[5], "PingReq": s.sent_by_kind[6],
