@@ -336,6 +336,9 @@ class Gossipd:
         return {"suspicions": sum(m["Gossip"]["SuspicionsRaised"] for m in got),
                 "deaths": sum(m["Gossip"]["Deaths"] for m in got),
                 "bytes_out": sum(m["Gossip"]["BytesOut"] for m in got),
+                # Agents not run for over 100 ms past a deadline (0 on builds before the counter).
+                "pauses": sum(m["Gossip"].get("Pauses", 0) for m in got),
+                "pause_max_ms": max((m["Gossip"].get("PauseMaxMs", 0) for m in got), default=0),
                 "answered": len(got)}
 
     # The propagation interface of bench-peers.py's propagate().
@@ -669,7 +672,9 @@ def run_one(system, n, a, counters):
               f"{regress} regressions; load average {res['load_conv']}; {len(dead)} agents exited)", flush=True)
         sc0 = c.suspicion_counters()
         print(f"false suspicions until now: {sc0['suspicions']} suspicions, {sc0['deaths']} deaths "
-              f"({'SuspicionsRaised, Deaths summed' if system == 'gossipd' else 'memberlist log lines Suspect / Marking failed'})",
+              f"({'SuspicionsRaised, Deaths summed' if system == 'gossipd' else 'memberlist log lines Suspect / Marking failed'})"
+              + (f"; pauses (an agent not run for over 100 ms past a deadline) {sc0['pauses']}, longest {sc0['pause_max_ms']} ms"
+                 if 'pauses' in sc0 else ""),
               flush=True)
         time.sleep(3)
 

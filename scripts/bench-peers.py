@@ -437,7 +437,11 @@ def describe():
     """Versions of both systems and the commit measured."""
     rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True)
     g = subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.strip()
-    s = subprocess.run([SERF, "version"], capture_output=True, text=True).stdout.splitlines()[0]
+    try:
+        lines = subprocess.run([SERF, "version"], capture_output=True, text=True).stdout.splitlines()
+        s = lines[0] if lines else "(no version printed)"
+    except OSError:
+        s = f"not installed ({SERF}; apt-get install serf), so only gossipd can run"
     built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(BIN)))
     return f"{g} (binary built {built}; tree now at {rev.stdout.strip() or '?'}); serf {s}"
 
