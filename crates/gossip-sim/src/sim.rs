@@ -353,6 +353,8 @@ impl Sim {
             self.up[i] = false;
             self.up_count -= 1;
             self.deadline[i] = None;
+            // A pause ends with the process: what waited for it is lost with it.
+            self.paused[i] = None;
             if let Some(w) = self.watch.as_mut() {
                 w.forget(i);
             }

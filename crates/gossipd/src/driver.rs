@@ -660,9 +660,10 @@ impl Driver {
                 ),
                 Event::Paused { lag } => tracing::warn!(
                     lag_ms = lag.as_millis() as u64,
-                    "this agent was not run for {} ms past a deadline (host CPU starved, process stopped, VM \
-                     suspended): its probe and suspicion clocks were moved on by that much rather than \
-                     blaming its peers; if this repeats, the host is too loaded for the agent",
+                    "this agent's gossip loop ran {} ms past a deadline (host CPU starved, process stopped, VM \
+                     suspended, or the agent busy that long itself, e.g. rebuilding a very large catalog): its \
+                     probe and suspicion clocks were moved on by that much rather than blaming its peers; if this \
+                     repeats, the host is too loaded for the agent",
                     lag.as_millis()
                 ),
                 Event::LocalHealth { slow: false, .. } => {
