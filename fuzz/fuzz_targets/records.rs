@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use arbitrary::{Arbitrary, Unstructured};
 use gossip_core::message::{Bound, Delta, Entry, MAX_FIELD, MAX_KEY, MAX_NODE_NAME, Message, NodeStatus, Value};
-use gossip_core::state::{Applied, Table};
+use gossip_core::state::{Applied, Scheme, Table};
 use gossip_core::{Health, NodeId, NodeInfo, ServiceInstance};
 use libfuzzer_sys::fuzz_target;
 
@@ -196,7 +196,7 @@ fn signed(s: &Signed) {
     }
     let Ok(Message::Delta { delta: m, .. }) = Message::decode(&bytes) else { return };
     let before = snapshot(&table);
-    let fp = table.fingerprint(&NodeId::MIN, &Bound::Inf);
+    let fp = (table.fingerprint(&NodeId::MIN, &Bound::Inf, Scheme::Concat), table.fingerprint(&NodeId::MIN, &Bound::Inf, Scheme::Sum));
     let r = table.apply(&m);
     if m.node != d2.node || m.entries != d2.entries {
         assert!(
@@ -204,7 +204,8 @@ fn signed(s: &Signed) {
             "an altered delta was applied: {r:?}\n{m:?}\n{d2:?}"
         );
         assert_eq!(snapshot(&table), before, "a refused delta changed the table");
-        assert_eq!(table.fingerprint(&NodeId::MIN, &Bound::Inf), fp);
+        let after = (table.fingerprint(&NodeId::MIN, &Bound::Inf, Scheme::Concat), table.fingerprint(&NodeId::MIN, &Bound::Inf, Scheme::Sum));
+        assert_eq!(after, fp, "a refused delta changed a fingerprint");
         let fresh_start = m.from_version == 0 || (m.node == d2.node && m.from_version <= k as u64);
         if fresh_start && m.to_version > k as u64 && m.node.id == d2.node.id && m.node.generation == d2.node.generation
         {

@@ -115,7 +115,7 @@ fn a_node_joins_through_any_seed_that_answers() {
         .output()
         .expect("run gossipd members");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("PROTOCOL") && text.contains("6 (5..=6)"), "members output:\n{text}");
+    assert!(text.contains("PROTOCOL") && text.contains("7 (5..=7)"), "members output:\n{text}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Rolling upgrades with real processes (docs/PROTOCOL.md sections 2 and 3.2): two agents of
-//! this build (`target/debug/gossipd`, wire versions 5..=6) and two of a "newer build"
-//! (`target/debug/gossipd-next`: the `testing` feature, started with `--test-protocol-max 7`,
-//! the synthetic version 7 that does not decode as 5 or 6, and `--test-new-kind`, an entry of a
+//! this build (`target/debug/gossipd`, wire versions 5..=7) and two of a "newer build"
+//! (`target/debug/gossipd-next`: the `testing` feature, started with `--test-protocol-max 8`,
+//! the synthetic version 8 that does not decode as 5, 6 or 7, and `--test-new-kind`, an entry of a
 //! value kind no release knows) in one certified cluster. The crate-level twin of this test is
 //! `crates/gossip-core/tests/evolution.rs`.
 
@@ -20,7 +20,7 @@ fn old(root: &std::path::Path, name: &str, seeds: Vec<std::net::SocketAddr>) -> 
 }
 
 fn new(root: &std::path::Path, name: &str, seeds: Vec<std::net::SocketAddr>) -> Agent {
-    let extra = ["--test-protocol-max", "7", "--test-new-kind"].map(String::from).to_vec();
+    let extra = ["--test-protocol-max", "8", "--test-new-kind"].map(String::from).to_vec();
     Agent::start(root, Options { name: name.into(), seeds, binary: Some(next_binary()), extra, ..Default::default() })
 }
 

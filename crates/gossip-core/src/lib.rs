@@ -19,7 +19,7 @@ macro_rules! internal {
     )*};
 }
 
-internal!(chunk, gossip, message, peers, proof, reconcile, session, state, wire);
+internal!(chunk, gossip, message, peers, proof, reconcile, session, state, sums, wire);
 
 pub mod cert;
 pub mod rng;

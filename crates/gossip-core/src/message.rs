@@ -522,16 +522,16 @@ impl Message {
     }
 
     /// Encodes at wire version `version` (one this build speaks, and at least
-    /// [`Message::min_version`]; see [`crate::version`]). Versions 5 and 6 share one format (6
-    /// adds the kinds [`KIND_QUERY`] and [`KIND_ANSWER`]); the synthetic version 7 of the
-    /// `testing` feature appends one byte `0x07`, so that a message encoded at the wrong version
-    /// does not decode.
+    /// [`Message::min_version`]; see [`crate::version`]). Versions 5, 6 and 7 share one format
+    /// (6 adds the kinds [`KIND_QUERY`] and [`KIND_ANSWER`]; 7 changes what range fingerprints
+    /// are, not how they are encoded); the synthetic version 8 of the `testing` feature appends
+    /// one byte `0x08`, so that a message encoded at the wrong version does not decode.
     pub fn encode_for(&self, version: u8) -> Vec<u8> {
         #[allow(unused_mut)]
         let mut buf = self.encode();
         #[cfg(feature = "testing")]
-        if version == 7 {
-            buf.push(0x07);
+        if version == 8 {
+            buf.push(0x08);
         }
         debug_assert!((crate::version::BUILD_MIN..=crate::version::BUILD_MAX).contains(&version), "version {version}");
         debug_assert!(version >= self.min_version(), "{:?} at version {version}", buf.first());
@@ -544,11 +544,11 @@ impl Message {
     pub fn decode_for(version: u8, buf: &[u8]) -> Result<Message, DecodeError> {
         let m = match version {
             #[cfg(feature = "testing")]
-            7 => match buf.split_last() {
-                Some((0x07, rest)) => Message::decode(rest)?,
-                _ => return Err(DecodeError::BadTag { what: "version 7 trailer", tag: buf.last().copied().unwrap_or(0) }),
+            8 => match buf.split_last() {
+                Some((0x08, rest)) => Message::decode(rest)?,
+                _ => return Err(DecodeError::BadTag { what: "version 8 trailer", tag: buf.last().copied().unwrap_or(0) }),
             },
-            5 | 6 => Message::decode(buf)?,
+            5..=7 => Message::decode(buf)?,
             v => return Err(DecodeError::BadTag { what: "wire version", tag: v }),
         };
         if m.min_version() > version {

@@ -5,9 +5,11 @@
 //! where `digest` is a hash of the entries held ([`crate::state::owner_digest`]): replicas at one version that
 //! hold different entries (a relay dropped some; the owner equivocated) exchange that owner's
 //! whole state, and the difference is repaired or proven. A range
-//! `[lo, hi)` is described either by its count and fingerprint (a hash of its sorted summaries,
-//! [`crate::state::range_fingerprint`]), or, when small, by its
-//! items. A receiver compares each range with its own table:
+//! `[lo, hi)` is described either by its count and fingerprint, or, when small, by its items.
+//! A fingerprint is, at wire versions 5 and 6, a hash of its items in id order
+//! ([`crate::state::range_fingerprint`], O(count) to compute), and from version 7 a hash of their
+//! count and sum ([`crate::sums`], O(log N) from the table's sum tree, so that an exchange costs
+//! O(differences × log N) however large the table): [`Scheme`]. A receiver compares each range with its own table:
 //! - same fingerprint: nothing to say;
 //! - it holds few items there: it answers with its items;
 //! - otherwise it splits the range into up to [`SPLIT`] subranges of equal count and answers
@@ -17,7 +19,7 @@
 //! sender lacks and requests what it lacks. Steady state costs one fingerprint each way.
 
 use crate::message::{Bound, Range, RangeBody, Summary, Want};
-use crate::state::{Commitment, Table, newer, range_fingerprint};
+use crate::state::{Commitment, Scheme, Table, newer, range_fingerprint};
 use crate::types::NodeId;
 
 /// A range holding at most this many items is sent as items rather than split.
@@ -41,24 +43,27 @@ pub struct Outcome {
 }
 
 /// The whole key space as one fingerprinted range: the opening message of an exchange.
-pub fn opening(table: &Table) -> Range {
-    let (count, fp) = table.fingerprint(&NodeId::MIN, &Bound::Inf);
+pub fn opening(table: &Table, scheme: Scheme) -> Range {
+    let (count, fp) = table.fingerprint(&NodeId::MIN, &Bound::Inf, scheme);
     Range { lo: NodeId::MIN, hi: Bound::Inf, body: RangeBody::Fingerprint { count, fp } }
 }
 
-/// Processes received ranges against the local table.
-pub fn process(table: &Table, ranges: &[Range]) -> Outcome {
+/// Processes received ranges against the local table, fingerprinting as the message's wire
+/// version does.
+pub fn process(table: &Table, ranges: &[Range], scheme: Scheme) -> Outcome {
     let mut out = Outcome::default();
     for r in ranges {
         match &r.body {
             RangeBody::Fingerprint { count, fp } => {
-                let (my_count, my_fp) = table.fingerprint(&r.lo, &r.hi);
+                let (my_count, my_fp) = table.fingerprint(&r.lo, &r.hi, scheme);
                 if my_count == *count && my_fp == *fp {
                     continue;
                 }
                 if my_count as usize <= ITEMS_THRESHOLD {
                     let mine: Vec<Summary> = table.range(&r.lo, &r.hi).map(|n| n.summary()).collect();
                     out.ranges.push(Range { lo: r.lo, hi: r.hi, body: RangeBody::Items(mine) });
+                } else if scheme == Scheme::Sum {
+                    split_summed(table, r.lo, r.hi, my_count, &mut out.ranges);
                 } else {
                     split(table, r.lo, r.hi, &mut out.ranges);
                 }
@@ -89,12 +94,47 @@ fn split(table: &Table, lo: NodeId, hi: Bound, out: &mut Vec<Range>) {
         let end = n * p / parts;
         let sub_hi = if p == parts { hi } else { Bound::Id(separator(&mine[end - 1].0, &mine[end].0)) };
         let (count, fp) = range_fingerprint(mine[start..end].iter().map(|(_, c)| *c));
-        debug_assert_eq!((count, fp), table.fingerprint(&start_lo, &sub_hi));
+        debug_assert_eq!((count, fp), table.fingerprint(&start_lo, &sub_hi, Scheme::Concat));
         out.push(Range { lo: start_lo, hi: sub_hi, body: RangeBody::Fingerprint { count, fp } });
         if let Bound::Id(b) = sub_hi {
             start_lo = b;
         }
         start = end;
+    }
+}
+
+/// As [`split`], with sums (wire version 7): the split points are found by rank in the sum
+/// tree and each subrange's sum is the difference of two prefix sums, so that splitting costs
+/// O(SPLIT × log N) instead of a walk over the range. `n` is the range's count (more than
+/// [`ITEMS_THRESHOLD`]).
+fn split_summed(table: &Table, lo: NodeId, hi: Bound, n: u64, out: &mut Vec<Range>) {
+    let parts = (SPLIT as u64).min(n);
+    let first = table.sum_below(&lo);
+    let mut below = first;
+    let mut start_lo = lo;
+    for p in 1..=parts {
+        let end = n * p / parts;
+        let sub_hi = if p == parts {
+            hi
+        } else {
+            // The ids ranked `end - 1` and `end` in the range, and a short separator between.
+            let (Some(a), Some(b)) = (table.select(first.count + end - 1), table.select(first.count + end)) else {
+                debug_assert!(false, "rank past the table");
+                return;
+            };
+            Bound::Id(separator(&a, &b))
+        };
+        let upto = match sub_hi {
+            Bound::Id(h) => table.sum_below(&h),
+            Bound::Inf => table.sum_of(&NodeId::MIN, &Bound::Inf),
+        };
+        let (count, fp) = (upto - below).fingerprint();
+        debug_assert_eq!((count, fp), table.fingerprint(&start_lo, &sub_hi, Scheme::Sum));
+        out.push(Range { lo: start_lo, hi: sub_hi, body: RangeBody::Fingerprint { count, fp } });
+        if let Bound::Id(b) = sub_hi {
+            start_lo = b;
+        }
+        below = upto;
     }
 }
 

@@ -22,6 +22,7 @@ use blake2::{Blake2s256, Digest};
 use crate::message::{Bound, Delta, Entry, Head, NodeStatus, STATUS_KEY, Summary, Value, Want};
 use crate::proof::Proof;
 use crate::secure::keys::Identity;
+use crate::sums::{Agg, Items, Sum, SumTree, item_sum};
 use crate::types::{NodeId, NodeInfo};
 
 /// One owner's state as held by a replica.
@@ -39,9 +40,12 @@ pub struct NodeState {
     /// around the keys it touched ([`DigestCache`]); `None` for owners of fewer than
     /// [`CACHE_MIN`] entries, whose digest is recomputed.
     cache: Option<Box<DigestCache>>,
-    /// [`item_hash`] of the summary, recomputed with the digest (the unit of range
-    /// fingerprints; kept here so that fingerprints hash 16 bytes per owner).
+    /// [`item_hash`] of the summary, recomputed with the digest (the unit of protocol 5 and 6
+    /// range fingerprints; kept here so that fingerprints hash 16 bytes per owner).
     item: Commitment,
+    /// [`item_sum`] of the summary, recomputed with the digest (the unit of protocol 7 range
+    /// fingerprints, kept summed in the table's [`SumTree`]).
+    sum: Sum,
     /// Entries that are neither tombstones nor check notes (what an owner's quota counts).
     pub live: usize,
     /// Entries that are services (what a local write's quota check counts).
@@ -148,6 +152,7 @@ impl NodeState {
             digest: [0; 16],
             cache: None,
             item: [0; 16],
+            sum: Sum::default(),
             live: 0,
             services: 0,
             notes: 0,
@@ -197,7 +202,9 @@ impl NodeState {
             cache.update(&self.entries);
             self.digest = digest_of_chunks(self.entries.len(), cache.chunks.values());
         }
-        self.item = item_hash(&self.summary());
+        let summary = self.summary();
+        self.item = item_hash(&summary);
+        self.sum = item_sum(&summary);
     }
 }
 
@@ -398,6 +405,24 @@ pub fn range_fingerprint<'a>(items: impl IntoIterator<Item = &'a Commitment>) ->
     (items.len() as u64, truncate(h))
 }
 
+/// How range fingerprints are computed, by wire version: protocols 5 and 6 hash the
+/// concatenated item hashes ([`range_fingerprint`]), protocol 7 the count and sum of the items
+/// ([`crate::sums`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scheme {
+    /// Protocols 5 and 6.
+    Concat,
+    /// Protocol 7 and later.
+    Sum,
+}
+
+impl Scheme {
+    /// The scheme of wire version `version`.
+    pub fn at(version: u8) -> Scheme {
+        if version >= crate::version::SUM_MIN { Scheme::Sum } else { Scheme::Concat }
+    }
+}
+
 /// True if `a` is strictly newer than `b` (generation first, then version).
 pub fn newer(a: (u64, u64), b: (u64, u64)) -> bool {
     a > b
@@ -445,8 +470,22 @@ pub enum Applied {
 #[derive(Debug, Default, Clone)]
 pub struct Table {
     nodes: imbl::OrdMap<NodeId, Arc<NodeState>>,
-    /// The whole table's fingerprint, computed on first use after a change.
+    /// The whole table's protocol 5 and 6 fingerprint, computed on first use after a change.
     root_fp: OnceLock<(u64, Commitment)>,
+    /// Count and sum of the owners' items under each id prefix (protocol 7 fingerprints),
+    /// brought up to date with every change of an owner's summary.
+    sums: SumTree,
+}
+
+impl Items for imbl::OrdMap<NodeId, Arc<NodeState>> {
+    fn items_from(&self, lo: NodeId, hi: Option<NodeId>) -> impl Iterator<Item = (NodeId, Sum)> {
+        let upper = match hi {
+            Some(h) if h <= lo => std::ops::Bound::Excluded(lo),
+            Some(h) => std::ops::Bound::Excluded(h),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.range((std::ops::Bound::Included(lo), upper)).map(|(i, n)| (*i, n.sum))
+    }
 }
 
 impl Table {
@@ -482,12 +521,45 @@ impl Table {
         self.nodes.values().map(|n| &**n)
     }
 
-    /// Count and fingerprint of the summaries with ids in `[lo, hi)`.
-    pub fn fingerprint(&self, lo: &NodeId, hi: &Bound) -> (u64, Commitment) {
-        if *lo == NodeId::MIN && *hi == Bound::Inf {
-            return *self.root_fp.get_or_init(|| range_fingerprint(self.nodes.values().map(|n| &n.item)));
+    /// Count and fingerprint of the summaries with ids in `[lo, hi)`, as protocols 5 and 6
+    /// compute it (O(count)) or as protocol 7 does (O(log N), [`crate::sums`]).
+    pub fn fingerprint(&self, lo: &NodeId, hi: &Bound, scheme: Scheme) -> (u64, Commitment) {
+        match scheme {
+            Scheme::Concat if *lo == NodeId::MIN && *hi == Bound::Inf => {
+                *self.root_fp.get_or_init(|| range_fingerprint(self.nodes.values().map(|n| &n.item)))
+            }
+            Scheme::Concat => range_fingerprint(self.range(lo, hi).map(|n| &n.item)),
+            Scheme::Sum => self.sum_of(lo, hi).fingerprint(),
         }
-        range_fingerprint(self.range(lo, hi).map(|n| &n.item))
+    }
+
+    /// Count and sum of the items with ids in `[lo, hi)` (protocol 7).
+    pub(crate) fn sum_of(&self, lo: &NodeId, hi: &Bound) -> Agg {
+        let hi = match hi {
+            Bound::Id(h) => Some(h),
+            Bound::Inf => None,
+        };
+        self.sums.range(lo, hi, &self.nodes)
+    }
+
+    /// Count and sum of the items with ids `< x` (protocol 7).
+    pub(crate) fn sum_below(&self, x: &NodeId) -> Agg {
+        self.sums.below(x, &self.nodes)
+    }
+
+    /// The id with `rank` ids below it.
+    pub(crate) fn select(&self, rank: u64) -> Option<NodeId> {
+        self.sums.select(rank, &self.nodes)
+    }
+
+    /// Brings the sum tree up to date after `id`'s item changed from `old`.
+    fn resum(&mut self, id: &NodeId, old: Option<Sum>) {
+        let new = self.nodes.get(id).map(|n| n.sum);
+        self.sums.update(id, old, new, &self.nodes);
+    }
+
+    fn sum_at(&self, id: &NodeId) -> Option<Sum> {
+        self.nodes.get(id).map(|n| n.sum)
     }
 
     /// Nodes with ids in `[lo, hi)`, ascending.
@@ -508,19 +580,24 @@ impl Table {
     /// Inserts the local node (owner) with no entries.
     pub fn insert_local(&mut self, info: NodeInfo) {
         self.changed();
-        self.nodes.insert(info.id, Arc::new(NodeState::new(info)));
+        let (id, old) = (info.id, self.sum_at(&info.id));
+        self.nodes.insert(id, Arc::new(NodeState::new(info)));
+        self.resum(&id, old);
     }
 
     /// The owner writes one entry under a fresh version, signed by its identity, and signs its
     /// head for that version (one more signature per change, cached). Returns the new version.
     pub fn write_local(&mut self, identity: &Identity, key: &str, value: Value) -> Option<u64> {
-        let node = Arc::make_mut(self.nodes.get_mut(&identity.node_id())?);
+        let id = identity.node_id();
+        let old = self.sum_at(&id);
+        let node = Arc::make_mut(self.nodes.get_mut(&id)?);
         node.max_version += 1;
         let version = node.max_version;
         node.put(Entry::signed(identity, node.info.generation, key, version, value));
         node.seal();
         node.head = Some((version, Head::signed(identity, node.info.generation, version, node.digest)));
         self.changed();
+        self.resum(&id, old);
         Some(version)
     }
 
@@ -536,6 +613,14 @@ impl Table {
     /// than the head held; only then is its signature checked, and a bad one makes the whole
     /// delta [`Applied::Forged`].
     pub fn apply(&mut self, d: &Delta) -> Applied {
+        let old = self.sum_at(&d.node.id);
+        let applied = self.apply_unsummed(d);
+        self.resum(&d.node.id, old);
+        applied
+    }
+
+    /// [`Table::apply`] but for the sum tree.
+    fn apply_unsummed(&mut self, d: &Delta) -> Applied {
         let id = d.node.id;
         let held = self.nodes.get(&id).map(|n| (n.info.generation, n.max_version));
         match held {
@@ -761,13 +846,16 @@ impl Table {
     /// a local replica that verified it). For building simulations; replaces what was held.
     pub fn adopt_owner(&mut self, state: &Arc<NodeState>) {
         self.changed();
+        let old = self.sum_at(&state.info.id);
         self.nodes.insert(state.info.id, Arc::clone(state));
+        self.resum(&state.info.id, old);
     }
 
     /// Forgets an owner entirely (garbage collection of a departed node).
     pub fn remove(&mut self, id: &NodeId) -> Option<Arc<NodeState>> {
         let removed = self.nodes.remove(id)?;
         self.changed();
+        self.sums.update(id, Some(removed.sum), None, &self.nodes);
         Some(removed)
     }
 
@@ -782,6 +870,7 @@ impl Table {
     pub fn adopt(&mut self, other: &Table, local: &NodeId) {
         let mine = self.nodes.get(local).cloned();
         self.nodes = other.nodes.clone();
+        self.sums = other.sums.clone();
         self.changed();
         match mine {
             // The same state (a simulation's template learned it from this node): keep the
@@ -789,11 +878,13 @@ impl Table {
             // fingerprint with it (computing it is O(N): N nodes computing theirs after a
             // warm start hashed N² items, most of a 100,000-node run's start).
             Some(m) if other.nodes.get(local).is_some_and(|o| Arc::ptr_eq(o, &m)) => {
-                let root = other.fingerprint(&NodeId::MIN, &Bound::Inf);
+                let root = other.fingerprint(&NodeId::MIN, &Bound::Inf, Scheme::Concat);
                 self.root_fp = OnceLock::from(root);
             }
             Some(m) => {
+                let old = self.sum_at(local);
                 self.nodes.insert(*local, m);
+                self.resum(local, old);
             }
             None => {}
         }
@@ -806,8 +897,15 @@ mod tests {
     use crate::message::Value;
     use std::net::SocketAddr;
 
-    fn fresh_root(t: &Table) -> (u64, Commitment) {
-        range_fingerprint(t.nodes.values().map(|n| &n.item))
+    /// Both root fingerprints, recomputed from every owner's item.
+    fn fresh_root(t: &Table) -> [(u64, Commitment); 2] {
+        let sum = t.nodes.values().fold(Agg::default(), |a, n| a + Agg::one(item_sum(&n.summary())));
+        [range_fingerprint(t.nodes.values().map(|n| &n.item)), sum.fingerprint()]
+    }
+
+    /// Both root fingerprints, as the table gives them (cached, or from the sum tree).
+    fn root(t: &Table) -> [(u64, Commitment); 2] {
+        [Scheme::Concat, Scheme::Sum].map(|s| t.fingerprint(&NodeId::MIN, &Bound::Inf, s))
     }
 
     fn owner(i: u8) -> (Identity, NodeInfo) {
@@ -821,33 +919,33 @@ mod tests {
         let mut t = Table::new();
         let (me, info) = owner(1);
         t.insert_local(info);
-        assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t));
+        assert_eq!(root(&t), fresh_root(&t));
         let mut other = Table::new();
         let (them, their_info) = owner(2);
         other.insert_local(their_info);
         for v in 1..=3 {
             // Read the root (filling the cache), then change the table: the next read is fresh.
-            let _ = t.fingerprint(&NodeId::MIN, &Bound::Inf);
+            let _ = root(&t);
             t.write_local(&me, "@status", Value::Status(NodeStatus::Alive));
-            assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t), "write_local {v}");
+            assert_eq!(root(&t), fresh_root(&t), "write_local {v}");
             other.write_local(&them, &format!("k{v}"), Value::Tombstone);
             let d = other.deltas_for(&them.node_id(), 0, 0, 0, 1136);
-            let _ = t.fingerprint(&NodeId::MIN, &Bound::Inf);
+            let _ = root(&t);
             for d in &d {
                 t.apply(d);
             }
-            assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t), "apply {v}");
+            assert_eq!(root(&t), fresh_root(&t), "apply {v}");
         }
-        let _ = t.fingerprint(&NodeId::MIN, &Bound::Inf);
+        let _ = root(&t);
         let shared = Arc::clone(other.get_shared(&them.node_id()).unwrap());
         t.remove(&them.node_id());
-        assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t), "remove");
+        assert_eq!(root(&t), fresh_root(&t), "remove");
         t.adopt_owner(&shared);
-        assert_eq!(t.fingerprint(&NodeId::MIN, &Bound::Inf), fresh_root(&t), "adopt_owner");
+        assert_eq!(root(&t), fresh_root(&t), "adopt_owner");
         let mut copy = Table::new();
-        let _ = copy.fingerprint(&NodeId::MIN, &Bound::Inf);
+        let _ = root(&copy);
         copy.adopt(&t, &them.node_id());
-        assert_eq!(copy.fingerprint(&NodeId::MIN, &Bound::Inf), t.fingerprint(&NodeId::MIN, &Bound::Inf), "adopt");
+        assert_eq!(root(&copy), root(&t), "adopt");
     }
 
     proptest::proptest! {

@@ -6,6 +6,11 @@
 //! cluster upgrades one agent at a time: a build that speaks `5..=6` talks 5 to the agents not
 //! yet upgraded and 6 to the others, and a later build drops 5 once no agent needs it.
 //!
+//! Version 7 changed range fingerprints to the hash of a count and a sum (docs/PROTOCOL.md
+//! section 1, [`crate::sums`]), which a replica keeps for every id prefix, so that answering a
+//! range costs O(log N) instead of hashing each of its owners. The message format is version 6's;
+//! a session at 5 or 6 fingerprints as before. The LAN and WAN pools speak `5..=7` and `6..=7`.
+//!
 //! Version 6 added two message kinds, an application query and its answer parts
 //! (docs/PROTOCOL.md 3.9): the WAN pool speaks `6..=6`, a LAN pool `5..=6` (6 between agents of
 //! this build, for relayed reads of other datacenters; 5 with agents of the build before).
@@ -20,13 +25,20 @@ use std::fmt;
 /// The lowest wire version this build speaks.
 pub const BUILD_MIN: u8 = 5;
 /// The highest wire version this build speaks. Builds with the `testing` feature also speak a
-/// synthetic version 7 (the message format of version 6 followed by one byte `0x07`), so that
-/// tests can run two "builds" in one cluster; without it, 6.
+/// synthetic version 8 (the message format of version 7 followed by one byte `0x08`), so that
+/// tests can run two "builds" in one cluster; without it, 7.
 #[cfg(feature = "testing")]
-pub const BUILD_MAX: u8 = 7;
+pub const BUILD_MAX: u8 = 8;
 /// The highest wire version this build speaks.
 #[cfg(not(feature = "testing"))]
-pub const BUILD_MAX: u8 = 6;
+pub const BUILD_MAX: u8 = 7;
+
+/// The highest version this build speaks by default (the synthetic version of the `testing`
+/// feature must be asked for).
+pub const DEFAULT_MAX: u8 = 7;
+
+/// The lowest wire version whose range fingerprints are sums ([`crate::state::Scheme`]).
+pub const SUM_MIN: u8 = 7;
 
 /// The lowest wire version that carries application queries and answers (the WAN pool's
 /// forwarding between datacenters): a WAN pool speaks only versions from this one.
@@ -40,11 +52,11 @@ pub struct VersionRange {
 }
 
 impl VersionRange {
-    /// What this build speaks by default: `5..=6` (6 between two agents of this build, so that
-    /// a LAN member outside the WAN pool can relay its reads of other datacenters through one
-    /// inside it; 5 with agents of the build before). The synthetic version 7 of the `testing`
-    /// feature must be asked for.
-    pub const DEFAULT: VersionRange = VersionRange { min: BUILD_MIN, max: QUERY_MIN };
+    /// What this build speaks by default: `5..=7` (7 between two agents of this build, with
+    /// additive fingerprints; 6 with the build before, so that a LAN member outside the WAN pool
+    /// can relay its reads of other datacenters through one inside it; 5 with the one before
+    /// that). The synthetic version 8 of the `testing` feature must be asked for.
+    pub const DEFAULT: VersionRange = VersionRange { min: BUILD_MIN, max: DEFAULT_MAX };
 
     /// A range as a peer advertised it: any `min ≤ max` (a newer peer may speak versions this
     /// build does not).
@@ -113,7 +125,7 @@ mod tests {
         assert!(VersionRange::new(5, 4).is_none());
         assert!(VersionRange::supported(4, 5).is_none(), "protocol 4 is no longer spoken");
         assert!(VersionRange::supported(5, 200).is_none());
-        assert!(VersionRange::supported(QUERY_MIN, QUERY_MIN).is_some(), "the WAN pool's range");
-        assert_eq!(VersionRange::supported(5, 6), Some(VersionRange::DEFAULT));
+        assert!(VersionRange::supported(QUERY_MIN, DEFAULT_MAX).is_some(), "the WAN pool's range");
+        assert_eq!(VersionRange::supported(5, 7), Some(VersionRange::DEFAULT));
     }
 }

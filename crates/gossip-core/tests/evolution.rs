@@ -1,5 +1,5 @@
 //! Rolling upgrades (docs/PROTOCOL.md sections 2, 3.2 and 5.2): agents of two builds in one
-//! cluster. The "newer build" is a node configured to speak the synthetic wire version 7 of the
+//! cluster. The "newer build" is a node configured to speak the synthetic wire version 8 of the
 //! `testing` feature (version 4's format followed by one byte, so that a message encoded at the
 //! wrong version does not decode and would ban its sender) and writing an entry of a kind this
 //! build does not know (value tag 200).
@@ -18,7 +18,7 @@ use gossip_core::{Config, Event, Gossip, NodeInfo};
 const NEW_KIND: u8 = 200;
 
 fn v56() -> VersionRange {
-    VersionRange::supported(5, 7).expect("the testing feature speaks 5..=7")
+    VersionRange::supported(5, 8).expect("the testing feature speaks 5..=8")
 }
 
 fn bans(net: &Net) -> Vec<String> {
@@ -33,7 +33,7 @@ fn bans(net: &Net) -> Vec<String> {
 
 #[test]
 fn two_builds_converge_in_one_cluster_with_no_bans() {
-    // Nodes 0-2 run an older build (5..=5), nodes 3 and 4 a newer one (5..=7); node 4 writes
+    // Nodes 0-2 run an older build (5..=5), nodes 3 and 4 a newer one (5..=8); node 4 writes
     // an entry of a kind only the newer build knows.
     let old = VersionRange::supported(5, 5).expect("5");
     let mut net = Net::cold_with(5, 12, 0.0, |i, s| s.versions = if i >= 3 { v56() } else { old });
@@ -47,9 +47,9 @@ fn two_builds_converge_in_one_cluster_with_no_bans() {
 
     // Each pair speaks the highest version both speak.
     let now = net.now;
-    assert_eq!(net.nodes[3].secure().session_version(now, addr(4)), Some(7), "5..=7 with 5..=7");
-    assert_eq!(net.nodes[4].secure().session_version(now, addr(3)), Some(7));
-    assert_eq!(net.nodes[0].secure().session_version(now, addr(4)), Some(5), "5..=5 with 5..=7");
+    assert_eq!(net.nodes[3].secure().session_version(now, addr(4)), Some(8), "5..=8 with 5..=8");
+    assert_eq!(net.nodes[4].secure().session_version(now, addr(3)), Some(8));
+    assert_eq!(net.nodes[0].secure().session_version(now, addr(4)), Some(5), "5..=5 with 5..=8");
     assert_eq!(net.nodes[4].secure().session_version(now, addr(0)), Some(5));
     // Every member advertises its range in its signed `@proto` entry.
     let new_id = net.nodes[4].local().id;
@@ -86,8 +86,8 @@ fn two_builds_converge_in_one_cluster_with_no_bans() {
 
 #[test]
 fn peers_with_no_common_version_refuse_each_other_loudly() {
-    // Node 2 speaks only the synthetic version 7; nodes 0 and 1 only 5.
-    let six = VersionRange::supported(7, 7).expect("testing speaks 7");
+    // Node 2 speaks only the synthetic version 8; nodes 0 and 1 only 5..=7.
+    let six = VersionRange::supported(8, 8).expect("testing speaks 8");
     let mut net = Net::cold_with(3, 13, 0.0, |i, s| {
         if i == 2 {
             s.versions = six;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use gossip_core::message::{Delta, Entry, Message, Value};
 use gossip_core::secure::keys::{ClusterKey, Identity, Keyring};
 use gossip_core::secure::{SecureConfig, SecureLayer};
-use gossip_core::state::{Applied, Table};
+use gossip_core::state::{Applied, Scheme, Table};
 use gossip_core::{Config, Event, Gossip, NodeInfo, ServiceInstance};
 
 const WALL: u64 = 1_790_000_000_000_000_000;
@@ -126,8 +126,12 @@ fn replicas_at_one_version_holding_different_entries_are_repaired() {
     let (f, s) = (full.get(&owner.node_id()).unwrap().summary(), short.get(&owner.node_id()).unwrap().summary());
     assert_eq!((f.generation, f.version), (s.generation, s.version));
     assert_ne!(
-        full.fingerprint(&gossip_core::NodeId::MIN, &gossip_core::message::Bound::Inf),
-        short.fingerprint(&gossip_core::NodeId::MIN, &gossip_core::message::Bound::Inf)
+        full.fingerprint(&gossip_core::NodeId::MIN, &gossip_core::message::Bound::Inf, Scheme::Concat),
+        short.fingerprint(&gossip_core::NodeId::MIN, &gossip_core::message::Bound::Inf, Scheme::Concat)
+    );
+    assert_ne!(
+        full.fingerprint(&gossip_core::NodeId::MIN, &gossip_core::message::Bound::Inf, Scheme::Sum),
+        short.fingerprint(&gossip_core::NodeId::MIN, &gossip_core::message::Bound::Inf, Scheme::Sum)
     );
 
     // `short` receives `full`'s items: it pushes its whole state and asks for the whole state.
@@ -136,7 +140,7 @@ fn replicas_at_one_version_holding_different_entries_are_repaired() {
         hi: gossip_core::message::Bound::Inf,
         body: gossip_core::message::RangeBody::Items(vec![f]),
     };
-    let out = reconcile::process(&short, &[items]);
+    let out = reconcile::process(&short, &[items], Scheme::Sum);
     assert_eq!(out.wants.len(), 1);
     assert_eq!(out.wants[0].version, 0, "the whole state is asked for");
     assert_eq!(out.push.len(), 1);

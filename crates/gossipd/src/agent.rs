@@ -642,7 +642,7 @@ async fn start_wan(
     secure_base: &SecureConfig,
     now: Instant,
 ) -> anyhow::Result<(crate::wan::Wan, crate::wan::WanHandle)> {
-    use gossip_core::version::{QUERY_MIN, VersionRange};
+    use gossip_core::version::{DEFAULT_MAX, QUERY_MIN, VersionRange};
     let socket = UdpSocket::bind(bind).await.with_context(|| format!("cannot bind the WAN pool (UDP) on {bind}"))?;
     raise_recv_buffer(&socket);
     let bound = socket.local_addr()?;
@@ -655,7 +655,7 @@ async fn start_wan(
     };
     let pinned = args.resolve_wan_seeds()?;
     let mut secure = secure_base.clone();
-    secure.versions = VersionRange::supported(QUERY_MIN, QUERY_MIN).context("the WAN pool's wire version")?;
+    secure.versions = VersionRange::supported(QUERY_MIN, DEFAULT_MAX).context("the WAN pool's wire versions")?;
     secure.seed = seed32()?;
     let cfg = Config {
         gossip_interval: Duration::from_millis(args.gossip_interval_ms),

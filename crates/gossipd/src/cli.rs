@@ -14,9 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The highest wire protocol version this build speaks by default (it also speaks the versions
 /// down to `gossip_core::version::BUILD_MIN`).
 #[cfg_attr(not(test), allow(dead_code))] // Kept in step with `VERSION` by a test.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 6, speaks 5 to 6)");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 7, speaks 5 to 7)");
 
 /// Default gossip address outside `--dev`.
 pub const DEFAULT_BIND: &str = "0.0.0.0:7946";

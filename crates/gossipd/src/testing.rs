@@ -15,7 +15,7 @@ pub struct TestArgs {}
 #[derive(Debug, Clone, Default, Args)]
 pub struct TestArgs {
     /// TEST-ONLY: advertise the wire versions `BUILD_MIN..=N` (with the `testing` feature the
-    /// core also speaks the synthetic version 7).
+    /// core also speaks the synthetic version 8).
     #[arg(long, hide = true, value_name = "N")]
     pub test_protocol_max: Option<u8>,
     /// TEST-ONLY: at start, write one entry (`x/new`) of a value kind no release knows (tag 200).

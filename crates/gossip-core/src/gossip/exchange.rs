@@ -9,7 +9,7 @@ use crate::message::{self, Delta, Message, NodeStatus, Want};
 use crate::reconcile;
 use crate::secure::Received;
 use crate::session::MAX_PAYLOAD;
-use crate::state::Applied;
+use crate::state::{Applied, Scheme};
 use crate::types::NodeId;
 
 /// Most bytes of entries one answer to a request or reconciliation carries (about 48
@@ -86,7 +86,9 @@ impl Gossip {
         let answer = matches!(msg, Message::Reconcile { initial: false, .. } | Message::Ack { .. });
         self.heard_from(now, from, identity.node_id(), answer);
         match msg {
-            Message::Reconcile { initial, ranges, .. } => self.on_reconcile(now, from, identity, initial, &ranges),
+            Message::Reconcile { initial, ranges, .. } => {
+                self.on_reconcile(now, from, identity, initial, &ranges, Scheme::at(version))
+            }
             Message::Delta { sender, delta } => self.on_delta(now, from, sender, identity, delta),
             Message::Request { wants, .. } => self.on_request(now, from, identity, &wants),
             Message::More { owners, .. } => self.on_more(now, from, identity, &owners),
@@ -122,13 +124,14 @@ impl Gossip {
         identity: crate::secure::keys::IdentityPub,
         initial: bool,
         ranges: &[message::Range],
+        scheme: Scheme,
     ) {
         if ranges.len() > MAX_RANGES {
             self.stats.dropped_malformed += 1;
             self.ban(now, identity, format!("{} ranges in one message", ranges.len()));
             return;
         }
-        let out = reconcile::process(&self.table, ranges);
+        let out = reconcile::process(&self.table, ranges, scheme);
         if out.malformed {
             self.stats.dropped_malformed += 1;
             self.ban(now, identity, "reconciliation items outside their range".into());

@@ -327,7 +327,7 @@ impl Gossip {
 
     /// Count and fingerprint of the whole table (equal on two nodes = converged).
     pub fn root_fingerprint(&self) -> (u64, crate::state::Commitment) {
-        self.table.fingerprint(&NodeId::MIN, &message::Bound::Inf)
+        self.table.fingerprint(&NodeId::MIN, &message::Bound::Inf, crate::state::Scheme::Sum)
     }
 
     /// Starts from a copy of `other`'s table (owner states shared, not copied), as if this node
@@ -865,7 +865,7 @@ impl Gossip {
         let msg = Message::Reconcile {
             sender: self.local.id,
             initial: true,
-            ranges: vec![crate::reconcile::opening(&self.table)],
+            ranges: vec![crate::reconcile::opening(&self.table, crate::state::Scheme::at(self.version_for(now, addr)))],
         };
         self.send_with(now, addr, hint, &msg);
     }
