@@ -108,7 +108,7 @@ fn a_node_joins_through_any_seed_that_answers() {
     let members = b.get("/v1/agent/members").unwrap();
     for m in members.as_array().unwrap() {
         let tags = &m["Tags"];
-        assert_eq!((&tags["vsn_min"], &tags["vsn_max"], &tags["vsn"]), (&"5".into(), &"6".into(), &"6".into()), "{m}");
+        assert_eq!((&tags["vsn_min"], &tags["vsn_max"], &tags["vsn"]), (&"5".into(), &"7".into(), &"7".into()), "{m}");
     }
     let out = std::process::Command::new(integration::agent::binary())
         .args(["members", "--http", &b.http.to_string()])
