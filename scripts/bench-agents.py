@@ -718,7 +718,7 @@ def run_one(system, n, a, counters):
         alive = [p for p in c.procs if p.poll() is None]
         b0 = counters.read() if counters.ok else None
         tk0 = {p.pid: bp.cpu_ticks(p.pid) for p in alive}
-        ns0 = {p.pid: bp.cpu_ns(p.pid) for p in alive}
+        ns0 = {p.pid: bp.Cpu(p.pid) for p in alive}
         la0 = loadavg()
         w0 = time.time()
         time.sleep(a.idle_seconds)
@@ -726,7 +726,7 @@ def run_one(system, n, a, counters):
         b1 = counters.read() if counters.ok else None
         alive = [p for p in alive if p.poll() is None]
         tk = sorted((bp.cpu_ticks(p.pid) - tk0[p.pid]) / bp.CLK_TCK / w * 100 for p in alive)
-        ns = sorted((bp.cpu_ns(p.pid) - ns0[p.pid]) / 1e9 / w * 100 for p in alive)
+        ns = sorted(ns0[p.pid].delta() / 1e9 / w * 100 for p in alive)
         rss = sorted(bp.rss_kib(p.pid) / 1024 for p in alive)
         la1 = loadavg()
         sc2 = c.suspicion_counters()

@@ -321,18 +321,42 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def cpu_ns(pid):
-    """On-CPU time of every thread, in ns (/proc/PID/task/*/schedstat): precise where utime and
-    stime are sampled at the scheduler tick (10 ms), which matters for idle processes. Threads
-    that exited are not counted."""
-    total = 0
-    for t in os.listdir(f"/proc/{pid}/task"):
+def thread_ns(pid):
+    """On-CPU time of each live thread, in ns, by thread id (/proc/PID/task/*/schedstat)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tids:
         try:
             with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                total += int(f.read().split()[0])
+                out[t] = int(f.read().split()[0])
         except OSError:
             pass
-    return total
+    return out
+
+
+class Cpu:
+    """A process's on-CPU time from schedstat: precise where utime and stime are sampled at the
+    scheduler tick (10 ms), which matters for idle processes. Read per thread, so that a thread
+    that exits in the window (tokio retires idle blocking threads after 10 s) does not take its
+    whole past with it and make the difference negative: `delta()` sums each thread's own
+    difference (threads born in the window count from zero; what a thread that exited ran in
+    the window is lost, so it is a lower bound)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.start = thread_ns(pid)
+
+    def delta(self):
+        now = thread_ns(self.pid)
+        return sum(v - self.start.get(t, 0) for t, v in now.items() if v >= self.start.get(t, 0))
+
+
+def cpu_ns(pid):
+    """Total on-CPU time of the live threads, in ns (see `Cpu` for a window's difference)."""
+    return sum(thread_ns(pid).values())
 
 
 def rss_kib(pid):
@@ -785,14 +809,13 @@ def run_gossip(a):
                     counters.watch(ports)
                     b0 = counters.read()
                     g0 = c.bytes_out_counter() if system.startswith("gossipd") else 0
-                    cpu0 = [cpu_ns(p.pid) for p in c.procs]
+                    cpu0 = [Cpu(p.pid) for p in c.procs]
                     w0 = time.time()
                     time.sleep(window)
                     w = time.time() - w0
                     b1 = counters.read()
-                    cpu1 = [cpu_ns(p.pid) for p in c.procs]
                     t = traffic(b0, b1, ports, w)
-                    cpu_pct = sum(y - x for x, y in zip(cpu0, cpu1)) / 1e9 / n / w * 100
+                    cpu_pct = sum(x.delta() for x in cpu0) / 1e9 / n / w * 100
                     rss = [rss_kib(p.pid) for p in c.procs]
                     print(f"idle {w:.0f} s, per agent per second: UDP out {t['udp_ip']:.1f} B on the wire "
                           f"({t['udp_payload']:.1f} B payload, {t['udp_dgrams']:.2f} datagrams; busiest agent "
@@ -848,14 +871,13 @@ def run_footprint(a):
             wait_converged(c)
             time.sleep(a.settle_seconds)
             cpu0 = [cpu_ticks(p.pid) for p in c.procs]
-            ns0 = [cpu_ns(p.pid) for p in c.procs]
+            ns0 = [Cpu(p.pid) for p in c.procs]
             w0 = time.time()
             time.sleep(a.cpu_seconds)
             w = time.time() - w0
             cpu1 = [cpu_ticks(p.pid) for p in c.procs]
-            ns1 = [cpu_ns(p.pid) for p in c.procs]
+            per = sorted(x.delta() / 1e6 / w for x in ns0)  # ms CPU per s, schedstat
             ticks = sum(y - x for x, y in zip(cpu0, cpu1)) / CLK_TCK / w * 1000 / a.n  # ms CPU per s
-            per = sorted((y - x) / 1e6 / w for x, y in zip(ns0, ns1))  # ms CPU per s, schedstat
             rss = sorted(rss_kib(p.pid) / 1024 for p in c.procs)
             res[system] = (sum(per) / a.n, sum(rss) / a.n, ticks)
             print(f"{system:14s} N = {a.n} idle: CPU per agent mean {sum(per) / a.n:.3f} ms/s = "

@@ -115,7 +115,7 @@ pub fn render(i: &Inputs<'_>) -> String {
          (it is likely slow itself), stretching its probe and suspicion deadlines by 1 + score.",
         g.local_health,
     );
-    let counters: [(&str, &str, u64); 30] = [
+    let counters: [(&str, &str, u64); 31] = [
         ("gossip_rounds_total", "Anti-entropy rounds started.", g.rounds),
         ("gossip_datagrams_in_total", "Gossip datagrams received.", g.datagrams_in),
         ("gossip_datagrams_out_total", "Gossip datagrams sent.", g.datagrams_out),
@@ -174,6 +174,11 @@ pub fn render(i: &Inputs<'_>) -> String {
             "member_failure_records_contradicted_total",
             "Failure records about a node this agent had just heard from (not adopted; the node was told).",
             g.failure_records_contradicted,
+        ),
+        (
+            "member_failure_records_probed_total",
+            "Failure records of a known member that arrived while this agent's timers ran late: probed before adopting.",
+            g.failure_records_probed,
         ),
         (
             "member_failure_records_refuted_total",

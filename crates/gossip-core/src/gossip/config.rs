@@ -422,6 +422,9 @@ pub struct Stats {
     pub failure_records_contradicted: u64,
     /// Failure records about this node that it refuted.
     pub failure_records_refuted: u64,
+    /// Failure records of a member this replica knew that arrived while it was loaded (its
+    /// timers late): held as a suspicion and probed instead of adopted at once.
+    pub failure_records_probed: u64,
     /// Ripe suspicions the death-rate budget held back (each counted once).
     pub deaths_held: u64,
     /// Owner copies found incomplete: still unverified against the owner's signed head a grace

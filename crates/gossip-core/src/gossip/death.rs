@@ -19,7 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::{Gossip, Liveness};
+use super::liveness::Suspicion;
+use super::{Event, Gossip, Liveness};
 use crate::message::{FAILED_PREFIX, Message, NodeStatus, STATUS_KEY, Value, failed_key};
 use crate::types::NodeId;
 
@@ -151,6 +152,22 @@ impl Gossip {
         }
         if self.self_preservation && heard.is_some() {
             self.failures.pending.insert(*target);
+            return;
+        }
+        if heard.is_some() && self.loaded(now) {
+            // This node's own timers run late: the machine (or the cluster's start-up) is
+            // starved, and the recorder likely was too, so a member it knew may be only slow.
+            // Hold the record as a suspicion heard of, confirmed by a probe as a suspicion
+            // rumor is: it ripens into a death on this node's own clock (one probe timeout
+            // pair and `suspicion_confirmed`, or the heard-of timeout), or the member's answer
+            // clears it and it refutes. A quiet node adopts at once.
+            self.stats.failure_records_probed += 1;
+            if !self.suspicions.contains_key(target) {
+                self.suspicions.insert(*target, Suspicion::new(now, held.0, held.1, false));
+                self.stats.suspicions += 1;
+                self.confirm_probe(now, *target);
+                self.events.push_back(Event::MemberSuspect(*target));
+            }
             return;
         }
         // A member this node knew counts towards self-preservation like a death it detected;

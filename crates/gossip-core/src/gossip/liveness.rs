@@ -117,6 +117,15 @@ const MAX_RELAYS: usize = 64;
 /// probe timeout.
 pub const PAUSE_THRESHOLD: Duration = Duration::from_millis(100);
 
+/// A deadline met this late means this node is loaded (sharing its CPU with a start-up storm,
+/// say), if not paused: for [`LOADED_MEMORY`] afterwards it probes a member another replica
+/// recorded as failed before it adopts the record (`death.rs`), since the recorder may have
+/// been as starved as this node and the member only slow.
+pub const LATE_THRESHOLD: Duration = Duration::from_millis(25);
+
+/// How long a late timer marks this node as loaded.
+pub const LOADED_MEMORY: Duration = Duration::from_secs(10);
+
 /// About how many replicas without a session to a suspect probe it when they hear of the
 /// suspicion ([`Gossip::confirm_probe`]).
 const CONFIRMERS: f64 = 8.0;
@@ -131,6 +140,9 @@ impl Gossip {
     /// pauses is a slow one), counts the pause, and tells the driver ([`Event::Paused`]).
     pub(super) fn detect_pause(&mut self, now: Instant, due: Instant) {
         let lag = now.saturating_duration_since(due);
+        if lag >= LATE_THRESHOLD {
+            self.last_late = Some(now);
+        }
         if lag <= PAUSE_THRESHOLD {
             return;
         }
@@ -147,6 +159,11 @@ impl Gossip {
         self.stats.pause_max_ms = self.stats.pause_max_ms.max(lag.as_millis() as u64);
         self.adjust_health(true);
         self.events.push_back(Event::Paused { lag });
+    }
+
+    /// True if a timer of this node ran late ([`LATE_THRESHOLD`]) within [`LOADED_MEMORY`].
+    pub(super) fn loaded(&self, now: Instant) -> bool {
+        self.last_late.is_some_and(|t| now.saturating_duration_since(t) < LOADED_MEMORY)
     }
 
     /// The liveness of a node as this replica sees it.
@@ -178,12 +195,17 @@ impl Gossip {
         scaled.max(self.cfg.suspicion_min)
     }
 
-    /// When a suspicion ripens into a death.
-    fn ripens_at(&self, s: &Suspicion, slow: Duration) -> Instant {
+    /// When a suspicion ripens into a death; `loaded`: [`Gossip::loaded`].
+    fn ripens_at(&self, s: &Suspicion, slow: Duration, loaded: bool) -> Instant {
         // Both deadlines stretch with the local health score, as the probes do: a node whose
-        // own probes fail hears refutations late too.
+        // own probes fail hears refutations late too. And while this node's own timers run
+        // late, its probe's silence confirms less: the machine is starved (a start-up storm),
+        // so the suspect likely is too, and may be only slow. A confirmed suspicion then waits
+        // the heard-of timeout as well (Lifeguard's longer bound): a crash is still declared
+        // within a few seconds, and a member starved for two is not.
         let f = self.health_factor();
-        s.since + if s.confirmed { self.cfg.suspicion_confirmed.min(slow) * f } else { slow * f }
+        let confirmed = if loaded { slow } else { self.cfg.suspicion_confirmed.min(slow) };
+        s.since + if s.confirmed { confirmed * f } else { slow * f }
     }
 
     /// A suspicion only heard of waits for this node's own probe of the suspect, if one is in
@@ -256,7 +278,7 @@ impl Gossip {
     /// opening a handshake with the suspect at once (a hundred of them within milliseconds)
     /// loaded a node that was perhaps only slow, and in a start-up storm made it slower; the
     /// replicas that do not probe wait the heard-of timeout.
-    fn confirm_probe(&mut self, now: Instant, target: NodeId) {
+    pub(super) fn confirm_probe(&mut self, now: Instant, target: NodeId) {
         if self.probes.iter().any(|p| p.target == target) {
             return;
         }
@@ -485,12 +507,13 @@ impl Gossip {
         let burst_window = self.cfg.self_preservation_burst_window;
         let threshold = self.cfg.self_preservation_share;
         self.death_hold = None;
+        let loaded = self.loaded(now);
         loop {
             let slow = self.suspicion_timeout();
             let mut ripe: Vec<(Instant, NodeId)> = self
                 .suspicions
                 .iter()
-                .filter(|(id, s)| !s.dead && !self.awaits_own_probe(id, s) && now >= self.ripens_at(s, slow))
+                .filter(|(id, s)| !s.dead && !self.awaits_own_probe(id, s) && now >= self.ripens_at(s, slow, loaded))
                 .map(|(id, s)| (s.since, *id))
                 .collect();
             ripe.sort();
@@ -574,7 +597,7 @@ impl Gossip {
             self.suspicions
                 .iter()
                 .filter(|(id, s)| !s.dead && !self.awaits_own_probe(id, s))
-                .map(|(_, s)| self.ripens_at(s, slow))
+                .map(|(_, s)| self.ripens_at(s, slow, self.loaded(self.last_now)))
                 .map(|t| hold.map_or(t, |h| t.max(h)))
                 .min()
         };

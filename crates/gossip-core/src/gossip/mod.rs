@@ -101,6 +101,9 @@ pub struct Gossip {
     left: bool,
     /// `handle_timeout` ran at least once (pauses are measured from the second call on).
     timed: bool,
+    /// The last time a timer of this node ran [`liveness::LATE_THRESHOLD`] or more past its
+    /// deadline: this node is loaded (`death.rs` then probes before adopting a failure record).
+    last_late: Option<Instant>,
     stats: Stats,
 }
 
@@ -166,6 +169,7 @@ impl Gossip {
             preserving_since: None,
             departed_at: Default::default(),
             last_heard: Default::default(),
+            last_late: None,
             failures: Default::default(),
             pulls: Default::default(),
             reordered: Vec::new(),
