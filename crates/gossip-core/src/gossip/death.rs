@@ -10,6 +10,8 @@
 //!   the target, unless it heard from the target within `suspicion_confirmed` (then it tells the
 //!   target, which refutes) or self-preservation is engaged and the target is a member it knew
 //!   (a newcomer's old news is never held back, and does not count towards self-preservation).
+//!   A loaded replica (`liveness.rs`) holds a record of a member it knew as a suspicion and
+//!   probes it instead: the member dies on this replica's own clock, or answers and refutes.
 //! - The **target refutes** a record naming its current state by writing a fresh status entry:
 //!   its state moves past the record, which then applies nowhere; the accuser withdraws it.
 //! - Every replica collects a failed node's state `failed_grace` after the record's time, so

@@ -12,7 +12,9 @@
 //!   probes the suspect itself at once (direct ping, then indirect). Its answer clears the
 //!   suspicion here and tells the suspect to refute; no answer *confirms* it. A confirmed
 //!   suspicion becomes **dead** after `suspicion_confirmed`; one only heard of waits the full
-//!   suspicion timeout (`suspicion_mult × log10(N)` rounds, at least `suspicion_min`).
+//!   suspicion timeout (`suspicion_mult × log10(N)` rounds, at least `suspicion_min`), and so
+//!   does a confirmed one while this node is **loaded** (its timers ran late within
+//!   [`LOADED_MEMORY`]: its probe's silence then says less).
 //! - **Death is replicated state** (`death.rs`): the first replica to declare a death writes a
 //!   failure record, which every agent that syncs learns with the rest of the catalog.
 //! - **Dead nodes** are still probed now and then; one that answers is alive again here, and is
