@@ -169,3 +169,42 @@ fn the_proto_entry_advertises_the_range() {
     let e = g.node(&g.local().id).and_then(|n| n.entries.get(PROTO_KEY)).expect("@proto written at start");
     assert_eq!(e.value, Value::Proto(v56()));
 }
+
+#[test]
+fn a_rolling_upgrade_from_protocol_6_mixes_both_fingerprint_rules() {
+    // Nodes 0-2 stand for the build before protocol 7: this code limited to 5..=6, which at 6
+    // fingerprints over concatenated item hashes as that build does (the rule is pinned by
+    // known answers in records.rs). Nodes 3-5 speak 5..=7: additive fingerprints among
+    // themselves, the old rule with nodes 0-2.
+    let before = VersionRange::supported(5, 6).expect("5..=6");
+    let mut net = Net::cold_with(6, 13, 0.0, |i, s| s.versions = if i >= 3 { VersionRange::DEFAULT } else { before });
+    net.run_for(Duration::from_secs(20));
+    let now = net.now;
+    assert_eq!(net.nodes[3].secure().session_version(now, addr(4)), Some(7), "new with new");
+    assert_eq!(net.nodes[0].secure().session_version(now, addr(4)), Some(6), "old with new");
+    // Changes on either build reach everyone, through exchanges of both kinds.
+    let t = net.now;
+    net.nodes[1].write_unchecked(t, "x/old", Value::Unknown { tag: NEW_KIND, bytes: b"from the old build".to_vec() });
+    net.nodes[5].write_unchecked(t, "x/new", Value::Unknown { tag: NEW_KIND, bytes: b"from the new build".to_vec() });
+    net.flush(1);
+    net.flush(5);
+    net.run_for(Duration::from_secs(30));
+    assert!(bans(&net).is_empty(), "bans: {:?}", bans(&net));
+    assert!(net.converged(), "the two builds did not converge");
+    // Idle, the two rules agree within each session: every exchange is one fingerprint each
+    // way (a node fingerprinting by the other rule would split every range down to items).
+    let before_idle: Vec<u64> = (0..6).map(|i| net.nodes[i].stats().bytes_out).collect();
+    net.run_for(Duration::from_secs(10));
+    let idle: Vec<u64> = (0..6).map(|i| (net.nodes[i].stats().bytes_out - before_idle[i]) / 10).collect();
+    println!("idle bytes per node per second: {idle:?}");
+    assert!(idle.iter().all(|&b| b < 400), "an idle exchange did more than compare one fingerprint: {idle:?} B/s");
+    for (owner, key) in [(1, "x/old"), (5, "x/new")] {
+        let id = net.nodes[owner].local().id;
+        for i in 0..6 {
+            assert!(
+                net.nodes[i].node(&id).is_some_and(|n| n.entries.contains_key(key)),
+                "node {i} lacks {key} of node {owner}"
+            );
+        }
+    }
+}

@@ -310,3 +310,29 @@ fn an_inflated_version_bound_cannot_freeze_an_owner() {
     assert!(matches!(t.apply(&next), Applied::Changed { .. }));
     assert_eq!(t.get(&owner.node_id()).unwrap().max_version, 2);
 }
+
+/// Known answers for both range-fingerprint rules (docs/PROTOCOL.md 3.1), computed from the
+/// document's definitions with Python's `hashlib.blake2s`, so that a second implementation and
+/// this one agree, and the rule of protocols 5 and 6 stays what builds before 7 compute.
+#[test]
+fn range_fingerprints_match_the_documented_rules() {
+    use gossip_core::NodeId;
+    use gossip_core::message::Summary;
+    use gossip_core::state::{item_hash, range_fingerprint};
+    use gossip_core::sums::{Agg, item_sum};
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let ss = [
+        Summary { id: NodeId([1; 16]), generation: 2, version: 3, digest: [4; 16] },
+        Summary { id: NodeId([0xff; 16]), generation: u64::MAX, version: 7, digest: [0xee; 16] },
+    ];
+    let hashes: Vec<_> = ss.iter().map(item_hash).collect();
+    let (n, fp) = range_fingerprint(&hashes);
+    assert_eq!((n, hex(&fp)), (2, "848256a65c1929b16930c1e60a05ca1a".to_string()), "protocol 5-6 rule");
+    let agg = ss.iter().fold(Agg::default(), |a, s| a + Agg::one(item_sum(s)));
+    let (n, fp) = agg.fingerprint();
+    assert_eq!((n, hex(&fp)), (2, "5cadc9cbe1f088a6e2c41aa9f7d575a0".to_string()), "protocol 7 rule");
+    assert_eq!(hex(&Agg::default().fingerprint().1), "68bed8602c413144a8ab15daff53c659", "empty range, protocol 7");
+    assert_eq!(Scheme::at(5), Scheme::Concat);
+    assert_eq!(Scheme::at(6), Scheme::Concat, "sessions with builds before protocol 7");
+    assert_eq!(Scheme::at(7), Scheme::Sum);
+}
