@@ -69,13 +69,13 @@ fn two_builds_converge_in_one_cluster_with_no_bans() {
     }
 
     // Each member shows the range it proves (its signed `@proto` entry) and the version spoken
-    // with it: 7 between two new agents, 6 whenever an old one is involved.
+    // with it: 8 between two new agents, 7 whenever an old one is involved.
     let v = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
     for x in all {
         let mine = x.opts.name.starts_with("new");
         for peer in ["old-a", "old-b", "new-a", "new-b"] {
             let theirs = peer.starts_with("new");
-            let want = v("5", if theirs { "7" } else { "6" }, if mine && theirs { "7" } else { "6" });
+            let want = v("5", if theirs { "8" } else { "7" }, if mine && theirs { "8" } else { "7" });
             assert_eq!(versions(x, peer), want, "{} about {peer}", x.opts.name);
         }
     }

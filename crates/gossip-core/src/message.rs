@@ -1192,7 +1192,19 @@ fn decode_service(r: &mut Reader<'_>) -> Result<ServiceInstance, DecodeError> {
 
 /// Re-encodes a message from wire version `from` to `to` (for payloads queued before their
 /// session negotiated its version). `None` if it does not decode at `from`.
-/// A message newer than `to` (a query for a version 5 session) is `None` too: it is dropped.
+/// A message newer than `to` (a query for a version 5 session) is `None` too: it is dropped;
+/// so is a Reconcile carrying fingerprints across [`crate::version::SUM_MIN`].
 pub fn transcode(payload: &[u8], from: u8, to: u8) -> Option<Vec<u8>> {
-    Message::decode_for(from, payload).ok().filter(|m| m.min_version() <= to).map(|m| m.encode_for(to))
+    let m = Message::decode_for(from, payload).ok().filter(|m| m.min_version() <= to)?;
+    // A range fingerprint was computed by the rule of the version the message was encoded at
+    // (docs/PROTOCOL.md 3.1); at a version of the other rule the receiver would compare it
+    // with its own by that rule, never match, and split the range for nothing. Such a message
+    // (an exchange opened before the handshake settled on an older version) is dropped,
+    // counted (`version_mismatch_drops`); the next round opens on the session, by its rule.
+    let fingerprints = matches!(&m, Message::Reconcile { ranges, .. }
+        if ranges.iter().any(|r| matches!(r.body, RangeBody::Fingerprint { .. })));
+    if fingerprints && crate::state::Scheme::at(from) != crate::state::Scheme::at(to) {
+        return None;
+    }
+    Some(m.encode_for(to))
 }

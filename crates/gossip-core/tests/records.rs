@@ -336,3 +336,47 @@ fn range_fingerprints_match_the_documented_rules() {
     assert_eq!(Scheme::at(6), Scheme::Concat, "sessions with builds before protocol 7");
     assert_eq!(Scheme::at(7), Scheme::Sum);
 }
+
+/// An exchange opened before its handshake is encoded at this node's highest version, and
+/// transcoded if the session settles on another. Its fingerprint was computed by the rule of
+/// the version it was encoded at: moved to a version of the other rule, it would never match,
+/// and the receiver would split identical tables into 16 ranges for nothing (found in review:
+/// 16 ranges answered). It is dropped instead; a Reconcile without fingerprints still moves.
+#[test]
+fn an_opening_is_not_transcoded_across_the_fingerprint_rules() {
+    use gossip_core::message::{Bound, Range, RangeBody, transcode};
+    use gossip_core::{NodeId, reconcile};
+    let mut t = Table::new();
+    for i in 0..40u8 {
+        let owner = Identity::from_secret([i + 1; 32]);
+        let e = Entry::signed(&owner, 1, "svc/a", 1, svc(80 + u16::from(i)));
+        assert!(matches!(t.apply(&owner_delta(&owner, vec![e])), Applied::Changed { .. }));
+    }
+    let open = |scheme| Message::Reconcile {
+        sender: NodeId::MIN,
+        initial: true,
+        ranges: vec![reconcile::opening(&t, scheme)],
+    };
+    // By the right rule, identical tables answer nothing.
+    for v in [6, 7] {
+        let m = open(Scheme::at(v));
+        let Message::Reconcile { ranges, .. } = &m else { unreachable!() };
+        assert!(reconcile::process(&t, ranges, Scheme::at(v)).ranges.is_empty(), "at {v}");
+    }
+    // Queued at 7, the session speaks 6 (or the reverse): not moved.
+    assert_eq!(transcode(&open(Scheme::at(7)).encode_for(7), 7, 6), None);
+    assert_eq!(transcode(&open(Scheme::at(6)).encode_for(6), 6, 7), None);
+    assert!(transcode(&open(Scheme::at(5)).encode_for(5), 5, 6).is_some(), "5 and 6 share the rule");
+    // Items carry no fingerprint: they mean the same at any version.
+    let s = t.range(&NodeId::MIN, &Bound::Inf).next().map(|n| n.summary()).expect("an owner");
+    let items = Message::Reconcile {
+        sender: NodeId::MIN,
+        initial: false,
+        ranges: vec![Range { lo: NodeId::MIN, hi: Bound::Inf, body: RangeBody::Items(vec![s]) }],
+    };
+    assert_eq!(
+        transcode(&items.encode_for(7), 7, 6).and_then(|b| Message::decode_for(6, &b).ok()),
+        Some(items),
+        "items move"
+    );
+}
