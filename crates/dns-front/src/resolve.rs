@@ -49,7 +49,7 @@ pub use crate::records::{Answer, QType, Question, Rcode, Record};
 
 use crate::name::{self, Query};
 use crate::order::{self, Rng};
-use crate::snapshot::{Health, Instance, ResolverConfig, Snapshot};
+use crate::snapshot::{DnsInstance, Health, ResolverConfig, Snapshot};
 
 #[cfg(test)]
 mod tests;
@@ -89,8 +89,8 @@ fn apex_name(domain: &str) -> String {
 }
 
 /// Whether the resolver answers with this instance under `cfg`.
-pub fn is_answerable(inst: &Instance, cfg: &ResolverConfig) -> bool {
-    match inst.health {
+pub fn is_answerable(inst: &dyn DnsInstance, cfg: &ResolverConfig) -> bool {
+    match inst.health() {
         Health::Passing => true,
         Health::Warning => !cfg.only_passing,
         Health::Critical => false,
@@ -211,23 +211,23 @@ impl Ctx<'_> {
     }
 
     fn service(&self, name: &str, tag: Option<&str>, rng: &mut Rng) -> Answer {
-        let instances: Vec<&Instance> = self
+        let instances: Vec<&dyn DnsInstance> = self
             .snap
             .services
             .get(name)
             .into_iter()
-            .flat_map(|l| l.iter())
-            .filter(|i| is_answerable(i, self.cfg))
-            .filter(|i| tag.is_none_or(|t| i.tags.iter().any(|it| it.eq_ignore_ascii_case(t))))
+            .flat_map(|l| l.instances())
+            .filter(|i| is_answerable(*i, self.cfg))
+            .filter(|i| tag.is_none_or(|t| i.has_tag(t)))
             .collect();
         if instances.is_empty() {
             return self.negative(Rcode::NxDomain);
         }
         if self.q.qtype != QType::Srv {
-            let addrs: Vec<IpAddr> = instances.iter().map(|i| i.address).collect();
+            let addrs: Vec<IpAddr> = instances.iter().map(|i| i.address()).collect();
             return self.addresses(&addrs, rng);
         }
-        let weighted = instances.into_iter().map(|i| (i.weight, i)).collect();
+        let weighted = instances.into_iter().map(|i| (i.weight(), i)).collect();
         let mut answers = Vec::new();
         let mut additional: Vec<Record> = Vec::new();
         // One glue record per distinct (target, address), in answer order; a set keeps this
@@ -235,14 +235,14 @@ impl Ctx<'_> {
         let mut glued: std::collections::HashSet<(String, IpAddr)> = std::collections::HashSet::new();
         for inst in order::rfc2782_order(weighted, rng) {
             let target = self.srv_target(inst);
-            if glued.insert((target.clone(), inst.address)) {
-                additional.push(self.addr_record(&target, inst.address));
+            if glued.insert((target.clone(), inst.address())) {
+                additional.push(self.addr_record(&target, inst.address()));
             }
             answers.push(Record::Srv {
                 name: self.q.name().to_owned(),
                 priority: 1,
-                weight: inst.weight,
-                port: inst.port,
+                weight: inst.weight(),
+                port: inst.port(),
                 target,
                 ttl: self.cfg.ttl,
             });
@@ -266,7 +266,7 @@ impl Ctx<'_> {
                 .services
                 .iter()
                 .filter(|(key, list)| {
-                    is_plain_label(key) && list.iter().any(|i| i.address == ip && is_answerable(i, self.cfg))
+                    is_plain_label(key) && list.instances().any(|i| i.address() == ip && is_answerable(i, self.cfg))
                 })
                 .map(|(key, _)| self.sub(&format!("{key}.service")))
                 .collect();
@@ -285,14 +285,14 @@ impl Ctx<'_> {
 
     /// `NODE.node.D.` if that name resolves to exactly the instance address, else
     /// `HEX.addr.D.`.
-    fn srv_target(&self, inst: &Instance) -> String {
-        let node = inst.node.to_ascii_lowercase();
+    fn srv_target(&self, inst: &dyn DnsInstance) -> String {
+        let node = inst.node().to_ascii_lowercase();
         match self.snap.nodes.get(&node) {
-            Some(n) if n.alive && n.address == inst.address && is_plain_label(&node) => match self.dc_label {
+            Some(n) if n.alive && n.address == inst.address() && is_plain_label(&node) => match self.dc_label {
                 true => self.sub(&format!("{node}.node.{}", self.cfg.datacenter)),
                 false => self.sub(&format!("{node}.node")),
             },
-            _ => self.sub(&format!("{}.addr", name::encode_addr(inst.address))),
+            _ => self.sub(&format!("{}.addr", name::encode_addr(inst.address()))),
         }
     }
 }

@@ -42,11 +42,71 @@ pub struct Instance {
     pub health: Health,
 }
 
-/// The instances of one service name, by a key unique among them (the agent's serial number
-/// of each instance): a persistent map, so that a snapshot that changes one instance of a
-/// large service shares the rest with the previous one (O(log n) to change, O(1) to copy).
+/// What the resolver reads of one service instance. [`Instance`] is the plain one; an agent
+/// can answer from its own catalog's instances instead, so that DNS holds no copy of them.
+pub trait DnsInstance: Send + Sync {
+    /// Address clients should connect to.
+    fn address(&self) -> IpAddr;
+    /// Port clients should connect to.
+    fn port(&self) -> u16;
+    /// SRV weight, 0..=65535.
+    fn weight(&self) -> u16;
+    /// Current health.
+    fn health(&self) -> Health;
+    /// Name of the node that owns the instance.
+    fn node(&self) -> &str;
+    /// Instance id, unique on its node.
+    fn id(&self) -> &str;
+    /// True if one of its tags equals `tag`, ignoring ASCII case.
+    fn has_tag(&self, tag: &str) -> bool;
+}
+
+impl DnsInstance for Instance {
+    fn address(&self) -> IpAddr {
+        self.address
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn weight(&self) -> u16 {
+        self.weight
+    }
+    fn health(&self) -> Health {
+        self.health
+    }
+    fn node(&self) -> &str {
+        &self.node
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))
+    }
+}
+
+/// The instances of one (lower-cased) service name, as the resolver reads them.
+pub trait InstanceList: Send + Sync + std::fmt::Debug {
+    /// Every instance, in a stable order.
+    fn instances(&self) -> Box<dyn Iterator<Item = &dyn DnsInstance> + '_>;
+    /// Number of instances.
+    fn count(&self) -> usize;
+}
+
+/// The instances of one service name, by a key unique among them: a persistent map, so that a
+/// snapshot that changes one instance of a large service shares the rest with the previous
+/// one (O(log n) to change, O(1) to copy). The plain [`InstanceList`].
 #[derive(Debug, Clone, Default)]
 pub struct Instances(imbl::OrdMap<u64, Instance>);
+
+impl InstanceList for Instances {
+    fn instances(&self) -> Box<dyn Iterator<Item = &dyn DnsInstance> + '_> {
+        Box::new(self.0.values().map(|i| i as &dyn DnsInstance))
+    }
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
 
 impl Instances {
     /// Every instance (in key order).
@@ -93,7 +153,7 @@ pub struct Node {
 pub struct Snapshot {
     /// Instances grouped by lower-cased service name (persistent: shared between snapshots
     /// where unchanged).
-    pub services: imbl::HashMap<String, Instances>,
+    pub services: imbl::HashMap<String, Arc<dyn InstanceList>>,
     /// Nodes by lower-cased node name.
     pub nodes: HashMap<String, Node>,
     /// Monotonic index of this snapshot (raised at each rebuild); used as the SOA serial.
@@ -103,15 +163,16 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds a snapshot from flat lists, grouping and lower-casing names.
     pub fn build(index: u64, instances: Vec<Instance>, nodes: Vec<Node>) -> Self {
-        let mut services: imbl::HashMap<String, Instances> = imbl::HashMap::new();
+        let mut lists: HashMap<String, Instances> = HashMap::new();
         for (k, inst) in instances.into_iter().enumerate() {
-            services.entry(inst.service.to_ascii_lowercase()).or_default().insert(k as u64, inst);
+            lists.entry(inst.service.to_ascii_lowercase()).or_default().insert(k as u64, inst);
         }
+        let services = lists.into_iter().map(|(k, v)| (k, Arc::new(v) as Arc<dyn InstanceList>)).collect();
         Self::from_parts(index, services, nodes)
     }
 
     /// A snapshot from lists already grouped by lower-cased service name.
-    pub fn from_parts(index: u64, services: imbl::HashMap<String, Instances>, nodes: Vec<Node>) -> Self {
+    pub fn from_parts(index: u64, services: imbl::HashMap<String, Arc<dyn InstanceList>>, nodes: Vec<Node>) -> Self {
         let nodes = nodes.into_iter().map(|n| (n.name.to_ascii_lowercase(), n)).collect();
         Snapshot { services, nodes, index }
     }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use dns_front::snapshot::InstanceList;
 use gossip_core::NOTE_PREFIX;
 use gossip_core::{Gossip, Health, NodeId, NodeState, NodeStatus, ServiceInstance, Value};
 
@@ -47,7 +48,7 @@ pub struct Member {
 /// The node that owns instances, as they show it: one per node, shared by its instances.
 #[derive(Debug)]
 pub struct Owner {
-    /// Its name (shared with the instances' DNS twins).
+    /// Its name (the DNS answers read it through the instances).
     pub name: Arc<str>,
     /// Its id.
     pub id: NodeId,
@@ -60,8 +61,6 @@ pub struct Owner {
 /// One service instance with its node.
 #[derive(Debug, Clone)]
 pub struct CatalogInstance {
-    /// Unique among the instances the views have made (the key of its DNS twin).
-    serial: u64,
     /// The owning node.
     pub node: Arc<Owner>,
     /// The instance as registered (shared with the gossip table's entry).
@@ -184,11 +183,56 @@ struct Published {
 pub struct Views {
     owners: HashMap<NodeId, Published>,
     services: imbl::OrdMap<String, InstanceSet>,
-    dns: imbl::HashMap<String, dns_front::snapshot::Instances>,
-    /// Each service name held, once (the DNS twins share it).
-    names: HashMap<String, Arc<str>>,
-    /// Serial number of the last instance made.
-    serial: u64,
+    /// The DNS snapshot's lists: for each lower-cased name, the catalog's sets of the names
+    /// that lower-case to it (shared with the catalog, so DNS holds no copy of an instance).
+    dns: imbl::HashMap<String, Arc<dyn InstanceList>>,
+    /// The names held that lower-case to each lower-cased one.
+    cases: HashMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl dns_front::snapshot::DnsInstance for CatalogInstance {
+    fn address(&self) -> IpAddr {
+        self.service.address.unwrap_or(self.node.addr)
+    }
+    fn port(&self) -> u16 {
+        self.service.port
+    }
+    fn weight(&self) -> u16 {
+        match self.service.health {
+            Health::Warning => self.service.weight_warning,
+            _ => self.service.weight_passing,
+        }
+    }
+    fn health(&self) -> dns_front::snapshot::Health {
+        match self.service.health {
+            Health::Passing => dns_front::snapshot::Health::Passing,
+            Health::Warning => dns_front::snapshot::Health::Warning,
+            Health::Critical => dns_front::snapshot::Health::Critical,
+        }
+    }
+    fn node(&self) -> &str {
+        &self.node.name
+    }
+    fn id(&self) -> &str {
+        &self.service.id
+    }
+    fn has_tag(&self, tag: &str) -> bool {
+        self.service.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))
+    }
+}
+
+/// What DNS answers for one lower-cased name: the catalog's sets (persistent, so holding them
+/// here copies nothing) of the names that lower-case to it, usually one.
+#[derive(Debug)]
+struct DnsList(Vec<InstanceSet>);
+
+impl InstanceList for DnsList {
+    fn instances(&self) -> Box<dyn Iterator<Item = &dyn dns_front::snapshot::DnsInstance> + '_> {
+        Box::new(self.0.iter().flat_map(|set| set.iter().map(|i| i as &dyn dns_front::snapshot::DnsInstance)))
+    }
+    fn count(&self) -> usize {
+        self.0.iter().map(InstanceSet::len).sum()
+    }
 }
 
 /// Instances that left the views and joined them in one rebuild, in order.
@@ -208,34 +252,12 @@ impl Changes {
     }
 }
 
-fn instance(serial: &mut u64, n: &NodeState, owner: &Arc<Owner>, s: &Arc<ServiceInstance>) -> Arc<CatalogInstance> {
-    *serial += 1;
+fn instance(n: &NodeState, owner: &Arc<Owner>, s: &Arc<ServiceInstance>) -> Arc<CatalogInstance> {
     let note = match n.entries.get(format!("{NOTE_PREFIX}{}", s.id).as_str()).map(|e| &e.value) {
         Some(Value::CheckNote { output, .. }) if s.health != Health::Passing => Some(Arc::from(&**output)),
         _ => None,
     };
-    Arc::new(CatalogInstance { serial: *serial, node: owner.clone(), service: s.clone(), note })
-}
-
-fn dns_instance(i: &CatalogInstance, service: Arc<str>) -> dns_front::snapshot::Instance {
-    let s = &i.service;
-    dns_front::snapshot::Instance {
-        service,
-        id: s.id.as_str().into(),
-        node: i.node.name.clone(),
-        address: s.address.unwrap_or(i.node.addr),
-        port: s.port,
-        tags: s.tags.iter().map(|t| Arc::from(t.as_str())).collect(),
-        weight: match s.health {
-            Health::Warning => s.weight_warning,
-            _ => s.weight_passing,
-        },
-        health: match s.health {
-            Health::Passing => dns_front::snapshot::Health::Passing,
-            Health::Warning => dns_front::snapshot::Health::Warning,
-            Health::Critical => dns_front::snapshot::Health::Critical,
-        },
-    }
+    Arc::new(CatalogInstance { node: owner.clone(), service: s.clone(), note })
 }
 
 impl Views {
@@ -337,7 +359,7 @@ impl Views {
                     if let (true, Some((key, Value::Service(s)))) =
                         (alive, n.entries.get_key_value(&**k).map(|(key, e)| (key, &e.value)))
                     {
-                        let new = instance(&mut self.serial, n, &p.owner, s);
+                        let new = instance(n, &p.owner, s);
                         p.instances.insert(key.clone(), new.clone());
                         changes.add(new);
                     }
@@ -356,7 +378,7 @@ impl Views {
         if alive {
             for e in n.entries.values() {
                 if let Value::Service(s) = &e.value {
-                    let new = instance(&mut self.serial, n, &owner, s);
+                    let new = instance(n, &owner, s);
                     instances.insert(e.key.clone(), new.clone());
                     changes.add(new);
                 }
@@ -367,30 +389,42 @@ impl Views {
         self.owners.insert(n.info.id, p);
     }
 
-    /// Takes the instances removed out of their sets and puts those added in: O(log n) each.
+    /// Takes the instances removed out of their sets and puts those added in: O(log n) each;
+    /// then the DNS list of each name touched is made again from the catalog's sets (O(1) per
+    /// set: they are shared).
     fn apply(&mut self, changes: Changes) {
+        let mut touched = std::collections::BTreeSet::new();
         for old in changes.removed {
             let name = &old.service.name;
             if let Some(set) = self.services.get_mut(name) {
                 set.0.remove(&Ordered(old.clone()));
                 if set.is_empty() {
                     self.services.remove(name);
-                    self.names.remove(name.as_str());
+                    let lc = name.to_ascii_lowercase();
+                    if let Some(c) = self.cases.get_mut(&lc) {
+                        c.remove(name);
+                        if c.is_empty() {
+                            self.cases.remove(&lc);
+                        }
+                    }
                 }
             }
-            let lc = name.to_ascii_lowercase();
-            if let Some(list) = self.dns.get_mut(&lc) {
-                list.remove(old.serial);
-                if list.is_empty() {
-                    self.dns.remove(&lc);
-                }
-            }
+            touched.insert(name.to_ascii_lowercase());
         }
         for new in changes.added {
-            let name = self.names.entry(new.service.name.clone()).or_insert_with(|| new.service.name.as_str().into());
-            let twin = dns_instance(&new, name.clone());
-            self.dns.entry(new.service.name.to_ascii_lowercase()).or_default().insert(new.serial, twin);
+            let lc = new.service.name.to_ascii_lowercase();
+            self.cases.entry(lc.clone()).or_default().insert(new.service.name.clone());
             self.services.entry(new.service.name.clone()).or_default().0.insert(Ordered(new));
+            touched.insert(lc);
+        }
+        for lc in touched {
+            let sets: Vec<InstanceSet> =
+                self.cases.get(&lc).into_iter().flatten().filter_map(|name| self.services.get(name).cloned()).collect();
+            if sets.is_empty() {
+                self.dns.remove(&lc);
+            } else {
+                self.dns.insert(lc, Arc::new(DnsList(sets)));
+            }
         }
     }
 }
@@ -473,7 +507,7 @@ mod tests {
             .iter()
             .map(|(k, l)| {
                 let mut v: Vec<String> =
-                    l.iter().map(|i| format!("{}/{}:{}/{:?}", i.node, i.id, i.port, i.health)).collect();
+                    l.instances().map(|i| format!("{}/{}:{}/{:?}", i.node(), i.id(), i.port(), i.health())).collect();
                 v.sort();
                 (k.clone(), v)
             })

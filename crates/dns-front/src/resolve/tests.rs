@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::snapshot::Node;
+use crate::snapshot::{Instance, Node};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
