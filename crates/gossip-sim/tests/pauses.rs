@@ -114,3 +114,44 @@ fn loaded_members_probe_a_recorded_failure_before_adopting_it() {
     assert_eq!(deaths, 0, "loaded members adopted a record of a member that was only slow; SIM_SEED={seed}");
     assert!(serves, "a member does not serve the target at the end; SIM_SEED={seed}");
 }
+
+/// A killed node is declared dead by observers that were loaded shortly before (whose
+/// window of being loaded ends while they suspect it), and they count no pause they did not
+/// have. Real agents once got stuck here: the deadline of a suspicion depended on whether the
+/// node was loaded *now*, so it moved with time; a late wake-up at the deadline made the node
+/// loaded and pushed the deadline on, and a deadline that moved into the past counted as a
+/// pause at each wake-up, which moved the suspicion on again, so a SIGKILLed agent was never
+/// declared dead (`integration/tests/cluster.rs`, one run in three to eight). The simulator
+/// wakes nodes exactly on time, so it does not reproduce that loop; the fix (the choice is made
+/// once, when the suspicion is confirmed, and pauses are measured against the deadline the
+/// node last asked for) was checked against the integration test, 12 runs of 12.
+#[test]
+fn a_killed_node_dies_when_its_observers_stop_being_loaded() {
+    let seed = seed_from_env(60);
+    let n = 3;
+    for offset_ms in (8_000..10_000).step_by(250) {
+        let mut sim = Sim::new(SimConfig::new(seed, n));
+        sim.run_for(Duration::from_secs(5));
+        for i in [0, 2] {
+            sim.pause(i, Duration::from_millis(150));
+        }
+        sim.run_for(Duration::from_millis(offset_ms));
+        let id = sim.node(1).local().id;
+        let before = sim.stats();
+        sim.kill(1);
+        sim.run_for(Duration::from_secs(30));
+        let after = sim.stats();
+        for i in [0, 2] {
+            let l = sim.node(i).liveness(&id);
+            let pauses = after[i].pauses - before[i].pauses;
+            assert!(
+                !l.serves(),
+                "node {i} still serves the node killed {offset_ms} ms after its pause: {l:?}; SIM_SEED={seed}"
+            );
+            assert_eq!(
+                pauses, 0,
+                "node {i} counted {pauses} pauses it never had (offset {offset_ms} ms); SIM_SEED={seed}"
+            );
+        }
+    }
+}

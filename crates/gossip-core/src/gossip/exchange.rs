@@ -50,6 +50,11 @@ impl Gossip {
     /// layer and dropped; an authenticated peer that sends what does not decode, breaks a rule
     /// or relays a forged record is banned. Never panics.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.receive_datagram(now, from, data);
+        self.promised = self.poll_timeout();
+    }
+
+    fn receive_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.last_now = self.last_now.max(now);
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;

@@ -71,6 +71,10 @@ pub(super) struct Suspicion {
     confirmed: bool,
     /// This node raised it (its own probe of a partner failed first).
     raised: bool,
+    /// This node was loaded ([`Gossip::loaded`]) when it confirmed the suspicion: it waits the
+    /// heard-of timeout. Decided once, so that the deadline does not move with time (a
+    /// deadline that moved earlier, into the past, would look like a pause at every wake-up).
+    patient: bool,
     /// Ripe, but held back by the death-rate budget (counted once).
     held: bool,
     /// Dead, and this node still owes a failure record at this time unless one is held by then
@@ -81,7 +85,17 @@ pub(super) struct Suspicion {
 impl Suspicion {
     /// A fresh suspicion of the state `(generation, version)`, raised by this node or heard of.
     pub(super) fn new(since: Instant, generation: u64, version: u64, raised: bool) -> Suspicion {
-        Suspicion { since, generation, version, dead: false, confirmed: raised, raised, held: false, record_due: None }
+        Suspicion {
+            since,
+            generation,
+            version,
+            dead: false,
+            confirmed: raised,
+            raised,
+            patient: false,
+            held: false,
+            record_due: None,
+        }
     }
 }
 
@@ -197,16 +211,16 @@ impl Gossip {
         scaled.max(self.cfg.suspicion_min)
     }
 
-    /// When a suspicion ripens into a death; `loaded`: [`Gossip::loaded`].
-    fn ripens_at(&self, s: &Suspicion, slow: Duration, loaded: bool) -> Instant {
+    /// When a suspicion ripens into a death.
+    fn ripens_at(&self, s: &Suspicion, slow: Duration) -> Instant {
         // Both deadlines stretch with the local health score, as the probes do: a node whose
-        // own probes fail hears refutations late too. And while this node's own timers run
-        // late, its probe's silence confirms less: the machine is starved (a start-up storm),
-        // so the suspect likely is too, and may be only slow. A confirmed suspicion then waits
-        // the heard-of timeout as well (Lifeguard's longer bound): a crash is still declared
-        // within a few seconds, and a member starved for two is not.
+        // own probes fail hears refutations late too. And a suspicion this node confirmed
+        // while its own timers ran late (`patient`, decided then) confirms less: the machine
+        // is starved (a start-up storm), so the suspect likely is too, and may be only slow. It
+        // waits the heard-of timeout as well (Lifeguard's longer bound): a crash is still
+        // declared within a few seconds, and a member starved for two is not.
         let f = self.health_factor();
-        let confirmed = if loaded { slow } else { self.cfg.suspicion_confirmed.min(slow) };
+        let confirmed = if s.patient { slow } else { self.cfg.suspicion_confirmed.min(slow) };
         s.since + if s.confirmed { confirmed * f } else { slow * f }
     }
 
@@ -391,6 +405,7 @@ impl Gossip {
         generation: u64,
         version: u64,
     ) {
+        let loaded = self.loaded(now);
         if target == self.local.id {
             // Refute: a fresh signed status entry supersedes the suspected version everywhere.
             // (A suspicion beyond the newest state was refused, and its sender banned, on receipt.)
@@ -411,6 +426,7 @@ impl Gossip {
             // Our own probe of a node already suspect: it confirms the suspicion here.
             if sender == self.local.id && !s.confirmed && (s.generation, s.version) == held {
                 s.confirmed = true;
+                s.patient = loaded;
                 self.stats.suspicions_confirmed += 1;
             }
             return;
@@ -427,7 +443,9 @@ impl Gossip {
             return;
         }
         let raised = sender == self.local.id;
-        self.suspicions.insert(target, Suspicion::new(now, generation, version, raised));
+        let mut s = Suspicion::new(now, generation, version, raised);
+        s.patient = raised && loaded;
+        self.suspicions.insert(target, s);
         self.stats.suspicions += 1;
         if raised {
             self.stats.suspicions_raised += 1;
@@ -509,13 +527,12 @@ impl Gossip {
         let burst_window = self.cfg.self_preservation_burst_window;
         let threshold = self.cfg.self_preservation_share;
         self.death_hold = None;
-        let loaded = self.loaded(now);
         loop {
             let slow = self.suspicion_timeout();
             let mut ripe: Vec<(Instant, NodeId)> = self
                 .suspicions
                 .iter()
-                .filter(|(id, s)| !s.dead && !self.awaits_own_probe(id, s) && now >= self.ripens_at(s, slow, loaded))
+                .filter(|(id, s)| !s.dead && !self.awaits_own_probe(id, s) && now >= self.ripens_at(s, slow))
                 .map(|(id, s)| (s.since, *id))
                 .collect();
             ripe.sort();
@@ -599,7 +616,7 @@ impl Gossip {
             self.suspicions
                 .iter()
                 .filter(|(id, s)| !s.dead && !self.awaits_own_probe(id, s))
-                .map(|(_, s)| self.ripens_at(s, slow, self.loaded(self.last_now)))
+                .map(|(_, s)| self.ripens_at(s, slow))
                 .map(|t| hold.map_or(t, |h| t.max(h)))
                 .min()
         };

@@ -101,6 +101,10 @@ pub struct Gossip {
     left: bool,
     /// `handle_timeout` ran at least once (pauses are measured from the second call on).
     timed: bool,
+    /// [`Gossip::poll_timeout`] as of the end of the last `handle_timeout` or
+    /// `handle_datagram`: the deadline the driver was asked to wake at, which pauses are
+    /// measured against.
+    promised: Option<Instant>,
     /// The last time a timer of this node ran [`liveness::LATE_THRESHOLD`] or more past its
     /// deadline: this node is loaded (`death.rs` then probes before adopting a failure record).
     last_late: Option<Instant>,
@@ -170,6 +174,7 @@ impl Gossip {
             departed_at: Default::default(),
             last_heard: Default::default(),
             last_late: None,
+            promised: None,
             failures: Default::default(),
             pulls: Default::default(),
             reordered: Vec::new(),
@@ -752,9 +757,19 @@ impl Gossip {
     /// Advances timers: anti-entropy rounds, seed retries, and the secure layer's handshake
     /// retries and key rotation.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance_timers(now);
+        self.promised = self.poll_timeout();
+    }
+
+    fn advance_timers(&mut self, now: Instant) {
         // Not on the first call: a driver may take a while between creating the node and
-        // running its loop (loading its data), which is no pause.
-        if let Some(due) = self.poll_timeout().filter(|_| self.timed) {
+        // running its loop (loading its data), which is no pause. Measured against the
+        // deadline this node asked for after its last input, not one computed now: a deadline
+        // can move earlier with time alone (a loaded node's longer suspicion deadline lapses
+        // back to the short one when it stops being loaded), and a deadline that moved into
+        // the past is no sign that the node was not run; taking it for one moved the
+        // suspicion on by the "lag" at every call, and it never ripened.
+        if let Some(due) = self.promised.filter(|_| self.timed) {
             self.detect_pause(now, due);
         }
         self.timed = true;
