@@ -89,49 +89,16 @@ impl DnsInstance for Instance {
 pub trait InstanceList: Send + Sync + std::fmt::Debug {
     /// Every instance, in a stable order.
     fn instances(&self) -> Box<dyn Iterator<Item = &dyn DnsInstance> + '_>;
-    /// Number of instances.
-    fn count(&self) -> usize;
 }
 
-/// The instances of one service name, by a key unique among them: a persistent map, so that a
-/// snapshot that changes one instance of a large service shares the rest with the previous
-/// one (O(log n) to change, O(1) to copy). The plain [`InstanceList`].
+/// The plain [`InstanceList`]: the instances of one name, in the order given to
+/// [`Snapshot::build`]. (The agent lists its catalog's own sets instead.)
 #[derive(Debug, Clone, Default)]
-pub struct Instances(imbl::OrdMap<u64, Instance>);
+struct Instances(Vec<Instance>);
 
 impl InstanceList for Instances {
     fn instances(&self) -> Box<dyn Iterator<Item = &dyn DnsInstance> + '_> {
-        Box::new(self.0.values().map(|i| i as &dyn DnsInstance))
-    }
-    fn count(&self) -> usize {
-        self.0.len()
-    }
-}
-
-impl Instances {
-    /// Every instance (in key order).
-    pub fn iter(&self) -> impl Iterator<Item = &Instance> {
-        self.0.values()
-    }
-
-    /// Number of instances.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True if there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Adds or replaces the instance under `key`.
-    pub fn insert(&mut self, key: u64, i: Instance) {
-        self.0.insert(key, i);
-    }
-
-    /// Removes the instance under `key`.
-    pub fn remove(&mut self, key: u64) -> Option<Instance> {
-        self.0.remove(&key)
+        Box::new(self.0.iter().map(|i| i as &dyn DnsInstance))
     }
 }
 
@@ -164,8 +131,8 @@ impl Snapshot {
     /// Builds a snapshot from flat lists, grouping and lower-casing names.
     pub fn build(index: u64, instances: Vec<Instance>, nodes: Vec<Node>) -> Self {
         let mut lists: HashMap<String, Instances> = HashMap::new();
-        for (k, inst) in instances.into_iter().enumerate() {
-            lists.entry(inst.service.to_ascii_lowercase()).or_default().insert(k as u64, inst);
+        for inst in instances {
+            lists.entry(inst.service.to_ascii_lowercase()).or_default().0.push(inst);
         }
         let services = lists.into_iter().map(|(k, v)| (k, Arc::new(v) as Arc<dyn InstanceList>)).collect();
         Self::from_parts(index, services, nodes)

@@ -212,7 +212,7 @@ impl NodeState {
 /// fingerprints.
 pub type Commitment = [u8; 16];
 
-fn truncate(h: Blake2s256) -> Commitment {
+pub(crate) fn truncate(h: Blake2s256) -> Commitment {
     let full = h.finalize();
     let mut out = [0u8; 16];
     out.copy_from_slice(&full[..16]);
@@ -383,13 +383,19 @@ impl DigestCache {
 /// `BLAKE2s-256("gossipd summary v3" || id (16 B) || generation (u64 BE) || version (u64 BE)
 /// || digest (16 B))`.
 pub fn item_hash(s: &Summary) -> Commitment {
+    truncate(summary_hasher(b"gossipd summary v3", s))
+}
+
+/// BLAKE2s-256 over `tag || id (16 B) || generation (u64 BE) || version (u64 BE) || digest
+/// (16 B)`, not finalized: the item of a summary under both fingerprint rules.
+pub(crate) fn summary_hasher(tag: &[u8], s: &Summary) -> Blake2s256 {
     let mut h = Blake2s256::new();
-    h.update(b"gossipd summary v3");
+    h.update(tag);
     h.update(s.id.0);
     h.update(s.generation.to_be_bytes());
     h.update(s.version.to_be_bytes());
     h.update(s.digest);
-    truncate(h)
+    h
 }
 
 /// The fingerprint of a sequence of summaries in ascending id order, given their item hashes:
@@ -479,12 +485,7 @@ pub struct Table {
 
 impl Items for imbl::OrdMap<NodeId, Arc<NodeState>> {
     fn items_from(&self, lo: NodeId, hi: Option<NodeId>) -> impl Iterator<Item = (NodeId, Sum)> {
-        let upper = match hi {
-            Some(h) if h <= lo => std::ops::Bound::Excluded(lo),
-            Some(h) => std::ops::Bound::Excluded(h),
-            None => std::ops::Bound::Unbounded,
-        };
-        self.range((std::ops::Bound::Included(lo), upper)).map(|(i, n)| (*i, n.sum))
+        self.range(crate::sums::id_bounds(lo, hi)).map(|(i, n)| (*i, n.sum))
     }
 }
 
@@ -554,7 +555,7 @@ impl Table {
 
     /// Brings the sum tree up to date after `id`'s item changed from `old`.
     fn resum(&mut self, id: &NodeId, old: Option<Sum>) {
-        let new = self.nodes.get(id).map(|n| n.sum);
+        let new = self.sum_at(id);
         self.sums.update(id, old, new, &self.nodes);
     }
 

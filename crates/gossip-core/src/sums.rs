@@ -17,7 +17,7 @@ use std::sync::Arc;
 use blake2::{Blake2s256, Digest};
 
 use crate::message::Summary;
-use crate::state::Commitment;
+use crate::state::{Commitment, summary_hasher, truncate};
 use crate::types::NodeId;
 
 /// A trie leaf covering more owners than this is split into 16 children.
@@ -45,7 +45,6 @@ impl Sum {
         }
         b
     }
-
 }
 
 impl std::ops::Add for Sum {
@@ -86,13 +85,7 @@ impl std::ops::Sub for Sum {
 /// `BLAKE2s-256("gossipd summary v4" || id (16 B) || generation (u64 BE) || version (u64 BE)
 /// || digest (16 B))`, read as a little-endian 256-bit integer.
 pub fn item_sum(s: &Summary) -> Sum {
-    let mut h = Blake2s256::new();
-    h.update(b"gossipd summary v4");
-    h.update(s.id.0);
-    h.update(s.generation.to_be_bytes());
-    h.update(s.version.to_be_bytes());
-    h.update(s.digest);
-    Sum::from_le_bytes(&h.finalize().into())
+    Sum::from_le_bytes(&summary_hasher(b"gossipd summary v4", s).finalize().into())
 }
 
 /// A count and a sum of items: what a range's protocol-7 fingerprint is made of.
@@ -117,10 +110,7 @@ impl Agg {
         h.update(b"gossipd range v4");
         h.update(self.count.to_be_bytes());
         h.update(self.sum.to_le_bytes());
-        let full = h.finalize();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&full[..16]);
-        (self.count, out)
+        (self.count, truncate(h))
     }
 }
 
@@ -146,6 +136,17 @@ impl std::ops::Sub for Agg {
 pub trait Items {
     /// `(id, item)` for the ids `>= lo` (and `< hi`, if given), ascending.
     fn items_from(&self, lo: NodeId, hi: Option<NodeId>) -> impl Iterator<Item = (NodeId, Sum)>;
+}
+
+/// The bounds of an ordered map's range over the ids `>= lo` and `< hi` (empty when `hi <=
+/// lo`), for [`Items::items_from`].
+pub fn id_bounds(lo: NodeId, hi: Option<NodeId>) -> (std::ops::Bound<NodeId>, std::ops::Bound<NodeId>) {
+    let upper = match hi {
+        Some(h) if h <= lo => std::ops::Bound::Excluded(lo),
+        Some(h) => std::ops::Bound::Excluded(h),
+        None => std::ops::Bound::Unbounded,
+    };
+    (std::ops::Bound::Included(lo), upper)
 }
 
 #[derive(Clone, Default, Debug)]
@@ -228,7 +229,8 @@ impl SumTree {
                 None => {
                     if node.agg.count > LEAF_MAX && depth < 32 {
                         let (lo, hi) = prefix(k, depth);
-                        let under: Vec<(u128, Sum)> = items.items_from(id(lo), hi.map(id)).map(|(i, s)| (key(&i), s)).collect();
+                        let under: Vec<(u128, Sum)> =
+                            items.items_from(id(lo), hi.map(id)).map(|(i, s)| (key(&i), s)).collect();
                         let built = build(depth, &under);
                         debug_assert_eq!(built.agg, node.agg, "the trie and the table disagree");
                         *node = built;
@@ -300,12 +302,7 @@ mod tests {
 
     impl Items for Map {
         fn items_from(&self, lo: NodeId, hi: Option<NodeId>) -> impl Iterator<Item = (NodeId, Sum)> {
-            let upper = match hi {
-                Some(h) if h <= lo => std::ops::Bound::Excluded(lo),
-                Some(h) => std::ops::Bound::Excluded(h),
-                None => std::ops::Bound::Unbounded,
-            };
-            self.0.range((std::ops::Bound::Included(lo), upper)).map(|(i, s)| (*i, *s))
+            self.0.range(id_bounds(lo, hi)).map(|(i, s)| (*i, *s))
         }
     }
 

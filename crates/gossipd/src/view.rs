@@ -230,9 +230,6 @@ impl InstanceList for DnsList {
     fn instances(&self) -> Box<dyn Iterator<Item = &dyn dns_front::snapshot::DnsInstance> + '_> {
         Box::new(self.0.iter().flat_map(|set| set.iter().map(|i| i as &dyn dns_front::snapshot::DnsInstance)))
     }
-    fn count(&self) -> usize {
-        self.0.iter().map(InstanceSet::len).sum()
-    }
 }
 
 /// Instances that left the views and joined them in one rebuild, in order.

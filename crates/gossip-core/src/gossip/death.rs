@@ -21,8 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::liveness::Suspicion;
-use super::{Event, Gossip, Liveness};
+use super::{Gossip, Liveness};
 use crate::message::{FAILED_PREFIX, Message, NodeStatus, STATUS_KEY, Value, failed_key};
 use crate::types::NodeId;
 
@@ -165,10 +164,7 @@ impl Gossip {
             // clears it and it refutes. A quiet node adopts at once.
             self.stats.failure_records_probed += 1;
             if !self.suspicions.contains_key(target) {
-                self.suspicions.insert(*target, Suspicion::new(now, held.0, held.1, false));
-                self.stats.suspicions += 1;
-                self.confirm_probe(now, *target);
-                self.events.push_back(Event::MemberSuspect(*target));
+                self.start_suspicion(now, *target, held, false);
             }
             return;
         }

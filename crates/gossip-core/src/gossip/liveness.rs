@@ -13,7 +13,7 @@
 //!   suspicion here and tells the suspect to refute; no answer *confirms* it. A confirmed
 //!   suspicion becomes **dead** after `suspicion_confirmed`; one only heard of waits the full
 //!   suspicion timeout (`suspicion_mult × log10(N)` rounds, at least `suspicion_min`), and so
-//!   does a confirmed one while this node is **loaded** (its timers ran late within
+//!   does one confirmed while this node was **loaded** (its timers ran late within
 //!   [`LOADED_MEMORY`]: its probe's silence then says less).
 //! - **Death is replicated state** (`death.rs`): the first replica to declare a death writes a
 //!   failure record, which every agent that syncs learns with the rest of the catalog.
@@ -134,9 +134,10 @@ const MAX_RELAYS: usize = 64;
 pub const PAUSE_THRESHOLD: Duration = Duration::from_millis(100);
 
 /// A deadline met this late means this node is loaded (sharing its CPU with a start-up storm,
-/// say), if not paused: for [`LOADED_MEMORY`] afterwards it probes a member another replica
-/// recorded as failed before it adopts the record (`death.rs`), since the recorder may have
-/// been as starved as this node and the member only slow.
+/// say), if not paused: for [`LOADED_MEMORY`] afterwards a suspicion its own probe confirms
+/// waits the heard-of timeout, and it probes a member another replica recorded as failed
+/// before it adopts the record (`death.rs`), since the recorder may have been as starved as
+/// this node and the member only slow.
 pub const LATE_THRESHOLD: Duration = Duration::from_millis(25);
 
 /// How long a late timer marks this node as loaded.
@@ -294,7 +295,7 @@ impl Gossip {
     /// opening a handshake with the suspect at once (a hundred of them within milliseconds)
     /// loaded a node that was perhaps only slow, and in a start-up storm made it slower; the
     /// replicas that do not probe wait the heard-of timeout.
-    pub(super) fn confirm_probe(&mut self, now: Instant, target: NodeId) {
+    fn confirm_probe(&mut self, now: Instant, target: NodeId) {
         if self.probes.iter().any(|p| p.target == target) {
             return;
         }
@@ -442,9 +443,19 @@ impl Gossip {
         if n.status() != NodeStatus::Alive {
             return;
         }
-        let raised = sender == self.local.id;
-        let mut s = Suspicion::new(now, generation, version, raised);
-        s.patient = raised && loaded;
+        self.start_suspicion(now, target, (generation, version), sender == self.local.id);
+        if ttl > 0 {
+            self.spread_suspicion(now, (target, generation, version), ttl - 1, &[sender, target]);
+        }
+    }
+
+    /// Marks `target` suspect here, of its state `held`: raised by this node (its own probe
+    /// failed: confirmed, and patient if it is loaded), or heard of (a suspicion rumor, or a
+    /// failure record a loaded node holds back), which this node's own probe then confirms or
+    /// clears.
+    pub(super) fn start_suspicion(&mut self, now: Instant, target: NodeId, held: (u64, u64), raised: bool) {
+        let mut s = Suspicion::new(now, held.0, held.1, raised);
+        s.patient = raised && self.loaded(now);
         self.suspicions.insert(target, s);
         self.stats.suspicions += 1;
         if raised {
@@ -453,9 +464,6 @@ impl Gossip {
             self.confirm_probe(now, target);
         }
         self.events.push_back(Event::MemberSuspect(target));
-        if ttl > 0 {
-            self.spread_suspicion(now, (target, generation, version), ttl - 1, &[sender, target]);
-        }
     }
 
     fn suspect(&mut self, now: Instant, target: NodeId) {

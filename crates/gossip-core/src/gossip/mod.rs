@@ -106,7 +106,7 @@ pub struct Gossip {
     /// measured against.
     promised: Option<Instant>,
     /// The last time a timer of this node ran [`liveness::LATE_THRESHOLD`] or more past its
-    /// deadline: this node is loaded (`death.rs` then probes before adopting a failure record).
+    /// deadline: this node is loaded ([`Gossip::loaded`]).
     last_late: Option<Instant>,
     stats: Stats,
 }
