@@ -218,11 +218,14 @@ impl Gossip {
         // own probes fail hears refutations late too. And a suspicion this node confirmed
         // while its own timers ran late (`patient`, decided then) confirms less: the machine
         // is starved (a start-up storm), so the suspect likely is too, and may be only slow. It
-        // waits the heard-of timeout as well (Lifeguard's longer bound): a crash is still
-        // declared within a few seconds, and a member starved for two is not.
+        // waits at least the heard-of timeout (Lifeguard's longer bound): a crash is still
+        // declared within a few seconds, and a member starved for two is not. At least, not
+        // that times the health factor: both say this node is slow, and multiplied they kept a
+        // loaded node from declaring a crash for half a minute.
         let f = self.health_factor();
-        let confirmed = if s.patient { slow } else { self.cfg.suspicion_confirmed.min(slow) };
-        s.since + if s.confirmed { confirmed * f } else { slow * f }
+        let fast = self.cfg.suspicion_confirmed.min(slow) * f;
+        let confirmed = if s.patient { fast.max(slow) } else { fast };
+        s.since + if s.confirmed { confirmed } else { slow * f }
     }
 
     /// A suspicion only heard of waits for this node's own probe of the suspect, if one is in
